@@ -1,0 +1,70 @@
+# The two commands: `make demo` (the product end to end on the local emulators) and
+# `make test` (lint, types, Terraform format, and every test suite). Each installs what it needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/uv/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.synced-stamp
+TASKS_VENV := .venv-tasks
+PYTEST_ARGS ?=
+
+.PHONY: help install test lint typecheck unit demo up down status bench faults clean
+
+help:
+	@echo "make demo   - start the emulators and services, run the demo, print the LoopResults"
+	@echo "make test   - install, then ruff, mypy, terraform fmt, and all pytest suites"
+	@echo "make up     - start the local stack and leave it running (make down stops it)"
+
+$(UV):
+	@echo "==> installing uv $(UV_VERSION) into .tools/uv"
+	@$(PYTHON) -m venv .tools/uv
+	@.tools/uv/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(STAMP): $(UV) pyproject.toml uv.lock
+	@echo "==> syncing $(VENV) from uv.lock"
+	@$(UV) sync --frozen --quiet
+	@touch $(STAMP)
+
+install: $(STAMP)
+	@$(PY) -c "from cloudagents.local.emulators import ensure_tasks_emulator_venv as e; \
+	from pathlib import Path; e(Path('.'))"
+
+lint: install
+	@echo "==> ruff"
+	@$(VENV)/bin/ruff check libs services tests scripts
+	@$(VENV)/bin/ruff format --check libs services tests scripts
+
+typecheck: install
+	@echo "==> mypy (libs/)"
+	@$(VENV)/bin/mypy
+
+terraform-fmt:
+	@if command -v terraform >/dev/null 2>&1 && [ -d terraform ] && ls terraform/**/*.tf >/dev/null 2>&1; then \
+		echo "==> terraform fmt -check"; terraform fmt -check -recursive terraform; \
+	fi
+
+test: install lint typecheck terraform-fmt
+	@echo "==> pytest"
+	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+unit: install
+	@$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+up: install
+	@$(VENV)/bin/cloudagents up
+
+down:
+	@if [ -x $(VENV)/bin/cloudagents ]; then $(VENV)/bin/cloudagents down; fi
+
+status: install
+	@$(VENV)/bin/cloudagents status
+
+demo: install
+	@$(PY) scripts/demo.py
+
+clean: down
+	rm -rf $(VENV) $(TASKS_VENV) .tools .local .pytest_cache .mypy_cache .ruff_cache

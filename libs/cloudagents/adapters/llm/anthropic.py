@@ -1,0 +1,271 @@
+"""The Anthropic Messages API adapter: a ``ModelClient`` over the official ``anthropic`` SDK.
+
+Translates the OpenAI-style history (seed 000) to Messages: system prompt apart, tool calls as
+``tool_use`` blocks, tool results as ``tool_result`` blocks in user turns. SDK types and
+exceptions stay inside this module: callers see only domain types and ``ModelError``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from cloudagents.domain.errors import ConfigurationError, ModelError, ModelErrorKind
+from cloudagents.domain.messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from cloudagents.ports.model import ChunkSink
+
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
+    from anthropic.types import Message as AnthropicMessage
+
+DEFAULT_MAX_TOKENS = 4096
+"""The Messages API requires ``max_tokens``; used when the generation params leave it unset."""
+
+_MAX_ERROR_TEXT = 500
+# The ``error.type`` of an Anthropic error body, for errors that arrive inside a 200 stream.
+_ERROR_TYPE_KINDS: dict[str, ModelErrorKind] = {
+    "rate_limit_error": "rate_limit",
+    "overloaded_error": "server",
+    "api_error": "server",
+    "timeout_error": "timeout",
+    "authentication_error": "auth",
+    "permission_error": "auth",
+    "billing_error": "auth",
+    "invalid_request_error": "bad_request",
+    "not_found_error": "bad_request",
+    "request_too_large": "bad_request",
+}
+
+
+class AnthropicModel:
+    """Calls one Anthropic model through the Messages API; a ``ModelClient``.
+
+    The SDK client is built once and never retries (the engine's retry layer owns retries);
+    every failure surfaces as ``ModelError`` with a kind the retry config acts on.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str,
+        base_url: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_seconds: float = 120.0,
+    ) -> None:
+        # Imported here, not at module top: the SDK is heavy and most cold starts never call it.
+        import anthropic
+
+        self.model = model
+        try:
+            self._client: AsyncAnthropic = anthropic.AsyncAnthropic(
+                api_key=api_key,
+                base_url=base_url,
+                timeout=timeout_seconds,
+                max_retries=0,
+                default_headers=headers,
+            )
+        except anthropic.AnthropicError as exc:
+            raise ConfigurationError(f"cannot build the Anthropic client: {exc}") from exc
+
+    async def aclose(self) -> None:
+        """Release the pooled HTTP connections."""
+        await self._client.close()
+
+    async def __call__(
+        self, request: ModelRequest, *, on_chunk: ChunkSink | None = None
+    ) -> ModelResponse:
+        import anthropic
+
+        params = self._params(request)
+        try:
+            if on_chunk is None:
+                message = await self._client.messages.create(**params)
+                return _parse_message(message)
+            async with self._client.messages.stream(**params) as stream:
+                async for event in stream:
+                    if event.type == "text" and event.text:
+                        await on_chunk(event.text)
+                final = await stream.get_final_message()
+            return _parse_message(final)
+        except anthropic.AnthropicError as exc:
+            raise _to_model_error(exc) from exc
+        except Exception as exc:
+            kind = _transport_kind(exc)
+            if kind is None:
+                raise
+            raise ModelError(kind, _describe(exc)) from exc
+
+    def _params(self, request: ModelRequest) -> dict[str, Any]:
+        # Plain dict rather than the SDK's TypedDicts: we build the wire form ourselves.
+        generation = request.generation
+        params: dict[str, Any] = {
+            "model": request.model or self.model,
+            "max_tokens": generation.max_tokens or DEFAULT_MAX_TOKENS,
+            "messages": to_anthropic_messages(request.messages),
+        }
+        system = [m.content for m in request.messages if m.role == "system" and m.content]
+        if system:
+            params["system"] = "\n\n".join(system)
+        if request.tools:
+            params["tools"] = [
+                {
+                    "name": spec.name,
+                    **({"description": spec.description} if spec.description else {}),
+                    "input_schema": spec.parameters,
+                }
+                for spec in request.tools
+            ]
+        if generation.temperature is not None:
+            # Anthropic's range is 0..1 where OpenAI's is 0..2; clamp rather than fail the call.
+            params["temperature"] = min(generation.temperature, 1.0)
+        if generation.top_p is not None:
+            params["top_p"] = generation.top_p
+        if generation.stop_sequences:
+            params["stop_sequences"] = list(generation.stop_sequences)
+        # frequency/presence penalties have no Messages API equivalent and are dropped.
+        return params
+
+
+def to_anthropic_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """The Messages API ``messages`` for a history; system messages are left out.
+
+    Turns of the same role are merged because the API wants user and assistant to alternate,
+    and tool results (role ``tool`` here) travel in user turns.
+    """
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "system":
+            continue
+        role = "assistant" if message.role == "assistant" else "user"
+        blocks: list[dict[str, Any]] = []
+        if message.role == "tool":
+            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.tool_call_id}
+            if message.content:
+                # Content is optional; an empty string could be refused like an empty text block.
+                result["content"] = message.content
+            blocks.append(result)
+        elif message.content:
+            # The API rejects empty text blocks, so an assistant turn of only tool calls has none.
+            blocks.append({"type": "text", "text": message.content})
+        blocks.extend(
+            {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
+            for call in message.tool_calls
+        )
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    for turn in turns:
+        if turn["role"] == "user":
+            # Tool results must open the user turn that answers the tool calls.
+            turn["content"].sort(key=lambda block: block["type"] != "tool_result")
+    return turns
+
+
+def _parse_message(message: AnthropicMessage) -> ModelResponse:
+    text: list[str] = []
+    calls: list[ToolCall] = []
+    try:
+        for block in message.content:
+            if block.type == "text":
+                text.append(block.text)
+            elif block.type == "tool_use":
+                arguments = block.input if isinstance(block.input, dict) else {"_raw": block.input}
+                calls.append(ToolCall(id=block.id, name=block.name, arguments=arguments))
+            # Other blocks (thinking, server tools) are not part of the domain reply.
+        usage = message.usage
+        return ModelResponse(
+            content="".join(text) or None,
+            tool_calls=calls,
+            usage=Usage(
+                prompt_tokens=usage.input_tokens or 0,
+                completion_tokens=usage.output_tokens or 0,
+            ),
+        )
+    except ValidationError as exc:
+        raise ModelError("server", f"malformed reply from the model: {exc}") from exc
+
+
+def _to_model_error(exc: Exception) -> ModelError:
+    import anthropic
+
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ModelError("timeout", _describe(exc))
+    if isinstance(exc, anthropic.APIConnectionError):
+        return ModelError("connection", _describe(exc))
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        kind = _status_kind(status) if status >= 400 else _body_kind(exc.body)
+        retry_after = _retry_after(exc.response.headers) if kind == "rate_limit" else None
+        return ModelError(kind, _describe(exc), retry_after=retry_after)
+    if isinstance(exc, anthropic.APIError):
+        # No status: a reply the SDK could not read.
+        return ModelError("server", _describe(exc))
+    # Anything else the SDK raises is local (bad arguments, config): retrying cannot help.
+    return ModelError("bad_request", _describe(exc))
+
+
+def _status_kind(status: int) -> ModelErrorKind:
+    if status == 429:
+        return "rate_limit"
+    if status in (401, 402, 403):
+        return "auth"
+    if status == 408:
+        return "timeout"
+    if status == 409 or status >= 500:
+        # 409 is a provider-side conflict that clears on retry; 529 (overloaded) is >= 500.
+        return "server"
+    return "bad_request"
+
+
+def _body_kind(body: object) -> ModelErrorKind:
+    """Kind of an error event inside a stream, whose HTTP status was already 200."""
+    error = body.get("error") if isinstance(body, dict) else None
+    error_type = error.get("type") if isinstance(error, dict) else None
+    return _ERROR_TYPE_KINDS.get(error_type, "server") if isinstance(error_type, str) else "server"
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from ``retry-after-ms``, ``retry-after`` seconds or an HTTP date."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def _transport_kind(exc: Exception) -> ModelErrorKind | None:
+    """Kind of a raw HTTP-transport error the SDK lets through while reading a stream.
+
+    Matched by class name so it holds whichever httpx flavour the installed SDK uses.
+    """
+    transport = [c.__name__ for c in type(exc).__mro__ if c.__module__.startswith("httpx")]
+    if "TimeoutException" in transport:
+        return "timeout"
+    if "TransportError" in transport or "StreamError" in transport:
+        return "connection"
+    return None
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "..."

@@ -1,0 +1,33 @@
+"""Errors the library raises on purpose; ``ModelError.kind`` is what retry policy acts on."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+ModelErrorKind = Literal["rate_limit", "timeout", "auth", "bad_request", "server", "connection"]
+RETRYABLE_BY_DEFAULT: tuple[ModelErrorKind, ...] = ("rate_limit", "timeout", "server", "connection")
+
+
+class CloudAgentsError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class ConfigurationError(CloudAgentsError):
+    """Settings or definitions that can never work (missing API key, unknown provider...)."""
+
+
+class ModelError(CloudAgentsError):
+    """A model provider call failed; ``kind`` says how, so retry config can decide."""
+
+    def __init__(self, kind: ModelErrorKind, message: str, *, retry_after: float | None = None):
+        super().__init__(f"{kind}: {message}")
+        self.kind: ModelErrorKind = kind
+        self.retry_after = retry_after
+
+
+class PermanentMessageError(CloudAgentsError):
+    """A message that can never be applied (bad payload, unknown run): dead-letter and ack it."""
+
+
+class TransientError(CloudAgentsError):
+    """Try again later (contention, a dependency briefly down): the handler asks for redelivery."""

@@ -1,0 +1,75 @@
+"""Run events streamed to watchers (seed 004 ``AgentStreamEvent``), stored in order under a run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, JsonValue, TypeAdapter
+
+from cloudagents.domain.base import Model
+
+
+class _Event(Model):
+    run_id: str
+    seq: int = Field(default=0, ge=0, description="position in the run's event stream")
+    timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class ContentChunk(_Event):
+    type: Literal["content_chunk"] = "content_chunk"
+    chunk: str
+
+
+class ThinkingStatus(_Event):
+    type: Literal["thinking"] = "thinking"
+    status: str
+
+
+class ToolCallEvent(_Event):
+    type: Literal["tool_call"] = "tool_call"
+    call_id: str
+    tool_name: str
+    arguments: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class ToolResultEvent(_Event):
+    type: Literal["tool_result"] = "tool_result"
+    call_id: str
+    tool_name: str
+    result: JsonValue = None
+    is_error: bool = False
+
+
+class HandoffEvent(_Event):
+    type: Literal["handoff"] = "handoff"
+    offer_id: str
+    required_capabilities: list[str] = Field(default_factory=list)
+    status: str = "offered"
+
+
+class Completed(_Event):
+    type: Literal["completed"] = "completed"
+    exit: str
+    final_response: str = ""
+    total_tokens: int = 0
+
+
+class Failed(_Event):
+    type: Literal["failed"] = "failed"
+    exit: str
+    error: str
+
+
+RunEvent = Annotated[
+    ContentChunk
+    | ThinkingStatus
+    | ToolCallEvent
+    | ToolResultEvent
+    | HandoffEvent
+    | Completed
+    | Failed,
+    Field(discriminator="type"),
+]
+RUN_EVENT_ADAPTER: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)
+TERMINAL_EVENT_TYPES = frozenset({"completed", "failed"})

@@ -1,0 +1,40 @@
+"""``IntentionMessage``: what is published to the workspace topic to start work (seed 000)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import Field, JsonValue
+
+from cloudagents.domain.base import Model, Persisted
+
+
+class StartRun(Model):
+    """The payload of an intent that starts a run: which agent, and the user's message."""
+
+    agent_id: str = Field(min_length=1, max_length=128)
+    message: str = Field(max_length=200_000)
+    variables: dict[str, JsonValue] = Field(default_factory=dict)
+    parent_run_id: str | None = None
+
+
+class IntentionMessage(Persisted):
+    """An intent on ``{workspace}``; its JSON Schema is in ``schemas/intention_message.json``."""
+
+    run_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    source_agent: str = Field(min_length=1, max_length=128)
+    timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    attention_weight: float = Field(default=1.0, ge=0.0, le=1.0)
+    payload: dict[str, JsonValue]
+
+    def start_run(self) -> StartRun:
+        """The payload read as a run start (raises ``ValidationError`` when it is not one)."""
+        return StartRun.model_validate(self.payload)
+
+    @classmethod
+    def for_run(
+        cls, *, run_id: str, agent_id: str, message: str, source_agent: str = "user", **extra: Any
+    ) -> IntentionMessage:
+        payload = StartRun(agent_id=agent_id, message=message, **extra).model_dump(mode="json")
+        return cls(run_id=run_id, source_agent=source_agent, payload=payload)

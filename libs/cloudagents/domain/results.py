@@ -1,0 +1,33 @@
+"""How a run ends: ``LoopExit`` and ``LoopResult`` (seed 000)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, JsonValue
+
+from cloudagents.domain.base import Model
+
+
+class LoopExit(StrEnum):
+    """Why a run stopped."""
+
+    SATISFIED = "SATISFIED"
+    MAX_ITERS = "MAX_ITERS"
+    ERROR = "ERROR"
+    GUARDRAIL_BLOCK = "GUARDRAIL_BLOCK"
+    HANDOFF = "HANDOFF"
+    CANCELLED = "CANCELLED"
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+
+
+class LoopResult(Model):
+    """The outcome of a run, stored on the finished run's document."""
+
+    exit: LoopExit
+    payload: dict[str, JsonValue] = Field(default_factory=dict)
+    iterations: int = Field(default=0, ge=0)
+    total_tokens: int = Field(default=0, ge=0)
+    tool_calls: int = Field(default=0, ge=0)
+    errors: list[str] = Field(default_factory=list)
+    cost_usd: float = Field(default=0.0, ge=0)

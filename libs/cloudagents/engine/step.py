@@ -1,0 +1,229 @@
+"""One step of the agent loop as pure functions.
+
+The run executor calls these once per message; the in-process runner loops over them. Both feed
+the same inputs and act on the same typed outcomes, so a run behaves alike in process and in the
+cloud.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, assert_never
+
+import jsonschema
+from pydantic import Field
+
+from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.base import Model
+from cloudagents.domain.handoffs import HandoffTarget
+from cloudagents.domain.messages import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    ToolSpec,
+)
+from cloudagents.domain.results import LoopExit, LoopResult
+from cloudagents.engine import guardrails
+
+
+class RunProgress(Model):
+    """Counters of a run, carried from step to step (and stored on the run document)."""
+
+    iterations: int = Field(default=0, ge=0)
+    total_tokens: int = Field(default=0, ge=0)
+    tool_calls: int = Field(default=0, ge=0)
+    cost_usd: float = Field(default=0.0, ge=0)
+    errors: list[str] = Field(default_factory=list)
+
+    def result(self, exit: LoopExit, payload: dict[str, Any] | None = None) -> LoopResult:
+        return LoopResult(
+            exit=exit,
+            payload=payload or {},
+            iterations=self.iterations,
+            total_tokens=self.total_tokens,
+            tool_calls=self.tool_calls,
+            errors=list(self.errors),
+            cost_usd=round(self.cost_usd, 8),
+        )
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The model is done: end the run ``SATISFIED`` with this payload."""
+
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CallTools:
+    """Run these tool calls, give the results to the model, and step again."""
+
+    calls: tuple[ToolCall, ...]
+
+
+@dataclass(frozen=True)
+class HandOff:
+    """Offer the task to an agent with the required capabilities; the run ends ``HANDOFF``."""
+
+    target: HandoffTarget
+
+
+@dataclass(frozen=True)
+class RunAgain:
+    """Call the model again, after adding ``feedback`` (if any) as a user message."""
+
+    feedback: str | None = None
+
+
+@dataclass(frozen=True)
+class Stop:
+    """End the run with ``exit``, for ``reason``."""
+
+    exit: LoopExit
+    reason: str
+
+
+StepOutcome = Finish | CallTools | HandOff | RunAgain | Stop
+
+
+def initial_messages(
+    agent: AgentDefinition, message: str, variables: Mapping[str, Any]
+) -> list[Message]:
+    """The conversation a run starts from: instructions and the (templated) user message."""
+    return [
+        Message(role="system", content=agent.instructions),
+        Message(role="user", content=agent.render_user_message(message, variables)),
+    ]
+
+
+def build_request(
+    agent: AgentDefinition, messages: list[Message], tools: Mapping[str, ToolSpec]
+) -> ModelRequest:
+    """The model request for the next step: the agent's declared tools that are registered."""
+    specs = [tools[name] for name in agent.tools if name in tools]
+    return ModelRequest(
+        model=agent.model.name, messages=messages, tools=specs, generation=agent.generation
+    )
+
+
+def check_before_model_call(
+    agent: AgentDefinition, progress: RunProgress, messages: list[Message]
+) -> Stop | None:
+    """Iterations cap, token budget and input guardrail, checked before every model call."""
+    budget = agent.budget
+    if progress.iterations >= budget.max_iterations:
+        return Stop(LoopExit.MAX_ITERS, f"reached max_iterations={budget.max_iterations}")
+    if budget.max_tokens_per_run is not None and progress.total_tokens >= budget.max_tokens_per_run:
+        return Stop(
+            LoopExit.BUDGET_EXCEEDED,
+            f"used {progress.total_tokens} tokens, max_tokens_per_run={budget.max_tokens_per_run}",
+        )
+    if reason := guardrails.check_input(agent.guardrails, guardrails.new_input(messages)):
+        return Stop(LoopExit.GUARDRAIL_BLOCK, reason)
+    return None
+
+
+def check_daily_cost(agent: AgentDefinition, spent_today: float, reserve: float) -> Stop | None:
+    """Refuse a model call whose reserved cost would take today's spend over the cap."""
+    cap = agent.budget.max_daily_cost
+    if cap is not None and spent_today + reserve > cap:
+        return Stop(
+            LoopExit.BUDGET_EXCEEDED,
+            f"daily cost cap ${cap:.4f} reached (spent ${spent_today:.4f}, "
+            f"next call reserves ${reserve:.4f})",
+        )
+    return None
+
+
+def account(progress: RunProgress, reply: ModelResponse, cost_usd: float) -> RunProgress:
+    """Progress after a model call: every call counts, even one whose result is discarded."""
+    return progress.model_copy(
+        update={
+            "iterations": progress.iterations + 1,
+            "total_tokens": progress.total_tokens + reply.usage.total_tokens,
+            "cost_usd": progress.cost_usd + cost_usd,
+        }
+    )
+
+
+def payload_of(reply: ModelResponse) -> dict[str, Any]:
+    """The ``LoopResult.payload`` of a final reply: a dict as is, text as ``{"answer": text}``."""
+    if isinstance(reply.content, dict):
+        return dict(reply.content)
+    return {"answer": reply.content or ""}
+
+
+def decide(
+    agent: AgentDefinition,
+    progress: RunProgress,
+    reply: ModelResponse,
+    tools: Mapping[str, ToolSpec],
+) -> StepOutcome:
+    """What to do with a model reply. ``progress`` already includes this reply's usage."""
+    over_budget = (
+        agent.budget.max_tokens_per_run is not None
+        and progress.total_tokens > agent.budget.max_tokens_per_run
+    )
+    if reply.handoff_target is not None:
+        return HandOff(reply.handoff_target)
+    if reply.tool_calls:
+        if over_budget:
+            return _over_budget(agent, progress)
+        for call in reply.tool_calls:
+            if reason := guardrails.check_tool_call(agent.guardrails, call, tools.get(call.name)):
+                return Stop(LoopExit.GUARDRAIL_BLOCK, reason)
+        return CallTools(tuple(reply.tool_calls))
+    if reply.done is False:
+        return _over_budget(agent, progress) if over_budget else RunAgain()
+    if reason := guardrails.check_output(agent.guardrails, reply.content_text()):
+        return Stop(LoopExit.GUARDRAIL_BLOCK, reason)
+    payload = payload_of(reply)
+    if agent.output_schema is not None:
+        problem = schema_problem(agent.output_schema, payload)
+        if problem is not None:
+            if over_budget:
+                return _over_budget(agent, progress)
+            return RunAgain(
+                feedback=f"Your answer does not match the required output schema: {problem}. "
+                f"Reply with a JSON object matching: {json.dumps(agent.output_schema)}"
+            )
+    return Finish(payload)
+
+
+def schema_problem(schema: Mapping[str, Any], value: Any) -> str | None:
+    """The first JSON Schema violation of ``value``, or ``None``."""
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(value)
+    )
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    return f"{where}: {error.message}"
+
+
+def _over_budget(agent: AgentDefinition, progress: RunProgress) -> Stop:
+    return Stop(
+        LoopExit.BUDGET_EXCEEDED,
+        f"used {progress.total_tokens} tokens, max_tokens_per_run="
+        f"{agent.budget.max_tokens_per_run}",
+    )
+
+
+def describe(outcome: StepOutcome) -> str:
+    """A short label of an outcome, for interaction records and logs."""
+    match outcome:
+        case Finish():
+            return "finish"
+        case CallTools(calls):
+            return "tools:" + ",".join(call.name for call in calls)
+        case HandOff(target):
+            return "handoff:" + ",".join(target.required_capabilities)
+        case RunAgain():
+            return "run_again"
+        case Stop(exit, _):
+            return f"stop:{exit.value}"
+        case _:
+            assert_never(outcome)

@@ -1,0 +1,1 @@
+"""Local development helpers: start and stop the GCP emulators for tests and ``make up``."""

@@ -1,0 +1,157 @@
+"""Validation of the domain models: bad values give clear errors."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from cloudagents import (
+    AgentDefinition,
+    Budget,
+    GuardrailConfig,
+    IntentionMessage,
+    LoopExit,
+    LoopResult,
+    ModelConfig,
+    ModelResponse,
+)
+from cloudagents.domain.agents import schema_to_json_schema
+from cloudagents.domain.events import RUN_EVENT_ADAPTER, ContentChunk
+from cloudagents.domain.handoffs import HandoffTarget
+from cloudagents.domain.messages import GenerationParams, Message, ToolCall
+
+
+def agent(**overrides: object) -> AgentDefinition:
+    data: dict[str, object] = {"id": "helper", "model": {"provider": "openai", "name": "gpt-4o"}}
+    data.update(overrides)
+    return AgentDefinition.model_validate(data)
+
+
+def test_attention_weight_out_of_range_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        IntentionMessage(run_id="r1", source_agent="user", attention_weight=1.5, payload={})
+
+
+def test_intent_round_trips_and_reads_its_start_payload() -> None:
+    intent = IntentionMessage.for_run(run_id="r-1", agent_id="helper", message="hi")
+    again = IntentionMessage.model_validate_json(intent.model_dump_json())
+    assert again.start_run().agent_id == "helper"
+    assert again.schema_version == 1
+
+
+def test_newer_schema_version_fails_fast() -> None:
+    with pytest.raises(ValidationError, match="newer than this release"):
+        IntentionMessage(run_id="r1", source_agent="u", payload={}, schema_version=99)
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("max_tokens_per_run", -1, "greater than 0"),
+        ("max_tools_per_minute", 0, "greater than 0"),
+        ("max_daily_cost", -0.5, "greater than or equal to 0"),
+        ("max_iterations", 0, "greater than 0"),
+    ],
+)
+def test_negative_budgets_are_rejected(field: str, value: float, match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        Budget.model_validate({field: value})
+
+
+def test_unknown_provider_names_the_allowed_ones() -> None:
+    with pytest.raises(ValidationError, match="'openai'"):
+        ModelConfig.model_validate({"provider": "grok", "name": "x"})
+
+
+def test_unknown_fields_are_errors_not_silently_dropped() -> None:
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        Budget.model_validate({"max_tokens": 5})
+
+
+def test_scripted_provider_needs_turns() -> None:
+    with pytest.raises(ValidationError, match="at least one turn"):
+        ModelConfig(provider="scripted", name="s")
+
+
+def test_generation_parameter_ranges() -> None:
+    with pytest.raises(ValidationError):
+        GenerationParams(temperature=2.5)
+    with pytest.raises(ValidationError):
+        GenerationParams(top_p=1.5)
+    with pytest.raises(ValidationError):
+        GenerationParams(presence_penalty=-3)
+    assert GenerationParams(temperature=0.7, stop_sequences=["END"]).stop_sequences == ["END"]
+
+
+def test_guardrail_patterns_must_compile() -> None:
+    with pytest.raises(ValidationError, match="not a valid regex"):
+        GuardrailConfig(blocked_patterns=["(unclosed"])
+    with pytest.raises(ValidationError):
+        GuardrailConfig.model_validate({"risk_threshold": "extreme"})
+
+
+def test_agent_id_pattern() -> None:
+    with pytest.raises(ValidationError, match="pattern"):
+        agent(id="Has Spaces")
+
+
+def test_three_schema_forms_normalise_to_json_schema() -> None:
+    assert schema_to_json_schema(["q"]) == {
+        "type": "object",
+        "properties": {"q": {"type": "string"}},
+        "required": ["q"],
+    }
+    typed = schema_to_json_schema({"report": str, "confidence": "float"})
+    assert typed is not None
+    assert typed["properties"] == {"report": {"type": "string"}, "confidence": {"type": "number"}}
+    full = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    assert schema_to_json_schema(full) == full
+    with pytest.raises(ValueError, match="unknown type"):
+        schema_to_json_schema({"x": "complex"})
+    assert agent(input_schema=["sub_question"]).input_schema is not None
+
+
+def test_user_template_renders_and_reports_missing_variables() -> None:
+    a = agent(user_template="Review {document_type}: {input}")
+    assert a.render_user_message("text", {"document_type": "memo"}) == "Review memo: text"
+    with pytest.raises(ValueError, match="document_type"):
+        a.render_user_message("text", {})
+
+
+def test_model_response_accepts_openai_style_tool_calls() -> None:
+    reply = ModelResponse.model_validate(
+        {
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a":1}'}}
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+        }
+    )
+    assert reply.tool_calls == [ToolCall(id="c1", name="add", arguments={"a": 1})]
+    assert reply.usage.total_tokens == 7
+
+
+def test_tool_message_needs_call_id() -> None:
+    with pytest.raises(ValidationError, match="tool_call_id"):
+        Message(role="tool", content="x")
+
+
+def test_handoff_target_needs_capabilities() -> None:
+    with pytest.raises(ValidationError):
+        HandoffTarget(required_capabilities=[])
+
+
+def test_loop_result_and_exit_values() -> None:
+    result = LoopResult(exit=LoopExit.SATISFIED, payload={"answer": "4"}, iterations=1)
+    assert result.exit.value == "SATISFIED"
+    assert {e.value for e in LoopExit} >= {
+        "SATISFIED", "MAX_ITERS", "ERROR", "GUARDRAIL_BLOCK", "HANDOFF"
+    }
+
+
+def test_run_events_are_a_discriminated_union() -> None:
+    event = RUN_EVENT_ADAPTER.validate_python({"type": "content_chunk", "run_id": "r", "chunk": "a"})
+    assert isinstance(event, ContentChunk)
+    with pytest.raises(ValidationError):
+        RUN_EVENT_ADAPTER.validate_python({"type": "nope", "run_id": "r"})

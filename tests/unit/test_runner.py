@@ -1,0 +1,204 @@
+"""The in-process runner: every exit, end to end, with scripted and callable models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from cloudagents import Agent, AgentDefinition, LoopExit, Tool, load_definitions
+from cloudagents.adapters.memory.budgets import InMemoryCostLedger, InMemoryRateLimiter
+from cloudagents.domain.messages import Message, ModelResponse, ToolCall
+from cloudagents.engine.step import RunProgress, StepOutcome
+from cloudagents.ports.observer import RunObserver
+from cloudagents.tools import ToolResult
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+def scripted(*turns: dict[str, Any], **overrides: Any) -> AgentDefinition:
+    data: dict[str, Any] = {
+        "id": "calc",
+        "instructions": "You add numbers.",
+        "model": {"provider": "scripted", "name": "scripted-demo", "script": list(turns)},
+        "tools": ["add"],
+        "retry": {"max_attempts": 2, "backoff_seconds": 0},
+    }
+    data.update(overrides)
+    return AgentDefinition.model_validate(data)
+
+
+TOOL_TURN = {"tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 2}}], "total_tokens": 30}
+FINAL_TURN = {"content": "2+2=4", "total_tokens": 20}
+
+
+class Recorder(RunObserver):
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.tools: list[tuple[str, Any]] = []
+        self.transcript: list[Message] = []
+
+    async def step(
+        self, run_id: str, reply: ModelResponse, outcome: StepOutcome, progress: RunProgress,
+        messages: list[Message],
+    ) -> None:
+        self.steps.append(type(outcome).__name__)
+
+    async def tool_called(self, run_id: str, call: ToolCall, result: ToolResult) -> None:
+        self.tools.append((call.name, result.content))
+
+    async def finished(self, run_id: str, result: Any, messages: list[Message]) -> None:
+        self.transcript = list(messages)
+
+
+async def test_satisfied_after_a_tool_call() -> None:
+    recorder = Recorder()
+    agent = Agent(scripted(TOOL_TURN, FINAL_TURN), tools=[Tool("add", add)], observer=recorder)
+    result = await agent.run("What is 2+2?")
+    assert result.exit is LoopExit.SATISFIED
+    assert result.payload == {"answer": "2+2=4"}
+    assert (result.iterations, result.total_tokens, result.tool_calls) == (2, 50, 1)
+    assert recorder.steps == ["CallTools", "Finish"]
+    assert recorder.tools == [("add", 4)]
+    assert [m.role for m in recorder.transcript] == ["system", "user", "assistant", "tool", "assistant"]
+    assert recorder.transcript[3].content == "4"
+
+
+async def test_max_iters() -> None:
+    agent = Agent(scripted(TOOL_TURN, budget={"max_iterations": 3}), tools=[Tool("add", add)])
+    result = await agent.run("loop forever")
+    assert result.exit is LoopExit.MAX_ITERS
+    assert result.iterations == 3 and result.tool_calls == 3
+    assert "max_iterations=3" in str(result.payload["reason"])
+
+
+async def test_error_after_retries_with_cause() -> None:
+    failing = {"content": "x", "fail_with": "server", "fail_times": 5}
+    result = await Agent(scripted(failing)).run("hi")
+    assert result.exit is LoopExit.ERROR
+    assert result.errors == ["server: gave up after 2 attempts; last error: server: scripted failure on turn 0"]
+
+
+async def test_retry_recovers_from_a_transient_failure() -> None:
+    flaky = {"content": "ok", "fail_with": "rate_limit", "fail_times": 1}
+    result = await Agent(scripted(flaky)).run("hi")
+    assert result.exit is LoopExit.SATISFIED and result.payload == {"answer": "ok"}
+
+
+async def test_non_retryable_error_fails_at_once() -> None:
+    bad = {"content": "x", "fail_with": "auth", "fail_times": 1}
+    result = await Agent(scripted(bad)).run("hi")
+    assert result.exit is LoopExit.ERROR and result.errors == ["auth: scripted failure on turn 0"]
+
+
+async def test_guardrail_block_on_input_passed_at_run_time() -> None:
+    result = await Agent(scripted(FINAL_TURN)).run(
+        "how to do something illegal", guardrails={"blocked_patterns": ["illegal"]}
+    )
+    assert result.exit is LoopExit.GUARDRAIL_BLOCK
+    assert result.payload["reason"] == "user input matches blocked pattern 'illegal'"
+    assert result.iterations == 0
+
+
+async def test_guardrail_block_on_risky_tool() -> None:
+    agent = Agent(scripted(TOOL_TURN), tools=[Tool("add", add, "high")])
+    result = await agent.run("add")
+    assert result.exit is LoopExit.GUARDRAIL_BLOCK
+    assert "risk 'high'" in str(result.payload["reason"])
+    assert result.tool_calls == 0
+
+
+async def test_handoff_without_a_broker_returns_the_target() -> None:
+    turn = {"handoff_target": {"required_capabilities": ["ocr"], "ttl_seconds": 60}}
+    result = await Agent(scripted(turn)).run("read this scan")
+    assert result.exit is LoopExit.HANDOFF
+    assert result.payload["handoff_target"]["required_capabilities"] == ["ocr"]  # type: ignore[index]
+
+
+async def test_token_budget_exceeded() -> None:
+    agent = Agent(scripted(TOOL_TURN, budget={"max_tokens_per_run": 50}), tools=[Tool("add", add)])
+    result = await agent.run("add")
+    assert result.exit is LoopExit.BUDGET_EXCEEDED
+    assert result.total_tokens == 60  # two calls of 30: the second pushed it over
+
+
+async def test_daily_cost_cap_is_shared_by_runs_of_the_agent() -> None:
+    definition = scripted(
+        {"content": "ok", "total_tokens": 1000},
+        model={
+            "provider": "scripted", "name": "priced",
+            "input_price_per_million": 1000.0, "output_price_per_million": 1000.0,
+            "script": [{"content": "ok", "total_tokens": 1000}],
+        },
+        generation={"max_tokens": 1000},
+        budget={"max_daily_cost": 2.5},
+    )
+    ledger = InMemoryCostLedger()
+    agent = Agent(definition, cost_ledger=ledger)
+    exits = [(await agent.run("hi")).exit for _ in range(3)]
+    assert exits == [LoopExit.SATISFIED, LoopExit.SATISFIED, LoopExit.BUDGET_EXCEEDED]
+    day = datetime.now(UTC).date().isoformat()
+    assert await ledger.spent("calc", day) == pytest.approx(2.0)
+
+
+async def test_unknown_tool_gives_the_model_an_error() -> None:
+    turn = {"tool_calls": [{"name": "nope", "arguments": {}}]}
+    recorder = Recorder()
+    agent = Agent(scripted(turn, FINAL_TURN), tools=[Tool("add", add)], observer=recorder)
+    result = await agent.run("x")
+    assert result.exit is LoopExit.SATISFIED
+    assert recorder.tools == [("nope", "tool 'nope' is not available to this agent")]
+
+
+async def test_seed_quick_start_with_a_plain_async_llm_client() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def llm_client(request: dict[str, Any]) -> dict[str, Any]:
+        seen.append(request)
+        return {"done": True, "content": {"answer": "Response"}, "usage": {"total_tokens": 100}}
+
+    definition = AgentDefinition(
+        id="my-agent", instructions="You are a helpful assistant.",
+        model={"provider": "callable", "name": "gpt-4"},  # type: ignore[arg-type]
+    )
+    result = await Agent(definition).run("What is 2+2?", context={"llm_client": llm_client})
+    assert result.exit.value == "SATISFIED"
+    assert result.payload == {"answer": "Response"}
+    assert result.total_tokens == 100
+    assert seen[0]["model"] == "gpt-4"
+    assert seen[0]["messages"][1] == {"role": "user", "content": "What is 2+2?"}
+
+
+async def test_template_variables_come_from_context() -> None:
+    seen: list[str] = []
+
+    async def llm_client(request: dict[str, Any]) -> dict[str, Any]:
+        seen.append(request["messages"][-1]["content"])
+        return {"content": "ok"}
+
+    definition = scripted(FINAL_TURN, user_template="[{priority}] {input}")
+    await Agent(definition).run("fix it", context={"llm_client": llm_client, "priority": "P1"})
+    assert seen == ["[P1] fix it"]
+
+
+async def test_rate_limiter_windows() -> None:
+    limiter = InMemoryRateLimiter()
+    t = datetime(2026, 1, 1, 12, 0, 10, tzinfo=UTC)
+    assert await limiter.acquire("a", 2, t) == 0
+    assert await limiter.acquire("a", 2, t) == 0
+    assert await limiter.acquire("a", 2, t) == pytest.approx(50)
+    assert await limiter.acquire("b", 2, t) == 0
+
+
+def test_load_definitions_from_yaml(tmp_path: Any) -> None:
+    path = tmp_path / "agents.yaml"
+    path.write_text(
+        "agents:\n"
+        "  - id: one\n    model: {provider: openai, name: gpt-4o}\n"
+        "  - id: two\n    model: {provider: anthropic, name: claude-3-5-haiku-latest}\n"
+    )
+    assert [d.id for d in load_definitions(path)] == ["one", "two"]
