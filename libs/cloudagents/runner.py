@@ -23,14 +23,13 @@ from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import ModelError
 from cloudagents.domain.messages import Message, ToolCall
 from cloudagents.domain.policy import GuardrailConfig
-from cloudagents.domain.results import LoopExit, LoopResult
+from cloudagents.domain.results import LoopExit, LoopResult, RunProgress
 from cloudagents.engine import pricing
 from cloudagents.engine.step import (
     CallTools,
     Finish,
     HandOff,
     RunAgain,
-    RunProgress,
     Stop,
     account,
     build_request,

@@ -8,6 +8,8 @@ A tool that raises or times out returns an error result to the model instead of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import inspect
 import json
 import re
@@ -22,6 +24,26 @@ from cloudagents.domain.messages import ToolSpec
 from cloudagents.domain.policy import RISK_ORDER, RiskLevel
 
 ToolFunction = Callable[..., Any] | Callable[..., Awaitable[Any]]
+_IDEMPOTENCY_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "cloudagents_idempotency_key", default=None
+)
+
+
+def idempotency_key() -> str | None:
+    """The key of the tool call being executed (``run:seq:index``): the same on every retry of
+    the same call, so a tool with side effects can de-duplicate them downstream."""
+    return _IDEMPOTENCY_KEY.get()
+
+
+@contextlib.contextmanager
+def idempotency_scope(key: str) -> Iterator[None]:
+    token = _IDEMPOTENCY_KEY.set(key)
+    try:
+        yield
+    finally:
+        _IDEMPOTENCY_KEY.reset(token)
+
+
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 

@@ -123,7 +123,11 @@ def test_model_response_accepts_openai_style_tool_calls() -> None:
         {
             "content": None,
             "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a":1}'}}
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "add", "arguments": '{"a":1}'},
+                }
             ],
             "usage": {"prompt_tokens": 3, "completion_tokens": 4},
         }
@@ -146,12 +150,18 @@ def test_loop_result_and_exit_values() -> None:
     result = LoopResult(exit=LoopExit.SATISFIED, payload={"answer": "4"}, iterations=1)
     assert result.exit.value == "SATISFIED"
     assert {e.value for e in LoopExit} >= {
-        "SATISFIED", "MAX_ITERS", "ERROR", "GUARDRAIL_BLOCK", "HANDOFF"
+        "SATISFIED",
+        "MAX_ITERS",
+        "ERROR",
+        "GUARDRAIL_BLOCK",
+        "HANDOFF",
     }
 
 
 def test_run_events_are_a_discriminated_union() -> None:
-    event = RUN_EVENT_ADAPTER.validate_python({"type": "content_chunk", "run_id": "r", "chunk": "a"})
+    event = RUN_EVENT_ADAPTER.validate_python(
+        {"type": "content_chunk", "run_id": "r", "chunk": "a"}
+    )
     assert isinstance(event, ContentChunk)
     with pytest.raises(ValidationError):
         RUN_EVENT_ADAPTER.validate_python({"type": "nope", "run_id": "r"})

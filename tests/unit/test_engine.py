@@ -87,7 +87,9 @@ def test_handoff_wins() -> None:
 
 
 def test_done_false_runs_again() -> None:
-    assert decide(agent(), RunProgress(), reply(content="thinking", done=False), SPECS) == RunAgain()
+    assert (
+        decide(agent(), RunProgress(), reply(content="thinking", done=False), SPECS) == RunAgain()
+    )
 
 
 def test_output_schema_mismatch_asks_again_with_the_problem() -> None:
@@ -111,7 +113,9 @@ def test_token_budget_stops_tool_calls_after_an_overspending_reply() -> None:
 def test_checks_before_model_call() -> None:
     user = [Message(role="system", content="s"), Message(role="user", content="hello")]
     assert check_before_model_call(agent(), RunProgress(), user) is None
-    iters = check_before_model_call(agent(budget={"max_iterations": 2}), RunProgress(iterations=2), user)
+    iters = check_before_model_call(
+        agent(budget={"max_iterations": 2}), RunProgress(iterations=2), user
+    )
     assert iters is not None and iters.exit is LoopExit.MAX_ITERS
     tokens = check_before_model_call(
         agent(budget={"max_tokens_per_run": 10}), RunProgress(total_tokens=10), user

@@ -49,7 +49,9 @@ async def test_retry_backoff_and_retry_after() -> None:
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
-    inner = Flaky([ModelError("rate_limit", "slow down", retry_after=5.0), ModelError("timeout", "t")])
+    inner = Flaky(
+        [ModelError("rate_limit", "slow down", retry_after=5.0), ModelError("timeout", "t")]
+    )
     model = RetryingModel(inner, RetryConfig(max_attempts=3, backoff_seconds=1.0), sleep=sleep)
     assert (await model(REQUEST)).content == "ok"
     assert sleeps == [5.0, 2.0]

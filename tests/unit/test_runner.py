@@ -10,7 +10,8 @@ import pytest
 from cloudagents import Agent, AgentDefinition, LoopExit, Tool, load_definitions
 from cloudagents.adapters.memory.budgets import InMemoryCostLedger, InMemoryRateLimiter
 from cloudagents.domain.messages import Message, ModelResponse, ToolCall
-from cloudagents.engine.step import RunProgress, StepOutcome
+from cloudagents.domain.results import RunProgress
+from cloudagents.engine.step import StepOutcome
 from cloudagents.ports.observer import RunObserver
 from cloudagents.tools import ToolResult
 
@@ -43,7 +44,11 @@ class Recorder(RunObserver):
         self.transcript: list[Message] = []
 
     async def step(
-        self, run_id: str, reply: ModelResponse, outcome: StepOutcome, progress: RunProgress,
+        self,
+        run_id: str,
+        reply: ModelResponse,
+        outcome: StepOutcome,
+        progress: RunProgress,
         messages: list[Message],
     ) -> None:
         self.steps.append(type(outcome).__name__)
@@ -64,7 +69,13 @@ async def test_satisfied_after_a_tool_call() -> None:
     assert (result.iterations, result.total_tokens, result.tool_calls) == (2, 50, 1)
     assert recorder.steps == ["CallTools", "Finish"]
     assert recorder.tools == [("add", 4)]
-    assert [m.role for m in recorder.transcript] == ["system", "user", "assistant", "tool", "assistant"]
+    assert [m.role for m in recorder.transcript] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
     assert recorder.transcript[3].content == "4"
 
 
@@ -80,7 +91,9 @@ async def test_error_after_retries_with_cause() -> None:
     failing = {"content": "x", "fail_with": "server", "fail_times": 5}
     result = await Agent(scripted(failing)).run("hi")
     assert result.exit is LoopExit.ERROR
-    assert result.errors == ["server: gave up after 2 attempts; last error: server: scripted failure on turn 0"]
+    assert result.errors == [
+        "server: gave up after 2 attempts; last error: server: scripted failure on turn 0"
+    ]
 
 
 async def test_retry_recovers_from_a_transient_failure() -> None:
@@ -130,8 +143,10 @@ async def test_daily_cost_cap_is_shared_by_runs_of_the_agent() -> None:
     definition = scripted(
         {"content": "ok", "total_tokens": 1000},
         model={
-            "provider": "scripted", "name": "priced",
-            "input_price_per_million": 1000.0, "output_price_per_million": 1000.0,
+            "provider": "scripted",
+            "name": "priced",
+            "input_price_per_million": 1000.0,
+            "output_price_per_million": 1000.0,
             "script": [{"content": "ok", "total_tokens": 1000}],
         },
         generation={"max_tokens": 1000},
@@ -162,7 +177,8 @@ async def test_seed_quick_start_with_a_plain_async_llm_client() -> None:
         return {"done": True, "content": {"answer": "Response"}, "usage": {"total_tokens": 100}}
 
     definition = AgentDefinition(
-        id="my-agent", instructions="You are a helpful assistant.",
+        id="my-agent",
+        instructions="You are a helpful assistant.",
         model={"provider": "callable", "name": "gpt-4"},  # type: ignore[arg-type]
     )
     result = await Agent(definition).run("What is 2+2?", context={"llm_client": llm_client})

@@ -21,7 +21,9 @@ def add(a: int, b: int = 2) -> int:
     return a + b
 
 
-async def search(query: str, mode: Literal["fast", "deep"] = "fast", limit: int | None = None) -> list[str]:
+async def search(
+    query: str, mode: Literal["fast", "deep"] = "fast", limit: int | None = None
+) -> list[str]:
     """Search the documents.
 
     :param query: what to look for
@@ -38,7 +40,11 @@ def test_schema_from_signature_and_google_docstring() -> None:
         "additionalProperties": False,
         "properties": {
             "a": {"type": "integer", "description": "the first addend"},
-            "b": {"type": "integer", "default": 2, "description": "the second addend, two by default"},
+            "b": {
+                "type": "integer",
+                "default": 2,
+                "description": "the second addend, two by default",
+            },
         },
         "required": ["a"],
     }
@@ -113,7 +119,9 @@ def test_decorator_forms() -> None:
 
 
 async def test_registry_accepts_seed_mapping_and_reports_unknown_tools() -> None:
-    registry = ToolRegistry.from_mapping({"calculator": Tool("calculator", add, "low"), "s": search})
+    registry = ToolRegistry.from_mapping(
+        {"calculator": Tool("calculator", add, "low"), "s": search}
+    )
     assert "calculator" in registry and "s" in registry
     result = await registry.invoke("nope", {})
     assert result.is_error and "available: calculator, s" in result.as_text()

@@ -12,7 +12,8 @@ from cloudagents.domain.base import Model
 
 class _Event(Model):
     run_id: str
-    seq: int = Field(default=0, ge=0, description="position in the run's event stream")
+    seq: int = Field(default=0, ge=0, description="the run step that produced the event")
+    id: str = Field(default="", description="sortable id within the run: {seq:06d}-{phase}{n:04d}")
     timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -73,3 +74,9 @@ RunEvent = Annotated[
 ]
 RUN_EVENT_ADAPTER: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)
 TERMINAL_EVENT_TYPES = frozenset({"completed", "failed"})
+
+
+def event_id(seq: int, phase: str, n: int) -> str:
+    """Event ids sort in the order events happen: streamed chunks of a step (phase ``a``), then
+    the step's committed events (``b``), then its tool results (``c``), then the next step."""
+    return f"{seq:06d}-{phase}{n:04d}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic import Field, JsonValue
 
@@ -31,3 +32,24 @@ class LoopResult(Model):
     tool_calls: int = Field(default=0, ge=0)
     errors: list[str] = Field(default_factory=list)
     cost_usd: float = Field(default=0.0, ge=0)
+
+
+class RunProgress(Model):
+    """Counters of a run, carried from step to step (and stored on the run document)."""
+
+    iterations: int = Field(default=0, ge=0)
+    total_tokens: int = Field(default=0, ge=0)
+    tool_calls: int = Field(default=0, ge=0)
+    cost_usd: float = Field(default=0.0, ge=0)
+    errors: list[str] = Field(default_factory=list)
+
+    def result(self, exit: LoopExit, payload: dict[str, Any] | None = None) -> LoopResult:
+        return LoopResult(
+            exit=exit,
+            payload=payload or {},
+            iterations=self.iterations,
+            total_tokens=self.total_tokens,
+            tool_calls=self.tool_calls,
+            errors=list(self.errors),
+            cost_usd=round(self.cost_usd, 8),
+        )

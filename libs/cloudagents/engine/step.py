@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 
 import jsonschema
-from pydantic import Field
 
 from cloudagents.domain.agents import AgentDefinition
-from cloudagents.domain.base import Model
 from cloudagents.domain.handoffs import HandoffTarget
 from cloudagents.domain.messages import (
     Message,
@@ -25,29 +23,8 @@ from cloudagents.domain.messages import (
     ToolCall,
     ToolSpec,
 )
-from cloudagents.domain.results import LoopExit, LoopResult
+from cloudagents.domain.results import LoopExit, RunProgress
 from cloudagents.engine import guardrails
-
-
-class RunProgress(Model):
-    """Counters of a run, carried from step to step (and stored on the run document)."""
-
-    iterations: int = Field(default=0, ge=0)
-    total_tokens: int = Field(default=0, ge=0)
-    tool_calls: int = Field(default=0, ge=0)
-    cost_usd: float = Field(default=0.0, ge=0)
-    errors: list[str] = Field(default_factory=list)
-
-    def result(self, exit: LoopExit, payload: dict[str, Any] | None = None) -> LoopResult:
-        return LoopResult(
-            exit=exit,
-            payload=payload or {},
-            iterations=self.iterations,
-            total_tokens=self.total_tokens,
-            tool_calls=self.tool_calls,
-            errors=list(self.errors),
-            cost_usd=round(self.cost_usd, 8),
-        )
 
 
 @dataclass(frozen=True)

@@ -154,25 +154,49 @@ def process_group_members(pgid: int) -> list[int]:
     return members
 
 
-def _http_answers(url: str, timeout: float = 1.0) -> bool:
-    """True if an HTTP server answers ``url`` with any status (proxies are bypassed)."""
+def _http_says_ok(url: str, timeout: float = 1.0) -> bool:
+    """True if ``GET url`` answers 200 with the body ``Ok`` (the emulators' health checks)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(url, timeout=timeout) as response:
-            response.read()
-    except urllib.error.HTTPError:
-        return True
+            return bool(response.status == 200 and response.read().strip().lower() == b"ok")
     except (OSError, ValueError):
         return False
-    return True
 
 
-def _tcp_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+def _encode_string_field(number: int, value: str) -> bytes:
+    data = value.encode()
+    length = len(data)
+    varint = bytearray()
+    while True:
+        byte = length & 0x7F
+        length >>= 7
+        varint.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes([number << 3 | 2]) + bytes(varint) + data
+
+
+def _tasks_lists_queues(endpoint: str, parent: str, queues: Sequence[str]) -> bool:
+    """True if a Cloud Tasks server at ``endpoint`` answers ListQueues(parent) with ``queues``.
+
+    Speaks raw gRPC (hand-encoded ``ListQueuesRequest``) so only grpcio is needed.
+    """
+    import grpc
+
+    channel = grpc.insecure_channel(endpoint, options=[("grpc.enable_http_proxy", 0)])
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
+        list_queues = channel.unary_unary(
+            "/google.cloud.tasks.v2.CloudTasks/ListQueues",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        reply: bytes = list_queues(_encode_string_field(1, parent), timeout=2.0)
+    except grpc.RpcError:
         return False
+    finally:
+        channel.close()
+    return all(queue.encode() in reply for queue in queues)
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,15 +372,14 @@ def _wait_ready(
     deadline = time.monotonic() + timeout
     while True:
         code = emulator.process.poll()
+        if any(marker in emulator.log_tail(200) for marker in _FATAL_LOG_MARKERS):
+            raise _PortTakenError(
+                f"{emulator.name} could not bind {emulator.endpoint}; "
+                f"last lines of {emulator.log_path}:\n{emulator.log_tail()}"
+            )
         if code is not None:
             raise EmulatorError(
                 f"{emulator.name} exited with code {code} before it was ready; "
-                f"last lines of {emulator.log_path}:\n{emulator.log_tail()}"
-            )
-        tail = emulator.log_tail(200)
-        if any(marker in tail for marker in _FATAL_LOG_MARKERS):
-            raise _PortTakenError(
-                f"{emulator.name} could not bind {emulator.endpoint}; "
                 f"last lines of {emulator.log_path}:\n{emulator.log_tail()}"
             )
         if probe(emulator):
@@ -402,13 +425,9 @@ def _launch_on_port(
 
 def _http_probe(path: str) -> Callable[[EmulatorProcess], bool]:
     def probe(emulator: EmulatorProcess) -> bool:
-        return _http_answers(f"{emulator.url}{path}")
+        return _http_says_ok(f"{emulator.url}{path}")
 
     return probe
-
-
-def _tcp_probe(emulator: EmulatorProcess) -> bool:
-    return _tcp_answers(emulator.host, emulator.port)
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,21 +572,26 @@ def start_tasks(
     otherwise the log gets ten lines a second per task scheduled in the future.
     """
     executable = ensure_tasks_emulator_venv(repo_root or default_repo_root())
-    queue_flags: list[str] = []
-    for queue in queue_names:
-        full = queue if queue.startswith("projects/") else queue_path(project, location, queue)
-        queue_flags += ["--default-queue", full]
+    full_names = [
+        queue if queue.startswith("projects/") else queue_path(project, location, queue)
+        for queue in queue_names
+    ]
+    queue_flags = [flag for full in full_names for flag in ("--default-queue", full)]
 
     def argv(p: int) -> list[str]:
         command = [str(executable), "start", "--port", str(p), "--max-retries", str(max_retries)]
         return [*command, *(["--quiet"] if quiet else []), *queue_flags]
+
+    def probe(emulator: EmulatorProcess) -> bool:
+        # The emulator lists the queues whose names start with ``parent``: "projects/" is all.
+        return _tasks_lists_queues(emulator.endpoint, "projects/", full_names)
 
     return _launch_on_port(
         "tasks",
         argv,
         port=port,
         log_dir=log_dir,
-        probe=_tcp_probe,
+        probe=probe,
         ready_timeout=ready_timeout,
         env_extra={"PYTHONWARNINGS": "ignore::FutureWarning"},
     )

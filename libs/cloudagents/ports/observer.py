@@ -7,8 +7,8 @@ from typing import Any
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.handoffs import HandoffTarget
 from cloudagents.domain.messages import Message, ModelResponse, ToolCall
-from cloudagents.domain.results import LoopResult
-from cloudagents.engine.step import RunProgress, StepOutcome
+from cloudagents.domain.results import LoopResult, RunProgress
+from cloudagents.engine.step import StepOutcome
 from cloudagents.tools import ToolResult
 
 

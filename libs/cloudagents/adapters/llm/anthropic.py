@@ -26,6 +26,7 @@ DEFAULT_MAX_TOKENS = 4096
 """The Messages API requires ``max_tokens``; used when the generation params leave it unset."""
 
 _MAX_ERROR_TEXT = 500
+_HINTED: tuple[ModelErrorKind, ...] = ("rate_limit", "server", "timeout")
 # The ``error.type`` of an Anthropic error body, for errors that arrive inside a 200 stream.
 _ERROR_TYPE_KINDS: dict[str, ModelErrorKind] = {
     "rate_limit_error": "rate_limit",
@@ -120,14 +121,11 @@ class AnthropicModel:
                 }
                 for spec in request.tools
             ]
-        if generation.temperature is not None:
-            # Anthropic's range is 0..1 where OpenAI's is 0..2; clamp rather than fail the call.
-            params["temperature"] = min(generation.temperature, 1.0)
-        if generation.top_p is not None:
-            params["top_p"] = generation.top_p
         if generation.stop_sequences:
             params["stop_sequences"] = list(generation.stop_sequences)
-        # frequency/presence penalties have no Messages API equivalent and are dropped.
+        # Not sent: temperature and top_p, because API version 2026-10-21 (what the anthropic
+        # SDK >= 2 sends) answers 400 to any sampling parameter, and SDK >= 1 no longer accepts
+        # them; frequency/presence penalties, because the Messages API never had them.
         return params
 
 
@@ -203,7 +201,8 @@ def _to_model_error(exc: Exception) -> ModelError:
     if isinstance(exc, anthropic.APIStatusError):
         status = exc.status_code
         kind = _status_kind(status) if status >= 400 else _body_kind(exc.body)
-        retry_after = _retry_after(exc.response.headers) if kind == "rate_limit" else None
+        # A hint on any retryable status (429, or a 529 asking for patience) is worth keeping.
+        retry_after = _retry_after(exc.response.headers) if kind in _HINTED else None
         return ModelError(kind, _describe(exc), retry_after=retry_after)
     if isinstance(exc, anthropic.APIError):
         # No status: a reply the SDK could not read.

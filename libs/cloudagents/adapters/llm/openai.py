@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion
 
 _MAX_ERROR_TEXT = 500
+_HINTED: tuple[ModelErrorKind, ...] = ("rate_limit", "server", "timeout")
 
 
 class OpenAIModel:
@@ -218,9 +219,10 @@ def _to_model_error(exc: Exception) -> ModelError:
     if isinstance(exc, openai.APIConnectionError):
         return ModelError("connection", _describe(exc))
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        retry_after = _retry_after(exc.response.headers) if status == 429 else None
-        return ModelError(_status_kind(status), _describe(exc), retry_after=retry_after)
+        kind = _status_kind(exc.status_code)
+        # A hint on any retryable status (429, or a 503 asking for patience) is worth keeping.
+        retry_after = _retry_after(exc.response.headers) if kind in _HINTED else None
+        return ModelError(kind, _describe(exc), retry_after=retry_after)
     if isinstance(exc, openai.APIError):
         # No status: an error event inside a stream or a reply the SDK could not read.
         return ModelError("server", _describe(exc))

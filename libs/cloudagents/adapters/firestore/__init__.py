@@ -1,0 +1,1 @@
+"""Firestore adapters: runs and their sub-collections, agents, dead letters, budget counters."""

@@ -1,0 +1,399 @@
+"""``FirestoreRunStore``, ``FirestoreAgentStore``, ``FirestoreDeadLetterStore``.
+
+Layout: ``agent_runs/{run_id}`` (small, bounded) with sub-collections ``messages/{i:06d}``,
+``tool_calls/{seq:06d}-{index:03d}``, ``model_calls/{id}``, ``events/{event_id}``; top-level
+``interactions/{run_id}-{seq:06d}``, ``handoff_offers/{offer_id}``, ``agents/{id}``,
+``dead_letters/{id}``. Queries that would need composite indexes sort on the client instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from pydantic import JsonValue
+
+from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.events import RUN_EVENT_ADAPTER, RunEvent
+from cloudagents.domain.messages import Message
+from cloudagents.domain.results import LoopExit
+from cloudagents.domain.runs import (
+    DeadLetter,
+    Interaction,
+    ModelCallRecord,
+    OutboxMessage,
+    RunRecord,
+    RunStatus,
+    SnapshotPointer,
+    ToolCallRecord,
+    tool_call_doc_id,
+    utcnow,
+)
+from cloudagents.ports.stores import StepCommit, ToolFinish
+
+RUNS = "agent_runs"
+INTERACTIONS = "interactions"
+OFFERS = "handoff_offers"
+AGENTS = "agents"
+DEAD_LETTERS = "dead_letters"
+
+
+def _message_doc(index: int, message: Message) -> dict[str, Any]:
+    return {"i": index, **message.model_dump(mode="json")}
+
+
+def _message(data: dict[str, Any]) -> Message:
+    data = dict(data)
+    data.pop("i", None)
+    return Message.model_validate(data)
+
+
+class FirestoreRunStore:
+    """Runs on Firestore; every state change is one transaction on the run document."""
+
+    def __init__(self, client: firestore.AsyncClient) -> None:
+        self.client = client
+        self.runs = client.collection(RUNS)
+
+    def _run_ref(self, run_id: str) -> Any:
+        return self.runs.document(run_id)
+
+    async def create_run(self, run: RunRecord, messages: list[Message]) -> bool:
+        ref = self._run_ref(run.run_id)
+        batch = self.client.batch()
+        batch.create(
+            ref, run.model_copy(update={"message_count": len(messages)}).model_dump(mode="json")
+        )
+        for i, message in enumerate(messages):
+            batch.set(ref.collection("messages").document(f"{i:06d}"), _message_doc(i, message))
+        try:
+            await batch.commit()
+        except gexc.AlreadyExists:
+            return False
+        return True
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        snap = await self._run_ref(run_id).get()
+        return RunRecord.model_validate(snap.to_dict()) if snap.exists else None
+
+    async def list_runs(
+        self, *, agent_id: str | None = None, status: RunStatus | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        query: Any = self.runs
+        if agent_id is not None:
+            query = query.where(filter=firestore.FieldFilter("agent_id", "==", agent_id))
+        if status is not None:
+            query = query.where(filter=firestore.FieldFilter("status", "==", status.value))
+        if agent_id is None and status is None:
+            query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
+            return [RunRecord.model_validate(d.to_dict()) async for d in query.stream()]
+        runs = [RunRecord.model_validate(d.to_dict()) async for d in query.stream()]
+        runs.sort(key=lambda r: r.created_at, reverse=True)
+        return runs[:limit]
+
+    async def messages(self, run_id: str, *, start: int = 0) -> list[Message]:
+        query = (
+            self._run_ref(run_id)
+            .collection("messages")
+            .where(filter=firestore.FieldFilter("i", ">=", start))
+            .order_by("i")
+        )
+        return [_message(d.to_dict()) async for d in query.stream()]
+
+    async def recent_messages(self, run_id: str, limit: int) -> list[Message]:
+        query = (
+            self._run_ref(run_id)
+            .collection("messages")
+            .order_by("i", direction=firestore.Query.DESCENDING)
+            .limit(limit)
+        )
+        found = [_message(d.to_dict()) async for d in query.stream()]
+        return list(reversed(found))
+
+    async def tool_calls(self, run_id: str, seq: int) -> list[ToolCallRecord]:
+        query = (
+            self._run_ref(run_id)
+            .collection("tool_calls")
+            .where(filter=firestore.FieldFilter("seq", "==", seq))
+        )
+        calls = [ToolCallRecord.model_validate(d.to_dict()) async for d in query.stream()]
+        return sorted(calls, key=lambda c: c.index)
+
+    def _call_ref(self, run_id: str, seq: int, index: int) -> Any:
+        return self._run_ref(run_id).collection("tool_calls").document(tool_call_doc_id(seq, index))
+
+    async def get_tool_call(self, run_id: str, seq: int, index: int) -> ToolCallRecord | None:
+        snap = await self._call_ref(run_id, seq, index).get()
+        return ToolCallRecord.model_validate(snap.to_dict()) if snap.exists else None
+
+    async def commit_step(self, commit: StepCommit) -> RunRecord | None:
+        ref = self._run_ref(commit.run_id)
+
+        @firestore.async_transactional
+        async def apply(transaction: Any) -> RunRecord | None:
+            snap = await ref.get(transaction=transaction)
+            if not snap.exists:
+                return None
+            run = RunRecord.model_validate(snap.to_dict())
+            if run.seq != commit.expected_seq or run.finished:
+                return None
+            for offset, message in enumerate(commit.new_messages):
+                index = run.message_count + offset
+                doc = ref.collection("messages").document(f"{index:06d}")
+                transaction.set(doc, _message_doc(index, message))
+            for call in commit.tool_calls:
+                transaction.set(
+                    self._call_ref(run.run_id, call.seq, call.index), call.model_dump(mode="json")
+                )
+            if commit.interaction is not None:
+                doc_id = f"{run.run_id}-{commit.interaction.seq:06d}"
+                transaction.set(
+                    self.client.collection(INTERACTIONS).document(doc_id),
+                    commit.interaction.model_dump(mode="json"),
+                )
+            for event in commit.events:
+                transaction.set(
+                    ref.collection("events").document(event.id), event.model_dump(mode="json")
+                )
+            if commit.handoff_offer is not None:
+                transaction.set(
+                    self.client.collection(OFFERS).document(commit.handoff_offer.offer_id),
+                    commit.handoff_offer.model_dump(mode="json"),
+                )
+            updated = RunRecord.model_validate(
+                {
+                    **run.model_dump(),
+                    "seq": run.seq + 1,
+                    "status": commit.status,
+                    "progress": commit.progress,
+                    "message_count": run.message_count + len(commit.new_messages),
+                    "pending_tool_calls": list(commit.pending_tool_calls),
+                    "outbox": list(commit.outbox),
+                    "result": commit.result,
+                    "handoff_offer_id": (
+                        commit.handoff_offer.offer_id
+                        if commit.handoff_offer
+                        else run.handoff_offer_id
+                    ),
+                    "updated_at": utcnow(),
+                    **commit.extra,
+                }
+            )
+            transaction.set(ref, updated.model_dump(mode="json"))
+            return updated
+
+        result: RunRecord | None = await apply(self.client.transaction())
+        return result
+
+    async def start_tool_call(
+        self, run_id: str, seq: int, index: int
+    ) -> tuple[ToolCallRecord, bool] | None:
+        ref = self._call_ref(run_id, seq, index)
+
+        @firestore.async_transactional
+        async def apply(transaction: Any) -> tuple[ToolCallRecord, bool] | None:
+            snap = await ref.get(transaction=transaction)
+            if not snap.exists:
+                return None
+            call = ToolCallRecord.model_validate(snap.to_dict())
+            if call.status == "done":
+                return call, False
+            updated = call.model_copy(
+                update={"status": "running", "attempts": call.attempts + 1, "started_at": utcnow()}
+            )
+            transaction.set(ref, updated.model_dump(mode="json"))
+            return updated, call.status == "pending"
+
+        result: tuple[ToolCallRecord, bool] | None = await apply(self.client.transaction())
+        return result
+
+    async def finish_tool_call(
+        self,
+        run_id: str,
+        seq: int,
+        index: int,
+        *,
+        result: JsonValue,
+        is_error: bool,
+        result_uri: str | None,
+        events: list[RunEvent],
+        wake: OutboxMessage,
+    ) -> ToolFinish | None:
+        run_ref = self._run_ref(run_id)
+        call_ref = self._call_ref(run_id, seq, index)
+
+        @firestore.async_transactional
+        async def apply(transaction: Any) -> ToolFinish | None:
+            call_snap = await call_ref.get(transaction=transaction)
+            run_snap = await run_ref.get(transaction=transaction)
+            if not call_snap.exists or not run_snap.exists:
+                return None
+            call = ToolCallRecord.model_validate(call_snap.to_dict())
+            run = RunRecord.model_validate(run_snap.to_dict())
+            waiting = run.seq == seq + 1 and run.status is RunStatus.WAITING_TOOLS
+            if call.status == "done":
+                rewake = waiting and not run.pending_tool_calls
+                return ToolFinish(
+                    record=call,
+                    run=run,
+                    newly_finished=False,
+                    wake=rewake,
+                    outbox=list(run.outbox) if rewake else [],
+                )
+            done = call.model_copy(
+                update={
+                    "status": "done",
+                    "result": result,
+                    "is_error": is_error,
+                    "result_uri": result_uri,
+                    "finished_at": utcnow(),
+                }
+            )
+            transaction.set(call_ref, done.model_dump(mode="json"))
+            for event in events:
+                transaction.set(
+                    run_ref.collection("events").document(event.id), event.model_dump(mode="json")
+                )
+            pending = [p for p in run.pending_tool_calls if p != call.doc_id]
+            wake_now = bool(run.pending_tool_calls) and not pending and run.seq == seq + 1
+            outbox = [wake] if wake_now else list(run.outbox)
+            updated = run.model_copy(
+                update={"pending_tool_calls": pending, "outbox": outbox, "updated_at": utcnow()}
+            )
+            transaction.update(
+                run_ref,
+                {
+                    "pending_tool_calls": pending,
+                    "outbox": [o.model_dump(mode="json") for o in outbox],
+                    "updated_at": updated.model_dump(mode="json")["updated_at"],
+                },
+            )
+            return ToolFinish(
+                record=done,
+                run=updated,
+                newly_finished=True,
+                wake=wake_now,
+                outbox=[wake] if wake_now else [],
+            )
+
+        finish: ToolFinish | None = await apply(self.client.transaction())
+        return finish
+
+    async def record_model_call(self, record: ModelCallRecord) -> None:
+        doc = self._run_ref(record.run_id).collection("model_calls").document(record.attempt_id)
+        await doc.set(record.model_dump(mode="json"))
+
+    async def model_calls(self, run_id: str) -> list[ModelCallRecord]:
+        stream = self._run_ref(run_id).collection("model_calls").stream()
+        calls = [ModelCallRecord.model_validate(d.to_dict()) async for d in stream]
+        return sorted(calls, key=lambda c: (c.seq, c.created_at))
+
+    async def set_snapshot(self, run_id: str, pointer: SnapshotPointer) -> bool:
+        ref = self._run_ref(run_id)
+
+        @firestore.async_transactional
+        async def apply(transaction: Any) -> bool:
+            snap = await ref.get(transaction=transaction)
+            if not snap.exists:
+                return False
+            current = (snap.to_dict() or {}).get("snapshot")
+            if current is not None and current.get("seq", -1) >= pointer.seq:
+                return False
+            transaction.update(ref, {"snapshot": pointer.model_dump(mode="json")})
+            return True
+
+        updated: bool = await apply(self.client.transaction())
+        return updated
+
+    async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
+        ref = self._run_ref(run_id)
+
+        @firestore.async_transactional
+        async def apply(transaction: Any) -> RunRecord | None:
+            snap = await ref.get(transaction=transaction)
+            if not snap.exists:
+                return None
+            run = RunRecord.model_validate(snap.to_dict())
+            if run.finished:
+                return run
+            result = run.progress.result(LoopExit.CANCELLED, {"reason": reason})
+            cancelled = run.model_copy(
+                update={
+                    "seq": run.seq + 1,
+                    "status": RunStatus.FINISHED,
+                    "result": result,
+                    "pending_tool_calls": [],
+                    "outbox": [],
+                    "updated_at": utcnow(),
+                }
+            )
+            transaction.set(ref, cancelled.model_dump(mode="json"))
+            return cancelled
+
+        run: RunRecord | None = await apply(self.client.transaction())
+        return run
+
+    async def events(self, run_id: str, *, after: str | None = None) -> list[RunEvent]:
+        query: Any = self._run_ref(run_id).collection("events")
+        if after:
+            query = query.where(filter=firestore.FieldFilter("id", ">", after))
+        query = query.order_by("id")
+        return [RUN_EVENT_ADAPTER.validate_python(d.to_dict()) async for d in query.stream()]
+
+    async def add_events(self, run_id: str, events: list[RunEvent]) -> None:
+        batch = self.client.batch()
+        for event in events:
+            doc = self._run_ref(run_id).collection("events").document(event.id)
+            batch.set(doc, event.model_dump(mode="json"))
+        await batch.commit()
+
+    async def interactions(self, run_id: str) -> list[Interaction]:
+        query = self.client.collection(INTERACTIONS).where(
+            filter=firestore.FieldFilter("run_id", "==", run_id)
+        )
+        found = [Interaction.model_validate(d.to_dict()) async for d in query.stream()]
+        return sorted(found, key=lambda i: i.seq)
+
+
+class FirestoreAgentStore:
+    """Agent definitions in ``agents/{id}``."""
+
+    def __init__(self, client: firestore.AsyncClient) -> None:
+        self.collection = client.collection(AGENTS)
+
+    async def put_agent(self, definition: AgentDefinition) -> None:
+        await self.collection.document(definition.id).set(definition.model_dump(mode="json"))
+
+    async def get_agent(self, agent_id: str) -> AgentDefinition | None:
+        snap = await self.collection.document(agent_id).get()
+        return AgentDefinition.model_validate(snap.to_dict()) if snap.exists else None
+
+    async def list_agents(self) -> list[AgentDefinition]:
+        found = [
+            AgentDefinition.model_validate(d.to_dict()) async for d in self.collection.stream()
+        ]
+        return sorted(found, key=lambda d: d.id)
+
+
+class FirestoreDeadLetterStore:
+    """Dead letters in ``dead_letters/{id}``; the first record of a message wins."""
+
+    def __init__(self, client: firestore.AsyncClient) -> None:
+        self.collection = client.collection(DEAD_LETTERS)
+
+    async def record_dead_letter(self, letter: DeadLetter) -> None:
+        with contextlib.suppress(gexc.AlreadyExists):
+            await self.collection.document(letter.id).create(letter.model_dump(mode="json"))
+
+    async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        query = self.collection.order_by("created_at", direction=firestore.Query.DESCENDING)
+        return [DeadLetter.model_validate(d.to_dict()) async for d in query.limit(limit).stream()]
+
+    async def get_dead_letter(self, letter_id: str) -> DeadLetter | None:
+        snap = await self.collection.document(letter_id).get()
+        return DeadLetter.model_validate(snap.to_dict()) if snap.exists else None
+
+    async def mark_replayed(self, letter_id: str) -> None:
+        await self.collection.document(letter_id).update({"replayed_at": utcnow().isoformat()})

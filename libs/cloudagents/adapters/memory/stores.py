@@ -1,0 +1,271 @@
+"""In-memory run, agent and dead-letter stores with the same transactional rules as Firestore."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+from pydantic import JsonValue
+
+from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.events import RunEvent
+from cloudagents.domain.handoffs import HandoffOffer
+from cloudagents.domain.messages import Message
+from cloudagents.domain.results import LoopExit
+from cloudagents.domain.runs import (
+    DeadLetter,
+    Interaction,
+    ModelCallRecord,
+    OutboxMessage,
+    RunRecord,
+    RunStatus,
+    SnapshotPointer,
+    ToolCallRecord,
+    tool_call_doc_id,
+    utcnow,
+)
+from cloudagents.ports.stores import StepCommit, ToolFinish
+
+
+class InMemoryRunStore:
+    """Runs in dicts; one lock stands in for Firestore transactions."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self.runs: dict[str, RunRecord] = {}
+        self.transcripts: defaultdict[str, list[Message]] = defaultdict(list)
+        self.calls: dict[tuple[str, str], ToolCallRecord] = {}
+        self.model_call_records: dict[tuple[str, str], ModelCallRecord] = {}
+        self.interaction_records: dict[str, Interaction] = {}
+        self.event_records: defaultdict[str, dict[str, RunEvent]] = defaultdict(dict)
+        self.offers: dict[str, HandoffOffer] = {}
+
+    async def create_run(self, run: RunRecord, messages: list[Message]) -> bool:
+        async with self._lock:
+            if run.run_id in self.runs:
+                return False
+            self.runs[run.run_id] = run.model_copy(update={"message_count": len(messages)})
+            self.transcripts[run.run_id] = list(messages)
+            return True
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        run = self.runs.get(run_id)
+        return run.model_copy(deep=True) if run else None
+
+    async def list_runs(
+        self, *, agent_id: str | None = None, status: RunStatus | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        runs = [
+            r
+            for r in self.runs.values()
+            if (agent_id is None or r.agent_id == agent_id)
+            and (status is None or r.status == status)
+        ]
+        runs.sort(key=lambda r: r.created_at, reverse=True)
+        return [r.model_copy(deep=True) for r in runs[:limit]]
+
+    async def messages(self, run_id: str, *, start: int = 0) -> list[Message]:
+        return list(self.transcripts[run_id][start:])
+
+    async def recent_messages(self, run_id: str, limit: int) -> list[Message]:
+        return list(self.transcripts[run_id][-limit:])
+
+    async def tool_calls(self, run_id: str, seq: int) -> list[ToolCallRecord]:
+        prefix = f"{seq:06d}-"
+        found = [
+            c for (rid, doc), c in self.calls.items() if rid == run_id and doc.startswith(prefix)
+        ]
+        return sorted((c.model_copy(deep=True) for c in found), key=lambda c: c.index)
+
+    async def get_tool_call(self, run_id: str, seq: int, index: int) -> ToolCallRecord | None:
+        call = self.calls.get((run_id, tool_call_doc_id(seq, index)))
+        return call.model_copy(deep=True) if call else None
+
+    async def commit_step(self, commit: StepCommit) -> RunRecord | None:
+        async with self._lock:
+            run = self.runs.get(commit.run_id)
+            if run is None or run.seq != commit.expected_seq or run.finished:
+                return None
+            self.transcripts[run.run_id].extend(commit.new_messages)
+            for call in commit.tool_calls:
+                self.calls[(run.run_id, call.doc_id)] = call
+            if commit.interaction is not None:
+                key = f"{run.run_id}-{commit.interaction.seq:06d}"
+                self.interaction_records[key] = commit.interaction
+            for event in commit.events:
+                self.event_records[run.run_id][event.id] = event
+            if commit.handoff_offer is not None:
+                self.offers[commit.handoff_offer.offer_id] = commit.handoff_offer
+            updated = run.model_copy(
+                update={
+                    "seq": run.seq + 1,
+                    "status": commit.status,
+                    "progress": commit.progress,
+                    "message_count": run.message_count + len(commit.new_messages),
+                    "pending_tool_calls": list(commit.pending_tool_calls),
+                    "outbox": list(commit.outbox),
+                    "result": commit.result,
+                    "handoff_offer_id": (
+                        commit.handoff_offer.offer_id
+                        if commit.handoff_offer
+                        else run.handoff_offer_id
+                    ),
+                    "updated_at": utcnow(),
+                    **commit.extra,
+                }
+            )
+            self.runs[run.run_id] = RunRecord.model_validate(updated.model_dump())
+            return self.runs[run.run_id].model_copy(deep=True)
+
+    async def start_tool_call(
+        self, run_id: str, seq: int, index: int
+    ) -> tuple[ToolCallRecord, bool] | None:
+        async with self._lock:
+            key = (run_id, tool_call_doc_id(seq, index))
+            call = self.calls.get(key)
+            if call is None:
+                return None
+            if call.status == "done":
+                return call.model_copy(deep=True), False
+            updated = call.model_copy(
+                update={"status": "running", "attempts": call.attempts + 1, "started_at": utcnow()}
+            )
+            self.calls[key] = updated
+            return updated.model_copy(deep=True), call.status == "pending"
+
+    async def finish_tool_call(
+        self,
+        run_id: str,
+        seq: int,
+        index: int,
+        *,
+        result: JsonValue,
+        is_error: bool,
+        result_uri: str | None,
+        events: list[RunEvent],
+        wake: OutboxMessage,
+    ) -> ToolFinish | None:
+        async with self._lock:
+            key = (run_id, tool_call_doc_id(seq, index))
+            call, run = self.calls.get(key), self.runs.get(run_id)
+            if call is None or run is None:
+                return None
+            if call.status == "done":
+                waiting = run.seq == seq + 1 and run.status is RunStatus.WAITING_TOOLS
+                return ToolFinish(
+                    record=call.model_copy(deep=True),
+                    run=run.model_copy(deep=True),
+                    newly_finished=False,
+                    wake=waiting and not run.pending_tool_calls,
+                    outbox=list(run.outbox) if waiting and not run.pending_tool_calls else [],
+                )
+            done = call.model_copy(
+                update={
+                    "status": "done",
+                    "result": result,
+                    "is_error": is_error,
+                    "result_uri": result_uri,
+                    "finished_at": utcnow(),
+                }
+            )
+            self.calls[key] = done
+            for event in events:
+                self.event_records[run_id][event.id] = event
+            pending = [p for p in run.pending_tool_calls if p != call.doc_id]
+            wake_now = bool(run.pending_tool_calls) and not pending and run.seq == seq + 1
+            outbox = [wake] if wake_now else list(run.outbox)
+            self.runs[run_id] = run.model_copy(
+                update={"pending_tool_calls": pending, "outbox": outbox, "updated_at": utcnow()}
+            )
+            return ToolFinish(
+                record=done.model_copy(deep=True),
+                run=self.runs[run_id].model_copy(deep=True),
+                newly_finished=True,
+                wake=wake_now,
+                outbox=[wake] if wake_now else [],
+            )
+
+    async def record_model_call(self, record: ModelCallRecord) -> None:
+        self.model_call_records[(record.run_id, record.attempt_id)] = record
+
+    async def model_calls(self, run_id: str) -> list[ModelCallRecord]:
+        calls = [r for (rid, _), r in self.model_call_records.items() if rid == run_id]
+        return sorted(calls, key=lambda r: (r.seq, r.created_at))
+
+    async def set_snapshot(self, run_id: str, pointer: SnapshotPointer) -> bool:
+        async with self._lock:
+            run = self.runs.get(run_id)
+            if run is None or (run.snapshot is not None and run.snapshot.seq >= pointer.seq):
+                return False
+            self.runs[run_id] = run.model_copy(update={"snapshot": pointer})
+            return True
+
+    async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
+        async with self._lock:
+            run = self.runs.get(run_id)
+            if run is None:
+                return None
+            if not run.finished:
+                result = run.progress.result(LoopExit.CANCELLED, {"reason": reason})
+                run = run.model_copy(
+                    update={
+                        "seq": run.seq + 1,
+                        "status": RunStatus.FINISHED,
+                        "result": result,
+                        "pending_tool_calls": [],
+                        "outbox": [],
+                        "updated_at": utcnow(),
+                    }
+                )
+                self.runs[run_id] = run
+            return run.model_copy(deep=True)
+
+    async def events(self, run_id: str, *, after: str | None = None) -> list[RunEvent]:
+        items = sorted(self.event_records[run_id].items())
+        return [event for key, event in items if after is None or key > after]
+
+    async def add_events(self, run_id: str, events: list[RunEvent]) -> None:
+        for event in events:
+            self.event_records[run_id][event.id] = event
+
+    async def interactions(self, run_id: str) -> list[Interaction]:
+        found = [i for key, i in self.interaction_records.items() if i.run_id == run_id]
+        return sorted(found, key=lambda i: i.seq)
+
+
+class InMemoryAgentStore:
+    """Agent definitions in a dict."""
+
+    def __init__(self, definitions: list[AgentDefinition] | None = None) -> None:
+        self.agents = {d.id: d for d in definitions or []}
+
+    async def put_agent(self, definition: AgentDefinition) -> None:
+        self.agents[definition.id] = definition
+
+    async def get_agent(self, agent_id: str) -> AgentDefinition | None:
+        return self.agents.get(agent_id)
+
+    async def list_agents(self) -> list[AgentDefinition]:
+        return sorted(self.agents.values(), key=lambda d: d.id)
+
+
+class InMemoryDeadLetterStore:
+    """Dead letters in a dict."""
+
+    def __init__(self) -> None:
+        self.letters: dict[str, DeadLetter] = {}
+
+    async def record_dead_letter(self, letter: DeadLetter) -> None:
+        self.letters.setdefault(letter.id, letter)
+
+    async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        return sorted(self.letters.values(), key=lambda d: d.created_at, reverse=True)[:limit]
+
+    async def get_dead_letter(self, letter_id: str) -> DeadLetter | None:
+        return self.letters.get(letter_id)
+
+    async def mark_replayed(self, letter_id: str) -> None:
+        if letter_id in self.letters:
+            self.letters[letter_id] = self.letters[letter_id].model_copy(
+                update={"replayed_at": utcnow()}
+            )

@@ -1,0 +1,48 @@
+"""Context snapshots: a run's recent messages in ``gs://{project}-agent-context``, and restoring
+a conversation from one (what a handoff transfers)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from pydantic import Field
+
+from cloudagents.domain.base import Persisted
+from cloudagents.domain.messages import Message
+from cloudagents.ports.bus import BlobStore
+
+
+class ContextSnapshot(Persisted):
+    """The JSON object stored for one snapshot."""
+
+    run_id: str
+    agent_id: str
+    seq: int
+    message_count: int
+    messages: list[Message]
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+def snapshot_object_name(run_id: str, seq: int) -> str:
+    return f"runs/{run_id}/snapshots/{seq:06d}.json"
+
+
+async def save_snapshot(blobs: BlobStore, bucket: str, snapshot: ContextSnapshot) -> str:
+    """Write the snapshot and return its ``gs://`` URI (same name for the same seq: idempotent)."""
+    data = snapshot.model_dump_json().encode()
+    name = snapshot_object_name(snapshot.run_id, snapshot.seq)
+    return await blobs.put(bucket, name, data, "application/json")
+
+
+async def load_snapshot(blobs: BlobStore, uri: str) -> ContextSnapshot:
+    """Read a snapshot; raises ``LookupError`` if the object is missing."""
+    data = await blobs.get(uri)
+    if data is None:
+        raise LookupError(f"no context snapshot at {uri}")
+    return ContextSnapshot.model_validate(json.loads(data))
+
+
+async def restore(blobs: BlobStore, uri: str) -> list[Message]:
+    """The conversation a snapshot holds, ready to continue from."""
+    return (await load_snapshot(blobs, uri)).messages

@@ -1,0 +1,167 @@
+"""The durable run: the documents that carry a run through the services.
+
+``agent_runs/{run_id}`` holds a ``RunRecord`` with a monotonically increasing ``seq``. Every
+message that moves a run carries ``(run_id, seq)``; a handler applies it only when the run is at
+that ``seq``. The transcript, tool calls, model calls and events live in sub-collections, so the
+run document stays small however long the run gets.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field, JsonValue
+
+from cloudagents.domain.base import Model, Persisted
+from cloudagents.domain.messages import ToolCall, Usage
+from cloudagents.domain.results import LoopResult, RunProgress
+
+OutboxTopic = Literal["intents", "steps", "tools", "tools_audit", "handoff", "snapshots"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class RunStatus(StrEnum):
+    """Where a run is. ``finished`` runs carry a ``LoopResult``."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING_TOOLS = "waiting_tools"
+    FINISHED = "finished"
+
+
+class OutboxMessage(Model):
+    """A message a committed step must publish; re-published when the step is redelivered."""
+
+    topic: OutboxTopic
+    data: dict[str, JsonValue]
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+
+class SnapshotPointer(Model):
+    """Where the latest context snapshot of a run is."""
+
+    uri: str
+    seq: int
+    message_count: int
+
+
+class RunRecord(Persisted):
+    """``agent_runs/{run_id}``."""
+
+    run_id: str
+    agent_id: str
+    status: RunStatus = RunStatus.QUEUED
+    seq: int = Field(default=0, ge=0, description="the step the run waits to apply next")
+    progress: RunProgress = Field(default_factory=RunProgress)
+    message_count: int = Field(default=0, ge=0)
+    pending_tool_calls: list[str] = Field(default_factory=list)
+    outbox: list[OutboxMessage] = Field(default_factory=list)
+    result: LoopResult | None = None
+    variables: dict[str, JsonValue] = Field(default_factory=dict)
+    source: str = Field(default="api", description="who started it: api, pubsub, handoff, sdk")
+    principal: str | None = None
+    parent_run_id: str | None = None
+    child_run_ids: list[str] = Field(default_factory=list)
+    handoff_offer_id: str | None = None
+    chain_depth: int = Field(default=0, ge=0)
+    snapshot: SnapshotPointer | None = None
+    traceparent: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def finished(self) -> bool:
+        return self.status is RunStatus.FINISHED
+
+
+ToolCallStatus = Literal["pending", "running", "done"]
+
+
+class ToolCallRecord(Persisted):
+    """``agent_runs/{run_id}/tool_calls/{seq:06d}-{index:03d}``: one tool call of one step."""
+
+    run_id: str
+    seq: int
+    index: int
+    call: ToolCall
+    status: ToolCallStatus = "pending"
+    idempotency_key: str
+    attempts: int = 0
+    result: JsonValue = None
+    result_uri: str | None = None
+    is_error: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def doc_id(self) -> str:
+        return tool_call_doc_id(self.seq, self.index)
+
+
+def tool_call_doc_id(seq: int, index: int) -> str:
+    return f"{seq:06d}-{index:03d}"
+
+
+class Interaction(Persisted):
+    """``interactions/{run_id}-{seq:06d}``: one lightweight record per step (seed 000)."""
+
+    run_id: str
+    agent_id: str
+    seq: int
+    decision: str
+    total_tokens: int
+    tool_calls: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelCallRecord(Persisted):
+    """``agent_runs/{run_id}/model_calls/{id}``: every model call made, even if discarded."""
+
+    run_id: str
+    seq: int
+    attempt_id: str
+    model: str
+    usage: Usage
+    cost_usd: float
+    applied: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DeadLetter(Persisted):
+    """``dead_letters/{id}``: a message that can never be applied, kept with the reason."""
+
+    id: str
+    source: str = Field(description="subscription or route that received it")
+    reason: str
+    message_id: str | None = None
+    data: str = Field(description="the original message body (base64 for Pub/Sub data)")
+    attributes: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+    replayed_at: datetime | None = None
+
+
+class StepMessage(Model):
+    """The body of a ``{ws}-steps`` message: apply step ``seq`` of ``run_id``."""
+
+    run_id: str = Field(min_length=1, max_length=128)
+    seq: int = Field(ge=0)
+
+
+class ToolMessage(Model):
+    """The body of a ``{ws}-tools`` message: execute one tool call of step ``seq``."""
+
+    run_id: str = Field(min_length=1, max_length=128)
+    seq: int = Field(ge=0)
+    index: int = Field(ge=0)
+
+
+class SnapshotMessage(Model):
+    """The body of a ``{ws}-snapshots`` message: snapshot ``run_id`` as of ``seq``."""
+
+    run_id: str = Field(min_length=1, max_length=128)
+    seq: int = Field(ge=0)

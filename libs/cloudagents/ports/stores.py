@@ -1,0 +1,152 @@
+"""Persistence ports: runs (the durable state machine), agents, dead letters, budgets' counters.
+
+Every method that moves a run is one transaction in the adapter: it checks the run is at the
+expected ``seq`` and applies everything or nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pydantic import Field, JsonValue
+
+from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.base import Model
+from cloudagents.domain.events import RunEvent
+from cloudagents.domain.handoffs import HandoffOffer
+from cloudagents.domain.messages import Message
+from cloudagents.domain.results import LoopResult, RunProgress
+from cloudagents.domain.runs import (
+    DeadLetter,
+    Interaction,
+    ModelCallRecord,
+    OutboxMessage,
+    RunRecord,
+    RunStatus,
+    SnapshotPointer,
+    ToolCallRecord,
+)
+
+
+class StepCommit(Model):
+    """Everything one step changes, applied atomically if the run is still at ``expected_seq``."""
+
+    run_id: str
+    expected_seq: int
+    new_messages: list[Message] = Field(default_factory=list)
+    status: RunStatus
+    progress: RunProgress
+    pending_tool_calls: list[str] = Field(default_factory=list)
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    result: LoopResult | None = None
+    outbox: list[OutboxMessage] = Field(default_factory=list)
+    interaction: Interaction | None = None
+    events: list[RunEvent] = Field(default_factory=list)
+    handoff_offer: HandoffOffer | None = None
+    extra: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolFinish:
+    """The outcome of recording a tool result."""
+
+    record: ToolCallRecord
+    run: RunRecord
+    newly_finished: bool
+    wake: bool = False
+    outbox: list[OutboxMessage] = field(default_factory=list)
+
+
+class RunStore(Protocol):
+    """``agent_runs`` and their sub-collections, plus ``interactions``."""
+
+    async def create_run(self, run: RunRecord, messages: list[Message]) -> bool:
+        """Create the run with its opening messages; ``False`` if it already exists."""
+        ...
+
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    async def list_runs(
+        self, *, agent_id: str | None = None, status: RunStatus | None = None, limit: int = 50
+    ) -> list[RunRecord]: ...
+
+    async def messages(self, run_id: str, *, start: int = 0) -> list[Message]: ...
+
+    async def recent_messages(self, run_id: str, limit: int) -> list[Message]: ...
+
+    async def tool_calls(self, run_id: str, seq: int) -> list[ToolCallRecord]: ...
+
+    async def get_tool_call(self, run_id: str, seq: int, index: int) -> ToolCallRecord | None: ...
+
+    async def commit_step(self, commit: StepCommit) -> RunRecord | None:
+        """Apply the commit and return the run after it, or ``None`` if the run moved on."""
+        ...
+
+    async def start_tool_call(
+        self, run_id: str, seq: int, index: int
+    ) -> tuple[ToolCallRecord, bool] | None:
+        """Mark the call running and count the attempt, unless it is done. Returns the record as
+        stored and whether this caller moved it from ``pending`` (the first to claim it)."""
+        ...
+
+    async def finish_tool_call(
+        self,
+        run_id: str,
+        seq: int,
+        index: int,
+        *,
+        result: JsonValue,
+        is_error: bool,
+        result_uri: str | None,
+        events: list[RunEvent],
+        wake: OutboxMessage,
+    ) -> ToolFinish | None:
+        """Record a result once; the last pending call of the step stores ``wake`` in the run's
+        outbox and says ``wake=True``. ``None`` if the call does not exist."""
+        ...
+
+    async def record_model_call(self, record: ModelCallRecord) -> None: ...
+
+    async def model_calls(self, run_id: str) -> list[ModelCallRecord]: ...
+
+    async def set_snapshot(self, run_id: str, pointer: SnapshotPointer) -> bool:
+        """Point the run at a snapshot if it is newer than the current one."""
+        ...
+
+    async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
+        """Finish an unfinished run ``CANCELLED`` (moving its ``seq`` so in-flight work is
+        stale); returns the run as it is after, ``None`` if unknown."""
+        ...
+
+    async def events(self, run_id: str, *, after: str | None = None) -> list[RunEvent]:
+        """Events of the run in order, those after the event id ``after``."""
+        ...
+
+    async def add_events(self, run_id: str, events: list[RunEvent]) -> None:
+        """Store events written outside a step commit (streamed chunks)."""
+        ...
+
+    async def interactions(self, run_id: str) -> list[Interaction]: ...
+
+
+class AgentStore(Protocol):
+    """``agents/{id}``: agent definitions."""
+
+    async def put_agent(self, definition: AgentDefinition) -> None: ...
+
+    async def get_agent(self, agent_id: str) -> AgentDefinition | None: ...
+
+    async def list_agents(self) -> list[AgentDefinition]: ...
+
+
+class DeadLetterStore(Protocol):
+    """``dead_letters/{id}``: messages that can never be applied, with the reason."""
+
+    async def record_dead_letter(self, letter: DeadLetter) -> None: ...
+
+    async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+
+    async def get_dead_letter(self, letter_id: str) -> DeadLetter | None: ...
+
+    async def mark_replayed(self, letter_id: str) -> None: ...

@@ -1,0 +1,1 @@
+"""Use cases behind the services: each handler's logic, with its dependencies passed in."""

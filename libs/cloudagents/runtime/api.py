@@ -1,0 +1,258 @@
+"""The HTTP api: start, read, list and cancel runs; register and list agents; dead letters.
+
+Starting a run creates its document and publishes an ``IntentionMessage`` to the workspace topic,
+exactly what a caller publishing the intent directly would do; the executor takes it from there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.errors import PermanentMessageError
+from cloudagents.domain.intents import IntentionMessage
+from cloudagents.domain.runs import OutboxMessage, RunRecord, RunStatus
+from cloudagents.runtime.deps import Deps
+from cloudagents.runtime.executor import start_run
+from cloudagents.telemetry import tracer
+
+log = logging.getLogger(__name__)
+Handler = Callable[[Request, Deps, dict[str, str]], Awaitable[Response]]
+
+
+class StartRunRequest(BaseModel):
+    """``POST /runs`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+    agent_id: str = Field(min_length=1, max_length=128)
+    message: str = Field(max_length=200_000)
+    variables: dict[str, JsonValue] = Field(default_factory=dict)
+    run_id: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$"
+    )
+
+
+def error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PermanentMessageError(f"body is not JSON: {exc}") from exc
+
+
+def run_view(run: RunRecord) -> dict[str, Any]:
+    """The public JSON of a run (no outbox internals)."""
+    data = run.model_dump(mode="json", exclude={"outbox"})
+    data["exit"] = run.result.exit.value if run.result else None
+    return data
+
+
+async def start_run_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+    body = StartRunRequest.model_validate(await _json_body(request))
+    agent = await deps.agents.get_agent(body.agent_id)
+    if agent is None:
+        return error(404, f"unknown agent {body.agent_id!r}")
+    run_id = body.run_id or f"run-{uuid.uuid4().hex}"
+    with tracer.start_as_current_span("agent.run.start", attributes={"cloudagents.run_id": run_id}):
+        created = await start_run(
+            deps,
+            run_id=run_id,
+            agent=agent,
+            message=body.message,
+            variables=dict(body.variables),
+            source="api",
+            principal=request.headers.get("x-cloudagents-principal"),
+        )
+        intent = IntentionMessage.for_run(
+            run_id=run_id,
+            agent_id=agent.id,
+            message=body.message,
+            source_agent="api",
+            variables=body.variables,
+        )
+        await deps.publish([OutboxMessage(topic="intents", data=intent.model_dump(mode="json"))])
+    return JSONResponse(
+        {"run_id": run_id, "created": created, "status_url": f"/runs/{run_id}"}, status_code=202
+    )
+
+
+async def get_run_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+    run = await deps.runs.get_run(params["run_id"])
+    if run is None:
+        return error(404, f"unknown run {params['run_id']!r}")
+    view = run_view(run)
+    view["handoff_chain"] = await _handoff_chain(deps, run)
+    return JSONResponse(view)
+
+
+async def _handoff_chain(deps: Deps, run: RunRecord) -> list[dict[str, Any]]:
+    """The runs before and after this one in its handoff chain, oldest first."""
+    chain: list[dict[str, Any]] = []
+    seen = {run.run_id}
+    current = run
+    while current.parent_run_id and current.parent_run_id not in seen:
+        parent = await deps.runs.get_run(current.parent_run_id)
+        if parent is None:
+            break
+        seen.add(parent.run_id)
+        chain.insert(
+            0,
+            {
+                "run_id": parent.run_id,
+                "agent_id": parent.agent_id,
+                "exit": run_view(parent)["exit"],
+            },
+        )
+        current = parent
+    chain.append({"run_id": run.run_id, "agent_id": run.agent_id, "exit": run_view(run)["exit"]})
+    current = run
+    while current.child_run_ids and current.child_run_ids[-1] not in seen:
+        child = await deps.runs.get_run(current.child_run_ids[-1])
+        if child is None:
+            break
+        seen.add(child.run_id)
+        chain.append(
+            {"run_id": child.run_id, "agent_id": child.agent_id, "exit": run_view(child)["exit"]}
+        )
+        current = child
+    return chain
+
+
+async def list_runs_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+    status_text = request.query_params.get("status")
+    status = None
+    if status_text:
+        try:
+            status = RunStatus(status_text)
+        except ValueError:
+            return error(400, f"status must be one of {[s.value for s in RunStatus]}")
+    try:
+        limit = min(max(int(request.query_params.get("limit", "50")), 1), 500)
+    except ValueError:
+        return error(400, "limit must be an integer")
+    runs = await deps.runs.list_runs(
+        agent_id=request.query_params.get("agent"), status=status, limit=limit
+    )
+    return JSONResponse({"runs": [run_view(r) for r in runs]})
+
+
+async def cancel_run_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+    run = await deps.runs.cancel_run(params["run_id"], "cancelled by request")
+    if run is None:
+        return error(404, f"unknown run {params['run_id']!r}")
+    return JSONResponse(run_view(run))
+
+
+async def messages_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+    run = await deps.runs.get_run(params["run_id"])
+    if run is None:
+        return error(404, f"unknown run {params['run_id']!r}")
+    messages = await deps.runs.messages(run.run_id)
+    calls = await deps.runs.model_calls(run.run_id)
+    return JSONResponse(
+        {
+            "run_id": run.run_id,
+            "messages": [m.model_dump(mode="json", exclude_defaults=True) for m in messages],
+            "model_calls": [c.model_dump(mode="json") for c in calls],
+        }
+    )
+
+
+async def events_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+    run = await deps.runs.get_run(params["run_id"])
+    if run is None:
+        return error(404, f"unknown run {params['run_id']!r}")
+    events = await deps.runs.events(run.run_id, after=request.query_params.get("after"))
+    return JSONResponse({"events": [e.model_dump(mode="json") for e in events]})
+
+
+async def put_agent_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+    definition = AgentDefinition.model_validate(await _json_body(request))
+    await deps.agents.put_agent(definition)
+    return JSONResponse(definition.model_dump(mode="json"), status_code=201)
+
+
+async def list_agents_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+    agents = await deps.agents.list_agents()
+    return JSONResponse({"agents": [a.model_dump(mode="json") for a in agents]})
+
+
+async def get_agent_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+    agent = await deps.agents.get_agent(params["agent_id"])
+    if agent is None:
+        return error(404, f"unknown agent {params['agent_id']!r}")
+    return JSONResponse(agent.model_dump(mode="json"))
+
+
+async def list_dead_letters_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+    letters = await deps.dead_letters.list_dead_letters()
+    return JSONResponse({"dead_letters": [d.model_dump(mode="json") for d in letters]})
+
+
+async def health_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+    return JSONResponse({"status": "ok", "workspace": deps.settings.workspace})
+
+
+ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
+    ("GET", re.compile(r"^/healthz$"), health_route),
+    ("POST", re.compile(r"^/runs$"), start_run_route),
+    ("GET", re.compile(r"^/runs$"), list_runs_route),
+    ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)$"), get_run_route),
+    ("POST", re.compile(r"^/runs/(?P<run_id>[^/]+)/cancel$"), cancel_run_route),
+    ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/messages$"), messages_route),
+    ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/events$"), events_route),
+    ("POST", re.compile(r"^/agents$"), put_agent_route),
+    ("GET", re.compile(r"^/agents$"), list_agents_route),
+    ("GET", re.compile(r"^/agents/(?P<agent_id>[^/]+)$"), get_agent_route),
+    ("GET", re.compile(r"^/dead-letters$"), list_dead_letters_route),
+]
+PUBLIC_PATHS = frozenset({"/healthz"})
+
+
+def _authorised(request: Request, deps: Deps) -> bool:
+    tokens = deps.settings.api_tokens
+    if not tokens or request.url.path in PUBLIC_PATHS:
+        return True
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return scheme.lower() == "bearer" and any(secrets.compare_digest(token, t) for t in tokens)
+
+
+async def handle_api(request: Request, deps: Deps) -> Response:
+    """Route one request; validation errors are 400/422 with the problems listed."""
+    if not _authorised(request, deps):
+        return error(401, "missing or invalid bearer token")
+    path = request.url.path.rstrip("/") or "/"
+    allowed: list[str] = []
+    for method, pattern, handler in ROUTES:
+        match = pattern.match(path)
+        if match is None:
+            continue
+        allowed.append(method)
+        if method == request.method:
+            try:
+                return await handler(request, deps, match.groupdict())
+            except ValidationError as exc:
+                problems = [
+                    {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]}
+                    for e in exc.errors()
+                ]
+                return error(422, "invalid request", problems=problems)
+            except PermanentMessageError as exc:
+                return error(400, str(exc))
+    if allowed:
+        return error(405, f"method {request.method} not allowed; use {', '.join(allowed)}")
+    return error(404, f"no route for {path}")

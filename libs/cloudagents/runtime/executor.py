@@ -1,0 +1,515 @@
+"""The run executor: one agent step per message, applied exactly once per ``(run_id, seq)``.
+
+Order inside a step: read the run -> checks -> model call (never inside a transaction; every call
+is recorded with its usage and cost) -> decide -> one transaction that applies the step only if
+the run is still at ``seq`` -> publish the step's outbox. A redelivered message for the step just
+committed re-publishes that outbox, so a crash between commit and publish loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any, assert_never
+
+from opentelemetry import trace
+from pydantic import ValidationError
+
+from cloudagents.adapters.llm.retrying import RetryingModel
+from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.errors import ModelError, PermanentMessageError
+from cloudagents.domain.events import (
+    Completed,
+    ContentChunk,
+    Failed,
+    HandoffEvent,
+    RunEvent,
+    ToolCallEvent,
+    event_id,
+)
+from cloudagents.domain.handoffs import HandoffOffer, HandoffTarget
+from cloudagents.domain.intents import IntentionMessage
+from cloudagents.domain.messages import Message, ModelResponse
+from cloudagents.domain.results import LoopExit, LoopResult, RunProgress
+from cloudagents.domain.runs import (
+    Interaction,
+    ModelCallRecord,
+    OutboxMessage,
+    RunRecord,
+    RunStatus,
+    StepMessage,
+    ToolCallRecord,
+    tool_call_doc_id,
+)
+from cloudagents.engine import pricing
+from cloudagents.engine.step import (
+    CallTools,
+    Finish,
+    HandOff,
+    RunAgain,
+    StepOutcome,
+    Stop,
+    account,
+    build_request,
+    check_before_model_call,
+    check_daily_cost,
+    decide,
+    describe,
+    initial_messages,
+)
+from cloudagents.ports.stores import StepCommit
+from cloudagents.runner import tool_message
+from cloudagents.runtime.deps import Deps
+from cloudagents.telemetry import genai_attributes, tracer
+from cloudagents.tools import ToolResult
+
+log = logging.getLogger(__name__)
+CHUNK_FLUSH_CHARS = 400
+
+
+def step_message(run_id: str, seq: int) -> OutboxMessage:
+    return OutboxMessage(topic="steps", data={"run_id": run_id, "seq": seq})
+
+
+def snapshot_message(run_id: str, seq: int) -> OutboxMessage:
+    return OutboxMessage(topic="snapshots", data={"run_id": run_id, "seq": seq})
+
+
+async def start_run(
+    deps: Deps,
+    *,
+    run_id: str,
+    agent: AgentDefinition,
+    message: str,
+    variables: dict[str, Any],
+    source: str,
+    principal: str | None = None,
+    parent_run_id: str | None = None,
+    chain_depth: int = 0,
+    prior_messages: list[Message] | None = None,
+) -> bool:
+    """Create the run document and its opening transcript; ``False`` if it already existed.
+
+    ``prior_messages`` (a handoff's transferred context) go between the instructions and the
+    new user message.
+    """
+    try:
+        opening = initial_messages(agent, message, variables)
+    except (KeyError, ValueError) as exc:
+        raise PermanentMessageError(f"cannot build the first message: {exc}") from exc
+    if prior_messages:
+        carried = [m for m in prior_messages if m.role != "system"]
+        opening = [opening[0], *carried, *opening[1:]]
+    run = RunRecord(
+        run_id=run_id,
+        agent_id=agent.id,
+        variables=variables,
+        source=source,
+        principal=principal,
+        parent_run_id=parent_run_id,
+        chain_depth=chain_depth,
+        traceparent=None,
+    )
+    return await deps.runs.create_run(run, opening)
+
+
+class RunExecutor:
+    """Applies intents and step messages."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    async def handle_intent(self, intent: IntentionMessage) -> str:
+        """Create the run an intent names (once) and apply its first step."""
+        try:
+            start = intent.start_run()
+        except ValidationError as exc:
+            raise PermanentMessageError(f"intent payload is not a run start: {exc}") from exc
+        agent = await self.deps.agents.get_agent(start.agent_id)
+        if agent is None:
+            raise PermanentMessageError(f"unknown agent {start.agent_id!r}")
+        await start_run(
+            self.deps,
+            run_id=intent.run_id,
+            agent=agent,
+            message=start.message,
+            variables=dict(start.variables),
+            source="pubsub" if intent.source_agent != "api" else "api",
+            parent_run_id=start.parent_run_id,
+        )
+        return await self.handle_step(StepMessage(run_id=intent.run_id, seq=0))
+
+    async def handle_step(self, message: StepMessage) -> str:
+        """Apply step ``message.seq`` of the run, or recognise a stale/duplicate message."""
+        run = await self.deps.runs.get_run(message.run_id)
+        if run is None:
+            raise PermanentMessageError(f"unknown run {message.run_id!r}")
+        if message.seq < run.seq:
+            if message.seq == run.seq - 1 and run.outbox:
+                await self.deps.publish(run.outbox)
+                return "replayed-outbox"
+            return "stale"
+        if message.seq > run.seq:
+            return "ahead"
+        if run.finished:
+            return "finished"
+        if run.status is RunStatus.WAITING_TOOLS and run.pending_tool_calls:
+            return "waiting-for-tools"
+        with tracer.start_as_current_span(
+            "agent.step", attributes={"cloudagents.run_id": run.run_id, "cloudagents.seq": run.seq}
+        ):
+            return await self._step(run)
+
+    async def _step(self, run: RunRecord) -> str:
+        agent = await self.deps.agents.get_agent(run.agent_id)
+        if agent is None:
+            gone = Stop(LoopExit.ERROR, f"agent {run.agent_id!r} no longer exists")
+            return await self._commit_stop(run, run.progress, [], gone)
+        transcript = await self.deps.runs.messages(run.run_id)
+        new_messages: list[Message] = []
+        progress = run.progress
+        if run.status is RunStatus.WAITING_TOOLS:
+            results = await self._tool_results(run)
+            new_messages.extend(results)
+            transcript.extend(results)
+        if blocked := check_before_model_call(agent, progress, transcript):
+            return await self._commit_stop(run, progress, new_messages, blocked)
+        day = self.deps.clock().date().isoformat()
+        reserve = pricing.max_call_cost(agent.model, agent.generation.max_tokens)
+        if agent.budget.max_daily_cost is not None:
+            spent = await self.deps.cost_ledger.spent(agent.id, day)
+            if capped := check_daily_cost(agent, spent, reserve):
+                return await self._commit_stop(run, progress, new_messages, capped)
+        reply_or_error = await self._call_model(run, agent, transcript, day, reserve)
+        if isinstance(reply_or_error, ModelError):
+            progress = progress.model_copy(
+                update={"errors": [*progress.errors, str(reply_or_error)]}
+            )
+            stop = Stop(LoopExit.ERROR, str(reply_or_error))
+            return await self._commit_stop(run, progress, new_messages, stop)
+        reply, cost = reply_or_error
+        progress = account(progress, reply, cost)
+        outcome = decide(agent, progress, reply, self.deps.tools.specs())
+        new_messages.append(reply.as_message())
+        return await self._commit_outcome(run, agent, progress, new_messages, reply, outcome)
+
+    async def _tool_results(self, run: RunRecord) -> list[Message]:
+        calls = await self.deps.runs.tool_calls(run.run_id, run.seq - 1)
+        messages = []
+        for record in calls:
+            result = record.result
+            if record.result_uri:
+                blob = await self.deps.blobs.get(record.result_uri)
+                result = blob.decode() if blob is not None else f"(missing {record.result_uri})"
+            messages.append(tool_message(record.call, ToolResult(result, record.is_error)))
+        return messages
+
+    async def _call_model(
+        self,
+        run: RunRecord,
+        agent: AgentDefinition,
+        transcript: list[Message],
+        day: str,
+        reserve: float,
+    ) -> tuple[ModelResponse, float] | ModelError:
+        model = RetryingModel(
+            self.deps.model_factory(agent), agent.retry, timeout_seconds=agent.model.timeout_seconds
+        )
+        request = build_request(agent, transcript, self.deps.tools.specs())
+        chunks = _ChunkBatcher(self.deps, run.run_id, run.seq)
+        await self.deps.cost_ledger.reserve(agent.id, day, reserve)
+        actual = 0.0
+        with tracer.start_as_current_span(f"chat {agent.model.name}") as span:
+            try:
+                reply = await model(request, on_chunk=chunks.add)
+            except ModelError as error:
+                span.set_status(trace.StatusCode.ERROR, str(error))
+                await self.deps.cost_ledger.settle(agent.id, day, reserve, 0.0)
+                return error
+            await chunks.flush()
+            actual = pricing.cost_of(agent.model, reply.usage)
+            await self.deps.cost_ledger.settle(agent.id, day, reserve, actual)
+            span.set_attributes(
+                genai_attributes(
+                    system=agent.model.provider,
+                    model=agent.model.name,
+                    input_tokens=reply.usage.prompt_tokens,
+                    output_tokens=reply.usage.completion_tokens,
+                )
+            )
+        await self.deps.runs.record_model_call(
+            ModelCallRecord(
+                run_id=run.run_id,
+                seq=run.seq,
+                attempt_id=uuid.uuid4().hex,
+                model=agent.model.name,
+                usage=reply.usage,
+                cost_usd=actual,
+            )
+        )
+        return reply, actual
+
+    async def _commit_outcome(
+        self,
+        run: RunRecord,
+        agent: AgentDefinition,
+        progress: RunProgress,
+        new_messages: list[Message],
+        reply: ModelResponse,
+        outcome: StepOutcome,
+    ) -> str:
+        seq = run.seq
+        interaction = Interaction(
+            run_id=run.run_id,
+            agent_id=run.agent_id,
+            seq=seq,
+            decision=describe(outcome),
+            total_tokens=reply.usage.total_tokens,
+            tool_calls=[c.name for c in reply.tool_calls],
+        )
+        match outcome:
+            case Finish(payload):
+                result = progress.result(LoopExit.SATISFIED, payload)
+                return await self._commit_finish(run, progress, new_messages, result, interaction)
+            case Stop():
+                return await self._commit_stop(run, progress, new_messages, outcome, interaction)
+            case RunAgain(feedback):
+                if feedback:
+                    new_messages.append(Message(role="user", content=feedback))
+                commit = StepCommit(
+                    run_id=run.run_id,
+                    expected_seq=seq,
+                    new_messages=new_messages,
+                    status=RunStatus.RUNNING,
+                    progress=progress,
+                    outbox=[
+                        step_message(run.run_id, seq + 1),
+                        snapshot_message(run.run_id, seq + 1),
+                    ],
+                    interaction=interaction,
+                )
+                return await self._commit(commit, "run-again")
+            case CallTools(calls):
+                records = [
+                    ToolCallRecord(
+                        run_id=run.run_id,
+                        seq=seq,
+                        index=i,
+                        call=call,
+                        idempotency_key=f"{run.run_id}:{seq}:{i}",
+                    )
+                    for i, call in enumerate(calls)
+                ]
+                outbox = [
+                    OutboxMessage(
+                        topic="tools", data={"run_id": run.run_id, "seq": seq, "index": r.index}
+                    )
+                    for r in records
+                ]
+                events: list[RunEvent] = [
+                    ToolCallEvent(
+                        run_id=run.run_id,
+                        seq=seq,
+                        id=event_id(seq, "b", i),
+                        call_id=r.call.id,
+                        tool_name=r.call.name,
+                        arguments=r.call.arguments,
+                    )
+                    for i, r in enumerate(records)
+                ]
+                commit = StepCommit(
+                    run_id=run.run_id,
+                    expected_seq=seq,
+                    new_messages=new_messages,
+                    status=RunStatus.WAITING_TOOLS,
+                    progress=progress.model_copy(
+                        update={"tool_calls": progress.tool_calls + len(calls)}
+                    ),
+                    pending_tool_calls=[tool_call_doc_id(seq, r.index) for r in records],
+                    tool_calls=records,
+                    outbox=[*outbox, snapshot_message(run.run_id, seq + 1)],
+                    interaction=interaction,
+                    events=events,
+                )
+                return await self._commit(commit, f"tools:{len(records)}")
+            case HandOff(target):
+                return await self._commit_handoff(
+                    run, agent, progress, new_messages, target, interaction
+                )
+            case _:
+                assert_never(outcome)
+
+    async def _commit_handoff(
+        self,
+        run: RunRecord,
+        agent: AgentDefinition,
+        progress: RunProgress,
+        new_messages: list[Message],
+        target: HandoffTarget,
+        interaction: Interaction,
+    ) -> str:
+        depth = run.chain_depth + 1
+        if depth > agent.max_chain_depth:
+            stop = Stop(
+                LoopExit.ERROR,
+                f"handoff refused: chain depth {depth} exceeds "
+                f"max_chain_depth={agent.max_chain_depth}",
+            )
+            return await self._commit_stop(run, progress, new_messages, stop, interaction)
+        now = self.deps.clock()
+        offer = HandoffOffer(
+            offer_id=f"offer-{run.run_id}-{run.seq}",
+            source_run_id=run.run_id,
+            source_agent=run.agent_id,
+            required_capabilities=target.required_capabilities,
+            message=target.message,
+            preferred_agent=target.preferred_agent,
+            context_uri=None,
+            chain_depth=depth,
+            created_at=now,
+            expires_at=now + timedelta(seconds=target.ttl_seconds),
+        )
+        payload: dict[str, Any] = {
+            "offer_id": offer.offer_id,
+            "required_capabilities": list(target.required_capabilities),
+            "expires_at": offer.expires_at.isoformat(),
+        }
+        result = progress.result(LoopExit.HANDOFF, payload)
+        seq = run.seq
+        events: list[RunEvent] = [
+            HandoffEvent(
+                run_id=run.run_id,
+                seq=seq,
+                id=event_id(seq, "b", 0),
+                offer_id=offer.offer_id,
+                required_capabilities=list(target.required_capabilities),
+            ),
+            Completed(
+                run_id=run.run_id,
+                seq=seq,
+                id=event_id(seq, "b", 1),
+                exit=result.exit.value,
+                total_tokens=progress.total_tokens,
+            ),
+        ]
+        commit = StepCommit(
+            run_id=run.run_id,
+            expected_seq=seq,
+            new_messages=new_messages,
+            status=RunStatus.FINISHED,
+            progress=progress,
+            result=result,
+            outbox=[
+                OutboxMessage(topic="handoff", data={"offer_id": offer.offer_id}),
+                snapshot_message(run.run_id, seq + 1),
+            ],
+            interaction=interaction,
+            events=events,
+            handoff_offer=offer,
+        )
+        return await self._commit(commit, "handoff")
+
+    async def _commit_stop(
+        self,
+        run: RunRecord,
+        progress: RunProgress,
+        new_messages: list[Message],
+        stop: Stop,
+        interaction: Interaction | None = None,
+    ) -> str:
+        errors = progress.errors
+        if stop.exit in (LoopExit.ERROR,) and stop.reason not in errors:
+            errors = [*errors, stop.reason]
+        progress = progress.model_copy(update={"errors": errors})
+        result = progress.result(stop.exit, {"reason": stop.reason})
+        return await self._commit_finish(run, progress, new_messages, result, interaction)
+
+    async def _commit_finish(
+        self,
+        run: RunRecord,
+        progress: RunProgress,
+        new_messages: list[Message],
+        result: LoopResult,
+        interaction: Interaction | None,
+    ) -> str:
+        seq = run.seq
+        final_text = next(
+            (m.content or "" for m in reversed(new_messages) if m.role == "assistant"), ""
+        )
+        event: RunEvent
+        if result.exit in (LoopExit.SATISFIED, LoopExit.HANDOFF):
+            event = Completed(
+                run_id=run.run_id,
+                seq=seq,
+                id=event_id(seq, "b", 0),
+                exit=result.exit.value,
+                final_response=final_text,
+                total_tokens=result.total_tokens,
+            )
+        else:
+            event = Failed(
+                run_id=run.run_id,
+                seq=seq,
+                id=event_id(seq, "b", 0),
+                exit=result.exit.value,
+                error=str(result.payload.get("reason", "")),
+            )
+        commit = StepCommit(
+            run_id=run.run_id,
+            expected_seq=seq,
+            new_messages=new_messages,
+            status=RunStatus.FINISHED,
+            progress=progress,
+            result=result,
+            outbox=[snapshot_message(run.run_id, seq + 1)],
+            interaction=interaction,
+            events=[event],
+        )
+        return await self._commit(commit, f"finished:{result.exit.value}")
+
+    async def _commit(self, commit: StepCommit, label: str) -> str:
+        committed = await self.deps.runs.commit_step(commit)
+        if committed is None:
+            # Another delivery applied this step first; its outbox is already on its way.
+            return "lost-race"
+        await self.deps.publish(committed.outbox)
+        log.info(
+            "step committed",
+            extra={
+                "fields": {"run_id": commit.run_id, "seq": commit.expected_seq, "outcome": label}
+            },
+        )
+        return label
+
+
+class _ChunkBatcher:
+    """Streams reply text into ``content_chunk`` events, batched so a long reply costs one write
+    per ``CHUNK_FLUSH_CHARS`` characters rather than one per token."""
+
+    def __init__(self, deps: Deps, run_id: str, seq: int) -> None:
+        self.deps = deps
+        self.run_id = run_id
+        self.seq = seq
+        self.buffer: list[str] = []
+        self.size = 0
+        self.count = 0
+
+    async def add(self, text: str) -> None:
+        self.buffer.append(text)
+        self.size += len(text)
+        if self.size >= CHUNK_FLUSH_CHARS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self.buffer:
+            return
+        event = ContentChunk(
+            run_id=self.run_id,
+            seq=self.seq,
+            id=event_id(self.seq, "a", self.count),
+            chunk="".join(self.buffer),
+        )
+        self.buffer, self.size = [], 0
+        self.count += 1
+        await self.deps.runs.add_events(self.run_id, [event])

@@ -1,0 +1,140 @@
+"""The tool invoker: runs one tool call per message, at most once per call where it matters.
+
+The result is recorded in one transaction that also removes the call from the run's pending
+list; the call that empties the list stores and publishes the run's next step message. A
+redelivered message for a finished call re-publishes that wake-up (and the audit record) and
+does not run the tool again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from cloudagents.domain.errors import PermanentMessageError, TransientError
+from cloudagents.domain.events import ToolResultEvent, event_id
+from cloudagents.domain.runs import OutboxMessage, RunRecord, ToolCallRecord, ToolMessage
+from cloudagents.runtime.deps import Deps
+from cloudagents.telemetry import tracer
+from cloudagents.tools import ToolResult, idempotency_scope
+
+log = logging.getLogger(__name__)
+MAX_RATE_LIMIT_WAIT_SECONDS = 20.0
+
+
+class ToolInvoker:
+    """Applies ``{ws}-tools`` messages."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    async def handle(self, message: ToolMessage) -> str:
+        record = await self.deps.runs.get_tool_call(message.run_id, message.seq, message.index)
+        run = await self.deps.runs.get_run(message.run_id)
+        if run is None:
+            raise PermanentMessageError(f"unknown run {message.run_id!r}")
+        if record is None:
+            raise PermanentMessageError(
+                f"run {message.run_id!r} has no tool call {message.index} at step {message.seq}"
+            )
+        if record.status == "done":
+            return await self._finish(record, ToolResult(record.result, record.is_error), run)
+        if run.finished:
+            return "run-finished"
+        with tracer.start_as_current_span(
+            f"execute_tool {record.call.name}",
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": record.call.name,
+                "gen_ai.tool.call.id": record.call.id,
+                "cloudagents.run_id": run.run_id,
+            },
+        ):
+            result = await self._execute(run, record)
+        return await self._finish(record, result, run)
+
+    async def _execute(self, run: RunRecord, record: ToolCallRecord) -> ToolResult:
+        agent = await self.deps.agents.get_agent(run.agent_id)
+        tool = self.deps.tools.get(record.call.name)
+        if agent is None or tool is None or record.call.name not in agent.tools:
+            return ToolResult(f"tool {record.call.name!r} is not available to this agent", True)
+        limit = agent.budget.max_tools_per_minute
+        if limit is not None:
+            await self._acquire(agent.id, limit)
+        claim = await self.deps.runs.start_tool_call(run.run_id, record.seq, record.index)
+        if claim is None:
+            raise PermanentMessageError(f"tool call {record.doc_id} of {run.run_id} vanished")
+        stored, first = claim
+        if stored.status == "done":
+            return ToolResult(stored.result, stored.is_error)
+        if not first and not tool.idempotent:
+            # Another delivery started this call and has not recorded a result (it crashed, or
+            # is still running). Running a non-idempotent tool again could do its effect twice.
+            return ToolResult(
+                f"{tool.name} was interrupted and is not retried because it is not idempotent "
+                f"(idempotency key {record.idempotency_key})",
+                True,
+            )
+        with idempotency_scope(record.idempotency_key):
+            return await tool.invoke(record.call.arguments)
+
+    async def _acquire(self, key: str, limit: int) -> None:
+        waited = 0.0
+        while (wait := await self.deps.rate_limiter.acquire(key, limit, self.deps.clock())) > 0:
+            if waited + wait > MAX_RATE_LIMIT_WAIT_SECONDS:
+                raise TransientError(f"tools-per-minute limit {limit} reached for {key!r}")
+            await asyncio.sleep(wait)
+            waited += wait
+
+    async def _finish(self, record: ToolCallRecord, result: ToolResult, run: RunRecord) -> str:
+        value: Any = result.content
+        result_uri = record.result_uri
+        encoded = json.dumps(value, default=str)
+        if result_uri is None and len(encoded) > self.deps.settings.tool_result_inline_bytes:
+            # Large outputs go to the bucket so no Firestore document nears its 1 MiB limit.
+            name = f"runs/{record.run_id}/tool_results/{record.doc_id}.txt"
+            result_uri = await self.deps.blobs.put(
+                self.deps.topology.context_bucket, name, result.as_text().encode(), "text/plain"
+            )
+            value = None
+        event = ToolResultEvent(
+            run_id=record.run_id,
+            seq=record.seq,
+            id=event_id(record.seq, "c", record.index),
+            call_id=record.call.id,
+            tool_name=record.call.name,
+            result=value if result_uri is None else {"uri": result_uri},
+            is_error=result.is_error,
+        )
+        wake = OutboxMessage(topic="steps", data={"run_id": record.run_id, "seq": record.seq + 1})
+        finish = await self.deps.runs.finish_tool_call(
+            record.run_id,
+            record.seq,
+            record.index,
+            result=value,
+            is_error=result.is_error,
+            result_uri=result_uri,
+            events=[event],
+            wake=wake,
+        )
+        if finish is None:
+            raise PermanentMessageError(f"tool call {record.doc_id} of {record.run_id} vanished")
+        audit = OutboxMessage(
+            topic="tools_audit",
+            data={
+                "run_id": record.run_id,
+                "agent_id": run.agent_id,
+                "seq": record.seq,
+                "index": record.index,
+                "tool": record.call.name,
+                "idempotency_key": record.idempotency_key,
+                "is_error": finish.record.is_error,
+                "attempts": finish.record.attempts,
+            },
+        )
+        await self.deps.publish([audit, *finish.outbox])
+        if not finish.newly_finished:
+            return "duplicate" + ("-rewoke" if finish.wake else "")
+        return "done-woke-run" if finish.wake else "done"

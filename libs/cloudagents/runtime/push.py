@@ -1,0 +1,158 @@
+"""Pub/Sub push envelopes in, HTTP statuses out: the one place that maps outcomes to acks.
+
+2xx acknowledges. A permanent error (bad payload, unknown run) is recorded in ``dead_letters``
+with the original message and acknowledged, so it stops looping. Anything else is a 5xx: Pub/Sub
+redelivers with the subscription's backoff and, past its attempts, routes to the dead-letter
+topic.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from opentelemetry import context as otel_context
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from cloudagents.domain.errors import PermanentMessageError
+from cloudagents.domain.runs import DeadLetter
+from cloudagents.runtime.deps import Deps
+from cloudagents.telemetry import context_from, tracer
+
+log = logging.getLogger(__name__)
+MAX_MESSAGE_BYTES = 1_000_000
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class PushMessage:
+    """A decoded push delivery."""
+
+    subscription: str
+    message_id: str
+    data: bytes
+    attributes: dict[str, str]
+    delivery_attempt: int | None
+
+
+def decode_envelope(body: bytes) -> PushMessage:
+    """Parse a push request body; raises ``PermanentMessageError`` on anything malformed."""
+    try:
+        envelope = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PermanentMessageError(f"push body is not JSON: {exc}") from exc
+    message = envelope.get("message") if isinstance(envelope, dict) else None
+    if not isinstance(message, dict):
+        raise PermanentMessageError("push body has no 'message' object")
+    try:
+        data = base64.b64decode(message.get("data") or "", validate=True)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise PermanentMessageError(f"message data is not base64: {exc}") from exc
+    attributes = message.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        raise PermanentMessageError("message attributes are not an object")
+    attempt = envelope.get("deliveryAttempt")
+    return PushMessage(
+        subscription=str(envelope.get("subscription", "")),
+        message_id=str(message.get("messageId") or message.get("message_id") or ""),
+        data=data,
+        attributes={str(k): str(v) for k, v in attributes.items()},
+        delivery_attempt=attempt if isinstance(attempt, int) else None,
+    )
+
+
+def parse_json_model(model: type[M], data: bytes) -> M:
+    """Validate a message body as ``model``; every failure is permanent."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise PermanentMessageError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PermanentMessageError(f"message data is not valid UTF-8: {exc}") from exc
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise PermanentMessageError(f"invalid {model.__name__}: {problems}") from exc
+
+
+async def dead_letter(
+    deps: Deps, *, source: str, reason: str, message: PushMessage | None, raw: bytes
+) -> str:
+    """Record a message that can never be applied; the id is stable for the same message."""
+    message_id = message.message_id if message else None
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    letter_id = f"{source.rsplit('/', 1)[-1] or 'push'}-{message_id or digest}"
+    data = base64.b64encode(message.data if message else raw).decode()
+    await deps.dead_letters.record_dead_letter(
+        DeadLetter(
+            id=letter_id,
+            source=source,
+            reason=reason,
+            message_id=message_id,
+            data=data,
+            attributes=message.attributes if message else {},
+        )
+    )
+    return letter_id
+
+
+async def handle_push(
+    request: Request,
+    deps: Deps,
+    route: str,
+    apply: Callable[[PushMessage], Awaitable[str]],
+) -> JSONResponse:
+    """Decode, trace, apply and map the outcome to an ack (2xx) or a redelivery (5xx)."""
+    body = await request.body()
+    message: PushMessage | None = None
+    try:
+        message = decode_envelope(body)
+    except PermanentMessageError as error:
+        letter = await dead_letter(deps, source=route, reason=str(error), message=None, raw=body)
+        log.warning(
+            "dead-lettered push body", extra={"fields": {"route": route, "reason": str(error)}}
+        )
+        return JSONResponse({"status": "dead-lettered", "id": letter, "reason": str(error)})
+    token = otel_context.attach(context_from(message.attributes))
+    try:
+        with tracer.start_as_current_span(
+            f"pubsub {route}",
+            attributes={
+                "messaging.system": "gcp_pubsub",
+                "messaging.message.id": message.message_id,
+                "messaging.destination.subscription.name": message.subscription,
+            },
+        ):
+            outcome = await apply(message)
+        return JSONResponse({"status": outcome})
+    except PermanentMessageError as error:
+        source = message.subscription or route
+        letter = await dead_letter(
+            deps, source=source, reason=str(error), message=message, raw=body
+        )
+        log.warning(
+            "dead-lettered message",
+            extra={
+                "fields": {"route": route, "message_id": message.message_id, "reason": str(error)}
+            },
+        )
+        return JSONResponse({"status": "dead-lettered", "id": letter, "reason": str(error)})
+    except Exception as error:  # transient or unknown: ask Pub/Sub to redeliver
+        log.exception(
+            "push handler failed; asking for redelivery",
+            extra={"fields": {"route": route, "message_id": message.message_id}},
+        )
+        return JSONResponse({"status": "retry", "error": f"{type(error).__name__}: {error}"}, 503)
+    finally:
+        otel_context.detach(token)

@@ -1,0 +1,67 @@
+"""Settings, read from the environment once per process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from cloudagents.domain.errors import ConfigurationError
+
+Backend = Literal["gcp", "memory"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process configuration. Every field has an environment variable (see ``from_env``)."""
+
+    project: str
+    workspace: str = "agents"
+    location: str = "us-central1"
+    backend: Backend = "gcp"
+    tool_modules: tuple[str, ...] = ("cloudagents.builtin_tools",)
+    broker_url: str | None = None
+    api_tokens: tuple[str, ...] = ()
+    snapshot_messages: int = 20
+    trace_exporter: str = "none"
+    service_name: str = "cloudagents"
+    tasks_service_account: str | None = None
+    tool_result_inline_bytes: int = 64_000
+
+    @property
+    def on_emulators(self) -> bool:
+        return bool(
+            os.environ.get("PUBSUB_EMULATOR_HOST") or os.environ.get("FIRESTORE_EMULATOR_HOST")
+        )
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, service_name: str = "cloudagents"
+    ) -> Settings:
+        env = os.environ if env is None else env
+        project = env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT") or ""
+        backend = env.get("CLOUDAGENTS_BACKEND", "gcp")
+        if backend not in ("gcp", "memory"):
+            raise ConfigurationError(f"CLOUDAGENTS_BACKEND must be gcp or memory, not {backend!r}")
+        if backend == "gcp" and not project:
+            raise ConfigurationError("set GOOGLE_CLOUD_PROJECT to the project to use")
+        modules = env.get("CLOUDAGENTS_TOOL_MODULES", "cloudagents.builtin_tools")
+        tokens = env.get("CLOUDAGENTS_API_TOKENS", "")
+        try:
+            snapshot_messages = int(env.get("CLOUDAGENTS_SNAPSHOT_MESSAGES", "20"))
+        except ValueError as exc:
+            raise ConfigurationError("CLOUDAGENTS_SNAPSHOT_MESSAGES must be an integer") from exc
+        return cls(
+            project=project or "local-project",
+            workspace=env.get("CLOUDAGENTS_WORKSPACE", "agents"),
+            location=env.get("CLOUDAGENTS_LOCATION", "us-central1"),
+            backend=backend,  # type: ignore[arg-type]
+            tool_modules=tuple(m.strip() for m in modules.split(",") if m.strip()),
+            broker_url=env.get("CLOUDAGENTS_BROKER_URL") or None,
+            api_tokens=tuple(t.strip() for t in tokens.split(",") if t.strip()),
+            snapshot_messages=snapshot_messages,
+            trace_exporter=env.get("CLOUDAGENTS_TRACE_EXPORTER", "none"),
+            service_name=env.get("K_SERVICE", service_name),
+            tasks_service_account=env.get("CLOUDAGENTS_TASKS_SERVICE_ACCOUNT") or None,
+        )

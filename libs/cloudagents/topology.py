@@ -1,0 +1,210 @@
+"""The one declaration of the cloud topology: topics, push subscriptions, queues, buckets, services.
+
+The local bootstrap creates exactly this on the emulators, and Terraform's inputs are generated
+from it (``scripts/gen_terraform_topology.py``; a test fails when they drift). Nothing else keeps a
+list of topics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+TopicRole = Literal["intents", "steps", "tools", "tools_audit", "handoff", "snapshots"]
+ServiceName = Literal[
+    "api", "run_executor", "tool_invoker", "handoff_broker", "context_snapshotter"
+]
+SERVICES: tuple[ServiceName, ...] = (
+    "api",
+    "run_executor",
+    "tool_invoker",
+    "handoff_broker",
+    "context_snapshotter",
+)
+
+# Model calls happen inside a push request, so the ack deadline must outlast a slow model call
+# plus its retries; 600 s is Pub/Sub's maximum.
+PUSH_ACK_DEADLINE_SECONDS = 600
+MAX_DELIVERY_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A Pub/Sub topic and what it carries."""
+
+    name: str
+    role: TopicRole | Literal["dead_letter"]
+    description: str
+
+
+@dataclass(frozen=True)
+class PushSubscription:
+    """A push subscription delivering ``topic`` to ``service`` at ``path``, with dead-lettering."""
+
+    name: str
+    topic: str
+    service: ServiceName
+    path: str
+    dead_letter_topic: str
+    ack_deadline_seconds: int = PUSH_ACK_DEADLINE_SECONDS
+    max_delivery_attempts: int = MAX_DELIVERY_ATTEMPTS
+    minimum_backoff_seconds: int = 1
+    maximum_backoff_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A Cloud Tasks queue whose HTTP tasks call ``service`` at ``path``."""
+
+    name: str
+    service: ServiceName
+    path: str
+    max_attempts: int = 20
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A Cloud Storage bucket; objects older than ``delete_after_days`` are deleted."""
+
+    name: str
+    delete_after_days: int = 30
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service: its functions-framework target, and the resources it touches (for IAM)."""
+
+    name: ServiceName
+    source: str
+    target: str
+    http: bool
+    publishes: tuple[str, ...] = ()
+    buckets: tuple[str, ...] = ()
+    enqueues: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Everything one workspace needs in one project."""
+
+    project: str
+    workspace: str
+    location: str
+    topics: tuple[Topic, ...]
+    subscriptions: tuple[PushSubscription, ...]
+    queues: tuple[Queue, ...]
+    buckets: tuple[Bucket, ...]
+    services: tuple[ServiceSpec, ...]
+    dead_letter_pull_subscriptions: tuple[tuple[str, str], ...] = field(default=())
+
+    def topic(self, role: TopicRole) -> str:
+        return next(t.name for t in self.topics if t.role == role)
+
+    @property
+    def context_bucket(self) -> str:
+        return self.buckets[0].name
+
+    @property
+    def handoff_queue(self) -> str:
+        return self.queues[0].name
+
+    def service(self, name: ServiceName) -> ServiceSpec:
+        return next(s for s in self.services if s.name == name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+MODEL_KEY_SECRETS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+
+
+def build_topology(project: str, workspace: str, location: str = "us-central1") -> Topology:
+    """The topology for ``workspace`` (the intents topic name) in ``project``."""
+    ws = workspace
+    main_topics = (
+        Topic(ws, "intents", "IntentionMessages that start runs (seed 000 workspace topic)"),
+        Topic(f"{ws}-steps", "steps", "(run_id, seq) messages that move a run one step"),
+        Topic(f"{ws}-tools", "tools", "one message per tool call to execute (seed 000)"),
+        Topic(f"{ws}-tools-audit", "tools_audit", "audit record of every tool call and result"),
+        Topic(f"{ws}-handoff", "handoff", "handoff offers for the broker (seed 000)"),
+        Topic(f"{ws}-snapshots", "snapshots", "requests to snapshot a run's context to GCS"),
+    )
+    routes: tuple[tuple[str, str, ServiceName, str], ...] = (
+        (f"{ws}-run-executor-intents", ws, "run_executor", "/pubsub/intents"),
+        (f"{ws}-run-executor-steps", f"{ws}-steps", "run_executor", "/pubsub/steps"),
+        (f"{ws}-tool-invoker", f"{ws}-tools", "tool_invoker", "/pubsub/tools"),
+        (f"{ws}-handoff-broker", f"{ws}-handoff", "handoff_broker", "/pubsub/handoff"),
+        (
+            f"{ws}-context-snapshotter",
+            f"{ws}-snapshots",
+            "context_snapshotter",
+            "/pubsub/snapshots",
+        ),
+    )
+    subscriptions = tuple(
+        PushSubscription(
+            name=name,
+            topic=topic,
+            service=service,
+            path=path,
+            dead_letter_topic=f"{name}-dead-letter",
+        )
+        for name, topic, service, path in routes
+    )
+    dead_letter_topics = tuple(
+        Topic(s.dead_letter_topic, "dead_letter", f"messages {s.name} could not deliver")
+        for s in subscriptions
+    )
+    bucket = f"{project}-agent-context"
+    queue = f"{ws}-handoff-expiry"
+    t = {topic.role: topic.name for topic in main_topics}
+    services = (
+        ServiceSpec("api", "services/api/main.py", "api", http=True, publishes=(t["intents"],)),
+        ServiceSpec(
+            "run_executor",
+            "services/run_executor/main.py",
+            "run_executor",
+            http=False,
+            publishes=(t["steps"], t["tools"], t["handoff"], t["snapshots"]),
+            buckets=(bucket,),
+            secrets=MODEL_KEY_SECRETS,
+        ),
+        ServiceSpec(
+            "tool_invoker",
+            "services/tool_invoker/main.py",
+            "tool_invoker",
+            http=False,
+            publishes=(t["steps"], t["tools_audit"]),
+            buckets=(bucket,),
+        ),
+        ServiceSpec(
+            "handoff_broker",
+            "services/handoff_broker/main.py",
+            "handoff_broker",
+            http=False,
+            publishes=(t["intents"],),
+            buckets=(bucket,),
+            enqueues=(queue,),
+        ),
+        ServiceSpec(
+            "context_snapshotter",
+            "services/context_snapshotter/main.py",
+            "context_snapshotter",
+            http=False,
+            buckets=(bucket,),
+        ),
+    )
+    return Topology(
+        project=project,
+        workspace=ws,
+        location=location,
+        topics=main_topics + dead_letter_topics,
+        subscriptions=subscriptions,
+        queues=(Queue(queue, "handoff_broker", "/tasks/expire"),),
+        buckets=(Bucket(bucket),),
+        services=services,
+        dead_letter_pull_subscriptions=tuple(
+            (f"{s.dead_letter_topic}-pull", s.dead_letter_topic) for s in subscriptions
+        ),
+    )

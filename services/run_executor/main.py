@@ -1,0 +1,24 @@
+"""run_executor: push endpoint for intents (``/pubsub/intents``) and steps (``/pubsub/steps``)."""
+
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cloudagents.bootstrap import get_deps
+from cloudagents.domain.intents import IntentionMessage
+from cloudagents.domain.runs import StepMessage
+from cloudagents.runtime.executor import RunExecutor
+from cloudagents.runtime.push import PushMessage, handle_push, parse_json_model
+
+
+@functions_framework.aio.http
+async def run_executor(request: Request) -> Response:
+    deps = await get_deps("run_executor")
+    executor = RunExecutor(deps)
+
+    async def apply(message: PushMessage) -> str:
+        if request.url.path.endswith("/intents"):
+            return await executor.handle_intent(parse_json_model(IntentionMessage, message.data))
+        return await executor.handle_step(parse_json_model(StepMessage, message.data))
+
+    return await handle_push(request, deps, request.url.path, apply)
