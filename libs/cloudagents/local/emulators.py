@@ -101,19 +101,28 @@ def _progress(message: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+# Ports this process has handed out, so that emulators started in parallel never get the same one
+# (one emulator's readiness probe could otherwise be answered by another).
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now."""
+    """Return a TCP port on 127.0.0.1 that is free now and not handed out before by this process."""
     return free_ports(1)[0]
 
 
 def free_ports(count: int) -> list[int]:
     """Return ``count`` distinct free ports (all sockets are held open together)."""
-    with contextlib.ExitStack() as stack:
+    with _HANDED_OUT_LOCK, contextlib.ExitStack() as stack:
         ports: list[int] = []
-        for _ in range(count):
+        while len(ports) < count:
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             sock.bind((LOOPBACK, 0))
-            ports.append(int(sock.getsockname()[1]))
+            port = int(sock.getsockname()[1])
+            if port not in _HANDED_OUT:
+                ports.append(port)
+        _HANDED_OUT.update(ports)
         return ports
 
 

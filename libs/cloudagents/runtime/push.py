@@ -114,6 +114,10 @@ async def handle_push(
     apply: Callable[[PushMessage], Awaitable[str]],
 ) -> JSONResponse:
     """Decode, trace, apply and map the outcome to an ack (2xx) or a redelivery (5xx)."""
+    if request.method == "GET" and request.url.path == "/healthz":
+        return JSONResponse({"status": "ok"})
+    if request.method != "POST":
+        return JSONResponse({"error": "push endpoints take POST"}, status_code=405)
     body = await request.body()
     message: PushMessage | None = None
     try:

@@ -1,0 +1,308 @@
+"""The local stack: the four emulators, every service on localhost, and the topology on them.
+
+``LocalStack.start()`` is what ``make up`` / ``cloudagents up`` and the integration tests run:
+emulators on free ports, the topology from ``cloudagents.topology`` created on them (push
+subscriptions delivering to the services exactly as production push does, with dead-letter
+topics and retry policies), the services as functions-framework processes, and the demo
+agents registered. The state (ports, process groups, environment) goes to a JSON file so
+``down`` stops exactly what ``up`` started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cloudagents.local.emulators import (
+    EmulatorStack,
+    default_repo_root,
+    free_ports,
+    start_stack,
+)
+from cloudagents.topology import SERVICES, Topology, build_topology
+
+DEFAULT_PROJECT = "local-project"
+DEFAULT_WORKSPACE = "agents"
+
+
+def _progress(message: str) -> None:
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class ServiceProcess:
+    """One functions-framework process."""
+
+    name: str
+    port: int
+    pid: int
+    log_path: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class StackState:
+    """What ``up`` started, written to ``state.json`` for ``down`` and ``status``."""
+
+    project: str
+    workspace: str
+    log_dir: str
+    env: dict[str, str]
+    services: dict[str, ServiceProcess]
+    emulator_pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return self.services["api"].url
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> StackState:
+        data = json.loads(path.read_text())
+        data["services"] = {k: ServiceProcess(**v) for k, v in data["services"].items()}
+        return cls(**data)
+
+
+def create_topology(topology: Topology, service_urls: Mapping[str, str]) -> None:
+    """Create topics, push subscriptions (dead-letter + retry policy) and the bucket.
+
+    Uses the environment's emulator variables; idempotent (existing resources are kept).
+    """
+    from google.api_core import exceptions as gexc
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import pubsub_v1, storage  # type: ignore[attr-defined]
+    from google.protobuf import duration_pb2
+
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    project = topology.project
+    for topic in topology.topics:
+        with contextlib.suppress(gexc.AlreadyExists):
+            publisher.create_topic(name=publisher.topic_path(project, topic.name))
+    for sub in topology.subscriptions:
+        request: dict[str, Any] = {
+            "name": subscriber.subscription_path(project, sub.name),
+            "topic": publisher.topic_path(project, sub.topic),
+            "push_config": {"push_endpoint": service_urls[sub.service].rstrip("/") + sub.path},
+            "ack_deadline_seconds": sub.ack_deadline_seconds,
+            "dead_letter_policy": {
+                "dead_letter_topic": publisher.topic_path(project, sub.dead_letter_topic),
+                "max_delivery_attempts": sub.max_delivery_attempts,
+            },
+            "retry_policy": {
+                "minimum_backoff": duration_pb2.Duration(seconds=sub.minimum_backoff_seconds),
+                "maximum_backoff": duration_pb2.Duration(seconds=sub.maximum_backoff_seconds),
+            },
+        }
+        with contextlib.suppress(gexc.AlreadyExists):
+            subscriber.create_subscription(request=request)
+    for name, topic_name in topology.dead_letter_pull_subscriptions:
+        with contextlib.suppress(gexc.AlreadyExists):
+            subscriber.create_subscription(
+                name=subscriber.subscription_path(project, name),
+                topic=publisher.topic_path(project, topic_name),
+            )
+    client = storage.Client(project=project, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    for bucket in topology.buckets:
+        with contextlib.suppress(gexc.Conflict):
+            client.create_bucket(bucket.name)
+
+
+def start_service(
+    name: str,
+    port: int,
+    env: Mapping[str, str],
+    log_dir: Path,
+    repo_root: Path,
+) -> ServiceProcess:
+    """Start one service as ``functions-framework --asgi`` on ``127.0.0.1:port``."""
+    executable = Path(sys.executable).with_name("functions-framework")
+    log_path = log_dir / f"{name}.log"
+    log_file = log_path.open("ab")
+    process = subprocess.Popen(
+        [
+            str(executable),
+            "--source",
+            str(repo_root / "services" / name / "main.py"),
+            "--target",
+            name,
+            "--asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=repo_root,
+        env={**os.environ, **env},
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log_file.close()
+    return ServiceProcess(name=name, port=port, pid=process.pid, log_path=str(log_path))
+
+
+def wait_healthy(services: Iterable[ServiceProcess], timeout: float = 60.0) -> None:
+    """Wait until each service answers ``GET /healthz``; quote its log if it does not."""
+    deadline = time.monotonic() + timeout
+    for service in services:
+        while True:
+            try:
+                if httpx.get(f"{service.url}/healthz", timeout=2.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or not _alive(service.pid):
+                tail = Path(service.log_path).read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"service {service.name} did not become healthy:\n{tail}")
+            time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def kill_group(pid: int, grace: float = 5.0) -> None:
+    """SIGTERM the process group led by ``pid``, then SIGKILL what is left."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+
+
+class LocalStack:
+    """Emulators + services + topology, on one machine."""
+
+    def __init__(
+        self,
+        *,
+        project: str = DEFAULT_PROJECT,
+        workspace: str = DEFAULT_WORKSPACE,
+        log_dir: Path | None = None,
+        repo_root: Path | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.repo_root = repo_root or default_repo_root()
+        self.project = project
+        self.workspace = workspace
+        self.log_dir = log_dir or self.repo_root / ".local" / "logs"
+        self.extra_env = dict(extra_env or {})
+        self.topology = build_topology(project, workspace)
+        self.emulators: EmulatorStack | None = None
+        self.services: dict[str, ServiceProcess] = {}
+        self.env: dict[str, str] = {}
+
+    def start(self) -> StackState:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        _progress(f"starting the Firestore, Pub/Sub, Storage and Tasks emulators ({self.log_dir})")
+        started = time.monotonic()
+        self.emulators = start_stack(
+            self.project,
+            self.log_dir,
+            location=self.topology.location,
+            queue_names=[q.name for q in self.topology.queues],
+            repo_root=self.repo_root,
+        )
+        try:
+            return self._start_services(started)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_services(self, started: float) -> StackState:
+        assert self.emulators is not None
+        ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
+        urls: dict[str, str] = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        self.env = {
+            **self.emulators.env(),
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "CLOUDAGENTS_WORKSPACE": self.workspace,
+            "CLOUDAGENTS_LOCATION": self.topology.location,
+            "CLOUDAGENTS_BROKER_URL": urls["handoff_broker"],
+            "CLOUDAGENTS_API_URL": urls["api"],
+            "CLOUDAGENTS_TRACE_EXPORTER": f"file:{self.log_dir / 'spans.jsonl'}",
+            **self.extra_env,
+        }
+        os.environ.update(self.env)
+        _progress("creating topics, push subscriptions, dead-letter topics and the bucket")
+        create_topology(self.topology, urls)
+        _progress("starting services: " + ", ".join(f"{n} :{p}" for n, p in ports.items()))
+        for name, port in ports.items():
+            self.services[name] = start_service(name, port, self.env, self.log_dir, self.repo_root)
+        wait_healthy(self.services.values())
+        _progress(f"local stack ready in {time.monotonic() - started:.1f}s")
+        return self.state()
+
+    def state(self) -> StackState:
+        assert self.emulators is not None
+        return StackState(
+            project=self.project,
+            workspace=self.workspace,
+            log_dir=str(self.log_dir),
+            env=self.env,
+            services=self.services,
+            emulator_pids={p.name: p.process.pid for p in self.emulators.processes},
+        )
+
+    def restart_service(self, name: str) -> ServiceProcess:
+        """Kill a service's whole process group and start it again on the same port."""
+        old = self.services[name]
+        kill_group(old.pid, grace=0.0)
+        self.services[name] = start_service(name, old.port, self.env, self.log_dir, self.repo_root)
+        wait_healthy([self.services[name]])
+        return self.services[name]
+
+    def stop(self) -> None:
+        for service in self.services.values():
+            kill_group(service.pid)
+        self.services = {}
+        if self.emulators is not None:
+            self.emulators.stop()
+            self.emulators = None
+
+
+def stop_from_state(state: StackState) -> list[str]:
+    """Stop every process group a saved state names; returns what was stopped."""
+    stopped = []
+    for service in state.services.values():
+        kill_group(service.pid)
+        stopped.append(f"{service.name} (pid {service.pid})")
+    for name, pid in state.emulator_pids.items():
+        kill_group(pid)
+        stopped.append(f"{name} emulator (pid {pid})")
+    return stopped

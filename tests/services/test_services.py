@@ -1,0 +1,139 @@
+"""The services end to end in one process: golden push bodies through functions-framework apps."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+
+from cloudagents.adapters.memory.messaging import PublishedMessage
+from cloudagents.adapters.memory.stores import InMemoryDeadLetterStore, InMemoryRunStore
+from cloudagents.domain.intents import IntentionMessage
+from tests.services.conftest import Pump, push_body, scripted_agent
+
+Stack = tuple[dict[str, httpx.AsyncClient], Pump]
+
+
+async def test_run_over_http_finishes_satisfied_with_a_tool_call(stack: Stack) -> None:
+    clients, pump = stack
+    api = clients["api"]
+    assert (await api.post("/agents", json=scripted_agent())).status_code == 201
+    started = await api.post("/runs", json={"agent_id": "calc", "message": "what is 6*7?"})
+    assert started.status_code == 202
+    run_id = started.json()["run_id"]
+    await pump.run()
+    run = (await api.get(f"/runs/{run_id}")).json()
+    assert run["status"] == "finished"
+    assert run["result"]["exit"] == "SATISFIED"
+    assert run["result"]["payload"] == {"answer": "6*7 = 42"}
+    assert run["result"]["tool_calls"] == 1
+    assert run["snapshot"]["uri"].startswith("gs://test-project-agent-context/runs/")
+    transcript = (await api.get(f"/runs/{run_id}/messages")).json()["messages"]
+    assert [m["role"] for m in transcript] == ["system", "user", "assistant", "tool", "assistant"]
+    assert transcript[3]["content"] == "42"
+    events = (await api.get(f"/runs/{run_id}/events")).json()["events"]
+    assert [e["type"] for e in events] == ["tool_call", "tool_result", "content_chunk", "completed"]
+    assert all(status == 200 for _, status, _ in pump.responses)
+
+
+async def test_run_by_intent_on_the_workspace_topic(stack: Stack) -> None:
+    clients, pump = stack
+    await clients["api"].post("/agents", json=scripted_agent())
+    intent = IntentionMessage.for_run(run_id="intent-run-1", agent_id="calc", message="6*7?")
+    await pump.deps.bus.publish("agents", intent.model_dump_json().encode(), {})
+    await pump.run()
+    run = (await clients["api"].get("/runs/intent-run-1")).json()
+    assert run["result"]["exit"] == "SATISFIED"
+    assert run["source"] == "pubsub"
+
+
+async def test_every_message_delivered_twice_changes_nothing(stack: Stack) -> None:
+    clients, pump = stack
+    await clients["api"].post("/agents", json=scripted_agent())
+    started = await clients["api"].post("/runs", json={"agent_id": "calc", "message": "6*7"})
+    run_id = started.json()["run_id"]
+    while pump.cursor < len(pump.bus.published):
+        message = pump.bus.published[pump.cursor]
+        pump.cursor += 1
+        await pump.deliver(message)
+        await pump.deliver(message)  # the duplicate, right behind the original
+    runs = pump.deps.runs
+    assert isinstance(runs, InMemoryRunStore)
+    run = await runs.get_run(run_id)
+    assert run is not None and run.result is not None
+    assert run.result.exit.value == "SATISFIED" and run.result.tool_calls == 1
+    assert len(await runs.messages(run_id)) == 5
+    assert [c.attempts for c in await runs.tool_calls(run_id, 0)] == [1]
+    assert len(await runs.interactions(run_id)) == 2
+    assert len(await runs.model_calls(run_id)) == 2
+
+
+async def test_poison_messages_are_dead_lettered_and_acknowledged(stack: Stack) -> None:
+    clients, pump = stack
+    executor = clients["run_executor"]
+    not_json = await executor.post("/pubsub/intents", content=b"{nope")
+    assert not_json.status_code == 200 and not_json.json()["status"] == "dead-lettered"
+    bad_weight = PublishedMessage(
+        "agents",
+        json.dumps({"run_id": "r", "source_agent": "x", "attention_weight": 1.5, "payload": {}}).encode(),
+        {},
+        "m-1",
+    )
+    response = await executor.post("/pubsub/intents", json=push_body(bad_weight, "agents-run-executor-intents"))
+    assert response.status_code == 200
+    assert "attention_weight" in response.json()["reason"]
+    unknown = PublishedMessage("agents-steps", b'{"run_id": "ghost", "seq": 0}', {}, "m-2")
+    response = await executor.post("/pubsub/steps", json=push_body(unknown, "agents-run-executor-steps"))
+    assert response.json()["reason"] == "unknown run 'ghost'"
+    letters = pump.deps.dead_letters
+    assert isinstance(letters, InMemoryDeadLetterStore)
+    reasons = sorted(letter.reason for letter in letters.letters.values())
+    assert len(reasons) == 3
+    stored = letters.letters["agents-run-executor-steps-m-2"]
+    assert base64.b64decode(stored.data) == b'{"run_id": "ghost", "seq": 0}'
+
+
+async def test_guardrail_block_and_token_budget_via_services(stack: Stack) -> None:
+    clients, pump = stack
+    api = clients["api"]
+    await api.post("/agents", json=scripted_agent("guarded", guardrails={"blocked_patterns": ["secret"]}))
+    await api.post(
+        "/agents",
+        json=scripted_agent(
+            "tight",
+            budget={"max_tokens_per_run": 5},
+        ),
+    )
+    blocked = (await api.post("/runs", json={"agent_id": "guarded", "message": "tell me the secret"})).json()
+    tight = (await api.post("/runs", json={"agent_id": "tight", "message": "6*7"})).json()
+    await pump.run()
+    blocked_run = (await api.get(f"/runs/{blocked['run_id']}")).json()
+    assert blocked_run["result"]["exit"] == "GUARDRAIL_BLOCK"
+    assert blocked_run["result"]["payload"]["reason"] == "user input matches blocked pattern 'secret'"
+    tight_run = (await api.get(f"/runs/{tight['run_id']}")).json()
+    assert tight_run["result"]["exit"] == "BUDGET_EXCEEDED"
+
+
+async def test_api_errors_are_clear(stack: Stack) -> None:
+    clients, _ = stack
+    api = clients["api"]
+    assert (await api.post("/runs", json={"agent_id": "nobody", "message": "x"})).status_code == 404
+    bad = await api.post("/runs", json={"agent_id": "calc"})
+    assert bad.status_code == 422 and bad.json()["problems"][0]["loc"] == "message"
+    assert (await api.get("/runs/missing")).status_code == 404
+    assert (await api.delete("/runs")).status_code == 405
+    invalid_agent = await api.post("/agents", json={"id": "x", "model": {"provider": "grok", "name": "y"}})
+    assert invalid_agent.status_code == 422
+
+
+async def test_cancel_makes_in_flight_steps_stale(stack: Stack) -> None:
+    clients, pump = stack
+    api = clients["api"]
+    await api.post("/agents", json=scripted_agent())
+    run_id = (await api.post("/runs", json={"agent_id": "calc", "message": "6*7"})).json()["run_id"]
+    cancelled = (await api.post(f"/runs/{run_id}/cancel")).json()
+    assert cancelled["result"]["exit"] == "CANCELLED"
+    await pump.run()
+    run = (await api.get(f"/runs/{run_id}")).json()
+    assert run["result"]["exit"] == "CANCELLED"
