@@ -18,6 +18,7 @@ from cloudagents.adapters.memory.messaging import (
 from cloudagents.adapters.memory.stores import (
     InMemoryAgentStore,
     InMemoryDeadLetterStore,
+    InMemoryHandoffStore,
     InMemoryRunStore,
 )
 from cloudagents.domain.errors import ConfigurationError
@@ -52,10 +53,12 @@ def build_deps(settings: Settings) -> Deps:
     topology = build_topology(settings.project, settings.workspace, settings.location)
     tools = load_tools(settings.tool_modules)
     if settings.backend == "memory":
+        runs = InMemoryRunStore()
         return Deps(
             settings=settings,
             topology=topology,
-            runs=InMemoryRunStore(),
+            runs=runs,
+            handoffs=InMemoryHandoffStore(runs),
             agents=InMemoryAgentStore(),
             dead_letters=InMemoryDeadLetterStore(),
             bus=InMemoryEventBus(),

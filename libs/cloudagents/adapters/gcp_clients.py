@@ -15,6 +15,7 @@ from cloudagents.adapters.firestore.budgets import FirestoreCostLedger, Firestor
 from cloudagents.adapters.firestore.stores import (
     FirestoreAgentStore,
     FirestoreDeadLetterStore,
+    FirestoreHandoffStore,
     FirestoreRunStore,
 )
 from cloudagents.adapters.gcs import GcsBlobStore
@@ -70,6 +71,7 @@ def build_gcp_deps(settings: Settings, topology: Topology, tools: ToolRegistry) 
         runs=FirestoreRunStore(db),
         agents=FirestoreAgentStore(db),
         dead_letters=FirestoreDeadLetterStore(db),
+        handoffs=FirestoreHandoffStore(db),
         bus=PubSubEventBus(publisher_client(), settings.project),
         blobs=GcsBlobStore(storage_client(settings.project)),
         tasks=CloudTasksQueue(

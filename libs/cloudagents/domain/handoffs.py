@@ -37,3 +37,12 @@ class HandoffOffer(Persisted):
     expires_at: datetime
     claimed_by_agent: str | None = None
     target_run_id: str | None = None
+    claimed_at: datetime | None = None
+    expired_at: datetime | None = None
+    expiry_task: str | None = None
+
+
+class OfferMessage(Model):
+    """The body of a ``{ws}-handoff`` message and of an expiry task."""
+
+    offer_id: str = Field(min_length=1, max_length=300)

@@ -68,6 +68,9 @@ class RunRecord(Persisted):
     parent_run_id: str | None = None
     child_run_ids: list[str] = Field(default_factory=list)
     handoff_offer_id: str | None = None
+    handoff_status: str | None = Field(
+        default=None, description="what became of this run's offer: open, claimed, expired"
+    )
     chain_depth: int = Field(default=0, ge=0)
     snapshot: SnapshotPointer | None = None
     traceparent: str | None = None

@@ -7,6 +7,7 @@ expected ``seq`` and applies everything or nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from pydantic import Field, JsonValue
@@ -150,3 +151,38 @@ class DeadLetterStore(Protocol):
     async def get_dead_letter(self, letter_id: str) -> DeadLetter | None: ...
 
     async def mark_replayed(self, letter_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The result of trying to claim an offer."""
+
+    offer: HandoffOffer
+    claimed_now: bool
+
+
+class HandoffStore(Protocol):
+    """``handoff_offers/{offer_id}``: claims and expiry are transactions on the offer."""
+
+    async def get_offer(self, offer_id: str) -> HandoffOffer | None: ...
+
+    async def list_open_offers(self, limit: int = 100) -> list[HandoffOffer]: ...
+
+    async def claim_offer(
+        self, offer_id: str, *, agent_id: str, target_run_id: str, now: datetime
+    ) -> Claim | None:
+        """Claim an open, unexpired offer once. ``claimed_now`` is False when it was already
+        claimed (the stored claim is returned) or can no longer be claimed."""
+        ...
+
+    async def expire_offer(self, offer_id: str, *, now: datetime) -> HandoffOffer | None:
+        """Mark an open offer past its ``expires_at`` expired; returns the offer as stored."""
+        ...
+
+    async def mark_expiry_scheduled(self, offer_id: str, task_name: str) -> None: ...
+
+    async def update_source(
+        self, run_id: str, *, status: str, child_run_id: str | None = None
+    ) -> None:
+        """Record on the source run what became of its offer (and the target run, if any)."""
+        ...

@@ -22,6 +22,7 @@ from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import PermanentMessageError
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.runs import OutboxMessage, RunRecord, RunStatus
+from cloudagents.runtime.broker import HandoffBroker
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import start_run
 from cloudagents.telemetry import tracer
@@ -182,6 +183,7 @@ async def events_route(request: Request, deps: Deps, params: dict[str, str]) -> 
 async def put_agent_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
     definition = AgentDefinition.model_validate(await _json_body(request))
     await deps.agents.put_agent(definition)
+    await HandoffBroker(deps).offer_open_offers_to(definition)
     return JSONResponse(definition.model_dump(mode="json"), status_code=201)
 
 
@@ -195,6 +197,13 @@ async def get_agent_route(request: Request, deps: Deps, params: dict[str, str]) 
     if agent is None:
         return error(404, f"unknown agent {params['agent_id']!r}")
     return JSONResponse(agent.model_dump(mode="json"))
+
+
+async def get_handoff_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+    offer = await deps.handoffs.get_offer(params["offer_id"])
+    if offer is None:
+        return error(404, f"unknown handoff offer {params['offer_id']!r}")
+    return JSONResponse(offer.model_dump(mode="json"))
 
 
 async def list_dead_letters_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
@@ -217,6 +226,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("POST", re.compile(r"^/agents$"), put_agent_route),
     ("GET", re.compile(r"^/agents$"), list_agents_route),
     ("GET", re.compile(r"^/agents/(?P<agent_id>[^/]+)$"), get_agent_route),
+    ("GET", re.compile(r"^/handoffs/(?P<offer_id>[^/]+)$"), get_handoff_route),
     ("GET", re.compile(r"^/dead-letters$"), list_dead_letters_route),
 ]
 PUBLIC_PATHS = frozenset({"/healthz"})

@@ -13,7 +13,7 @@ from cloudagents.domain.runs import OutboxMessage
 from cloudagents.ports.budgets import CostLedger, RateLimiter
 from cloudagents.ports.bus import BlobStore, EventBus, TaskQueue
 from cloudagents.ports.model import ModelClient
-from cloudagents.ports.stores import AgentStore, DeadLetterStore, RunStore
+from cloudagents.ports.stores import AgentStore, DeadLetterStore, HandoffStore, RunStore
 from cloudagents.settings import Settings
 from cloudagents.telemetry import current_traceparent
 from cloudagents.tools import ToolRegistry
@@ -40,6 +40,7 @@ class Deps:
     runs: RunStore
     agents: AgentStore
     dead_letters: DeadLetterStore
+    handoffs: HandoffStore
     bus: EventBus
     blobs: BlobStore
     tasks: TaskQueue

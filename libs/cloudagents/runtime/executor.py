@@ -17,6 +17,7 @@ from opentelemetry import trace
 from pydantic import ValidationError
 
 from cloudagents.adapters.llm.retrying import RetryingModel
+from cloudagents.context import snapshot_object_name
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import ModelError, PermanentMessageError
 from cloudagents.domain.events import (
@@ -365,7 +366,10 @@ class RunExecutor:
             required_capabilities=target.required_capabilities,
             message=target.message,
             preferred_agent=target.preferred_agent,
-            context_uri=None,
+            context_uri=(
+                f"gs://{self.deps.topology.context_bucket}/"
+                f"{snapshot_object_name(run.run_id, run.seq + 1)}"
+            ),
             chain_depth=depth,
             created_at=now,
             expires_at=now + timedelta(seconds=target.ttl_seconds),
@@ -407,6 +411,7 @@ class RunExecutor:
             interaction=interaction,
             events=events,
             handoff_offer=offer,
+            extra={"handoff_status": "open"},
         )
         return await self._commit(commit, "handoff")
 

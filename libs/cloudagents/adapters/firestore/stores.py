@@ -9,6 +9,7 @@ Layout: ``agent_runs/{run_id}`` (small, bounded) with sub-collections ``messages
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -17,6 +18,7 @@ from pydantic import JsonValue
 
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.events import RUN_EVENT_ADAPTER, RunEvent
+from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
 from cloudagents.domain.results import LoopExit
 from cloudagents.domain.runs import (
@@ -31,7 +33,7 @@ from cloudagents.domain.runs import (
     tool_call_doc_id,
     utcnow,
 )
-from cloudagents.ports.stores import StepCommit, ToolFinish
+from cloudagents.ports.stores import Claim, StepCommit, ToolFinish
 
 RUNS = "agent_runs"
 INTERACTIONS = "interactions"
@@ -397,3 +399,75 @@ class FirestoreDeadLetterStore:
 
     async def mark_replayed(self, letter_id: str) -> None:
         await self.collection.document(letter_id).update({"replayed_at": utcnow().isoformat()})
+
+
+class FirestoreHandoffStore:
+    """Offers in ``handoff_offers/{offer_id}``; claim and expiry are transactions."""
+
+    def __init__(self, client: firestore.AsyncClient) -> None:
+        self.client = client
+        self.collection = client.collection(OFFERS)
+
+    async def get_offer(self, offer_id: str) -> HandoffOffer | None:
+        snap = await self.collection.document(offer_id).get()
+        return HandoffOffer.model_validate(snap.to_dict()) if snap.exists else None
+
+    async def list_open_offers(self, limit: int = 100) -> list[HandoffOffer]:
+        query = self.collection.where(filter=firestore.FieldFilter("status", "==", "open"))
+        offers = [HandoffOffer.model_validate(d.to_dict()) async for d in query.stream()]
+        return sorted(offers, key=lambda o: o.created_at)[:limit]
+
+    async def claim_offer(
+        self, offer_id: str, *, agent_id: str, target_run_id: str, now: datetime
+    ) -> Claim | None:
+        ref = self.collection.document(offer_id)
+
+        @firestore.async_transactional
+        async def apply(transaction: Any) -> Claim | None:
+            snap = await ref.get(transaction=transaction)
+            if not snap.exists:
+                return None
+            offer = HandoffOffer.model_validate(snap.to_dict())
+            if offer.status != "open" or now >= offer.expires_at:
+                return Claim(offer, claimed_now=False)
+            claimed = offer.model_copy(
+                update={
+                    "status": "claimed",
+                    "claimed_by_agent": agent_id,
+                    "target_run_id": target_run_id,
+                    "claimed_at": now,
+                }
+            )
+            transaction.set(ref, claimed.model_dump(mode="json"))
+            return Claim(claimed, claimed_now=True)
+
+        claim: Claim | None = await apply(self.client.transaction())
+        return claim
+
+    async def expire_offer(self, offer_id: str, *, now: datetime) -> HandoffOffer | None:
+        ref = self.collection.document(offer_id)
+
+        @firestore.async_transactional
+        async def apply(transaction: Any) -> HandoffOffer | None:
+            snap = await ref.get(transaction=transaction)
+            if not snap.exists:
+                return None
+            offer = HandoffOffer.model_validate(snap.to_dict())
+            if offer.status == "open" and now >= offer.expires_at:
+                offer = offer.model_copy(update={"status": "expired", "expired_at": now})
+                transaction.set(ref, offer.model_dump(mode="json"))
+            return offer
+
+        offer: HandoffOffer | None = await apply(self.client.transaction())
+        return offer
+
+    async def mark_expiry_scheduled(self, offer_id: str, task_name: str) -> None:
+        await self.collection.document(offer_id).update({"expiry_task": task_name})
+
+    async def update_source(
+        self, run_id: str, *, status: str, child_run_id: str | None = None
+    ) -> None:
+        update: dict[str, Any] = {"handoff_status": status}
+        if child_run_id:
+            update["child_run_ids"] = firestore.ArrayUnion([child_run_id])
+        await self.client.collection(RUNS).document(run_id).update(update)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from datetime import datetime
 
 from pydantic import JsonValue
 
@@ -24,7 +25,7 @@ from cloudagents.domain.runs import (
     tool_call_doc_id,
     utcnow,
 )
-from cloudagents.ports.stores import StepCommit, ToolFinish
+from cloudagents.ports.stores import Claim, StepCommit, ToolFinish
 
 
 class InMemoryRunStore:
@@ -268,4 +269,69 @@ class InMemoryDeadLetterStore:
         if letter_id in self.letters:
             self.letters[letter_id] = self.letters[letter_id].model_copy(
                 update={"replayed_at": utcnow()}
+            )
+
+
+class InMemoryHandoffStore:
+    """Offers shared with an ``InMemoryRunStore`` (the executor writes them in step commits)."""
+
+    def __init__(self, runs: InMemoryRunStore) -> None:
+        self.runs = runs
+        self._lock = asyncio.Lock()
+
+    async def get_offer(self, offer_id: str) -> HandoffOffer | None:
+        offer = self.runs.offers.get(offer_id)
+        return offer.model_copy(deep=True) if offer else None
+
+    async def list_open_offers(self, limit: int = 100) -> list[HandoffOffer]:
+        found = [o for o in self.runs.offers.values() if o.status == "open"]
+        return sorted(found, key=lambda o: o.created_at)[:limit]
+
+    async def claim_offer(
+        self, offer_id: str, *, agent_id: str, target_run_id: str, now: datetime
+    ) -> Claim | None:
+        async with self._lock:
+            offer = self.runs.offers.get(offer_id)
+            if offer is None:
+                return None
+            if offer.status != "open" or now >= offer.expires_at:
+                return Claim(offer.model_copy(deep=True), claimed_now=False)
+            claimed = offer.model_copy(
+                update={
+                    "status": "claimed",
+                    "claimed_by_agent": agent_id,
+                    "target_run_id": target_run_id,
+                    "claimed_at": now,
+                }
+            )
+            self.runs.offers[offer_id] = claimed
+            return Claim(claimed.model_copy(deep=True), claimed_now=True)
+
+    async def expire_offer(self, offer_id: str, *, now: datetime) -> HandoffOffer | None:
+        async with self._lock:
+            offer = self.runs.offers.get(offer_id)
+            if offer is None:
+                return None
+            if offer.status == "open" and now >= offer.expires_at:
+                offer = offer.model_copy(update={"status": "expired", "expired_at": now})
+                self.runs.offers[offer_id] = offer
+            return offer.model_copy(deep=True)
+
+    async def mark_expiry_scheduled(self, offer_id: str, task_name: str) -> None:
+        offer = self.runs.offers.get(offer_id)
+        if offer is not None:
+            self.runs.offers[offer_id] = offer.model_copy(update={"expiry_task": task_name})
+
+    async def update_source(
+        self, run_id: str, *, status: str, child_run_id: str | None = None
+    ) -> None:
+        async with self.runs._lock:
+            run = self.runs.runs.get(run_id)
+            if run is None:
+                return
+            children = list(run.child_run_ids)
+            if child_run_id and child_run_id not in children:
+                children.append(child_run_id)
+            self.runs.runs[run_id] = run.model_copy(
+                update={"child_run_ids": children, "handoff_status": status}
             )
