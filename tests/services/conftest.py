@@ -21,7 +21,7 @@ from cloudagents.bootstrap import get_deps, reset_deps
 from cloudagents.runtime.deps import Deps
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("api", "run_executor", "tool_invoker", "context_snapshotter")
+SERVICES = ("api", "run_executor", "tool_invoker", "handoff_broker", "context_snapshotter")
 
 
 def push_body(message: PublishedMessage, subscription: str) -> dict[str, Any]:
@@ -52,33 +52,50 @@ class Pump:
         assert isinstance(self.deps.bus, InMemoryEventBus)
         return self.deps.bus
 
-    async def deliver(self, message: PublishedMessage) -> None:
+    async def deliver(self, message: PublishedMessage) -> bool:
+        """Push to every subscription of the topic; ``False`` if any asked for redelivery."""
+        acked = True
         for sub in self.deps.topology.subscriptions:
             if sub.topic == message.topic:
-                response = await self.clients[sub.service].post(sub.path, json=push_body(message, sub.name))
+                response = await self.clients[sub.service].post(
+                    sub.path, json=push_body(message, sub.name)
+                )
                 self.responses.append((sub.name, response.status_code, response.json()))
+                acked = acked and response.status_code < 300
+        return acked
 
     async def run(self, limit: int = 500) -> int:
+        """Deliver until quiet; a nacked message goes to the back of the queue, as a redelivery."""
         delivered = 0
-        while self.cursor < len(self.bus.published):
-            message = self.bus.published[self.cursor]
-            self.cursor += 1
-            await self.deliver(message)
+        retry: list[PublishedMessage] = []
+        while self.cursor < len(self.bus.published) or retry:
+            if self.cursor < len(self.bus.published):
+                message = self.bus.published[self.cursor]
+                self.cursor += 1
+            else:
+                message = retry.pop(0)
+            if not await self.deliver(message):
+                retry.append(message)
             delivered += 1
             assert delivered < limit, "message loop did not settle"
         return delivered
 
 
 @pytest.fixture
-async def stack(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[dict[str, httpx.AsyncClient], Pump]]:
+async def stack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[dict[str, httpx.AsyncClient], Pump]]:
     monkeypatch.setenv("CLOUDAGENTS_BACKEND", "memory")
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-project")
     monkeypatch.setenv("CLOUDAGENTS_WORKSPACE", "agents")
+    monkeypatch.setenv("CLOUDAGENTS_BROKER_URL", "http://svc")
     reset_deps()
     clients = {}
     for name in SERVICES:
         app = create_asgi_app(name, str(ROOT / "services" / name / "main.py"))
-        clients[name] = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc")
+        clients[name] = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://svc"
+        )
     deps = await get_deps()
     yield clients, Pump(deps, clients)
     for client in clients.values():

@@ -76,15 +76,21 @@ async def test_poison_messages_are_dead_lettered_and_acknowledged(stack: Stack) 
     assert not_json.status_code == 200 and not_json.json()["status"] == "dead-lettered"
     bad_weight = PublishedMessage(
         "agents",
-        json.dumps({"run_id": "r", "source_agent": "x", "attention_weight": 1.5, "payload": {}}).encode(),
+        json.dumps(
+            {"run_id": "r", "source_agent": "x", "attention_weight": 1.5, "payload": {}}
+        ).encode(),
         {},
         "m-1",
     )
-    response = await executor.post("/pubsub/intents", json=push_body(bad_weight, "agents-run-executor-intents"))
+    response = await executor.post(
+        "/pubsub/intents", json=push_body(bad_weight, "agents-run-executor-intents")
+    )
     assert response.status_code == 200
     assert "attention_weight" in response.json()["reason"]
     unknown = PublishedMessage("agents-steps", b'{"run_id": "ghost", "seq": 0}', {}, "m-2")
-    response = await executor.post("/pubsub/steps", json=push_body(unknown, "agents-run-executor-steps"))
+    response = await executor.post(
+        "/pubsub/steps", json=push_body(unknown, "agents-run-executor-steps")
+    )
     assert response.json()["reason"] == "unknown run 'ghost'"
     letters = pump.deps.dead_letters
     assert isinstance(letters, InMemoryDeadLetterStore)
@@ -97,7 +103,9 @@ async def test_poison_messages_are_dead_lettered_and_acknowledged(stack: Stack) 
 async def test_guardrail_block_and_token_budget_via_services(stack: Stack) -> None:
     clients, pump = stack
     api = clients["api"]
-    await api.post("/agents", json=scripted_agent("guarded", guardrails={"blocked_patterns": ["secret"]}))
+    await api.post(
+        "/agents", json=scripted_agent("guarded", guardrails={"blocked_patterns": ["secret"]})
+    )
     await api.post(
         "/agents",
         json=scripted_agent(
@@ -105,12 +113,16 @@ async def test_guardrail_block_and_token_budget_via_services(stack: Stack) -> No
             budget={"max_tokens_per_run": 5},
         ),
     )
-    blocked = (await api.post("/runs", json={"agent_id": "guarded", "message": "tell me the secret"})).json()
+    blocked = (
+        await api.post("/runs", json={"agent_id": "guarded", "message": "tell me the secret"})
+    ).json()
     tight = (await api.post("/runs", json={"agent_id": "tight", "message": "6*7"})).json()
     await pump.run()
     blocked_run = (await api.get(f"/runs/{blocked['run_id']}")).json()
     assert blocked_run["result"]["exit"] == "GUARDRAIL_BLOCK"
-    assert blocked_run["result"]["payload"]["reason"] == "user input matches blocked pattern 'secret'"
+    assert (
+        blocked_run["result"]["payload"]["reason"] == "user input matches blocked pattern 'secret'"
+    )
     tight_run = (await api.get(f"/runs/{tight['run_id']}")).json()
     assert tight_run["result"]["exit"] == "BUDGET_EXCEEDED"
 
@@ -123,7 +135,9 @@ async def test_api_errors_are_clear(stack: Stack) -> None:
     assert bad.status_code == 422 and bad.json()["problems"][0]["loc"] == "message"
     assert (await api.get("/runs/missing")).status_code == 404
     assert (await api.delete("/runs")).status_code == 405
-    invalid_agent = await api.post("/agents", json={"id": "x", "model": {"provider": "grok", "name": "y"}})
+    invalid_agent = await api.post(
+        "/agents", json={"id": "x", "model": {"provider": "grok", "name": "y"}}
+    )
     assert invalid_agent.status_code == 422
 
 

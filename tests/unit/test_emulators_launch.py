@@ -253,8 +253,12 @@ def test_pubsub_dead_letters_after_max_delivery_attempts(env: dict[str, str]) ->
     publisher.publish(topic, b"poison").result()
     attempts = []
     for _ in range(5):
-        pulled = subscriber.pull(subscription=work_sub, max_messages=1, timeout=5)
-        [received] = pulled.received_messages
+        deadline = time.monotonic() + 5
+        messages: list[Any] = []
+        while not messages and time.monotonic() < deadline:  # a pull may come back empty
+            pulled = subscriber.pull(subscription=work_sub, max_messages=1, timeout=5)
+            messages = list(pulled.received_messages)
+        [received] = messages
         attempts.append(received.delivery_attempt)
         subscriber.modify_ack_deadline(
             subscription=work_sub, ack_ids=[received.ack_id], ack_deadline_seconds=0

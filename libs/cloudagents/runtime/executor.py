@@ -404,9 +404,10 @@ class RunExecutor:
             status=RunStatus.FINISHED,
             progress=progress,
             result=result,
+            # The snapshot first: the broker transfers the context from it.
             outbox=[
-                OutboxMessage(topic="handoff", data={"offer_id": offer.offer_id}),
                 snapshot_message(run.run_id, seq + 1),
+                OutboxMessage(topic="handoff", data={"offer_id": offer.offer_id}),
             ],
             interaction=interaction,
             events=events,
