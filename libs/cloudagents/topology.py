@@ -7,6 +7,7 @@ list of topics.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -96,7 +97,8 @@ class Topology:
     queues: tuple[Queue, ...]
     buckets: tuple[Bucket, ...]
     services: tuple[ServiceSpec, ...]
-    dead_letter_pull_subscriptions: tuple[tuple[str, str], ...] = field(default=())
+    pull_subscriptions: tuple[tuple[str, str], ...] = field(default=())
+    """(name, topic): what no push subscription consumes is kept here."""
 
     def topic(self, role: TopicRole) -> str:
         return next(t.name for t in self.topics if t.role == role)
@@ -119,8 +121,21 @@ class Topology:
 MODEL_KEY_SECRETS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 
 
+# The workspace names topics, subscriptions, queues and (in Terraform) service accounts and Cloud
+# Run services, whose rules are the strictest: lowercase, a letter first, at most 10 characters.
+_WORKSPACE = re.compile(r"^[a-z][a-z0-9-]{2,9}$")
+_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+
+
 def build_topology(project: str, workspace: str, location: str = "us-central1") -> Topology:
     """The topology for ``workspace`` (the intents topic name) in ``project``."""
+    if not _WORKSPACE.match(workspace):
+        raise ValueError(
+            f"workspace {workspace!r} is not valid: 3-10 characters, a lowercase letter first, "
+            "then lowercase letters, digits and -"
+        )
+    if not _PROJECT.match(project):
+        raise ValueError(f"project id {project!r} is not valid: 6-30 lowercase letters, digits, -")
     ws = workspace
     main_topics = (
         Topic(ws, "intents", "IntentionMessages that start runs (seed 000 workspace topic)"),
@@ -204,7 +219,10 @@ def build_topology(project: str, workspace: str, location: str = "us-central1") 
         queues=(Queue(queue, "handoff_broker", "/tasks/expire"),),
         buckets=(Bucket(bucket),),
         services=services,
-        dead_letter_pull_subscriptions=tuple(
-            (f"{s.dead_letter_topic}-pull", s.dead_letter_topic) for s in subscriptions
+        # Pull subscriptions keep what no push subscription consumes: parked messages on each
+        # dead-letter topic, and the tool audit trail.
+        pull_subscriptions=(
+            *((f"{s.dead_letter_topic}-pull", s.dead_letter_topic) for s in subscriptions),
+            (f"{t['tools_audit']}-pull", t["tools_audit"]),
         ),
     )

@@ -40,7 +40,8 @@ TERRAFORM = REPO / "terraform"
 MODULES = TERRAFORM / "modules"
 STACK = MODULES / "cloudagents"
 ENVIRONMENTS = ("dev", "prod")
-PROJECT = "{project}"
+PLACEHOLDER = "{project}"  # how the generated file spells the project id
+PROJECT = "test-project-42"  # a valid id for build_topology, substituted for the placeholder
 WORKSPACE = "agents"
 
 OPTIONS = SerializationOptions(strip_string_quotes=True, explicit_blocks=True)
@@ -186,8 +187,9 @@ def gen_script() -> ModuleType:
 
 
 def tfvars(environment: str) -> dict[str, Any]:
+    """The generated file, with the project placeholder filled in as Terraform would."""
     path = TERRAFORM / "environments" / environment / "topology.auto.tfvars.json"
-    return dict(json.loads(path.read_text()))
+    return dict(json.loads(path.read_text().replace(PLACEHOLDER, PROJECT)))
 
 
 @pytest.fixture(scope="module")
@@ -234,9 +236,10 @@ def topology_coverage_violations(topology: Topology, value: dict[str, Any]) -> l
         }
         if got != want:
             bad.append(f"subscription {sub.name} on {sub.topic}: declared {want}, got {got}")
-    for pull, topic in topology.dead_letter_pull_subscriptions:
-        if pull not in dlqs.get(topic, {}).get("pull_subscriptions", []):
-            bad.append(f"dead-letter topic {topic} lacks pull subscription {pull}")
+    for pull, topic in topology.pull_subscriptions:
+        where = dlqs.get(topic) or topics.get(topic) or {}
+        if pull not in where.get("pull_subscriptions", []):
+            bad.append(f"topic {topic} lacks pull subscription {pull}")
     queues = value["queues"]
     if set(queues) != {q.name for q in topology.queues}:
         bad.append(f"queues differ: Terraform has {sorted(queues)}")
@@ -490,12 +493,12 @@ def test_tfvars_cover_the_library_declaration(environment: str, declared: Topolo
 
 
 def test_checker_generator_check_fails_when_a_topic_is_added(
-    monkeypatch: pytest.MonkeyPatch, declared: Topology
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     gen = gen_script()
     extra = Topic(f"{WORKSPACE}-new", "steps", "a topic added in code")
 
-    def with_extra_topic(project: str, workspace: str, location: str = "x") -> Topology:
+    def with_extra_topic(project: str, workspace: str, location: str = "us-central1") -> Topology:
         base = build_topology(project, workspace)
         return replace(base, topics=(*base.topics, extra))
 
@@ -509,7 +512,7 @@ def test_checker_generator_check_fails_when_a_topic_is_added(
 
 
 def test_checker_coverage_flags_a_changed_push_path(declared: Topology) -> None:
-    value = json.loads(json.dumps(tfvars(ENVIRONMENTS[0])["topology"]))
+    value = tfvars(ENVIRONMENTS[0])["topology"]
     sub = declared.subscriptions[0]
     value["topics"][sub.topic]["push_subscriptions"][sub.name]["path"] = "/elsewhere"
     assert topology_coverage_violations(declared, value)
@@ -640,6 +643,8 @@ def test_cloud_run_services_are_wired_per_declaration(stack: HCL) -> None:
         "CLOUDAGENTS_WORKSPACE = local.workspace",
         "CLOUDAGENTS_LOCATION = var.region",
         "CLOUDAGENTS_BROKER_URL",
+        "CLOUDAGENTS_TASKS_SERVICE_ACCOUNT = module.tasks_invoker.email",
+        'CLOUDAGENTS_TRACE_EXPORTER = "gcp"',
     ):
         assert name in env, f"services env lacks {name}"
     source, name, body = for_object(call["secret_env"])
@@ -827,7 +832,6 @@ def test_firestore_native_with_ttl_policies() -> None:
         assert {
             ("handoff_offers", "expires_at"),
             ("dead_letters", "expire_at"),
-            ("events", "expire_at"),
         } <= ttl
     call = module_call(load_dir(STACK), "firestore")
     assert expr(call["ttl_fields"]) == "var.firestore_ttl_fields"

@@ -398,3 +398,28 @@ def test_tasks_venv_is_reused_when_requirements_unchanged() -> None:
     marker = root / ".venv-tasks" / ".cloudagents-requirements.sha256"
     assert marker.read_text().strip() == hashlib.sha256(requirements).hexdigest()
     assert "gcloud-tasks-emulator==" in requirements.decode()
+
+
+def test_tasks_venv_is_created_and_resynced_when_requirements_change(tmp_path: Path) -> None:
+    real_root = em.default_repo_root()
+    uv = real_root / ".tools" / "uv" / "bin" / "uv"
+    if not uv.exists():
+        pytest.skip("uv not at .tools/uv (make install puts it there); pip would take ~15 s")
+    (tmp_path / ".tools" / "uv" / "bin").mkdir(parents=True)
+    (tmp_path / ".tools" / "uv" / "bin" / "uv").symlink_to(uv)
+    requirements = tmp_path / "infra" / "tasks-emulator" / "requirements.txt"
+    requirements.parent.mkdir(parents=True)
+    requirements.write_bytes(
+        (real_root / "infra" / "tasks-emulator" / "requirements.txt").read_bytes()
+    )
+    marker = tmp_path / ".venv-tasks" / ".cloudagents-requirements.sha256"
+
+    executable = em.ensure_tasks_emulator_venv(tmp_path)
+    assert executable == tmp_path / ".venv-tasks" / "bin" / "gcloud-tasks-emulator"
+    assert executable.is_file()
+    first = marker.read_text()
+
+    requirements.write_text(requirements.read_text() + "# changed\n")
+    assert em.ensure_tasks_emulator_venv(tmp_path) == executable
+    assert marker.read_text() != first
+    assert marker.read_text().strip() == hashlib.sha256(requirements.read_bytes()).hexdigest()

@@ -8,7 +8,7 @@ run document stays small however long the run gets.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
@@ -145,6 +145,10 @@ class DeadLetter(Persisted):
     data: str = Field(description="the original message body (base64 for Pub/Sub data)")
     attributes: dict[str, str] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)
+    expire_at: datetime = Field(
+        default_factory=lambda: utcnow() + timedelta(days=30),
+        description="Firestore TTL deletes the record after this",
+    )
     replayed_at: datetime | None = None
 
 

@@ -65,6 +65,7 @@ __all__ = [
     "gcloud_emulator_available",
     "port_is_free",
     "process_group_members",
+    "queue_path",
     "start_firestore",
     "start_pubsub",
     "start_stack",
@@ -226,6 +227,7 @@ class EmulatorProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     ready_seconds: float = field(default=0.0)
+    _stopped: bool = field(default=False, init=False, repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -251,6 +253,8 @@ class EmulatorProcess:
 
         Idempotent. Raises :class:`EmulatorError` only if processes survive SIGKILL.
         """
+        if self._stopped:  # the group's id may belong to an unrelated process by now
+            return
         with _LIVE_LOCK:
             _LIVE.discard(self)
         self._signal_group(signal.SIGTERM)
@@ -261,6 +265,7 @@ class EmulatorProcess:
                 raise EmulatorError(f"{self.name}: processes {left} survived SIGKILL")
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=1.0)
+        self._stopped = True
 
     def _signal_group(self, sig: signal.Signals) -> None:
         if self.process.poll() is not None and not process_group_members(self.pgid):

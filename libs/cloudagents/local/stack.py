@@ -28,6 +28,7 @@ from cloudagents.local.emulators import (
     EmulatorStack,
     default_repo_root,
     free_ports,
+    process_group_members,
     start_stack,
 )
 from cloudagents.topology import SERVICES, Topology, build_topology
@@ -113,7 +114,7 @@ def create_topology(topology: Topology, service_urls: Mapping[str, str]) -> None
         }
         with contextlib.suppress(gexc.AlreadyExists):
             subscriber.create_subscription(request=request)
-    for name, topic_name in topology.dead_letter_pull_subscriptions:
+    for name, topic_name in topology.pull_subscriptions:
         with contextlib.suppress(gexc.AlreadyExists):
             subscriber.create_subscription(
                 name=subscriber.subscription_path(project, name),
@@ -187,22 +188,19 @@ def _alive(pid: int) -> bool:
 
 
 def kill_group(pid: int, grace: float = 5.0) -> None:
-    """SIGTERM the process group led by ``pid``, then SIGKILL what is left."""
+    """SIGTERM the process group led by ``pid``, then SIGKILL what is left (zombies, which
+    an orphan's slow reaper leaves behind, do not count as left)."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
+        if not process_group_members(pid):
             return
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
 
 
 class LocalStack:

@@ -45,6 +45,9 @@ class StepCommit(Model):
     interaction: Interaction | None = None
     events: list[RunEvent] = Field(default_factory=list)
     handoff_offer: HandoffOffer | None = None
+    applied_model_call: str | None = Field(
+        default=None, description="the model call whose reply this step applies"
+    )
     extra: dict[str, JsonValue] = Field(default_factory=dict)
 
 

@@ -139,7 +139,8 @@ class HandoffBroker:
         """The Cloud Tasks callback at ``expires_at``."""
         offer = await self.deps.handoffs.expire_offer(offer_id, now=self.deps.clock())
         if offer is None:
-            raise PermanentMessageError(f"unknown handoff offer {offer_id!r}")
+            # Firestore TTL deletes offers some time after they expire; nothing is left to do.
+            return "gone"
         if offer.status == "open":
             raise TransientError(f"offer {offer_id} expires at {offer.expires_at.isoformat()}")
         if offer.status == "claimed":

@@ -120,6 +120,7 @@ class RunExecutor:
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self._applied_call: str | None = None
 
     async def handle_intent(self, intent: IntentionMessage) -> str:
         """Create the run an intent names (once) and apply its first step."""
@@ -189,10 +190,11 @@ class RunExecutor:
             )
             stop = Stop(LoopExit.ERROR, str(reply_or_error))
             return await self._commit_stop(run, progress, new_messages, stop)
-        reply, cost = reply_or_error
+        reply, cost, attempt_id = reply_or_error
         progress = account(progress, reply, cost)
         outcome = decide(agent, progress, reply, self.deps.tools.specs())
         new_messages.append(reply.as_message())
+        self._applied_call = attempt_id
         return await self._commit_outcome(run, agent, progress, new_messages, reply, outcome)
 
     async def _tool_results(self, run: RunRecord) -> list[Message]:
@@ -213,7 +215,7 @@ class RunExecutor:
         transcript: list[Message],
         day: str,
         reserve: float,
-    ) -> tuple[ModelResponse, float] | ModelError:
+    ) -> tuple[ModelResponse, float, str] | ModelError:
         model = RetryingModel(
             self.deps.model_factory(agent), agent.retry, timeout_seconds=agent.model.timeout_seconds
         )
@@ -239,17 +241,18 @@ class RunExecutor:
                     output_tokens=reply.usage.completion_tokens,
                 )
             )
+        attempt_id = uuid.uuid4().hex
         await self.deps.runs.record_model_call(
             ModelCallRecord(
                 run_id=run.run_id,
                 seq=run.seq,
-                attempt_id=uuid.uuid4().hex,
+                attempt_id=attempt_id,
                 model=agent.model.name,
                 usage=reply.usage,
                 cost_usd=actual,
             )
         )
-        return reply, actual
+        return reply, actual, attempt_id
 
     async def _commit_outcome(
         self,
@@ -475,6 +478,8 @@ class RunExecutor:
         return await self._commit(commit, f"finished:{result.exit.value}")
 
     async def _commit(self, commit: StepCommit, label: str) -> str:
+        if self._applied_call is not None:
+            commit = commit.model_copy(update={"applied_model_call": self._applied_call})
         committed = await self.deps.runs.commit_step(commit)
         if committed is None:
             # Another delivery applied this step first; its outbox is already on its way.

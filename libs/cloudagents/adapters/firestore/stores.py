@@ -46,6 +46,11 @@ def _message_doc(index: int, message: Message) -> dict[str, Any]:
     return {"i": index, **message.model_dump(mode="json")}
 
 
+def _offer_doc(offer: HandoffOffer) -> dict[str, Any]:
+    # A native timestamp: Firestore's TTL policy on expires_at ignores strings.
+    return {**offer.model_dump(mode="json"), "expires_at": offer.expires_at}
+
+
 def _message(data: dict[str, Any]) -> Message:
     data = dict(data)
     data.pop("i", None)
@@ -162,8 +167,11 @@ class FirestoreRunStore:
             if commit.handoff_offer is not None:
                 transaction.set(
                     self.client.collection(OFFERS).document(commit.handoff_offer.offer_id),
-                    commit.handoff_offer.model_dump(mode="json"),
+                    _offer_doc(commit.handoff_offer),
                 )
+            if commit.applied_model_call:
+                call_doc = ref.collection("model_calls").document(commit.applied_model_call)
+                transaction.set(call_doc, {"applied": True}, merge=True)
             updated = RunRecord.model_validate(
                 {
                     **run.model_dump(),
@@ -387,7 +395,8 @@ class FirestoreDeadLetterStore:
 
     async def record_dead_letter(self, letter: DeadLetter) -> None:
         with contextlib.suppress(gexc.AlreadyExists):
-            await self.collection.document(letter.id).create(letter.model_dump(mode="json"))
+            data = {**letter.model_dump(mode="json"), "expire_at": letter.expire_at}
+            await self.collection.document(letter.id).create(data)
 
     async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         query = self.collection.order_by("created_at", direction=firestore.Query.DESCENDING)
@@ -438,7 +447,7 @@ class FirestoreHandoffStore:
                     "claimed_at": now,
                 }
             )
-            transaction.set(ref, claimed.model_dump(mode="json"))
+            transaction.set(ref, _offer_doc(claimed))
             return Claim(claimed, claimed_now=True)
 
         claim: Claim | None = await apply(self.client.transaction())
@@ -455,7 +464,7 @@ class FirestoreHandoffStore:
             offer = HandoffOffer.model_validate(snap.to_dict())
             if offer.status == "open" and now >= offer.expires_at:
                 offer = offer.model_copy(update={"status": "expired", "expired_at": now})
-                transaction.set(ref, offer.model_dump(mode="json"))
+                transaction.set(ref, _offer_doc(offer))
             return offer
 
         offer: HandoffOffer | None = await apply(self.client.transaction())

@@ -97,6 +97,11 @@ class InMemoryRunStore:
                 self.event_records[run.run_id][event.id] = event
             if commit.handoff_offer is not None:
                 self.offers[commit.handoff_offer.offer_id] = commit.handoff_offer
+            applied = self.model_call_records.get((run.run_id, commit.applied_model_call or ""))
+            if applied is not None:
+                self.model_call_records[(run.run_id, applied.attempt_id)] = applied.model_copy(
+                    update={"applied": True}
+                )
             updated = run.model_copy(
                 update={
                     "seq": run.seq + 1,

@@ -1,0 +1,9 @@
+terraform {
+  required_version = ">= 1.9.0"
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = ">= 6.14.0, < 7.0.0"
+    }
+  }
+}

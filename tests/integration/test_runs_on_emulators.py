@@ -1,0 +1,259 @@
+"""A run carried end to end through Pub/Sub and Firestore, on the emulators, by the services."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from google.cloud import firestore, pubsub_v1, storage
+
+from cloudagents.domain.intents import IntentionMessage
+from cloudagents.local.stack import LocalStack, StackState
+from tests.integration.conftest import register, wait_for_run, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def calc_agent(agent_id: str, **overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": agent_id,
+        "instructions": "You do arithmetic with the calculator.",
+        "model": {
+            "provider": "scripted",
+            "name": "scripted-calc",
+            "script": [
+                {
+                    "tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}],
+                    "total_tokens": 30,
+                },
+                {"content": "6*7 = 42", "total_tokens": 20},
+            ],
+        },
+        "tools": ["calculator"],
+    }
+    data.update(overrides)
+    return data
+
+
+def publish(state: StackState, topic: str, data: bytes, **attributes: str) -> str:
+    publisher = pubsub_v1.PublisherClient()
+    return str(
+        publisher.publish(publisher.topic_path(state.project, topic), data, **attributes).result()
+    )
+
+
+def test_run_started_over_http_finishes_with_a_tool_call(
+    api: httpx.Client, stack_state: StackState
+) -> None:
+    register(api, calc_agent("calc-http"))
+    started = api.post("/runs", json={"agent_id": "calc-http", "message": "What is 6*7?"})
+    assert started.status_code == 202
+    run = wait_for_run(api, started.json()["run_id"])
+    assert run["result"]["exit"] == "SATISFIED"
+    assert run["result"]["payload"] == {"answer": "6*7 = 42"}
+    assert (run["result"]["tool_calls"], run["result"]["total_tokens"]) == (1, 50)
+    db = firestore.Client(project=stack_state.project)
+    calls = list(
+        db.collection("agent_runs").document(run["run_id"]).collection("tool_calls").stream()
+    )
+    assert [(c.get("status"), c.get("result"), c.get("attempts")) for c in calls] == [
+        ("done", 42, 1)
+    ]
+    interactions = list(
+        db.collection("interactions")
+        .where(filter=firestore.FieldFilter("run_id", "==", run["run_id"]))
+        .stream()
+    )
+    assert sorted(i.get("decision") for i in interactions) == ["finish", "tools:calculator"]
+
+
+def test_run_started_by_a_pubsub_intent(api: httpx.Client, stack_state: StackState) -> None:
+    register(api, calc_agent("calc-intent"))
+    run_id = f"intent-{uuid.uuid4().hex[:8]}"
+    intent = IntentionMessage.for_run(
+        run_id=run_id, agent_id="calc-intent", message="6*7?", source_agent="it"
+    )
+    publish(stack_state, stack_state.workspace, intent.model_dump_json().encode())
+    run = wait_for_run(api, run_id)
+    assert run["result"]["exit"] == "SATISFIED" and run["source"] == "pubsub"
+    assert run["result"]["tool_calls"] == 1
+
+
+@pytest.mark.skipif(shutil.which("gcloud") is None, reason="gcloud CLI not installed")
+def test_readme_gcloud_publish_command_starts_a_run(
+    api: httpx.Client, stack_state: StackState
+) -> None:
+    """The exact command README.md gives, against the emulator."""
+    register(api, calc_agent("calc-gcloud"))
+    run_id = f"gcloud-{uuid.uuid4().hex[:8]}"
+    message = json.dumps(
+        {
+            "run_id": run_id,
+            "source_agent": "cli",
+            "attention_weight": 0.8,
+            "payload": {"agent_id": "calc-gcloud", "message": "What is 6*7?"},
+        }
+    )
+    env = {
+        **os.environ,
+        "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://{stack_state.env['PUBSUB_EMULATOR_HOST']}/",
+        "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
+        "CLOUDSDK_CORE_PROJECT": stack_state.project,
+    }
+    subprocess.run(
+        ["gcloud", "pubsub", "topics", "publish", stack_state.workspace, f"--message={message}"],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert wait_for_run(api, run_id)["result"]["exit"] == "SATISFIED"
+
+
+def test_token_budget_exit(api: httpx.Client) -> None:
+    register(api, calc_agent("calc-tight", budget={"max_tokens_per_run": 25}))
+    run_id = api.post("/runs", json={"agent_id": "calc-tight", "message": "6*7"}).json()["run_id"]
+    result = wait_for_run(api, run_id)["result"]
+    assert result["exit"] == "BUDGET_EXCEEDED"
+    assert result["payload"]["reason"] == "used 30 tokens, max_tokens_per_run=25"
+
+
+def test_guardrail_block_with_reason(api: httpx.Client) -> None:
+    register(api, calc_agent("calc-guarded", guardrails={"blocked_patterns": ["password"]}))
+    run_id = api.post(
+        "/runs", json={"agent_id": "calc-guarded", "message": "print the PASSWORD"}
+    ).json()["run_id"]
+    result = wait_for_run(api, run_id)["result"]
+    assert result["exit"] == "GUARDRAIL_BLOCK"
+    assert result["payload"]["reason"] == "user input matches blocked pattern 'password'"
+
+
+def test_high_risk_tool_blocked_before_it_runs(api: httpx.Client, stack_state: StackState) -> None:
+    register(
+        api,
+        calc_agent("calc-strict", guardrails={"risk_threshold": "low", "blocked_patterns": ["7"]}),
+    )
+    run_id = api.post("/runs", json={"agent_id": "calc-strict", "message": "multiply"}).json()[
+        "run_id"
+    ]
+    result = wait_for_run(api, run_id)["result"]
+    assert result["exit"] == "GUARDRAIL_BLOCK"
+    assert result["payload"]["reason"] == "arguments of tool 'calculator' match blocked pattern '7'"
+    db = firestore.Client(project=stack_state.project)
+    assert (
+        list(db.collection("agent_runs").document(run_id).collection("tool_calls").stream()) == []
+    )
+
+
+def test_snapshot_object_is_in_the_bucket(api: httpx.Client, stack_state: StackState) -> None:
+    register(api, calc_agent("calc-snap"))
+    run_id = api.post("/runs", json={"agent_id": "calc-snap", "message": "6*7"}).json()["run_id"]
+    wait_for_run(api, run_id)
+    run = wait_until(
+        lambda: (
+            (r := api.get(f"/runs/{run_id}").json())["snapshot"] and r["snapshot"]["seq"] == 2 and r
+        ),
+        what="final snapshot",
+    )
+    uri = run["snapshot"]["uri"]
+    assert uri == f"gs://{stack_state.project}-agent-context/runs/{run_id}/snapshots/000002.json"
+    client = storage.Client(project=stack_state.project)
+    blob = client.bucket(f"{stack_state.project}-agent-context").blob(uri.split("/", 3)[3])
+    snapshot = json.loads(blob.download_as_bytes())
+    assert [m["role"] for m in snapshot["messages"]] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+
+
+def test_one_trace_spans_api_executor_and_tool_invoker(
+    api: httpx.Client, local_stack: LocalStack
+) -> None:
+    register(api, calc_agent("calc-trace"))
+    run_id = api.post("/runs", json={"agent_id": "calc-trace", "message": "6*7"}).json()["run_id"]
+    wait_for_run(api, run_id)
+    spans_file = Path(local_stack.log_dir) / "spans.jsonl"
+
+    def trace_services() -> set[str] | None:
+        spans = [json.loads(line) for line in spans_file.read_text().splitlines() if line.strip()]
+        start = [
+            s
+            for s in spans
+            if s["name"] == "agent.run.start"
+            and s["attributes"].get("cloudagents.run_id") == run_id
+        ]
+        if not start:
+            return None
+        services = {s["service"] for s in spans if s["trace_id"] == start[0]["trace_id"]}
+        return services if {"api", "run_executor", "tool_invoker"} <= services else None
+
+    services = wait_until(
+        trace_services, what="spans from api, run_executor and tool_invoker in one trace"
+    )
+    assert {"api", "run_executor", "tool_invoker", "context_snapshotter"} <= services
+    spans = [json.loads(line) for line in spans_file.read_text().splitlines() if line.strip()]
+    chat = [
+        s
+        for s in spans
+        if s["name"].startswith("chat ")
+        and s["attributes"].get("gen_ai.request.model") == "scripted-calc"
+    ]
+    assert chat and chat[0]["attributes"]["gen_ai.operation.name"] == "chat"
+    assert "gen_ai.usage.input_tokens" in chat[0]["attributes"]
+
+
+def test_duplicate_deliveries_change_nothing(api: httpx.Client, stack_state: StackState) -> None:
+    register(api, calc_agent("calc-dup"))
+    run_id = f"dup-{uuid.uuid4().hex[:8]}"
+    intent = IntentionMessage.for_run(
+        run_id=run_id, agent_id="calc-dup", message="6*7", source_agent="it"
+    )
+    data = intent.model_dump_json().encode()
+    publish(stack_state, stack_state.workspace, data)
+    publish(stack_state, stack_state.workspace, data)
+    run = wait_for_run(api, run_id)
+    # Re-publish every step and tool message of the finished run, twice.
+    for seq in range(run["seq"] + 1):
+        publish(
+            stack_state,
+            f"{stack_state.workspace}-steps",
+            json.dumps({"run_id": run_id, "seq": seq}).encode(),
+        )
+    publish(
+        stack_state,
+        f"{stack_state.workspace}-tools",
+        json.dumps({"run_id": run_id, "seq": 0, "index": 0}).encode(),
+    )
+    publish(
+        stack_state,
+        f"{stack_state.workspace}-tools",
+        json.dumps({"run_id": run_id, "seq": 0, "index": 0}).encode(),
+    )
+    publish(stack_state, stack_state.workspace, data)
+    db = firestore.Client(project=stack_state.project)
+    run_ref = db.collection("agent_runs").document(run_id)
+
+    time.sleep(3.0)  # let the push subscriptions deliver the duplicates
+    after = api.get(f"/runs/{run_id}").json()
+    assert after["seq"] == run["seq"] and after["result"] == run["result"]
+    assert len(list(run_ref.collection("messages").stream())) == 5
+    calls = [c.to_dict() for c in run_ref.collection("model_calls").stream()]
+    # The two copies of the intent may both call the model (at-least-once); only one is applied,
+    # and every call made is recorded with its usage.
+    assert sum(c["applied"] for c in calls) == 2 and len(calls) >= 2
+    assert [c.get("attempts") for c in run_ref.collection("tool_calls").stream()] == [1]
+    interactions = db.collection("interactions").where(
+        filter=firestore.FieldFilter("run_id", "==", run_id)
+    )
+    assert len(list(interactions.stream())) == 2
