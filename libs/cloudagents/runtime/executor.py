@@ -120,7 +120,6 @@ class RunExecutor:
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
-        self._applied_call: str | None = None
 
     async def handle_intent(self, intent: IntentionMessage) -> str:
         """Create the run an intent names (once) and apply its first step."""
@@ -167,7 +166,7 @@ class RunExecutor:
         agent = await self.deps.agents.get_agent(run.agent_id)
         if agent is None:
             gone = Stop(LoopExit.ERROR, f"agent {run.agent_id!r} no longer exists")
-            return await self._commit_stop(run, run.progress, [], gone)
+            return await self._commit(*self._plan_stop(run, run.progress, [], gone))
         transcript = await self.deps.runs.messages(run.run_id)
         new_messages: list[Message] = []
         progress = run.progress
@@ -176,26 +175,28 @@ class RunExecutor:
             new_messages.extend(results)
             transcript.extend(results)
         if blocked := check_before_model_call(agent, progress, transcript):
-            return await self._commit_stop(run, progress, new_messages, blocked)
+            return await self._commit(*self._plan_stop(run, progress, new_messages, blocked))
         day = self.deps.clock().date().isoformat()
         reserve = pricing.max_call_cost(agent.model, agent.generation.max_tokens)
         if agent.budget.max_daily_cost is not None:
             spent = await self.deps.cost_ledger.spent(agent.id, day)
             if capped := check_daily_cost(agent, spent, reserve):
-                return await self._commit_stop(run, progress, new_messages, capped)
+                return await self._commit(*self._plan_stop(run, progress, new_messages, capped))
         reply_or_error = await self._call_model(run, agent, transcript, day, reserve)
         if isinstance(reply_or_error, ModelError):
             progress = progress.model_copy(
                 update={"errors": [*progress.errors, str(reply_or_error)]}
             )
             stop = Stop(LoopExit.ERROR, str(reply_or_error))
-            return await self._commit_stop(run, progress, new_messages, stop)
+            return await self._commit(*self._plan_stop(run, progress, new_messages, stop))
         reply, cost, attempt_id = reply_or_error
         progress = account(progress, reply, cost)
         outcome = decide(agent, progress, reply, self.deps.tools.specs())
         new_messages.append(reply.as_message())
-        self._applied_call = attempt_id
-        return await self._commit_outcome(run, agent, progress, new_messages, reply, outcome)
+        commit, label = self._plan_outcome(run, agent, progress, new_messages, reply, outcome)
+        return await self._commit(
+            commit.model_copy(update={"applied_model_call": attempt_id}), label
+        )
 
     async def _tool_results(self, run: RunRecord) -> list[Message]:
         calls = await self.deps.runs.tool_calls(run.run_id, run.seq - 1)
@@ -254,7 +255,7 @@ class RunExecutor:
         )
         return reply, actual, attempt_id
 
-    async def _commit_outcome(
+    def _plan_outcome(
         self,
         run: RunRecord,
         agent: AgentDefinition,
@@ -262,7 +263,7 @@ class RunExecutor:
         new_messages: list[Message],
         reply: ModelResponse,
         outcome: StepOutcome,
-    ) -> str:
+    ) -> tuple[StepCommit, str]:
         seq = run.seq
         interaction = Interaction(
             run_id=run.run_id,
@@ -275,9 +276,9 @@ class RunExecutor:
         match outcome:
             case Finish(payload):
                 result = progress.result(LoopExit.SATISFIED, payload)
-                return await self._commit_finish(run, progress, new_messages, result, interaction)
+                return self._plan_finish(run, progress, new_messages, result, interaction)
             case Stop():
-                return await self._commit_stop(run, progress, new_messages, outcome, interaction)
+                return self._plan_stop(run, progress, new_messages, outcome, interaction)
             case RunAgain(feedback):
                 if feedback:
                     new_messages.append(Message(role="user", content=feedback))
@@ -293,7 +294,7 @@ class RunExecutor:
                     ],
                     interaction=interaction,
                 )
-                return await self._commit(commit, "run-again")
+                return commit, "run-again"
             case CallTools(calls):
                 records = [
                     ToolCallRecord(
@@ -336,15 +337,13 @@ class RunExecutor:
                     interaction=interaction,
                     events=events,
                 )
-                return await self._commit(commit, f"tools:{len(records)}")
+                return commit, f"tools:{len(records)}"
             case HandOff(target):
-                return await self._commit_handoff(
-                    run, agent, progress, new_messages, target, interaction
-                )
+                return self._plan_handoff(run, agent, progress, new_messages, target, interaction)
             case _:
                 assert_never(outcome)
 
-    async def _commit_handoff(
+    def _plan_handoff(
         self,
         run: RunRecord,
         agent: AgentDefinition,
@@ -352,7 +351,7 @@ class RunExecutor:
         new_messages: list[Message],
         target: HandoffTarget,
         interaction: Interaction,
-    ) -> str:
+    ) -> tuple[StepCommit, str]:
         depth = run.chain_depth + 1
         if depth > agent.max_chain_depth:
             stop = Stop(
@@ -360,7 +359,7 @@ class RunExecutor:
                 f"handoff refused: chain depth {depth} exceeds "
                 f"max_chain_depth={agent.max_chain_depth}",
             )
-            return await self._commit_stop(run, progress, new_messages, stop, interaction)
+            return self._plan_stop(run, progress, new_messages, stop, interaction)
         now = self.deps.clock()
         offer = HandoffOffer(
             offer_id=f"offer-{run.run_id}-{run.seq}",
@@ -417,31 +416,31 @@ class RunExecutor:
             handoff_offer=offer,
             extra={"handoff_status": "open"},
         )
-        return await self._commit(commit, "handoff")
+        return commit, "handoff"
 
-    async def _commit_stop(
+    def _plan_stop(
         self,
         run: RunRecord,
         progress: RunProgress,
         new_messages: list[Message],
         stop: Stop,
         interaction: Interaction | None = None,
-    ) -> str:
+    ) -> tuple[StepCommit, str]:
         errors = progress.errors
         if stop.exit in (LoopExit.ERROR,) and stop.reason not in errors:
             errors = [*errors, stop.reason]
         progress = progress.model_copy(update={"errors": errors})
         result = progress.result(stop.exit, {"reason": stop.reason})
-        return await self._commit_finish(run, progress, new_messages, result, interaction)
+        return self._plan_finish(run, progress, new_messages, result, interaction)
 
-    async def _commit_finish(
+    def _plan_finish(
         self,
         run: RunRecord,
         progress: RunProgress,
         new_messages: list[Message],
         result: LoopResult,
         interaction: Interaction | None,
-    ) -> str:
+    ) -> tuple[StepCommit, str]:
         seq = run.seq
         final_text = next(
             (m.content or "" for m in reversed(new_messages) if m.role == "assistant"), ""
@@ -475,11 +474,9 @@ class RunExecutor:
             interaction=interaction,
             events=[event],
         )
-        return await self._commit(commit, f"finished:{result.exit.value}")
+        return commit, f"finished:{result.exit.value}"
 
     async def _commit(self, commit: StepCommit, label: str) -> str:
-        if self._applied_call is not None:
-            commit = commit.model_copy(update={"applied_model_call": self._applied_call})
         committed = await self.deps.runs.commit_step(commit)
         if committed is None:
             # Another delivery applied this step first; its outbox is already on its way.
