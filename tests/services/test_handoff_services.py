@@ -65,7 +65,7 @@ async def test_handoff_is_claimed_by_the_capable_agent_with_the_source_context(
     transcript = (await api.get(f"/runs/{target_id}/messages")).json()["messages"]
     # The target starts from the source's context: its user message and reply come first.
     assert transcript[1] == {"role": "user", "content": "invoice.png"}
-    assert transcript[2]["content"] == "This needs OCR."
+    assert transcript[2] == {"role": "assistant", "content": "This needs OCR.", "name": "triage"}
     assert transcript[3] == {"role": "user", "content": "Read the scanned invoice total."}
     source_after = (await api.get(f"/runs/{source_id}")).json()
     assert source_after["child_run_ids"] == [target_id]

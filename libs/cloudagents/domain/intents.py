@@ -38,3 +38,19 @@ class IntentionMessage(Persisted):
     ) -> IntentionMessage:
         payload = StartRun(agent_id=agent_id, message=message, **extra).model_dump(mode="json")
         return cls(run_id=run_id, source_agent=source_agent, payload=payload)
+
+
+def intent_json_schema() -> dict[str, Any]:
+    """JSON Schema of an intent that starts a run (``schemas/intention_message.json``)."""
+    schema = IntentionMessage.model_json_schema()
+    start = StartRun.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "IntentionMessage"
+    schema["description"] = (
+        "Published to the workspace topic to start a run. The payload names the agent and the "
+        "user's message. The run_id makes the intent idempotent: publishing it twice starts "
+        "one run."
+    )
+    schema["properties"]["payload"] = {**start, "title": "StartRun"}
+    schema["required"] = ["run_id", "source_agent", "payload"]
+    return schema

@@ -306,6 +306,14 @@ def _stop_leftovers() -> None:
 atexit.register(_stop_leftovers)
 
 
+def detach(processes: Sequence[EmulatorProcess]) -> None:
+    """Let these emulators outlive this Python process (``cloudagents up`` returns while they
+    run; ``cloudagents down`` stops them from the saved state)."""
+    with _LIVE_LOCK:
+        for emulator in processes:
+            _LIVE.discard(emulator)
+
+
 def _tail(path: Path, lines: int) -> str:
     try:
         with path.open("rb") as handle:

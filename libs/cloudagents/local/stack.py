@@ -27,6 +27,7 @@ import httpx
 from cloudagents.local.emulators import (
     EmulatorStack,
     default_repo_root,
+    detach,
     free_ports,
     process_group_members,
     start_stack,
@@ -285,6 +286,11 @@ class LocalStack:
         wait_healthy([self.services[name]])
         return self.services[name]
 
+    def detach(self) -> None:
+        """Leave everything running after this process exits (``up``)."""
+        if self.emulators is not None:
+            detach(self.emulators.processes)
+
     def stop(self) -> None:
         for service in self.services.values():
             kill_group(service.pid)
@@ -304,3 +310,14 @@ def stop_from_state(state: StackState) -> list[str]:
         kill_group(pid)
         stopped.append(f"{name} emulator (pid {pid})")
     return stopped
+
+
+def service_health(service: ServiceProcess) -> bool:
+    try:
+        return httpx.get(f"{service.url}/healthz", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stack_is_healthy(state: StackState) -> bool:
+    return all(service_health(s) for s in state.services.values())

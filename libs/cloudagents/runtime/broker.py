@@ -103,6 +103,7 @@ class HandoffBroker:
             parent_run_id=offer.source_run_id,
             chain_depth=offer.chain_depth,
             prior_messages=context,
+            prior_agent=offer.source_agent,
         )
         await self.deps.handoffs.update_source(
             offer.source_run_id, status="claimed", child_run_id=offer.target_run_id

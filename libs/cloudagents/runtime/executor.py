@@ -89,18 +89,23 @@ async def start_run(
     parent_run_id: str | None = None,
     chain_depth: int = 0,
     prior_messages: list[Message] | None = None,
+    prior_agent: str | None = None,
 ) -> bool:
     """Create the run document and its opening transcript; ``False`` if it already existed.
 
     ``prior_messages`` (a handoff's transferred context) go between the instructions and the
-    new user message.
+    new user message; the other agent's replies among them are named after ``prior_agent``.
     """
     try:
         opening = initial_messages(agent, message, variables)
     except (KeyError, ValueError) as exc:
         raise PermanentMessageError(f"cannot build the first message: {exc}") from exc
     if prior_messages:
-        carried = [m for m in prior_messages if m.role != "system"]
+        carried = [
+            m.model_copy(update={"name": m.name or prior_agent}) if m.role == "assistant" else m
+            for m in prior_messages
+            if m.role != "system"
+        ]
         opening = [opening[0], *carried, *opening[1:]]
     run = RunRecord(
         run_id=run_id,

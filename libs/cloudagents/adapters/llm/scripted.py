@@ -1,8 +1,9 @@
 """The ``scripted`` provider: replies declared in the agent definition, for demos and tests.
 
 It is deterministic and stateless across processes: the reply for a request is the turn whose
-index is the number of assistant messages already in the conversation (the last turn repeats).
-Every reply is labelled ``scripted`` in its usage so nobody mistakes it for a real model.
+index is the number of this agent's replies already in the conversation (the last turn repeats);
+replies carried over from another agent in a handoff carry that agent's ``name`` and don't count.
+Model-call spans record ``gen_ai.system = scripted``, so nobody mistakes it for a real model.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class ScriptedModel:
         self.calls = 0
 
     def turn_for(self, request: ModelRequest) -> tuple[int, ScriptedTurn]:
-        index = sum(1 for message in request.messages if message.role == "assistant")
+        index = sum(1 for m in request.messages if m.role == "assistant" and m.name is None)
         index = min(index, len(self.turns) - 1)
         return index, self.turns[index]
 

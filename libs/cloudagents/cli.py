@@ -1,0 +1,408 @@
+"""The ``cloudagents`` command: the local stack, agents, runs, events and dead letters.
+
+Exit codes: 0 success (a run that ends SATISFIED or HANDOFF), 1 a run that ended otherwise,
+2 bad usage or input, 3 the api or the stack cannot be reached, 4 a wait timed out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from cloudagents.client import ApiError, CloudAgentsClient
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4
+SUCCESS_EXITS = frozenset({"SATISFIED", "HANDOFF"})
+
+
+def repo_root() -> Path:
+    from cloudagents.local.emulators import default_repo_root
+
+    return default_repo_root()
+
+
+def state_path() -> Path:
+    return Path(os.environ.get("CLOUDAGENTS_STATE", repo_root() / ".local" / "state.json"))
+
+
+def load_state() -> Any:
+    from cloudagents.local.stack import StackState
+
+    path = state_path()
+    return StackState.load(path) if path.exists() else None
+
+
+def out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ---- the local stack ---------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from cloudagents.local.stack import LocalStack, stack_is_healthy
+
+    state = load_state()
+    if state is not None and stack_is_healthy(state):
+        out(
+            f"the local stack is already running (api {state.api_url}); `cloudagents down` stops it"
+        )
+        print_env(state)
+        return EXIT_OK
+    stack = LocalStack(project=args.project, workspace=args.workspace)
+    state = stack.start()
+    stack.detach()
+    state.save(state_path())
+    if args.agents and Path(args.agents).exists():
+        client = CloudAgentsClient(state.api_url)
+        for definition in read_definitions(Path(args.agents)):
+            client.put_agent(definition)
+            out(f"registered agent {definition['id']}")
+    out("")
+    out("endpoints:")
+    for name, service in state.services.items():
+        out(f"  {name:<20} {service.url}   log: {service.log_path}")
+    print_env(state)
+    out(f"logs: {state.log_dir}    stop everything: cloudagents down (or make down)")
+    return EXIT_OK
+
+
+def print_env(state: Any) -> None:
+    out("environment for clients (gcloud, the Google client libraries, the CLI):")
+    env = {
+        **state.env,
+        "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://{state.env['PUBSUB_EMULATOR_HOST']}/",
+        "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
+        "CLOUDSDK_CORE_PROJECT": state.project,
+    }
+    for key in sorted(env):
+        if not key.startswith("CLOUDAGENTS_TRACE"):
+            out(f"  export {key}={env[key]}")
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from cloudagents.local.stack import stop_from_state
+
+    path = state_path()
+    state = load_state()
+    if state is None:
+        out("nothing to stop: no local stack state at " + str(path))
+        return EXIT_OK
+    for line in stop_from_state(state):
+        out(f"stopped {line}")
+    path.unlink(missing_ok=True)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cloudagents.local.stack import service_health
+
+    state = load_state()
+    if state is None:
+        out("the local stack is not running (`cloudagents up` starts it)")
+        return EXIT_UNREACHABLE
+    healthy = True
+    for name, service in state.services.items():
+        ok = service_health(service)
+        healthy &= ok
+        out(f"  {name:<20} {service.url:<28} {'up' if ok else 'DOWN'}")
+    for name, value in sorted(state.env.items()):
+        if name.endswith("EMULATOR_HOST"):
+            out(f"  {name:<28} {value}")
+    return EXIT_OK if healthy else EXIT_UNREACHABLE
+
+
+# ---- agents ----------------------------------------------------------------------------------
+
+
+def read_definitions(path: Path) -> list[dict[str, Any]]:
+    data = yaml.safe_load(path.read_text())
+    if isinstance(data, dict) and "agents" in data:
+        data = data["agents"]
+    items = data if isinstance(data, list) else [data]
+    if not all(isinstance(item, dict) for item in items):
+        raise ValueError(f"{path}: expected an agent mapping, a list of them, or {{agents: [...]}}")
+    return items
+
+
+def cmd_agents_apply(args: argparse.Namespace) -> int:
+    client = api_client(args)
+    for definition in read_definitions(Path(args.file)):
+        client.put_agent(definition)
+        out(f"applied agent {definition.get('id')}")
+    return EXIT_OK
+
+
+def cmd_agents_list(args: argparse.Namespace) -> int:
+    for agent in api_client(args).list_agents():
+        model = agent["model"]
+        caps = ",".join(agent.get("capabilities", [])) or "-"
+        out(f"{agent['id']:<24} {model['provider']}:{model['name']:<28} capabilities={caps}")
+    return EXIT_OK
+
+
+def cmd_agents_show(args: argparse.Namespace) -> int:
+    out(yaml.safe_dump(api_client(args).get_agent(args.agent_id), sort_keys=False).rstrip())
+    return EXIT_OK
+
+
+# ---- runs ------------------------------------------------------------------------------------
+
+
+def format_event(event: dict[str, Any]) -> str | None:
+    step = f"[step {event['seq']}]"
+    match event["type"]:
+        case "content_chunk":
+            return None
+        case "thinking":
+            return f"  {step} thinking: {event['status']}"
+        case "tool_call":
+            return f"  {step} tool call   {event['tool_name']}({json.dumps(event['arguments'])})"
+        case "tool_result":
+            marker = "error" if event.get("is_error") else "result"
+            return f"  {step} tool {marker} {event['tool_name']} -> {json.dumps(event['result'])}"
+        case "handoff":
+            caps = ",".join(event.get("required_capabilities", []))
+            return f"  {step} handoff {event['status']}: offer {event['offer_id']} needs [{caps}]"
+        case "completed":
+            return f"  {step} completed: {event['exit']} ({event['total_tokens']} tokens)"
+        case "failed":
+            return f"  {step} failed: {event['exit']}: {event['error']}"
+    return f"  {step} {event['type']}"
+
+
+def follow_run(client: CloudAgentsClient, run_id: str, *, quiet_chunks: bool = False) -> None:
+    streaming = False
+    for event in client.follow(run_id):
+        if event["type"] == "content_chunk":
+            if not quiet_chunks:
+                if not streaming:
+                    sys.stdout.write(f"  [step {event['seq']}] model: ")
+                    streaming = True
+                sys.stdout.write(event["chunk"])
+                sys.stdout.flush()
+            continue
+        if streaming:
+            sys.stdout.write("\n")
+            streaming = False
+        line = format_event(event)
+        if line:
+            out(line)
+
+
+def print_result(run: dict[str, Any]) -> int:
+    result = run.get("result") or {}
+    out(f"LoopResult for {run['run_id']} (agent {run['agent_id']}):")
+    out(json.dumps(result, indent=2))
+    return EXIT_OK if result.get("exit") in SUCCESS_EXITS else EXIT_RUN_FAILED
+
+
+def publish_intent(state: Any, agent_id: str, message: str, run_id: str) -> None:
+    """Start a run the way any producer would: an IntentionMessage on the workspace topic."""
+    from cloudagents.domain.intents import IntentionMessage
+
+    os.environ.update(state.env)
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+    publisher = pubsub_v1.PublisherClient()
+    intent = IntentionMessage.for_run(
+        run_id=run_id, agent_id=agent_id, message=message, source_agent="cli"
+    )
+    topic = publisher.topic_path(state.project, state.workspace)
+    publisher.publish(topic, intent.model_dump_json().encode()).result(timeout=30)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    client = api_client(args)
+    if args.via == "pubsub":
+        state = load_state()
+        if state is None:
+            err("--via pubsub publishes to the local stack's emulator: run `cloudagents up`")
+            return EXIT_UNREACHABLE
+        client.get_agent(args.agent_id)  # a clear 404 before publishing
+        run_id = args.run_id or f"run-{uuid.uuid4().hex}"
+        publish_intent(state, args.agent_id, args.message, run_id)
+        out(f"published an intent for run {run_id} on topic {state.workspace}")
+    else:
+        run_id = client.start_run(args.agent_id, args.message, run_id=args.run_id)
+        out(f"started run {run_id} over HTTP")
+    if args.follow:
+        follow_run(client, run_id)
+    return print_result(client.wait(run_id, timeout=args.timeout))
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    for run in api_client(args).list_runs(agent=args.agent, status=args.status, limit=args.limit):
+        exit_ = run.get("exit") or "-"
+        out(
+            f"{run['run_id']:<44} {run['agent_id']:<20} {run['status']:<14} {exit_:<16} "
+            f"{run['created_at']}"
+        )
+    return EXIT_OK
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    client = api_client(args)
+    run = client.get_run(args.run_id)
+    transcript = client.messages(args.run_id)
+    progress = run["progress"]
+    out(f"run {run['run_id']}  agent {run['agent_id']}  status {run['status']}  seq {run['seq']}")
+    out(
+        f"usage: {progress['total_tokens']} tokens, {progress['iterations']} model calls, "
+        f"{progress['tool_calls']} tool calls, ${progress['cost_usd']:.6f}"
+    )
+    chain = " -> ".join(
+        f"{link['agent_id']}:{link['run_id']}" for link in run.get("handoff_chain", [])
+    )
+    out(f"handoff chain: {chain}")
+    out("transcript:")
+    for message in transcript["messages"]:
+        text = message.get("content") or ""
+        calls = message.get("tool_calls")
+        if calls:
+            text += " " + ", ".join(
+                f"{c['name']}({json.dumps(c.get('arguments', {}))})" for c in calls
+            )
+        out(f"  {message['role']:>9}: {text}")
+    if run.get("result"):
+        out("result: " + json.dumps(run["result"]))
+    return EXIT_OK
+
+
+def cmd_runs_cancel(args: argparse.Namespace) -> int:
+    run = api_client(args).cancel_run(args.run_id)
+    out(f"run {run['run_id']}: {run['status']} ({run['exit']})")
+    return EXIT_OK
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    client = api_client(args)
+    if args.follow:
+        follow_run(client, args.run_id)
+        return EXIT_OK
+    for event in client.events(args.run_id):
+        line = format_event(event) or f"  [step {event['seq']}] chunk: {event['chunk']!r}"
+        out(line)
+    return EXIT_OK
+
+
+def cmd_dead_letters_list(args: argparse.Namespace) -> int:
+    for letter in api_client(args).dead_letters():
+        out(f"{letter['id']:<48} {letter['source']:<40} {letter['reason']}")
+    return EXIT_OK
+
+
+# ---- plumbing ------------------------------------------------------------------------------
+
+
+def api_client(args: argparse.Namespace) -> CloudAgentsClient:
+    url = args.api or os.environ.get("CLOUDAGENTS_API_URL")
+    if not url:
+        state = load_state()
+        if state is None:
+            raise ConnectionError(
+                "no api: start the local stack with `cloudagents up`, or pass --api URL "
+                "(or set CLOUDAGENTS_API_URL)"
+            )
+        url = state.api_url
+    return CloudAgentsClient(url, token=args.token or os.environ.get("CLOUDAGENTS_API_TOKEN"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cloudagents", description=__doc__.splitlines()[0])
+    parser.add_argument("--api", help="api base URL (default: the local stack's)")
+    parser.add_argument("--token", help="bearer token for the api (or CLOUDAGENTS_API_TOKEN)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="start the emulators and services on localhost")
+    up.add_argument("--project", default="local-project")
+    up.add_argument("--workspace", default="agents")
+    up.add_argument(
+        "--agents",
+        default=str(repo_root() / "examples" / "agents.yaml"),
+        help="agent definitions to register (default: examples/agents.yaml)",
+    )
+    up.set_defaults(handler=cmd_up)
+    commands.add_parser("down", help="stop what `up` started").set_defaults(handler=cmd_down)
+    commands.add_parser("status", help="is the local stack up?").set_defaults(handler=cmd_status)
+
+    agents = commands.add_parser("agents", help="agent definitions").add_subparsers(
+        dest="agents_command", required=True
+    )
+    apply = agents.add_parser("apply", help="register agents from a YAML file")
+    apply.add_argument("-f", "--file", required=True)
+    apply.set_defaults(handler=cmd_agents_apply)
+    agents.add_parser("list").set_defaults(handler=cmd_agents_list)
+    show = agents.add_parser("show")
+    show.add_argument("agent_id")
+    show.set_defaults(handler=cmd_agents_show)
+
+    run = commands.add_parser("run", help="start a run and print its LoopResult")
+    run.add_argument("agent_id")
+    run.add_argument("message")
+    run.add_argument("--follow", action="store_true", help="stream the run's events live")
+    run.add_argument("--via", choices=("http", "pubsub"), default="http")
+    run.add_argument("--run-id")
+    run.add_argument("--timeout", type=float, default=600.0)
+    run.set_defaults(handler=cmd_run)
+
+    runs = commands.add_parser("runs", help="list, show and cancel runs").add_subparsers(
+        dest="runs_command", required=True
+    )
+    listing = runs.add_parser("list")
+    listing.add_argument("--agent")
+    listing.add_argument("--status", choices=("queued", "running", "waiting_tools", "finished"))
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(handler=cmd_runs_list)
+    for name, handler in (("show", cmd_runs_show), ("cancel", cmd_runs_cancel)):
+        sub = runs.add_parser(name)
+        sub.add_argument("run_id")
+        sub.set_defaults(handler=handler)
+
+    events = commands.add_parser("events", help="a run's events")
+    events.add_argument("run_id")
+    events.add_argument("--follow", action="store_true")
+    events.set_defaults(handler=cmd_events)
+
+    letters = commands.add_parser("dead-letters", help="messages that could never be applied")
+    letters_sub = letters.add_subparsers(dest="dl_command", required=True)
+    letters_sub.add_parser("list").set_defaults(handler=cmd_dead_letters_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ApiError as exc:
+        err(f"error: {exc}")
+        return EXIT_USAGE if 400 <= exc.status < 500 else EXIT_UNREACHABLE
+    except (ConnectionError, httpx.ConnectError) as exc:
+        err(f"error: cannot reach the api: {exc}")
+        return EXIT_UNREACHABLE
+    except TimeoutError as exc:
+        err(f"error: {exc}")
+        return EXIT_TIMEOUT
+    except (ValueError, OSError, yaml.YAMLError) as exc:
+        err(f"error: {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""`make demo`: the product end to end on the local emulators.
+
+Starts the local stack (or reuses a running one), then:
+  1. a run started over HTTP (POST /runs) that calls a tool,
+  2. a run started by publishing an IntentionMessage to the workspace topic on Pub/Sub,
+  3. a run that hands its task to another agent by capability,
+following each run's events live and printing every LoopResult.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+
+from cloudagents.cli import follow_run, load_state, print_result, publish_intent
+from cloudagents.cli import main as cli
+from cloudagents.client import CloudAgentsClient
+
+
+def banner(text: str) -> None:
+    print(f"\n=== {text} " + "=" * max(0, 76 - len(text)), flush=True)
+
+
+def model_choice() -> tuple[str, dict[str, str] | None]:
+    if os.environ.get("OPENAI_API_KEY"):
+        return "openai (gpt-4o-mini), because OPENAI_API_KEY is set", {
+            "provider": "openai",
+            "name": "gpt-4o-mini",
+        }
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        return "anthropic (claude-3-5-haiku-latest), because ANTHROPIC_API_KEY is set", {
+            "provider": "anthropic",
+            "name": "claude-3-5-haiku-latest",
+        }
+    return (
+        "the scripted provider (deterministic replies from examples/agents.yaml; no model, no key)",
+        None,
+    )
+
+
+def main() -> int:
+    banner("starting the local stack (Firestore, Pub/Sub, Storage, Tasks emulators + 5 services)")
+    if cli(["up"]) != 0:
+        return 1
+    state = load_state()
+    client = CloudAgentsClient(state.api_url)
+    description, real_model = model_choice()
+    print(f"\nmodel for agent 'arithmetic': {description}")
+    if real_model is not None:
+        agent = client.get_agent("arithmetic")
+        agent["model"] = real_model
+        client.put_agent(agent)
+    failures = 0
+
+    banner("1. a run started over HTTP: POST /runs (agent 'arithmetic', one calculator call)")
+    started = time.monotonic()
+    run_id = client.start_run("arithmetic", "What is (17 + 25) * 3?")
+    print(f"run {run_id}: events as they happen")
+    follow_run(client, run_id)
+    failures += print_result(client.wait(run_id))
+    print(f"({time.monotonic() - started:.2f}s end to end)")
+
+    banner("2. a run started by an IntentionMessage published to the workspace topic")
+    run_id = f"intent-{uuid.uuid4().hex[:12]}"
+    publish_intent(state, "arithmetic", "What is (17 + 25) * 3?", run_id)
+    emulator = state.env["PUBSUB_EMULATOR_HOST"]
+    print(f"published to Pub/Sub topic '{state.workspace}' (emulator {emulator})")
+    follow_run(client, run_id)
+    failures += print_result(client.wait(run_id))
+
+    banner("3. a handoff by capability: 'triage' offers the task to an agent with 'ocr'")
+    source_id = client.start_run("triage", "Here is scan-0042.png, an invoice. What is the total?")
+    follow_run(client, source_id)
+    source = client.wait(source_id)
+    failures += print_result(source)
+    offer_id = source["result"]["payload"]["offer_id"]
+    deadline = time.monotonic() + 60
+    while (offer := client.handoff(offer_id))["status"] == "open" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print(f"offer {offer_id}: {offer['status']} by {offer['claimed_by_agent']}")
+    target_id = offer["target_run_id"]
+    follow_run(client, target_id)
+    target = client.wait(target_id)
+    failures += print_result(target)
+    chain = " -> ".join(f"{link['agent_id']} ({link['exit']})" for link in target["handoff_chain"])
+    print(f"handoff chain: {chain}")
+
+    banner("done")
+    print(f"api: {state.api_url}   logs: {state.log_dir}")
+    print("try: .venv/bin/cloudagents run arithmetic 'What is 2**10?' --follow")
+    print("stop the stack: make down")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
