@@ -18,6 +18,7 @@ from cloudagents.domain.events import HandoffEvent, event_id
 from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.runs import OutboxMessage, RunStatus
+from cloudagents.faults import crash_point
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import start_run
 
@@ -61,6 +62,7 @@ class HandoffBroker:
             raise PermanentMessageError(f"handoff offer {offer_id!r} vanished")
         if claim.offer.status != "claimed":
             return claim.offer.status
+        crash_point("broker.after_claim")
         await self._start_target(claim.offer)
         return "claimed" if claim.claimed_now else "already-claimed"
 

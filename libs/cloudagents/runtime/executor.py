@@ -59,6 +59,7 @@ from cloudagents.engine.step import (
     describe,
     initial_messages,
 )
+from cloudagents.faults import crash_point
 from cloudagents.ports.stores import StepCommit
 from cloudagents.runner import tool_message
 from cloudagents.runtime.deps import Deps
@@ -258,6 +259,7 @@ class RunExecutor:
                 cost_usd=actual,
             )
         )
+        crash_point("executor.after_model_call")
         return reply, actual, attempt_id
 
     def _plan_outcome(
@@ -483,6 +485,7 @@ class RunExecutor:
 
     async def _commit(self, commit: StepCommit, label: str) -> str:
         committed = await self.deps.runs.commit_step(commit)
+        crash_point("executor.after_commit")
         if committed is None:
             # Another delivery applied this step first; its outbox is already on its way.
             return "lost-race"

@@ -16,6 +16,7 @@ from typing import Any
 from cloudagents.domain.errors import PermanentMessageError, TransientError
 from cloudagents.domain.events import ToolResultEvent, event_id
 from cloudagents.domain.runs import OutboxMessage, RunRecord, ToolCallRecord, ToolMessage
+from cloudagents.faults import crash_point
 from cloudagents.runtime.deps import Deps
 from cloudagents.telemetry import tracer
 from cloudagents.tools import ToolResult, idempotency_scope
@@ -53,6 +54,7 @@ class ToolInvoker:
             },
         ):
             result = await self._execute(run, record)
+        crash_point("invoker.after_tool")
         return await self._finish(record, result, run)
 
     async def _execute(self, run: RunRecord, record: ToolCallRecord) -> ToolResult:
@@ -121,6 +123,7 @@ class ToolInvoker:
         )
         if finish is None:
             raise PermanentMessageError(f"tool call {record.doc_id} of {record.run_id} vanished")
+        crash_point("invoker.after_finish")
         audit = OutboxMessage(
             topic="tools_audit",
             data={

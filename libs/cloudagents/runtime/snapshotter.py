@@ -5,6 +5,7 @@ from __future__ import annotations
 from cloudagents.context import ContextSnapshot, save_snapshot
 from cloudagents.domain.errors import PermanentMessageError
 from cloudagents.domain.runs import SnapshotMessage, SnapshotPointer
+from cloudagents.faults import crash_point
 from cloudagents.runtime.deps import Deps
 
 
@@ -30,6 +31,7 @@ class ContextSnapshotter:
             messages=messages,
         )
         uri = await save_snapshot(self.deps.blobs, self.deps.topology.context_bucket, snapshot)
+        crash_point("snapshotter.after_write")
         pointer = SnapshotPointer(uri=uri, seq=message.seq, message_count=run.message_count)
         updated = await self.deps.runs.set_snapshot(run.run_id, pointer)
         return "snapshotted" if updated else "superseded"

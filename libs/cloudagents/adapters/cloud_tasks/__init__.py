@@ -8,6 +8,8 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
+from cloudagents.metrics import count
+
 
 class CloudTasksQueue:
     """Creates HTTP tasks. Named tasks are de-duplicated by Cloud Tasks (not by the emulator)."""
@@ -44,5 +46,6 @@ class CloudTasksQueue:
             created = await asyncio.to_thread(self.client.create_task, parent=parent, task=task)
         except gexc.AlreadyExists:
             return task["name"] if name else ""
+        count("tasks.create")
         task_name: str = created.name
         return task_name

@@ -15,6 +15,8 @@ from typing import Any
 
 from google.cloud import firestore
 
+from cloudagents.adapters.firestore.ops import counted_get, counted_stream, written
+
 SHARDS = 10
 
 
@@ -30,7 +32,7 @@ class FirestoreCostLedger:
 
     async def spent(self, agent_id: str, day: str) -> float:
         total = 0.0
-        async for shard in self._shards(agent_id, day).stream():
+        async for shard in counted_stream(self._shards(agent_id, day)):
             total += float((shard.to_dict() or {}).get("usd", 0.0))
         return total
 
@@ -38,7 +40,7 @@ class FirestoreCostLedger:
         if amount == 0:
             return
         doc = self._shards(agent_id, day).document(str(random.randrange(self.shards)))
-        await doc.set({"usd": firestore.Increment(amount)}, merge=True)
+        await written(doc).set({"usd": firestore.Increment(amount)}, merge=True)
 
     async def reserve(self, agent_id: str, day: str, amount: float) -> None:
         await self._add(agent_id, day, amount)
@@ -59,11 +61,11 @@ class FirestoreRateLimiter:
 
         @firestore.async_transactional
         async def admit(transaction: Any) -> bool:
-            snap = await ref.get(transaction=transaction)
+            snap = await counted_get(ref, transaction)
             count = int((snap.to_dict() or {}).get("count", 0)) if snap.exists else 0
             if count >= limit:
                 return False
-            transaction.set(ref, {"count": count + 1, "window": window, "key": key})
+            written(transaction).set(ref, {"count": count + 1, "window": window, "key": key})
             return True
 
         admitted: bool = await admit(self.client.transaction())

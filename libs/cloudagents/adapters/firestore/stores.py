@@ -16,6 +16,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from pydantic import JsonValue
 
+from cloudagents.adapters.firestore.ops import counted_get, counted_stream, written
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.events import RUN_EVENT_ADAPTER, RunEvent
 from cloudagents.domain.handoffs import HandoffOffer
@@ -70,11 +71,13 @@ class FirestoreRunStore:
     async def create_run(self, run: RunRecord, messages: list[Message]) -> bool:
         ref = self._run_ref(run.run_id)
         batch = self.client.batch()
-        batch.create(
+        written(batch).create(
             ref, run.model_copy(update={"message_count": len(messages)}).model_dump(mode="json")
         )
         for i, message in enumerate(messages):
-            batch.set(ref.collection("messages").document(f"{i:06d}"), _message_doc(i, message))
+            written(batch).set(
+                ref.collection("messages").document(f"{i:06d}"), _message_doc(i, message)
+            )
         try:
             await batch.commit()
         except gexc.AlreadyExists:
@@ -82,7 +85,7 @@ class FirestoreRunStore:
         return True
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        snap = await self._run_ref(run_id).get()
+        snap = await counted_get(self._run_ref(run_id))
         return RunRecord.model_validate(snap.to_dict()) if snap.exists else None
 
     async def list_runs(
@@ -95,8 +98,8 @@ class FirestoreRunStore:
             query = query.where(filter=firestore.FieldFilter("status", "==", status.value))
         if agent_id is None and status is None:
             query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
-            return [RunRecord.model_validate(d.to_dict()) async for d in query.stream()]
-        runs = [RunRecord.model_validate(d.to_dict()) async for d in query.stream()]
+            return [RunRecord.model_validate(d.to_dict()) async for d in counted_stream(query)]
+        runs = [RunRecord.model_validate(d.to_dict()) async for d in counted_stream(query)]
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return runs[:limit]
 
@@ -107,7 +110,7 @@ class FirestoreRunStore:
             .where(filter=firestore.FieldFilter("i", ">=", start))
             .order_by("i")
         )
-        return [_message(d.to_dict()) async for d in query.stream()]
+        return [_message(d.to_dict()) async for d in counted_stream(query)]
 
     async def recent_messages(self, run_id: str, limit: int) -> list[Message]:
         query = (
@@ -116,7 +119,7 @@ class FirestoreRunStore:
             .order_by("i", direction=firestore.Query.DESCENDING)
             .limit(limit)
         )
-        found = [_message(d.to_dict()) async for d in query.stream()]
+        found = [_message(d.to_dict()) async for d in counted_stream(query)]
         return list(reversed(found))
 
     async def tool_calls(self, run_id: str, seq: int) -> list[ToolCallRecord]:
@@ -125,14 +128,14 @@ class FirestoreRunStore:
             .collection("tool_calls")
             .where(filter=firestore.FieldFilter("seq", "==", seq))
         )
-        calls = [ToolCallRecord.model_validate(d.to_dict()) async for d in query.stream()]
+        calls = [ToolCallRecord.model_validate(d.to_dict()) async for d in counted_stream(query)]
         return sorted(calls, key=lambda c: c.index)
 
     def _call_ref(self, run_id: str, seq: int, index: int) -> Any:
         return self._run_ref(run_id).collection("tool_calls").document(tool_call_doc_id(seq, index))
 
     async def get_tool_call(self, run_id: str, seq: int, index: int) -> ToolCallRecord | None:
-        snap = await self._call_ref(run_id, seq, index).get()
+        snap = await counted_get(self._call_ref(run_id, seq, index))
         return ToolCallRecord.model_validate(snap.to_dict()) if snap.exists else None
 
     async def commit_step(self, commit: StepCommit) -> RunRecord | None:
@@ -140,7 +143,7 @@ class FirestoreRunStore:
 
         @firestore.async_transactional
         async def apply(transaction: Any) -> RunRecord | None:
-            snap = await ref.get(transaction=transaction)
+            snap = await counted_get(ref, transaction)
             if not snap.exists:
                 return None
             run = RunRecord.model_validate(snap.to_dict())
@@ -149,29 +152,29 @@ class FirestoreRunStore:
             for offset, message in enumerate(commit.new_messages):
                 index = run.message_count + offset
                 doc = ref.collection("messages").document(f"{index:06d}")
-                transaction.set(doc, _message_doc(index, message))
+                written(transaction).set(doc, _message_doc(index, message))
             for call in commit.tool_calls:
-                transaction.set(
+                written(transaction).set(
                     self._call_ref(run.run_id, call.seq, call.index), call.model_dump(mode="json")
                 )
             if commit.interaction is not None:
                 doc_id = f"{run.run_id}-{commit.interaction.seq:06d}"
-                transaction.set(
+                written(transaction).set(
                     self.client.collection(INTERACTIONS).document(doc_id),
                     commit.interaction.model_dump(mode="json"),
                 )
             for event in commit.events:
-                transaction.set(
+                written(transaction).set(
                     ref.collection("events").document(event.id), event.model_dump(mode="json")
                 )
             if commit.handoff_offer is not None:
-                transaction.set(
+                written(transaction).set(
                     self.client.collection(OFFERS).document(commit.handoff_offer.offer_id),
                     _offer_doc(commit.handoff_offer),
                 )
             if commit.applied_model_call:
                 call_doc = ref.collection("model_calls").document(commit.applied_model_call)
-                transaction.set(call_doc, {"applied": True}, merge=True)
+                written(transaction).set(call_doc, {"applied": True}, merge=True)
             updated = RunRecord.model_validate(
                 {
                     **run.model_dump(),
@@ -191,7 +194,7 @@ class FirestoreRunStore:
                     **commit.extra,
                 }
             )
-            transaction.set(ref, updated.model_dump(mode="json"))
+            written(transaction).set(ref, updated.model_dump(mode="json"))
             return updated
 
         result: RunRecord | None = await apply(self.client.transaction())
@@ -204,7 +207,7 @@ class FirestoreRunStore:
 
         @firestore.async_transactional
         async def apply(transaction: Any) -> tuple[ToolCallRecord, bool] | None:
-            snap = await ref.get(transaction=transaction)
+            snap = await counted_get(ref, transaction)
             if not snap.exists:
                 return None
             call = ToolCallRecord.model_validate(snap.to_dict())
@@ -213,7 +216,7 @@ class FirestoreRunStore:
             updated = call.model_copy(
                 update={"status": "running", "attempts": call.attempts + 1, "started_at": utcnow()}
             )
-            transaction.set(ref, updated.model_dump(mode="json"))
+            written(transaction).set(ref, updated.model_dump(mode="json"))
             return updated, call.status == "pending"
 
         result: tuple[ToolCallRecord, bool] | None = await apply(self.client.transaction())
@@ -236,8 +239,8 @@ class FirestoreRunStore:
 
         @firestore.async_transactional
         async def apply(transaction: Any) -> ToolFinish | None:
-            call_snap = await call_ref.get(transaction=transaction)
-            run_snap = await run_ref.get(transaction=transaction)
+            call_snap = await counted_get(call_ref, transaction)
+            run_snap = await counted_get(run_ref, transaction)
             if not call_snap.exists or not run_snap.exists:
                 return None
             call = ToolCallRecord.model_validate(call_snap.to_dict())
@@ -261,9 +264,9 @@ class FirestoreRunStore:
                     "finished_at": utcnow(),
                 }
             )
-            transaction.set(call_ref, done.model_dump(mode="json"))
+            written(transaction).set(call_ref, done.model_dump(mode="json"))
             for event in events:
-                transaction.set(
+                written(transaction).set(
                     run_ref.collection("events").document(event.id), event.model_dump(mode="json")
                 )
             pending = [p for p in run.pending_tool_calls if p != call.doc_id]
@@ -272,7 +275,7 @@ class FirestoreRunStore:
             updated = run.model_copy(
                 update={"pending_tool_calls": pending, "outbox": outbox, "updated_at": utcnow()}
             )
-            transaction.update(
+            written(transaction).update(
                 run_ref,
                 {
                     "pending_tool_calls": pending,
@@ -293,10 +296,10 @@ class FirestoreRunStore:
 
     async def record_model_call(self, record: ModelCallRecord) -> None:
         doc = self._run_ref(record.run_id).collection("model_calls").document(record.attempt_id)
-        await doc.set(record.model_dump(mode="json"))
+        await written(doc).set(record.model_dump(mode="json"))
 
     async def model_calls(self, run_id: str) -> list[ModelCallRecord]:
-        stream = self._run_ref(run_id).collection("model_calls").stream()
+        stream = counted_stream(self._run_ref(run_id).collection("model_calls"))
         calls = [ModelCallRecord.model_validate(d.to_dict()) async for d in stream]
         return sorted(calls, key=lambda c: (c.seq, c.created_at))
 
@@ -305,13 +308,13 @@ class FirestoreRunStore:
 
         @firestore.async_transactional
         async def apply(transaction: Any) -> bool:
-            snap = await ref.get(transaction=transaction)
+            snap = await counted_get(ref, transaction)
             if not snap.exists:
                 return False
             current = (snap.to_dict() or {}).get("snapshot")
             if current is not None and current.get("seq", -1) >= pointer.seq:
                 return False
-            transaction.update(ref, {"snapshot": pointer.model_dump(mode="json")})
+            written(transaction).update(ref, {"snapshot": pointer.model_dump(mode="json")})
             return True
 
         updated: bool = await apply(self.client.transaction())
@@ -322,7 +325,7 @@ class FirestoreRunStore:
 
         @firestore.async_transactional
         async def apply(transaction: Any) -> RunRecord | None:
-            snap = await ref.get(transaction=transaction)
+            snap = await counted_get(ref, transaction)
             if not snap.exists:
                 return None
             run = RunRecord.model_validate(snap.to_dict())
@@ -339,7 +342,7 @@ class FirestoreRunStore:
                     "updated_at": utcnow(),
                 }
             )
-            transaction.set(ref, cancelled.model_dump(mode="json"))
+            written(transaction).set(ref, cancelled.model_dump(mode="json"))
             return cancelled
 
         run: RunRecord | None = await apply(self.client.transaction())
@@ -350,20 +353,20 @@ class FirestoreRunStore:
         if after:
             query = query.where(filter=firestore.FieldFilter("id", ">", after))
         query = query.order_by("id")
-        return [RUN_EVENT_ADAPTER.validate_python(d.to_dict()) async for d in query.stream()]
+        return [RUN_EVENT_ADAPTER.validate_python(d.to_dict()) async for d in counted_stream(query)]
 
     async def add_events(self, run_id: str, events: list[RunEvent]) -> None:
         batch = self.client.batch()
         for event in events:
             doc = self._run_ref(run_id).collection("events").document(event.id)
-            batch.set(doc, event.model_dump(mode="json"))
+            written(batch).set(doc, event.model_dump(mode="json"))
         await batch.commit()
 
     async def interactions(self, run_id: str) -> list[Interaction]:
         query = self.client.collection(INTERACTIONS).where(
             filter=firestore.FieldFilter("run_id", "==", run_id)
         )
-        found = [Interaction.model_validate(d.to_dict()) async for d in query.stream()]
+        found = [Interaction.model_validate(d.to_dict()) async for d in counted_stream(query)]
         return sorted(found, key=lambda i: i.seq)
 
 
@@ -374,15 +377,18 @@ class FirestoreAgentStore:
         self.collection = client.collection(AGENTS)
 
     async def put_agent(self, definition: AgentDefinition) -> None:
-        await self.collection.document(definition.id).set(definition.model_dump(mode="json"))
+        await written(self.collection.document(definition.id)).set(
+            definition.model_dump(mode="json")
+        )
 
     async def get_agent(self, agent_id: str) -> AgentDefinition | None:
-        snap = await self.collection.document(agent_id).get()
+        snap = await counted_get(self.collection.document(agent_id))
         return AgentDefinition.model_validate(snap.to_dict()) if snap.exists else None
 
     async def list_agents(self) -> list[AgentDefinition]:
         found = [
-            AgentDefinition.model_validate(d.to_dict()) async for d in self.collection.stream()
+            AgentDefinition.model_validate(d.to_dict())
+            async for d in counted_stream(self.collection)
         ]
         return sorted(found, key=lambda d: d.id)
 
@@ -396,18 +402,22 @@ class FirestoreDeadLetterStore:
     async def record_dead_letter(self, letter: DeadLetter) -> None:
         with contextlib.suppress(gexc.AlreadyExists):
             data = {**letter.model_dump(mode="json"), "expire_at": letter.expire_at}
-            await self.collection.document(letter.id).create(data)
+            await written(self.collection.document(letter.id)).create(data)
 
     async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         query = self.collection.order_by("created_at", direction=firestore.Query.DESCENDING)
-        return [DeadLetter.model_validate(d.to_dict()) async for d in query.limit(limit).stream()]
+        return [
+            DeadLetter.model_validate(d.to_dict()) async for d in counted_stream(query.limit(limit))
+        ]
 
     async def get_dead_letter(self, letter_id: str) -> DeadLetter | None:
-        snap = await self.collection.document(letter_id).get()
+        snap = await counted_get(self.collection.document(letter_id))
         return DeadLetter.model_validate(snap.to_dict()) if snap.exists else None
 
     async def mark_replayed(self, letter_id: str) -> None:
-        await self.collection.document(letter_id).update({"replayed_at": utcnow().isoformat()})
+        await written(self.collection.document(letter_id)).update(
+            {"replayed_at": utcnow().isoformat()}
+        )
 
 
 class FirestoreHandoffStore:
@@ -418,12 +428,12 @@ class FirestoreHandoffStore:
         self.collection = client.collection(OFFERS)
 
     async def get_offer(self, offer_id: str) -> HandoffOffer | None:
-        snap = await self.collection.document(offer_id).get()
+        snap = await counted_get(self.collection.document(offer_id))
         return HandoffOffer.model_validate(snap.to_dict()) if snap.exists else None
 
     async def list_open_offers(self, limit: int = 100) -> list[HandoffOffer]:
         query = self.collection.where(filter=firestore.FieldFilter("status", "==", "open"))
-        offers = [HandoffOffer.model_validate(d.to_dict()) async for d in query.stream()]
+        offers = [HandoffOffer.model_validate(d.to_dict()) async for d in counted_stream(query)]
         return sorted(offers, key=lambda o: o.created_at)[:limit]
 
     async def claim_offer(
@@ -433,7 +443,7 @@ class FirestoreHandoffStore:
 
         @firestore.async_transactional
         async def apply(transaction: Any) -> Claim | None:
-            snap = await ref.get(transaction=transaction)
+            snap = await counted_get(ref, transaction)
             if not snap.exists:
                 return None
             offer = HandoffOffer.model_validate(snap.to_dict())
@@ -447,7 +457,7 @@ class FirestoreHandoffStore:
                     "claimed_at": now,
                 }
             )
-            transaction.set(ref, _offer_doc(claimed))
+            written(transaction).set(ref, _offer_doc(claimed))
             return Claim(claimed, claimed_now=True)
 
         claim: Claim | None = await apply(self.client.transaction())
@@ -458,20 +468,20 @@ class FirestoreHandoffStore:
 
         @firestore.async_transactional
         async def apply(transaction: Any) -> HandoffOffer | None:
-            snap = await ref.get(transaction=transaction)
+            snap = await counted_get(ref, transaction)
             if not snap.exists:
                 return None
             offer = HandoffOffer.model_validate(snap.to_dict())
             if offer.status == "open" and now >= offer.expires_at:
                 offer = offer.model_copy(update={"status": "expired", "expired_at": now})
-                transaction.set(ref, _offer_doc(offer))
+                written(transaction).set(ref, _offer_doc(offer))
             return offer
 
         offer: HandoffOffer | None = await apply(self.client.transaction())
         return offer
 
     async def mark_expiry_scheduled(self, offer_id: str, task_name: str) -> None:
-        await self.collection.document(offer_id).update({"expiry_task": task_name})
+        await written(self.collection.document(offer_id)).update({"expiry_task": task_name})
 
     async def update_source(
         self, run_id: str, *, status: str, child_run_id: str | None = None
@@ -479,4 +489,4 @@ class FirestoreHandoffStore:
         update: dict[str, Any] = {"handoff_status": status}
         if child_run_id:
             update["child_run_ids"] = firestore.ArrayUnion([child_run_id])
-        await self.client.collection(RUNS).document(run_id).update(update)
+        await written(self.client.collection(RUNS).document(run_id)).update(update)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from cloudagents.metrics import count
+
 
 class PubSubEventBus:
     """Publishes with the Pub/Sub publisher client; topic names become topic paths."""
@@ -17,4 +19,5 @@ class PubSubEventBus:
         path = self.publisher.topic_path(self.project, topic)
         future = self.publisher.publish(path, data, **attributes)
         message_id: str = await asyncio.wrap_future(future)
+        count("pubsub.publish")
         return message_id
