@@ -45,7 +45,7 @@ def main() -> int:
     if cli(["up"]) != 0:
         return 1
     state = load_state()
-    client = CloudAgentsClient(state.api_url)
+    client = CloudAgentsClient(state.api_url, token=state.api_token)
     description, real_model = model_choice()
     print(f"\nmodel for agent 'arithmetic': {description}")
     if real_model is not None:

@@ -17,6 +17,7 @@ from cloudagents.adapters.memory.messaging import (
 )
 from cloudagents.adapters.memory.stores import (
     InMemoryAgentStore,
+    InMemoryAuditStore,
     InMemoryDeadLetterStore,
     InMemoryHandoffStore,
     InMemoryRunStore,
@@ -59,6 +60,7 @@ def build_deps(settings: Settings) -> Deps:
             topology=topology,
             runs=runs,
             handoffs=InMemoryHandoffStore(runs),
+            audit=InMemoryAuditStore(),
             agents=InMemoryAgentStore(),
             dead_letters=InMemoryDeadLetterStore(),
             bus=InMemoryEventBus(),

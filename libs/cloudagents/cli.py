@@ -67,7 +67,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     stack.detach()
     state.save(state_path())
     if args.agents and Path(args.agents).exists():
-        client = CloudAgentsClient(state.api_url)
+        client = CloudAgentsClient(state.api_url, token=state.api_token)
         for definition in read_definitions(Path(args.agents)):
             client.put_agent(definition)
             out(f"registered agent {definition['id']}")
@@ -88,8 +88,10 @@ def print_env(state: Any) -> None:
         "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
         "CLOUDSDK_CORE_PROJECT": state.project,
     }
+    env["CLOUDAGENTS_API_TOKEN"] = state.api_token or ""
+    hidden = ("CLOUDAGENTS_TRACE_EXPORTER", "CLOUDAGENTS_PUSH_AUTH", "CLOUDAGENTS_API_TOKENS")
     for key in sorted(env):
-        if not key.startswith("CLOUDAGENTS_TRACE"):
+        if key not in hidden:
             out(f"  export {key}={env[key]}")
 
 
@@ -310,6 +312,7 @@ def cmd_dead_letters_list(args: argparse.Namespace) -> int:
 
 def api_client(args: argparse.Namespace) -> CloudAgentsClient:
     url = args.api or os.environ.get("CLOUDAGENTS_API_URL")
+    token = args.token or os.environ.get("CLOUDAGENTS_API_TOKEN")
     if not url:
         state = load_state()
         if state is None:
@@ -317,8 +320,8 @@ def api_client(args: argparse.Namespace) -> CloudAgentsClient:
                 "no api: start the local stack with `cloudagents up`, or pass --api URL "
                 "(or set CLOUDAGENTS_API_URL)"
             )
-        url = state.api_url
-    return CloudAgentsClient(url, token=args.token or os.environ.get("CLOUDAGENTS_API_TOKEN"))
+        url, token = state.api_url, token or state.api_token
+    return CloudAgentsClient(url, token=token)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -200,6 +200,11 @@ class GcpRunObserver(RunObserver):
         """Remember what to store on the run document when it starts."""
         self._variables[run_id] = variables
 
+    def discard(self, run_id: str) -> None:
+        """Forget a run that ended without ``finished`` (an exception escaped the loop)."""
+        self._variables.pop(run_id, None)
+        self._runs.pop(run_id, None)
+
     # -- RunObserver -------------------------------------------------------------------------
 
     async def started(self, run_id: str, agent: AgentDefinition, messages: list[Message]) -> None:
@@ -620,7 +625,10 @@ class DistributedAgent:
                 "cloudagents.run_id": run_id,
             },
         ):
-            return await runner.run(message, context, guardrails=guardrails, run_id=run_id)
+            try:
+                return await runner.run(message, context, guardrails=guardrails, run_id=run_id)
+            finally:
+                backend.observer.discard(run_id)
 
     async def _ready(self) -> _Backend:
         """The clients of this event loop (built on first use); the resources checked once."""

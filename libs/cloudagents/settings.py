@@ -28,12 +28,12 @@ class Settings:
     service_name: str = "cloudagents"
     tasks_service_account: str | None = None
     tool_result_inline_bytes: int = 64_000
+    api_audience: str | None = None
+    push_auth: str = "oidc"
+    push_audience: str | None = None
+    push_service_accounts: tuple[str, ...] = ()
 
-    @property
-    def on_emulators(self) -> bool:
-        return bool(
-            os.environ.get("PUBSUB_EMULATOR_HOST") or os.environ.get("FIRESTORE_EMULATOR_HOST")
-        )
+    on_emulators: bool = False
 
     @classmethod
     def from_env(
@@ -64,4 +64,15 @@ class Settings:
             trace_exporter=env.get("CLOUDAGENTS_TRACE_EXPORTER", "none"),
             service_name=env.get("K_SERVICE", service_name),
             tasks_service_account=env.get("CLOUDAGENTS_TASKS_SERVICE_ACCOUNT") or None,
+            api_audience=env.get("CLOUDAGENTS_API_AUDIENCE") or None,
+            on_emulators=bool(
+                env.get("PUBSUB_EMULATOR_HOST") or env.get("FIRESTORE_EMULATOR_HOST")
+            ),
+            push_auth=env.get("CLOUDAGENTS_PUSH_AUTH", "oidc"),
+            push_audience=env.get("CLOUDAGENTS_PUSH_AUDIENCE") or None,
+            push_service_accounts=tuple(
+                a.strip()
+                for a in env.get("CLOUDAGENTS_PUSH_SERVICE_ACCOUNTS", "").split(",")
+                if a.strip()
+            ),
         )

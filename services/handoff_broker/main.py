@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse, Response
 from cloudagents.bootstrap import get_deps
 from cloudagents.domain.errors import PermanentMessageError, TransientError
 from cloudagents.domain.handoffs import OfferMessage
+from cloudagents.runtime.auth import AuthError, verify_push
 from cloudagents.runtime.broker import HandoffBroker
 from cloudagents.runtime.push import PushMessage, handle_push, parse_json_model
 
@@ -16,6 +17,10 @@ async def handoff_broker(request: Request) -> Response:
     deps = await get_deps("handoff_broker")
     broker = HandoffBroker(deps)
     if request.url.path == deps.topology.queues[0].path and request.method == "POST":
+        try:
+            await verify_push(request, deps.settings)
+        except AuthError as error:
+            return JSONResponse({"status": "rejected", "reason": error.reason}, error.status)
         try:
             offer = parse_json_model(OfferMessage, await request.body())
             return JSONResponse({"status": await broker.handle_expiry(offer.offer_id)})

@@ -33,7 +33,8 @@ def stack_state(local_stack: LocalStack) -> StackState:
 
 @pytest.fixture(scope="session")
 def api(stack_state: StackState) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack_state.api_url, timeout=30.0) as client:
+    headers = {"Authorization": f"Bearer {stack_state.api_token}"}
+    with httpx.Client(base_url=stack_state.api_url, timeout=30.0, headers=headers) as client:
         yield client
 
 

@@ -21,6 +21,8 @@ from cloudagents.bootstrap import get_deps, reset_deps
 from cloudagents.runtime.deps import Deps
 
 ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "test-token-0123456789abcdef"
+OUTSIDER_TOKEN = "outsider-token-0123456789abcdef"
 SERVICES = ("api", "run_executor", "tool_invoker", "handoff_broker", "context_snapshotter")
 
 
@@ -89,12 +91,15 @@ async def stack(
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-project")
     monkeypatch.setenv("CLOUDAGENTS_WORKSPACE", "agents")
     monkeypatch.setenv("CLOUDAGENTS_BROKER_URL", "http://svc")
+    monkeypatch.setenv("CLOUDAGENTS_PUSH_AUTH", "off")
+    monkeypatch.setenv("CLOUDAGENTS_API_TOKENS", f"tester={TOKEN},outsider={OUTSIDER_TOKEN}")
     reset_deps()
     clients = {}
     for name in SERVICES:
         app = create_asgi_app(name, str(ROOT / "services" / name / "main.py"))
+        headers = {"Authorization": f"Bearer {TOKEN}"} if name == "api" else {}
         clients[name] = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://svc"
+            transport=httpx.ASGITransport(app=app), base_url="http://svc", headers=headers
         )
     deps = await get_deps()
     yield clients, Pump(deps, clients)

@@ -14,6 +14,7 @@ from cloudagents.adapters.cloud_tasks import CloudTasksQueue
 from cloudagents.adapters.firestore.budgets import FirestoreCostLedger, FirestoreRateLimiter
 from cloudagents.adapters.firestore.stores import (
     FirestoreAgentStore,
+    FirestoreAuditStore,
     FirestoreDeadLetterStore,
     FirestoreHandoffStore,
     FirestoreRunStore,
@@ -72,6 +73,7 @@ def build_gcp_deps(settings: Settings, topology: Topology, tools: ToolRegistry) 
         agents=FirestoreAgentStore(db),
         dead_letters=FirestoreDeadLetterStore(db),
         handoffs=FirestoreHandoffStore(db),
+        audit=FirestoreAuditStore(db),
         bus=PubSubEventBus(publisher_client(), settings.project),
         blobs=GcsBlobStore(storage_client(settings.project)),
         tasks=CloudTasksQueue(

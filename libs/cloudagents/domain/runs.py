@@ -172,3 +172,17 @@ class SnapshotMessage(Model):
 
     run_id: str = Field(min_length=1, max_length=128)
     seq: int = Field(ge=0)
+
+
+class AuditRecord(Persisted):
+    """``audit_log/{id}``: who did (or was refused) what, when."""
+
+    id: str
+    action: str = Field(description="e.g. 'POST /runs', 'push /pubsub/steps'")
+    outcome: Literal["allowed", "denied", "unauthenticated"]
+    status: int
+    principal: str | None = None
+    target: str | None = Field(default=None, description="the agent or run acted on")
+    reason: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    expire_at: datetime = Field(default_factory=lambda: utcnow() + timedelta(days=90))

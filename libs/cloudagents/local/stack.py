@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -70,6 +71,12 @@ class StackState:
     @property
     def api_url(self) -> str:
         return self.services["api"].url
+
+    @property
+    def api_token(self) -> str | None:
+        """The bearer token of the first principal in ``CLOUDAGENTS_API_TOKENS``."""
+        first = self.env.get("CLOUDAGENTS_API_TOKENS", "").split(",")[0]
+        return first.partition("=")[2] or first or None
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -255,6 +262,10 @@ class LocalStack:
             "CLOUDAGENTS_BROKER_URL": urls["handoff_broker"],
             "CLOUDAGENTS_API_URL": urls["api"],
             "CLOUDAGENTS_TRACE_EXPORTER": f"file:{self.log_dir / 'spans.jsonl'}",
+            # The emulators send no OIDC token with pushes and tasks; this switch is honoured
+            # only while the emulator variables are set.
+            "CLOUDAGENTS_PUSH_AUTH": "off",
+            "CLOUDAGENTS_API_TOKENS": f"local={secrets.token_urlsafe(24)}",
             **self.extra_env,
         }
         os.environ.update(self.env)

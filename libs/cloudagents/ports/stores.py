@@ -19,6 +19,7 @@ from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
 from cloudagents.domain.results import LoopResult, RunProgress
 from cloudagents.domain.runs import (
+    AuditRecord,
     DeadLetter,
     Interaction,
     ModelCallRecord,
@@ -142,6 +143,14 @@ class AgentStore(Protocol):
     async def get_agent(self, agent_id: str) -> AgentDefinition | None: ...
 
     async def list_agents(self) -> list[AgentDefinition]: ...
+
+
+class AuditStore(Protocol):
+    """``audit_log``: access decisions (seed 004's audit logging)."""
+
+    async def record_audit(self, record: AuditRecord) -> None: ...
+
+    async def list_audit(self, limit: int = 100) -> list[AuditRecord]: ...
 
 
 class DeadLetterStore(Protocol):

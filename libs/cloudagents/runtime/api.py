@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from starlette.requests import Request
@@ -21,14 +20,16 @@ from starlette.responses import JSONResponse, Response
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import PermanentMessageError
 from cloudagents.domain.intents import IntentionMessage
-from cloudagents.domain.runs import OutboxMessage, RunRecord, RunStatus
+from cloudagents.domain.runs import AuditRecord, OutboxMessage, RunRecord, RunStatus
+from cloudagents.runtime.auth import AuthError, Principal, authenticate, may_start
 from cloudagents.runtime.broker import HandoffBroker
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import start_run
+from cloudagents.runtime.openapi import openapi_document
 from cloudagents.telemetry import tracer
 
 log = logging.getLogger(__name__)
-Handler = Callable[[Request, Deps, dict[str, str]], Awaitable[Response]]
+Handler = Callable[[Request, Deps, dict[str, str], Principal], Awaitable[Response]]
 
 
 class StartRunRequest(BaseModel):
@@ -61,11 +62,16 @@ def run_view(run: RunRecord) -> dict[str, Any]:
     return data
 
 
-async def start_run_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+async def start_run_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
     body = StartRunRequest.model_validate(await _json_body(request))
     agent = await deps.agents.get_agent(body.agent_id)
     if agent is None:
         return error(404, f"unknown agent {body.agent_id!r}")
+    if not may_start(principal, agent):
+        await audit(deps, request, principal, "denied", 403, agent.id, "not in allowed_callers")
+        return error(403, f"{principal.id} may not start runs of agent {agent.id!r}")
     run_id = body.run_id or f"run-{uuid.uuid4().hex}"
     with tracer.start_as_current_span("agent.run.start", attributes={"cloudagents.run_id": run_id}):
         created = await start_run(
@@ -75,7 +81,7 @@ async def start_run_route(request: Request, deps: Deps, params: dict[str, str]) 
             message=body.message,
             variables=dict(body.variables),
             source="api",
-            principal=request.headers.get("x-cloudagents-principal"),
+            principal=principal.id,
         )
         intent = IntentionMessage.for_run(
             run_id=run_id,
@@ -85,12 +91,15 @@ async def start_run_route(request: Request, deps: Deps, params: dict[str, str]) 
             variables=body.variables,
         )
         await deps.publish([OutboxMessage(topic="intents", data=intent.model_dump(mode="json"))])
+    await audit(deps, request, principal, "allowed", 202, run_id, f"agent {agent.id}")
     return JSONResponse(
         {"run_id": run_id, "created": created, "status_url": f"/runs/{run_id}"}, status_code=202
     )
 
 
-async def get_run_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+async def get_run_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
     run = await deps.runs.get_run(params["run_id"])
     if run is None:
         return error(404, f"unknown run {params['run_id']!r}")
@@ -132,7 +141,9 @@ async def _handoff_chain(deps: Deps, run: RunRecord) -> list[dict[str, Any]]:
     return chain
 
 
-async def list_runs_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+async def list_runs_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
     status_text = request.query_params.get("status")
     status = None
     if status_text:
@@ -150,14 +161,18 @@ async def list_runs_route(request: Request, deps: Deps, params: dict[str, str]) 
     return JSONResponse({"runs": [run_view(r) for r in runs]})
 
 
-async def cancel_run_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+async def cancel_run_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
     run = await deps.runs.cancel_run(params["run_id"], "cancelled by request")
     if run is None:
         return error(404, f"unknown run {params['run_id']!r}")
     return JSONResponse(run_view(run))
 
 
-async def messages_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+async def messages_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
     run = await deps.runs.get_run(params["run_id"])
     if run is None:
         return error(404, f"unknown run {params['run_id']!r}")
@@ -172,7 +187,9 @@ async def messages_route(request: Request, deps: Deps, params: dict[str, str]) -
     )
 
 
-async def events_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+async def events_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
     run = await deps.runs.get_run(params["run_id"])
     if run is None:
         return error(404, f"unknown run {params['run_id']!r}")
@@ -180,38 +197,51 @@ async def events_route(request: Request, deps: Deps, params: dict[str, str]) -> 
     return JSONResponse({"events": [e.model_dump(mode="json") for e in events]})
 
 
-async def put_agent_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+async def put_agent_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
     definition = AgentDefinition.model_validate(await _json_body(request))
     await deps.agents.put_agent(definition)
+    await audit(deps, request, principal, "allowed", 201, definition.id, "agent registered")
     await HandoffBroker(deps).offer_open_offers_to(definition)
     return JSONResponse(definition.model_dump(mode="json"), status_code=201)
 
 
-async def list_agents_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+async def list_agents_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
     agents = await deps.agents.list_agents()
     return JSONResponse({"agents": [a.model_dump(mode="json") for a in agents]})
 
 
-async def get_agent_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+async def get_agent_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
     agent = await deps.agents.get_agent(params["agent_id"])
     if agent is None:
         return error(404, f"unknown agent {params['agent_id']!r}")
     return JSONResponse(agent.model_dump(mode="json"))
 
 
-async def get_handoff_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+async def get_handoff_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
     offer = await deps.handoffs.get_offer(params["offer_id"])
     if offer is None:
         return error(404, f"unknown handoff offer {params['offer_id']!r}")
     return JSONResponse(offer.model_dump(mode="json"))
 
 
-async def list_dead_letters_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+async def list_dead_letters_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
     letters = await deps.dead_letters.list_dead_letters()
     return JSONResponse({"dead_letters": [d.model_dump(mode="json") for d in letters]})
 
 
-async def health_route(request: Request, deps: Deps, params: dict[str, str]) -> Response:
+async def health_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
     return JSONResponse({"status": "ok", "workspace": deps.settings.workspace})
 
 
@@ -229,23 +259,53 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("GET", re.compile(r"^/handoffs/(?P<offer_id>[^/]+)$"), get_handoff_route),
     ("GET", re.compile(r"^/dead-letters$"), list_dead_letters_route),
 ]
-PUBLIC_PATHS = frozenset({"/healthz"})
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,300}$")
 
 
-def _authorised(request: Request, deps: Deps) -> bool:
-    tokens = deps.settings.api_tokens
-    if not tokens or request.url.path in PUBLIC_PATHS:
-        return True
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return scheme.lower() == "bearer" and any(secrets.compare_digest(token, t) for t in tokens)
+def valid_id(value: str) -> bool:
+    """A usable document id: Firestore refuses '.', '..' and '__x__' names."""
+    return (
+        bool(_ID.match(value))
+        and value not in (".", "..")
+        and not (value.startswith("__") and value.endswith("__"))
+    )
+
+
+async def audit(
+    deps: Deps,
+    request: Request,
+    principal: Principal | None,
+    outcome: Literal["allowed", "denied", "unauthenticated"],
+    status: int,
+    target: str | None,
+    reason: str,
+) -> None:
+    await deps.audit.record_audit(
+        AuditRecord(
+            id=f"{deps.clock().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}",
+            action=f"{request.method} {request.url.path}",
+            outcome=outcome,
+            status=status,
+            principal=principal.id if principal else None,
+            target=target,
+            reason=reason,
+        )
+    )
 
 
 async def handle_api(request: Request, deps: Deps) -> Response:
-    """Route one request; validation errors are 400/422 with the problems listed."""
-    if not _authorised(request, deps):
-        return error(401, "missing or invalid bearer token")
+    """Authenticate, route, and map errors: 400/422 list the problems, 401/403 are audited."""
     path = request.url.path.rstrip("/") or "/"
+    if path in PUBLIC_PATHS:
+        if path == "/openapi.json":
+            return JSONResponse(openapi_document())
+        return await health_route(request, deps, {}, Principal("anonymous", "public"))
+    try:
+        principal = await authenticate(request, deps.settings)
+    except AuthError as exc:
+        await audit(deps, request, None, "unauthenticated", exc.status, None, exc.reason)
+        return error(exc.status, exc.reason)
     allowed: list[str] = []
     for method, pattern, handler in ROUTES:
         match = pattern.match(path)
@@ -254,7 +314,10 @@ async def handle_api(request: Request, deps: Deps) -> Response:
         allowed.append(method)
         if method == request.method:
             try:
-                return await handler(request, deps, match.groupdict())
+                params = match.groupdict()
+                if any(not valid_id(value) for value in params.values()):
+                    return error(404, f"no such resource: {path}")
+                return await handler(request, deps, params, principal)
             except ValidationError as exc:
                 problems = [
                     {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]}

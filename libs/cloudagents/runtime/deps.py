@@ -13,7 +13,13 @@ from cloudagents.domain.runs import OutboxMessage
 from cloudagents.ports.budgets import CostLedger, RateLimiter
 from cloudagents.ports.bus import BlobStore, EventBus, TaskQueue
 from cloudagents.ports.model import ModelClient
-from cloudagents.ports.stores import AgentStore, DeadLetterStore, HandoffStore, RunStore
+from cloudagents.ports.stores import (
+    AgentStore,
+    AuditStore,
+    DeadLetterStore,
+    HandoffStore,
+    RunStore,
+)
 from cloudagents.settings import Settings
 from cloudagents.telemetry import current_traceparent
 from cloudagents.tools import ToolRegistry
@@ -41,6 +47,7 @@ class Deps:
     agents: AgentStore
     dead_letters: DeadLetterStore
     handoffs: HandoffStore
+    audit: AuditStore
     bus: EventBus
     blobs: BlobStore
     tasks: TaskQueue

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -23,7 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from cloudagents.domain.errors import PermanentMessageError
-from cloudagents.domain.runs import DeadLetter
+from cloudagents.domain.runs import AuditRecord, DeadLetter
+from cloudagents.runtime.auth import AuthError, verify_push
 from cloudagents.runtime.deps import Deps
 from cloudagents.telemetry import context_from, tracer
 
@@ -118,6 +120,19 @@ async def handle_push(
         return JSONResponse({"status": "ok"})
     if request.method != "POST":
         return JSONResponse({"error": "push endpoints take POST"}, status_code=405)
+    try:
+        await verify_push(request, deps.settings)
+    except AuthError as exc:
+        await deps.audit.record_audit(
+            AuditRecord(
+                id=f"push-{uuid.uuid4().hex}",
+                action=f"push {route}",
+                outcome="unauthenticated" if exc.status == 401 else "denied",
+                status=exc.status,
+                reason=exc.reason,
+            )
+        )
+        return JSONResponse({"error": exc.reason}, status_code=exc.status)
     body = await request.body()
     message: PushMessage | None = None
     try:

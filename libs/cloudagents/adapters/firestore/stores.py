@@ -23,6 +23,7 @@ from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
 from cloudagents.domain.results import LoopExit
 from cloudagents.domain.runs import (
+    AuditRecord,
     DeadLetter,
     Interaction,
     ModelCallRecord,
@@ -41,6 +42,7 @@ INTERACTIONS = "interactions"
 OFFERS = "handoff_offers"
 AGENTS = "agents"
 DEAD_LETTERS = "dead_letters"
+AUDIT = "audit_log"
 
 
 def _message_doc(index: int, message: Message) -> dict[str, Any]:
@@ -490,3 +492,21 @@ class FirestoreHandoffStore:
         if child_run_id:
             update["child_run_ids"] = firestore.ArrayUnion([child_run_id])
         await written(self.client.collection(RUNS).document(run_id)).update(update)
+
+
+class FirestoreAuditStore:
+    """Audit records in ``audit_log/{id}`` (Firestore TTL deletes them at ``expire_at``)."""
+
+    def __init__(self, client: firestore.AsyncClient) -> None:
+        self.collection = client.collection(AUDIT)
+
+    async def record_audit(self, record: AuditRecord) -> None:
+        data = {**record.model_dump(mode="json"), "expire_at": record.expire_at}
+        await written(self.collection.document(record.id)).set(data)
+
+    async def list_audit(self, limit: int = 100) -> list[AuditRecord]:
+        query = self.collection.order_by("created_at", direction=firestore.Query.DESCENDING)
+        return [
+            AuditRecord.model_validate(d.to_dict())
+            async for d in counted_stream(query.limit(limit))
+        ]

@@ -14,6 +14,7 @@ from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
 from cloudagents.domain.results import LoopExit
 from cloudagents.domain.runs import (
+    AuditRecord,
     DeadLetter,
     Interaction,
     ModelCallRecord,
@@ -340,3 +341,16 @@ class InMemoryHandoffStore:
             self.runs.runs[run_id] = run.model_copy(
                 update={"child_run_ids": children, "handoff_status": status}
             )
+
+
+class InMemoryAuditStore:
+    """Audit records in a list."""
+
+    def __init__(self) -> None:
+        self.records: list[AuditRecord] = []
+
+    async def record_audit(self, record: AuditRecord) -> None:
+        self.records.append(record)
+
+    async def list_audit(self, limit: int = 100) -> list[AuditRecord]:
+        return list(reversed(self.records))[:limit]

@@ -1,0 +1,147 @@
+"""The api's OpenAPI 3.1 document, built from the same pydantic models that validate requests."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from cloudagents.domain.agents import AgentDefinition
+
+_ID_PARAM = {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,300}$"}
+_ERROR = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}},
+    "required": ["error"],
+}
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema(ref_template="#/components/schemas/{model}")
+
+
+def _responses(*codes: int, ok: str = "OK") -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for code in codes:
+        if code < 400:
+            responses[str(code)] = {
+                "description": ok,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        else:
+            responses[str(code)] = {
+                "description": "error",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+    return responses
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": _ID_PARAM}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    from cloudagents.runtime.api import StartRunRequest
+
+    start = _schema(StartRunRequest)
+    agent = _schema(AgentDefinition)
+    components: dict[str, Any] = {"Error": _ERROR}
+    for schema in (start, agent):
+        components.update(schema.pop("$defs", {}))
+    components["StartRunRequest"] = start
+    components["AgentDefinition"] = agent
+    auth: list[dict[str, list[str]]] = [{"bearer": []}]
+    run_param = [_path_param("run_id")]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "cloudagents api", "version": "0.1.0"},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": auth,
+        "paths": {
+            "/healthz": {"get": {"security": [], "responses": _responses(200)}},
+            "/runs": {
+                "post": {
+                    "summary": "Start a run (202 with its id)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/StartRunRequest"}
+                            }
+                        },
+                    },
+                    "responses": _responses(202, 400, 401, 403, 404, 422),
+                },
+                "get": {
+                    "summary": "List runs",
+                    "parameters": [
+                        {"name": "agent", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "schema": {
+                                "type": "string",
+                                "enum": ["queued", "running", "waiting_tools", "finished"],
+                            },
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                        },
+                    ],
+                    "responses": _responses(200, 400, 401),
+                },
+            },
+            "/runs/{run_id}": {
+                "get": {"parameters": run_param, "responses": _responses(200, 401, 404)}
+            },
+            "/runs/{run_id}/cancel": {
+                "post": {"parameters": run_param, "responses": _responses(200, 401, 404)}
+            },
+            "/runs/{run_id}/messages": {
+                "get": {"parameters": run_param, "responses": _responses(200, 401, 404)}
+            },
+            "/runs/{run_id}/events": {
+                "get": {
+                    "parameters": [
+                        *run_param,
+                        {"name": "after", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": _responses(200, 401, 404),
+                }
+            },
+            "/agents": {
+                "post": {
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/AgentDefinition"}
+                            }
+                        },
+                    },
+                    "responses": _responses(201, 400, 401, 422),
+                },
+                "get": {"responses": _responses(200, 401)},
+            },
+            "/agents/{agent_id}": {
+                "get": {
+                    "parameters": [_path_param("agent_id")],
+                    "responses": _responses(200, 401, 404),
+                }
+            },
+            "/handoffs/{offer_id}": {
+                "get": {
+                    "parameters": [_path_param("offer_id")],
+                    "responses": _responses(200, 401, 404),
+                }
+            },
+            "/dead-letters": {"get": {"responses": _responses(200, 401)}},
+        },
+    }
