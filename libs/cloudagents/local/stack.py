@@ -222,12 +222,16 @@ class LocalStack:
         log_dir: Path | None = None,
         repo_root: Path | None = None,
         extra_env: Mapping[str, str] | None = None,
+        service_env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
+        """``service_env`` adds variables to one service, e.g. ``{"run_executor": {"WORKERS":
+        "2"}}`` runs two executor processes behind one port, as Cloud Run runs instances."""
         self.repo_root = repo_root or default_repo_root()
         self.project = project
         self.workspace = workspace
         self.log_dir = log_dir or self.repo_root / ".local" / "logs"
         self.extra_env = dict(extra_env or {})
+        self.service_env = {k: dict(v) for k, v in (service_env or {}).items()}
         self.topology = build_topology(project, workspace)
         self.emulators: EmulatorStack | None = None
         self.services: dict[str, ServiceProcess] = {}
@@ -273,7 +277,8 @@ class LocalStack:
         create_topology(self.topology, urls)
         _progress("starting services: " + ", ".join(f"{n} :{p}" for n, p in ports.items()))
         for name, port in ports.items():
-            self.services[name] = start_service(name, port, self.env, self.log_dir, self.repo_root)
+            env = {**self.env, **self.service_env.get(name, {})}
+            self.services[name] = start_service(name, port, env, self.log_dir, self.repo_root)
         wait_healthy(self.services.values())
         _progress(f"local stack ready in {time.monotonic() - started:.1f}s")
         return self.state()
@@ -293,7 +298,8 @@ class LocalStack:
         """Kill a service's whole process group and start it again on the same port."""
         old = self.services[name]
         kill_group(old.pid, grace=0.0)
-        self.services[name] = start_service(name, old.port, self.env, self.log_dir, self.repo_root)
+        env = {**self.env, **self.service_env.get(name, {})}
+        self.services[name] = start_service(name, old.port, env, self.log_dir, self.repo_root)
         wait_healthy([self.services[name]])
         return self.services[name]
 
