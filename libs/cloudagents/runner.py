@@ -162,6 +162,8 @@ class Agent:
                 case Finish(payload):
                     return progress.result(LoopExit.SATISFIED, payload)
                 case Stop(exit, reason):
+                    if exit is LoopExit.ERROR:
+                        progress.errors.append(reason)
                     return progress.result(exit, {"reason": reason})
                 case HandOff(target):
                     payload = await self.observer.handoff(run_id, agent, target, messages)

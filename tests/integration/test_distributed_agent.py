@@ -1,0 +1,490 @@
+"""Seed 000's ``DistributedAgent`` (``cloudagents.gcp``) on the emulators: the Quick Start as
+written, tools, guardrails, handoffs, budgets and errors, and the example scripts.
+
+Only the emulators are started (no services): the SDK path records runs itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.api_core import exceptions as gexc
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import firestore, pubsub_v1, storage  # type: ignore[attr-defined]
+
+from cloudagents.adapters.gcp_clients import build_gcp_deps
+from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.errors import ConfigurationError
+from cloudagents.gcp import Budget, DistributedAgent, LoopExit, Tool
+from cloudagents.local.emulators import EmulatorStack, start_stack
+from cloudagents.runtime.broker import HandoffBroker
+from cloudagents.settings import Settings
+from cloudagents.tools import ToolRegistry
+from cloudagents.topology import build_topology
+from tests.fakes.llm_api_servers import fake_llm_server
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "my-gcp-project"
+WORKSPACE = "sdk-ws"
+
+
+@pytest.fixture(scope="module")
+def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorStack]:
+    """The four emulators for this module alone, with their variables set while it runs."""
+    stack = start_stack(PROJECT, tmp_path_factory.mktemp("sdk-emulator-logs"))
+    saved = {key: os.environ.get(key) for key in stack.env()}
+    os.environ.update(stack.env())
+    try:
+        yield stack
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def db(emulators: EmulatorStack) -> firestore.Client:
+    return firestore.Client(project=PROJECT)
+
+
+def pull_subscription(topic: str) -> str:
+    """A fresh pull subscription on ``topic`` (created first if needed); returns its path."""
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topic_path = publisher.topic_path(PROJECT, topic)
+    with contextlib.suppress(gexc.AlreadyExists):
+        publisher.create_topic(name=topic_path)
+    path = subscriber.subscription_path(PROJECT, f"{topic}-test-{uuid.uuid4().hex[:6]}")
+    subscriber.create_subscription(name=path, topic=topic_path)
+    return str(path)
+
+
+def pull(subscription: str, count: int, timeout: float = 10.0) -> list[Any]:
+    subscriber = pubsub_v1.SubscriberClient()
+    received: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(received) < count and time.monotonic() < deadline:
+        response = subscriber.pull(
+            request={"subscription": subscription, "max_messages": 10}, timeout=5
+        )
+        if response.received_messages:
+            subscriber.acknowledge(
+                request={
+                    "subscription": subscription,
+                    "ack_ids": [m.ack_id for m in response.received_messages],
+                }
+            )
+        received.extend(m.message for m in response.received_messages)
+    return received
+
+
+def blob(uri: str) -> dict[str, Any]:
+    bucket, _, name = uri.removeprefix("gs://").partition("/")
+    client = storage.Client(project=PROJECT, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    data: dict[str, Any] = json.loads(client.bucket(bucket).blob(name).download_as_bytes())
+    return data
+
+
+def run_doc(db: firestore.Client, run_id: str) -> dict[str, Any]:
+    snap = db.collection("agent_runs").document(run_id).get()
+    assert snap.exists, f"no agent_runs/{run_id}"
+    data: dict[str, Any] = snap.to_dict() or {}
+    return data
+
+
+def interactions(db: firestore.Client, run_id: str) -> list[dict[str, Any]]:
+    query = db.collection("interactions").where(
+        filter=firestore.FieldFilter("run_id", "==", run_id)
+    )
+    return sorted((d.to_dict() or {} for d in query.stream()), key=lambda i: i["seq"])
+
+
+def run_ids_of(db: firestore.Client, agent_id: str) -> set[str]:
+    query = db.collection("agent_runs").where(
+        filter=firestore.FieldFilter("agent_id", "==", agent_id)
+    )
+    return {d.id for d in query.stream()}
+
+
+def calculator(expression: str) -> float:
+    """Evaluate an arithmetic expression.
+
+    Args:
+        expression: e.g. "6*7"
+    """
+    return float(eval(expression, {"__builtins__": {}}))
+
+
+def new_agent(agent_id: str, workspace_topic: str = WORKSPACE, **options: Any) -> DistributedAgent:
+    return DistributedAgent(
+        agent_id=agent_id,
+        instructions="You are a helpful assistant.",
+        model="gpt-4",
+        project_id=PROJECT,
+        workspace_topic=workspace_topic,
+        **options,
+    )
+
+
+async def test_quick_start_as_written(emulators: EmulatorStack, db: firestore.Client) -> None:
+    async def llm_client(request: dict[str, Any]) -> dict[str, Any]:
+        """Your LLM client implementation"""
+        # Call OpenAI, Anthropic, or other LLM provider
+        return {"done": True, "content": {"answer": "Response"}, "usage": {"total_tokens": 100}}
+
+    before = run_ids_of(db, "my-agent")
+    agent = DistributedAgent(
+        agent_id="my-agent",
+        instructions="You are a helpful assistant.",
+        model="gpt-4",
+        project_id="my-gcp-project",
+        workspace_topic="my-workspace",
+        budget=Budget(max_tokens_per_run=10000),
+    )
+    result = await agent.run(message="What is 2+2?", context={"llm_client": llm_client})
+
+    assert result.exit.value == "SATISFIED"
+    assert result.payload == {"answer": "Response"}
+    assert (result.iterations, result.total_tokens, result.errors) == (1, 100, [])
+    (run_id,) = run_ids_of(db, "my-agent") - before
+    run = run_doc(db, run_id)
+    assert (run["status"], run["source"], run["seq"]) == ("finished", "sdk", 1)
+    assert run["result"]["exit"] == "SATISFIED"
+    assert run["result"]["payload"] == {"answer": "Response"}
+    assert run["message_count"] == 3
+    messages = db.collection("agent_runs").document(run_id).collection("messages").stream()
+    assert sorted(m.get("role") for m in messages) == ["assistant", "system", "user"]
+    model_calls = list(
+        db.collection("agent_runs").document(run_id).collection("model_calls").stream()
+    )
+    assert [(c.get("model"), c.get("applied")) for c in model_calls] == [("gpt-4", True)]
+    assert [(i["seq"], i["decision"], i["total_tokens"]) for i in interactions(db, run_id)] == [
+        (0, "finish", 100)
+    ]
+    pointer = run["snapshot"]
+    assert (
+        pointer["uri"] == f"gs://my-gcp-project-agent-context/runs/{run_id}/snapshots/000001.json"
+    )
+    snapshot = blob(pointer["uri"])
+    assert [m["role"] for m in snapshot["messages"]] == ["system", "user", "assistant"]
+    await agent.aclose()
+
+
+async def test_a_tool_round_runs_the_tool_and_publishes_an_audit_record(
+    emulators: EmulatorStack, db: firestore.Client
+) -> None:
+    audit = pull_subscription(f"{WORKSPACE}-tools")
+    seen: list[dict[str, Any]] = []
+
+    async def llm_client(request: dict[str, Any]) -> dict[str, Any]:
+        seen.append(request)
+        results = [m["content"] for m in request["messages"] if m["role"] == "tool"]
+        if not results:
+            call = {"id": "call-1", "name": "calculator", "arguments": {"expression": "6*7"}}
+            return {"tool_calls": [call], "usage": {"total_tokens": 30}}
+        return {"done": True, "content": f"6*7 = {results[0]}", "usage": {"total_tokens": 20}}
+
+    tools = {"calculator": Tool("calculator", calculator, "low")}
+    agent = new_agent("sdk-calc", budget=Budget(max_tools_per_minute=60), tools=tools)
+    assert tools["calculator"].to_mcp_format()["risk_level"] == "low"
+    result = await agent.run("What is 6*7?", {"llm_client": llm_client}, run_id="sdk-tool-run")
+
+    assert result.exit is LoopExit.SATISFIED
+    assert result.payload == {"answer": "6*7 = 42.0"}
+    assert (result.iterations, result.tool_calls, result.total_tokens) == (2, 1, 50)
+    assert [t["function"]["name"] for t in seen[0]["tools"]] == ["calculator"]
+    run = run_doc(db, "sdk-tool-run")
+    assert (run["status"], run["seq"], run["result"]["tool_calls"]) == ("finished", 2, 1)
+    calls = list(
+        db.collection("agent_runs").document("sdk-tool-run").collection("tool_calls").stream()
+    )
+    assert [(c.id, c.get("status"), c.get("result"), c.get("attempts")) for c in calls] == [
+        ("000000-000", "done", 42.0, 1)
+    ]
+    assert [i["decision"] for i in interactions(db, "sdk-tool-run")] == [
+        "tools:calculator",
+        "finish",
+    ]
+    (message,) = pull(audit, 1)
+    assert message.attributes["kind"] == "audit"
+    record = json.loads(message.data)
+    assert {k: record[k] for k in ("run_id", "agent_id", "seq", "index", "tool", "is_error")} == {
+        "run_id": "sdk-tool-run",
+        "agent_id": "sdk-calc",
+        "seq": 0,
+        "index": 0,
+        "tool": "calculator",
+        "is_error": False,
+    }
+    await agent.aclose()
+
+
+async def test_guardrails_block_the_input_and_risky_tools(
+    emulators: EmulatorStack, db: firestore.Client
+) -> None:
+    calls = 0
+
+    async def llm_client(request: dict[str, Any]) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        call = {"id": "c1", "name": "wipe", "arguments": {}}
+        return {"tool_calls": [call], "usage": {"total_tokens": 10}}
+
+    def wipe() -> str:
+        """Delete everything."""
+        raise AssertionError("a blocked tool ran")
+
+    guardrails = {"enabled": True, "risk_threshold": "medium", "blocked_patterns": ["violence"]}
+    agent = new_agent("sdk-guarded", tools=[Tool("wipe", wipe, "high")])
+    blocked = await agent.run(
+        "Tell me about violence", {"llm_client": llm_client}, guardrails=guardrails, run_id="g-in"
+    )
+    assert blocked.exit == LoopExit.GUARDRAIL_BLOCK
+    assert "violence" in str(blocked.payload["reason"])
+    assert calls == 0
+    run = run_doc(db, "g-in")
+    assert (run["status"], run["result"]["exit"]) == ("finished", "GUARDRAIL_BLOCK")
+    assert interactions(db, "g-in") == []
+
+    risky = await agent.run(
+        "Clean up", {"llm_client": llm_client}, guardrails=guardrails, run_id="g-tool"
+    )
+    assert risky.exit is LoopExit.GUARDRAIL_BLOCK
+    assert "risk 'high'" in str(risky.payload["reason"])
+    assert [i["decision"] for i in interactions(db, "g-tool")] == ["stop:GUARDRAIL_BLOCK"]
+    await agent.aclose()
+
+
+async def test_a_handoff_target_reply_offers_the_task(
+    emulators: EmulatorStack, db: firestore.Client
+) -> None:
+    offers = pull_subscription(f"{WORKSPACE}-handoff")
+
+    async def llm_client(request: dict[str, Any]) -> dict[str, Any]:
+        target = {"required_capabilities": ["image_processing", "ocr"], "ttl_seconds": 300}
+        return {"handoff_target": target, "usage": {"total_tokens": 25}}
+
+    agent = new_agent("sdk-triage", capabilities=["triage"])
+    result = await agent.run("Read this scan", {"llm_client": llm_client}, run_id="sdk-handoff")
+
+    assert result.exit is LoopExit.HANDOFF
+    offer_id = result.payload["offer_id"]
+    assert offer_id == "offer-sdk-handoff-0"
+    assert result.payload["required_capabilities"] == ["image_processing", "ocr"]
+    offer = db.collection("handoff_offers").document(str(offer_id)).get().to_dict()
+    assert offer is not None
+    assert (offer["status"], offer["source_run_id"], offer["source_agent"]) == (
+        "open",
+        "sdk-handoff",
+        "sdk-triage",
+    )
+    assert offer["required_capabilities"] == ["image_processing", "ocr"]
+    assert [m["role"] for m in blob(offer["context_uri"])["messages"]] == [
+        "system",
+        "user",
+        "assistant",
+    ]
+    run = run_doc(db, "sdk-handoff")
+    assert (run["result"]["exit"], run["handoff_offer_id"], run["handoff_status"]) == (
+        "HANDOFF",
+        offer_id,
+        "open",
+    )
+    assert run["snapshot"]["uri"] == offer["context_uri"]
+    (message,) = pull(offers, 1)
+    assert json.loads(message.data) == {"offer_id": offer_id}
+    await agent.aclose()
+
+
+async def test_the_handoff_broker_claims_an_sdk_offer(
+    emulators: EmulatorStack, db: firestore.Client
+) -> None:
+    """The offer is in the broker's form: it claims it and starts the target from the snapshot."""
+
+    async def llm_client(request: dict[str, Any]) -> dict[str, Any]:
+        target = {"required_capabilities": ["ocr"], "message": "OCR the scan"}
+        return {"handoff_target": target, "usage": {"total_tokens": 5}}
+
+    agent = new_agent("sdk-source")
+    result = await agent.run("Here is a scan", {"llm_client": llm_client}, run_id="sdk-src")
+    await agent.aclose()
+    deps = build_gcp_deps(
+        Settings(project=PROJECT, workspace=WORKSPACE),
+        build_topology(PROJECT, WORKSPACE),
+        ToolRegistry(),
+    )
+    reader = {"provider": "scripted", "name": "scripted-ocr", "script": [{"content": "read"}]}
+    await deps.agents.put_agent(
+        AgentDefinition.model_validate({"id": "sdk-ocr", "model": reader, "capabilities": ["ocr"]})
+    )
+    assert await HandoffBroker(deps).handle_offer(str(result.payload["offer_id"])) == "claimed"
+    source = run_doc(db, "sdk-src")
+    assert (source["handoff_status"], source["child_run_ids"]) == (
+        "claimed",
+        ["offer-sdk-src-0-sdk-ocr"],
+    )
+    target = await deps.runs.get_run("offer-sdk-src-0-sdk-ocr")
+    assert target is not None
+    assert (target.source, target.parent_run_id, target.chain_depth) == ("handoff", "sdk-src", 1)
+    carried = await deps.runs.messages(target.run_id)
+    assert [(m.role, m.content) for m in carried[1:]] == [
+        ("user", "Here is a scan"),
+        ("assistant", None),
+        ("user", "OCR the scan"),
+    ]
+
+
+async def test_budget_exceeded_and_model_errors_are_results(
+    emulators: EmulatorStack, db: firestore.Client
+) -> None:
+    async def thinking(request: dict[str, Any]) -> dict[str, Any]:
+        return {"done": False, "content": "thinking...", "usage": {"total_tokens": 60}}
+
+    async def broken(request: dict[str, Any]) -> dict[str, Any]:
+        raise ConnectionError("provider down")
+
+    agent = new_agent("sdk-budget", budget=Budget(max_tokens_per_run=100))
+    over = await agent.run("Think hard", {"llm_client": thinking}, run_id="sdk-over")
+    assert over.exit is LoopExit.BUDGET_EXCEEDED
+    assert over.total_tokens == 120
+    assert [i["decision"] for i in interactions(db, "sdk-over")] == [
+        "run_again",
+        "stop:BUDGET_EXCEEDED",
+    ]
+    run = run_doc(db, "sdk-over")
+    assert (run["status"], run["result"]["exit"], run["snapshot"]["seq"]) == (
+        "finished",
+        "BUDGET_EXCEEDED",
+        2,
+    )
+
+    fragile = new_agent("sdk-fragile", retry={"max_attempts": 1})
+    failed = await fragile.run("Hello", {"llm_client": broken}, run_id="sdk-error")
+    assert failed.exit is LoopExit.ERROR
+    assert failed.errors and "provider down" in failed.errors[0]
+    run = run_doc(db, "sdk-error")
+    assert (run["result"]["exit"], run["result"]["errors"]) == ("ERROR", failed.errors)
+    await agent.aclose()
+    await fragile.aclose()
+
+
+async def test_concurrent_runs_share_one_agent(
+    emulators: EmulatorStack, db: firestore.Client
+) -> None:
+    async def llm_client(request: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0.01)
+        return {"done": True, "content": request["messages"][-1]["content"], "usage": {}}
+
+    agent = new_agent("sdk-many")
+    results = await asyncio.gather(
+        *(agent.run(f"echo {i}", {"llm_client": llm_client}, run_id=f"many-{i}") for i in range(4))
+    )
+    assert [r.payload for r in results] == [{"answer": f"echo {i}"} for i in range(4)]
+    assert {run_doc(db, f"many-{i}")["status"] for i in range(4)} == {"finished"}
+    await agent.aclose()
+
+
+@pytest.mark.parametrize(
+    ("model", "key_env", "base_url_env", "path"),
+    [
+        ("gpt-4o-mini", "OPENAI_API_KEY", "OPENAI_BASE_URL", "/v1/chat/completions"),
+        ("claude-test-model", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "/v1/messages"),
+    ],
+)
+async def test_without_an_llm_client_the_provider_comes_from_the_model_name(
+    emulators: EmulatorStack,
+    monkeypatch: pytest.MonkeyPatch,
+    model: str,
+    key_env: str,
+    base_url_env: str,
+    path: str,
+) -> None:
+    with fake_llm_server() as server:
+        monkeypatch.setenv(key_env, "test-key")
+        openai = key_env == "OPENAI_API_KEY"
+        monkeypatch.setenv(
+            base_url_env, server.openai_base_url if openai else server.anthropic_base_url
+        )
+        server.reply_text("Four.")
+        agent = DistributedAgent("sdk-native", "Be brief.", model, PROJECT, WORKSPACE)
+        result = await agent.run("What is 2+2?")
+        await agent.aclose()
+    assert (result.exit, result.payload) == (LoopExit.SATISFIED, {"answer": "Four."})
+    assert server.last_request.path == path
+    assert server.last_request.body["model"] == model
+
+
+def test_missing_topic_outside_the_emulators_names_it_and_terraform(
+    emulators: EmulatorStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = new_agent("sdk-prod", workspace_topic="nowhere")
+    agent._publisher = pubsub_v1.PublisherClient()  # built while the emulator variable is set
+    agent._storage = storage.Client(project=PROJECT, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST")
+    with pytest.raises(ConfigurationError, match=r"topics/nowhere does not exist.*Terraform"):
+        agent._ensure_resources()
+
+
+def test_missing_bucket_outside_the_emulators_names_it_and_terraform(
+    emulators: EmulatorStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = DistributedAgent(
+        "sdk-prod", "x", "gpt-4", project_id="other-project", workspace_topic=WORKSPACE
+    )
+    agent._publisher = pubsub_v1.PublisherClient()
+    agent._storage = storage.Client(project=PROJECT, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST")
+    with pytest.raises(ConfigurationError, match=r"gs://other-project-agent-context.*Terraform"):
+        agent._ensure_resources()
+
+
+def run_script(name: str, emulators: EmulatorStack) -> list[str]:
+    env = {**os.environ, **emulators.env()}
+    env.pop("CLOUDAGENTS_WORKSPACE", None)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_quickstart_script_prints_the_result(emulators: EmulatorStack) -> None:
+    assert run_script("quickstart.py", emulators) == [
+        "Result: SATISFIED",
+        "Payload: {'answer': 'Response'}",
+    ]
+
+
+def test_example_script_covers_each_exit(emulators: EmulatorStack) -> None:
+    lines = run_script("distributed_agent_example.py", emulators)
+    results = [line for line in lines if "] Result: " in line]
+    assert results == [
+        "[basic] Result: SATISFIED",
+        "[tool] Result: SATISFIED",
+        "[guardrail] Result: GUARDRAIL_BLOCK",
+        "[error] Result: ERROR",
+        "[handoff] Result: HANDOFF",
+    ]
+    assert "[tool] Payload: {'answer': '(17 + 25) * 3 = 126'}" in lines
+    assert any(line.startswith("[error] Diagnostics: ") for line in lines)
