@@ -2,6 +2,10 @@
 
 Exit codes: 0 success (a run that ends SATISFIED or HANDOFF), 1 a run that ended otherwise,
 2 bad usage or input, 3 the api or the stack cannot be reached, 4 a wait timed out.
+
+``--follow`` (``run``, ``events``) reads the api's Server-Sent Events stream and, when the
+connection drops, reconnects from the last event id it printed (nothing lost, nothing twice);
+progress (waiting for a run to start, quiet spells, reconnections) goes to stderr.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from cloudagents.client import ApiError, CloudAgentsClient
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 SUCCESS_EXITS = frozenset({"SATISFIED", "HANDOFF"})
+FOLLOW_KEEPALIVE_SECONDS = 5.0
 
 
 def repo_root() -> Path:
@@ -186,23 +191,68 @@ def format_event(event: dict[str, Any]) -> str | None:
     return f"  {step} {event['type']}"
 
 
-def follow_run(client: CloudAgentsClient, run_id: str, *, quiet_chunks: bool = False) -> None:
-    streaming = False
-    for event in client.follow(run_id):
+class _LivePrinter:
+    """Prints a run's events as they arrive: model text inline, one line per other event, and
+    progress (waiting, keep-alives, reconnections) on stderr."""
+
+    def __init__(self, run_id: str, quiet_chunks: bool = False) -> None:
+        self.run_id = run_id
+        self.quiet_chunks = quiet_chunks
+        self.streaming = False
+
+    def end_line(self) -> None:
+        if self.streaming:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            self.streaming = False
+
+    def event(self, event: dict[str, Any]) -> None:
         if event["type"] == "content_chunk":
-            if not quiet_chunks:
-                if not streaming:
+            if not self.quiet_chunks:
+                if not self.streaming:
                     sys.stdout.write(f"  [step {event['seq']}] model: ")
-                    streaming = True
+                    self.streaming = True
                 sys.stdout.write(event["chunk"])
                 sys.stdout.flush()
-            continue
-        if streaming:
-            sys.stdout.write("\n")
-            streaming = False
+            return
+        self.end_line()
         line = format_event(event)
         if line:
             out(line)
+
+    def waiting(self) -> None:
+        err(f"  ... waiting for run {self.run_id} to start")
+
+    def idle(self, seconds: float) -> None:
+        if seconds >= FOLLOW_KEEPALIVE_SECONDS - 0.5:
+            self.end_line()
+            err(f"  ... still running ({seconds:.0f}s since the last event)")
+
+    def reconnect(self, after: str | None, error: Exception | None) -> None:
+        self.end_line()
+        reason = f" ({error})" if error else ""
+        err(f"  ... connection lost{reason}; resuming after event {after or '(start)'}")
+
+
+def follow_run(
+    client: CloudAgentsClient, run_id: str, *, quiet_chunks: bool = False, timeout: float = 600.0
+) -> dict[str, Any] | None:
+    """Stream the run's events (SSE, reconnecting from the last id) until its terminal event,
+    which is returned (``None`` if the stream ended without one)."""
+    printer = _LivePrinter(run_id, quiet_chunks)
+    last: dict[str, Any] | None = None
+    for event in client.follow(
+        run_id,
+        timeout=timeout,
+        idle=printer.idle,
+        on_reconnect=printer.reconnect,
+        waiting=printer.waiting,
+        keepalive_seconds=FOLLOW_KEEPALIVE_SECONDS,
+    ):
+        printer.event(event)
+        last = event
+    printer.end_line()
+    return last if last is not None and last["type"] in ("completed", "failed") else None
 
 
 def print_result(run: dict[str, Any]) -> int:
@@ -242,7 +292,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_id = client.start_run(args.agent_id, args.message, run_id=args.run_id)
         out(f"started run {run_id} over HTTP")
     if args.follow:
-        follow_run(client, run_id)
+        follow_run(client, run_id, timeout=args.timeout)
     return print_result(client.wait(run_id, timeout=args.timeout))
 
 
@@ -293,8 +343,8 @@ def cmd_runs_cancel(args: argparse.Namespace) -> int:
 def cmd_events(args: argparse.Namespace) -> int:
     client = api_client(args)
     if args.follow:
-        follow_run(client, args.run_id)
-        return EXIT_OK
+        last = follow_run(client, args.run_id, timeout=args.timeout)
+        return EXIT_OK if last is not None and last["exit"] in SUCCESS_EXITS else EXIT_RUN_FAILED
     for event in client.events(args.run_id):
         line = format_event(event) or f"  [step {event['seq']}] chunk: {event['chunk']!r}"
         out(line)
@@ -377,7 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     events = commands.add_parser("events", help="a run's events")
     events.add_argument("run_id")
-    events.add_argument("--follow", action="store_true")
+    events.add_argument(
+        "--follow",
+        action="store_true",
+        help="stream events live until the run ends (exit 0 if it ends SATISFIED or HANDOFF)",
+    )
+    events.add_argument("--timeout", type=float, default=600.0)
     events.set_defaults(handler=cmd_events)
 
     letters = commands.add_parser("dead-letters", help="messages that could never be applied")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import httpx
@@ -21,6 +22,33 @@ class ApiError(Exception):
         self.body = body
 
 
+def _body(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Server-Sent Events from lines: ``("event", data)`` per dispatched event (its ``data``
+    lines joined), ``("comment", text)`` per comment line."""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield "event", "\n".join(data)
+            data = []
+            continue
+        if line.startswith(":"):
+            yield "comment", line[1:].strip()
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+
+
 class CloudAgentsClient:
     """Runs, agents, events and dead letters over HTTP."""
 
@@ -33,7 +61,7 @@ class CloudAgentsClient:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
-        body = response.json() if response.content else None
+        body = _body(response)
         if response.status_code >= 400:
             raise ApiError(response.status_code, body)
         return body
@@ -92,16 +120,94 @@ class CloudAgentsClient:
         run_id: str,
         *,
         after: str | None = None,
-        poll_seconds: float = 0.2,
         timeout: float = 600.0,
-        idle: Callable[[], None] | None = None,
+        idle: Callable[[float], None] | None = None,
+        on_reconnect: Callable[[str | None, Exception | None], None] | None = None,
+        waiting: Callable[[], None] | None = None,
+        keepalive_seconds: float | None = None,
+        max_failures: int = 5,
     ) -> Iterator[dict[str, Any]]:
         """Yield the run's events as they are stored, until ``completed`` or ``failed``.
 
-        A run started by a Pub/Sub intent exists only once the executor has it: until then
-        (up to ``timeout``) a 404 means "not yet"."""
+        Reads Server-Sent Events (``GET /runs/{id}/events/stream``); when the connection drops it
+        reconnects with ``Last-Event-ID`` set to the last event seen, so nothing is lost or
+        repeated; after ``max_failures`` connections in a row that deliver nothing it raises
+        ``ConnectionError``. ``idle(seconds since the last event)`` is called at each keep-alive,
+        ``on_reconnect(last_id, error)`` before each reconnection. A run started by a Pub/Sub
+        intent exists only once the executor has it: until then (up to ``timeout``) a 404 means
+        "not yet" (``waiting()`` is called once). An api without the stream is polled instead.
+        """
         deadline = time.monotonic() + timeout
-        self.wait_exists(run_id, deadline)
+        self.wait_exists(run_id, deadline, waiting=waiting)
+        failures = 0
+        last_event = time.monotonic()
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f}s")
+            error: Exception | None = None
+            try:
+                for kind, value in self._sse(run_id, after, keepalive_seconds):
+                    failures = 0  # the connection works
+                    if kind == "event":
+                        event = json.loads(value)
+                        after = event["id"]
+                        last_event = time.monotonic()
+                        yield event
+                        if event["type"] in TERMINAL_EVENTS:
+                            return
+                    elif kind == "poll":
+                        yield from self.poll_events(
+                            run_id, after=after, timeout=deadline - time.monotonic()
+                        )
+                        return
+                    elif idle is not None:
+                        idle(time.monotonic() - last_event)
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f}s")
+            except httpx.TransportError as exc:  # refused, reset, read timeout, cut short
+                error = exc
+            failures += 1
+            if failures > max_failures:
+                raise ConnectionError(
+                    f"the event stream of run {run_id} failed {failures} times in a row"
+                    + (f": {error}" if error else "")
+                )
+            if on_reconnect is not None:
+                on_reconnect(after, error)
+            time.sleep(min(0.25 * 2 ** (failures - 1), 4.0))
+
+    def _sse(
+        self, run_id: str, after: str | None, keepalive_seconds: float | None
+    ) -> Iterator[tuple[str, str]]:
+        """``("event", data)`` per event and ``("comment", text)`` per keep-alive of one SSE
+        connection; ``("poll", "")`` if the api answers without an event stream."""
+        headers = {"Accept": "text/event-stream"}
+        if after:
+            headers["Last-Event-ID"] = after
+        params = {"keepalive": keepalive_seconds} if keepalive_seconds else None
+        read = max(3 * (keepalive_seconds or 15.0), 30.0)
+        timeout = httpx.Timeout(self.http.timeout.connect or 10.0, read=read)
+        with self.http.stream(
+            "GET", f"/runs/{run_id}/events", headers=headers, params=params, timeout=timeout
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ApiError(response.status_code, _body(response))
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                yield "poll", ""
+                return
+            yield from parse_sse(response.iter_lines())
+
+    def poll_events(
+        self,
+        run_id: str,
+        *,
+        after: str | None = None,
+        poll_seconds: float = 0.2,
+        timeout: float = 600.0,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield the run's events by polling ``GET /runs/{id}/events?after=`` until it ends."""
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             batch = self.events(run_id, after=after)
             for event in batch:
@@ -113,12 +219,12 @@ class CloudAgentsClient:
                 run = self.get_run(run_id)
                 if run["status"] == "finished" and not self.events(run_id, after=after):
                     return
-                if idle is not None:
-                    idle()
                 time.sleep(poll_seconds)
         raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f}s")
 
-    def wait_exists(self, run_id: str, deadline: float) -> None:
+    def wait_exists(
+        self, run_id: str, deadline: float, waiting: Callable[[], None] | None = None
+    ) -> None:
         while True:
             try:
                 self.get_run(run_id)
@@ -126,6 +232,9 @@ class CloudAgentsClient:
             except ApiError as error:
                 if error.status != 404 or time.monotonic() > deadline:
                     raise
+            if waiting is not None:
+                waiting()
+                waiting = None
             time.sleep(0.1)
 
     def wait(self, run_id: str, timeout: float = 600.0) -> dict[str, Any]:

@@ -26,6 +26,11 @@ from cloudagents.runtime.broker import HandoffBroker
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import start_run
 from cloudagents.runtime.openapi import openapi_document
+from cloudagents.runtime.streaming import (
+    event_stream_route,
+    wants_event_stream,
+    websocket_required_route,
+)
 from cloudagents.telemetry import tracer
 
 log = logging.getLogger(__name__)
@@ -190,6 +195,8 @@ async def messages_route(
 async def events_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
+    if wants_event_stream(request):
+        return await event_stream_route(request, deps, params, principal)
     run = await deps.runs.get_run(params["run_id"])
     if run is None:
         return error(404, f"unknown run {params['run_id']!r}")
@@ -253,6 +260,8 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("POST", re.compile(r"^/runs/(?P<run_id>[^/]+)/cancel$"), cancel_run_route),
     ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/messages$"), messages_route),
     ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/events$"), events_route),
+    ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/events/stream$"), event_stream_route),
+    ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/events/ws$"), websocket_required_route),
     ("POST", re.compile(r"^/agents$"), put_agent_route),
     ("GET", re.compile(r"^/agents$"), list_agents_route),
     ("GET", re.compile(r"^/agents/(?P<agent_id>[^/]+)$"), get_agent_route),
