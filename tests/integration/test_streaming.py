@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from cloudagents.client import parse_sse
+from cloudagents.local.stack import StackState
 from tests.integration.conftest import register, wait_for_run
 
 pytestmark = pytest.mark.integration
@@ -91,3 +92,35 @@ def test_sse_needs_the_token(api: httpx.Client) -> None:
     url = str(api.base_url).rstrip("/") + "/runs/anything/events/stream"
     response = httpx.get(url, headers={"Accept": "text/event-stream"})
     assert response.status_code == 401
+
+
+def test_websocket_on_the_local_stack_follows_a_run(
+    api: httpx.Client, stack_state: StackState
+) -> None:
+    """The api the local stack (and the image) serves has the WebSocket route too."""
+    import asyncio
+    import json as jsonlib
+
+    import websockets
+
+    register(api, slow_agent("ws-agent"))
+    run_id = api.post("/runs", json={"agent_id": "ws-agent", "message": "stream please"}).json()[
+        "run_id"
+    ]
+    url = (
+        stack_state.api_url.replace("http://", "ws://")
+        + f"/runs/{run_id}/events/ws?token={stack_state.api_token}"
+    )
+
+    async def collect() -> list[dict[str, object]]:
+        events = []
+        async with websockets.connect(url) as socket:
+            async for raw in socket:
+                events.append(jsonlib.loads(raw))
+        return events
+
+    events = asyncio.run(collect())
+    assert events[-1]["type"] == "completed"
+    assert any(e["type"] == "content_chunk" for e in events)
+    ids = [e["id"] for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)

@@ -134,6 +134,25 @@ def create_topology(topology: Topology, service_urls: Mapping[str, str]) -> None
             client.create_bucket(bucket.name)
 
 
+def service_command(name: str, port: int, repo_root: Path) -> list[str]:
+    """How a service is served: ``functions-framework --asgi``, except the api, which uvicorn
+    serves through ``services/api/main.py:asgi_app`` (the same app plus the WebSocket route)."""
+    if name == "api":
+        return [
+            sys.executable, "-m", "uvicorn", "--factory",
+            "--app-dir", str(repo_root / "services" / "api"), "main:asgi_app",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        ]  # fmt: skip
+    return [
+        str(Path(sys.executable).with_name("functions-framework")),
+        "--source", str(repo_root / "services" / name / "main.py"),
+        "--target", name,
+        "--asgi",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+    ]  # fmt: skip
+
+
 def start_service(
     name: str,
     port: int,
@@ -141,23 +160,11 @@ def start_service(
     log_dir: Path,
     repo_root: Path,
 ) -> ServiceProcess:
-    """Start one service as ``functions-framework --asgi`` on ``127.0.0.1:port``."""
-    executable = Path(sys.executable).with_name("functions-framework")
+    """Start one service on ``127.0.0.1:port`` (see ``service_command``)."""
     log_path = log_dir / f"{name}.log"
     log_file = log_path.open("ab")
     process = subprocess.Popen(
-        [
-            str(executable),
-            "--source",
-            str(repo_root / "services" / name / "main.py"),
-            "--target",
-            name,
-            "--asgi",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        service_command(name, port, repo_root),
         cwd=repo_root,
         env={**os.environ, **env},
         stdout=log_file,
@@ -169,7 +176,7 @@ def start_service(
     return ServiceProcess(name=name, port=port, pid=process.pid, log_path=str(log_path))
 
 
-def wait_healthy(services: Iterable[ServiceProcess], timeout: float = 60.0) -> None:
+def wait_healthy(services: Iterable[ServiceProcess], timeout: float = 120.0) -> None:
     """Wait until each service answers ``GET /healthz``; quote its log if it does not."""
     deadline = time.monotonic() + timeout
     for service in services:
