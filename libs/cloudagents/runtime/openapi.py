@@ -116,6 +116,23 @@ def openapi_document() -> dict[str, Any]:
                     "responses": _responses(200, 401, 404),
                 }
             },
+            "/runs/{run_id}/events/stream": {
+                "get": {
+                    "summary": "Server-Sent Events of the run, from Last-Event-ID or ?after=",
+                    "parameters": [
+                        *run_param,
+                        {"name": "after", "in": "query", "schema": {"type": "string"}},
+                        {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "event stream",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        **_responses(401, 404),
+                    },
+                }
+            },
             "/agents": {
                 "post": {
                     "requestBody": {
