@@ -11,6 +11,7 @@ progress (waiting for a run to start, quiet spells, reconnections) goes to stder
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -357,6 +358,27 @@ def cmd_dead_letters_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dead_letters_show(args: argparse.Namespace) -> int:
+    letter = api_client(args).dead_letter(args.letter_id)
+    try:
+        body = base64.b64decode(letter["data"]).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        body = f"(not UTF-8; base64) {letter['data']}"
+    for key in ("id", "source", "reason", "message_id", "created_at", "replayed_at"):
+        out(f"{key:>12}: {letter.get(key)}")
+    out(f"{'attributes':>12}: {json.dumps(letter.get('attributes', {}))}")
+    out(f"{'message':>12}: {body}")
+    return EXIT_OK
+
+
+def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
+    replay = api_client(args).replay_dead_letter(args.letter_id)
+    out(
+        f"replayed {replay['replayed']} to topic {replay['topic']} (message {replay['message_id']})"
+    )
+    return EXIT_OK
+
+
 # ---- plumbing ------------------------------------------------------------------------------
 
 
@@ -438,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     letters = commands.add_parser("dead-letters", help="messages that could never be applied")
     letters_sub = letters.add_subparsers(dest="dl_command", required=True)
     letters_sub.add_parser("list").set_defaults(handler=cmd_dead_letters_list)
+    for name, handler in (("show", cmd_dead_letters_show), ("replay", cmd_dead_letters_replay)):
+        sub = letters_sub.add_parser(name)
+        sub.add_argument("letter_id")
+        sub.set_defaults(handler=handler)
     return parser
 
 

@@ -250,5 +250,11 @@ class CloudAgentsClient:
     def handoff(self, offer_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/handoffs/{offer_id}"))
 
+    def dead_letter(self, letter_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/dead-letters/{letter_id}"))
+
+    def replay_dead_letter(self, letter_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/dead-letters/{letter_id}/replay"))
+
     def dead_letters(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/dead-letters")["dead_letters"])

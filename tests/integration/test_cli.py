@@ -231,7 +231,15 @@ def test_dead_letters_list_shows_a_poison_message(
     code, out, _ = run_cli("dead-letters", "list")
     assert code == cli.EXIT_OK
     line = next(x for x in out.splitlines() if message_id in x)
-    assert line.split()[0].endswith(f"-{message_id}")
+    letter_id = line.split()[0]
+    assert letter_id.endswith(f"-{message_id}")
+    code, out, _ = run_cli("dead-letters", "show", letter_id)
+    assert code == cli.EXIT_OK
+    assert "message: {this is not an intent" in out and "push body" not in out
+    code, out, _ = run_cli("dead-letters", "replay", letter_id)
+    assert code == cli.EXIT_OK and f"replayed {letter_id} to topic {stack_state.workspace}" in out
+    code, _, err = run_cli("dead-letters", "show", "no-such-letter")
+    assert code == cli.EXIT_USAGE and "unknown dead letter" in err
 
 
 @pytest.fixture

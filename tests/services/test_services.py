@@ -152,3 +152,25 @@ async def test_cancel_makes_in_flight_steps_stale(stack: Stack) -> None:
     await pump.run()
     run = (await api.get(f"/runs/{run_id}")).json()
     assert run["result"]["exit"] == "CANCELLED"
+
+
+async def test_dead_letter_show_and_replay(stack: Stack) -> None:
+    clients, pump = stack
+    api = clients["api"]
+    await api.post("/agents", json=scripted_agent())
+    # An intent for an agent that is registered only afterwards: dead-lettered, then replayed.
+    early = IntentionMessage.for_run(run_id="late-agent-run", agent_id="later", message="6*7")
+    await pump.deps.bus.publish("agents", early.model_dump_json().encode(), {})
+    await pump.run()
+    (letter,) = (await api.get("/dead-letters")).json()["dead_letters"]
+    assert letter["reason"] == "unknown agent 'later'"
+    shown = (await api.get(f"/dead-letters/{letter['id']}")).json()
+    assert json.loads(base64.b64decode(shown["data"]))["run_id"] == "late-agent-run"
+    await api.post("/agents", json=scripted_agent("later"))
+    replay = await api.post(f"/dead-letters/{letter['id']}/replay")
+    assert replay.status_code == 202 and replay.json()["topic"] == "agents"
+    await pump.run()
+    run = (await api.get("/runs/late-agent-run")).json()
+    assert run["result"]["exit"] == "SATISFIED"
+    assert (await api.get(f"/dead-letters/{letter['id']}")).json()["replayed_at"] is not None
+    assert (await api.post("/dead-letters/nope/replay")).status_code == 404

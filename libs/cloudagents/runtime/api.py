@@ -6,6 +6,7 @@ exactly what a caller publishing the intent directly would do; the executor take
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -246,6 +247,34 @@ async def list_dead_letters_route(
     return JSONResponse({"dead_letters": [d.model_dump(mode="json") for d in letters]})
 
 
+async def get_dead_letter_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    letter = await deps.dead_letters.get_dead_letter(params["letter_id"])
+    if letter is None:
+        return error(404, f"unknown dead letter {params['letter_id']!r}")
+    return JSONResponse(letter.model_dump(mode="json"))
+
+
+async def replay_dead_letter_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    """Publish a dead letter's original message again, to the topic it was delivered from."""
+    letter = await deps.dead_letters.get_dead_letter(params["letter_id"])
+    if letter is None:
+        return error(404, f"unknown dead letter {params['letter_id']!r}")
+    subscription = letter.source.rsplit("/", 1)[-1]
+    topic = next((s.topic for s in deps.topology.subscriptions if s.name == subscription), None)
+    if topic is None:
+        return error(409, f"cannot replay: {letter.source!r} is not a known subscription")
+    data = base64.b64decode(letter.data)
+    attributes = {**letter.attributes, "cloudagents-replay-of": letter.id}
+    message_id = await deps.bus.publish(topic, data, attributes)
+    await deps.dead_letters.mark_replayed(letter.id)
+    await audit(deps, request, principal, "allowed", 202, letter.id, f"replayed to {topic}")
+    return JSONResponse({"replayed": letter.id, "topic": topic, "message_id": message_id}, 202)
+
+
 async def health_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
@@ -267,6 +296,8 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("GET", re.compile(r"^/agents/(?P<agent_id>[^/]+)$"), get_agent_route),
     ("GET", re.compile(r"^/handoffs/(?P<offer_id>[^/]+)$"), get_handoff_route),
     ("GET", re.compile(r"^/dead-letters$"), list_dead_letters_route),
+    ("GET", re.compile(r"^/dead-letters/(?P<letter_id>[^/]+)$"), get_dead_letter_route),
+    ("POST", re.compile(r"^/dead-letters/(?P<letter_id>[^/]+)/replay$"), replay_dead_letter_route),
 ]
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,300}$")

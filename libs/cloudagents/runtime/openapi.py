@@ -160,5 +160,17 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             "/dead-letters": {"get": {"responses": _responses(200, 401)}},
+            "/dead-letters/{letter_id}": {
+                "get": {
+                    "parameters": [_path_param("letter_id")],
+                    "responses": _responses(200, 401, 404),
+                }
+            },
+            "/dead-letters/{letter_id}/replay": {
+                "post": {
+                    "parameters": [_path_param("letter_id")],
+                    "responses": _responses(202, 401, 404, 409),
+                }
+            },
         },
     }
