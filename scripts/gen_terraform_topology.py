@@ -45,6 +45,8 @@ GENERATED_BY = (
 FIRESTORE_TTL_FIELDS: tuple[tuple[str, str], ...] = (
     ("handoff_offers", "expires_at"),
     ("dead_letters", "expire_at"),
+    ("audit_log", "expire_at"),
+    ("slots", "expire_at"),
 )
 
 

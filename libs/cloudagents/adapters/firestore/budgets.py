@@ -3,19 +3,21 @@
 Daily cost: ``budgets/{agent}:{day}/shards/{k}`` — increments land on a random shard of
 ``SHARDS`` so concurrent runs do not contend on one document (Firestore sustains about one write
 per second per document); reading sums the shards. Tools per minute:
-``rate_limits/{key}:{minute}`` — a transaction admits a call while the window's count is below
-the limit, so the limit holds exactly across instances.
+``rate_limits/{key}:{minute}/slots/{n}`` — an admission creates one of ``limit`` slot documents,
+so the limit holds exactly across instances, without locks.
 """
 
 from __future__ import annotations
 
 import random
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from cloudagents.adapters.firestore.ops import counted_get, counted_stream, written
+from cloudagents.adapters.firestore.ops import counted_stream, written
+from cloudagents.metrics import count
 
 SHARDS = 10
 
@@ -50,23 +52,35 @@ class FirestoreCostLedger:
 
 
 class FirestoreRateLimiter:
-    """Fixed one-minute windows, one transaction per admission."""
+    """Fixed one-minute windows as numbered slots: ``rate_limits/{key}:{minute}/slots/{n}``.
+
+    An admission is the creation of one of the window's ``limit`` slot documents. Firestore
+    creates a document at most once, so no more than ``limit`` calls are admitted per window on
+    every instance together, without transactions or locks, and the writes spread over many
+    documents (Firestore sustains about one write per second on any one). Each caller first
+    counts the slots taken, then tries the free ones from a random starting point.
+    """
 
     def __init__(self, client: firestore.AsyncClient) -> None:
         self.client = client
 
     async def acquire(self, key: str, limit: int, now: datetime) -> float:
         window = int(now.timestamp() // 60)
-        ref = self.client.collection("rate_limits").document(f"{key}:{window}")
-
-        @firestore.async_transactional
-        async def admit(transaction: Any) -> bool:
-            snap = await counted_get(ref, transaction)
-            count = int((snap.to_dict() or {}).get("count", 0)) if snap.exists else 0
-            if count >= limit:
-                return False
-            written(transaction).set(ref, {"count": count + 1, "window": window, "key": key})
-            return True
-
-        admitted: bool = await admit(self.client.transaction())
-        return 0.0 if admitted else (window + 1) * 60 - now.timestamp()
+        slots = (
+            self.client.collection("rate_limits").document(f"{key}:{window}").collection("slots")
+        )
+        count("firestore.read")
+        aggregate = await slots.count().get()
+        taken = int(aggregate[0][0].value) if aggregate and aggregate[0] else 0
+        if taken < limit:
+            expire_at = datetime.fromtimestamp((window + 1) * 60, tz=UTC) + timedelta(days=1)
+            # Slots fill from 0; start at the count and wrap round to any gap a racer left.
+            for slot in [*range(taken, limit), *range(taken)]:
+                try:
+                    await written(slots.document(f"{slot:06d}")).create(
+                        {"key": key, "window": window, "expire_at": expire_at}
+                    )
+                except gexc.AlreadyExists:
+                    continue
+                return 0.0
+        return (window + 1) * 60 - now.timestamp()

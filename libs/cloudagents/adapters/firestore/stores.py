@@ -16,7 +16,14 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from pydantic import JsonValue
 
-from cloudagents.adapters.firestore.ops import counted_get, counted_stream, written
+from cloudagents.adapters.firestore.ops import (
+    counted_get,
+    counted_stream,
+    from_doc,
+    to_doc,
+    transact,
+    written,
+)
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.events import RUN_EVENT_ADAPTER, RunEvent
 from cloudagents.domain.handoffs import HandoffOffer
@@ -46,18 +53,18 @@ AUDIT = "audit_log"
 
 
 def _message_doc(index: int, message: Message) -> dict[str, Any]:
-    return {"i": index, **message.model_dump(mode="json")}
+    return {"i": index, **to_doc(message.model_dump(mode="json"))}
 
 
 def _offer_doc(offer: HandoffOffer) -> dict[str, Any]:
     # A native timestamp: Firestore's TTL policy on expires_at ignores strings.
-    return {**offer.model_dump(mode="json"), "expires_at": offer.expires_at}
+    return {**to_doc(offer.model_dump(mode="json")), "expires_at": offer.expires_at}
 
 
 def _message(data: dict[str, Any]) -> Message:
     data = dict(data)
     data.pop("i", None)
-    return Message.model_validate(data)
+    return Message.model_validate(from_doc(data))
 
 
 class FirestoreRunStore:
@@ -74,7 +81,8 @@ class FirestoreRunStore:
         ref = self._run_ref(run.run_id)
         batch = self.client.batch()
         written(batch).create(
-            ref, run.model_copy(update={"message_count": len(messages)}).model_dump(mode="json")
+            ref,
+            to_doc(run.model_copy(update={"message_count": len(messages)}).model_dump(mode="json")),
         )
         for i, message in enumerate(messages):
             written(batch).set(
@@ -88,7 +96,7 @@ class FirestoreRunStore:
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         snap = await counted_get(self._run_ref(run_id))
-        return RunRecord.model_validate(snap.to_dict()) if snap.exists else None
+        return RunRecord.model_validate(from_doc(snap.to_dict())) if snap.exists else None
 
     async def list_runs(
         self, *, agent_id: str | None = None, status: RunStatus | None = None, limit: int = 50
@@ -100,8 +108,12 @@ class FirestoreRunStore:
             query = query.where(filter=firestore.FieldFilter("status", "==", status.value))
         if agent_id is None and status is None:
             query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
-            return [RunRecord.model_validate(d.to_dict()) async for d in counted_stream(query)]
-        runs = [RunRecord.model_validate(d.to_dict()) async for d in counted_stream(query)]
+            return [
+                RunRecord.model_validate(from_doc(d.to_dict())) async for d in counted_stream(query)
+            ]
+        runs = [
+            RunRecord.model_validate(from_doc(d.to_dict())) async for d in counted_stream(query)
+        ]
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return runs[:limit]
 
@@ -130,7 +142,10 @@ class FirestoreRunStore:
             .collection("tool_calls")
             .where(filter=firestore.FieldFilter("seq", "==", seq))
         )
-        calls = [ToolCallRecord.model_validate(d.to_dict()) async for d in counted_stream(query)]
+        calls = [
+            ToolCallRecord.model_validate(from_doc(d.to_dict()))
+            async for d in counted_stream(query)
+        ]
         return sorted(calls, key=lambda c: c.index)
 
     def _call_ref(self, run_id: str, seq: int, index: int) -> Any:
@@ -138,7 +153,7 @@ class FirestoreRunStore:
 
     async def get_tool_call(self, run_id: str, seq: int, index: int) -> ToolCallRecord | None:
         snap = await counted_get(self._call_ref(run_id, seq, index))
-        return ToolCallRecord.model_validate(snap.to_dict()) if snap.exists else None
+        return ToolCallRecord.model_validate(from_doc(snap.to_dict())) if snap.exists else None
 
     async def commit_step(self, commit: StepCommit) -> RunRecord | None:
         ref = self._run_ref(commit.run_id)
@@ -148,7 +163,7 @@ class FirestoreRunStore:
             snap = await counted_get(ref, transaction)
             if not snap.exists:
                 return None
-            run = RunRecord.model_validate(snap.to_dict())
+            run = RunRecord.model_validate(from_doc(snap.to_dict()))
             if run.seq != commit.expected_seq or run.finished:
                 return None
             for offset, message in enumerate(commit.new_messages):
@@ -157,17 +172,19 @@ class FirestoreRunStore:
                 written(transaction).set(doc, _message_doc(index, message))
             for call in commit.tool_calls:
                 written(transaction).set(
-                    self._call_ref(run.run_id, call.seq, call.index), call.model_dump(mode="json")
+                    self._call_ref(run.run_id, call.seq, call.index),
+                    to_doc(call.model_dump(mode="json")),
                 )
             if commit.interaction is not None:
                 doc_id = f"{run.run_id}-{commit.interaction.seq:06d}"
                 written(transaction).set(
                     self.client.collection(INTERACTIONS).document(doc_id),
-                    commit.interaction.model_dump(mode="json"),
+                    to_doc(commit.interaction.model_dump(mode="json")),
                 )
             for event in commit.events:
                 written(transaction).set(
-                    ref.collection("events").document(event.id), event.model_dump(mode="json")
+                    ref.collection("events").document(event.id),
+                    to_doc(event.model_dump(mode="json")),
                 )
             if commit.handoff_offer is not None:
                 written(transaction).set(
@@ -196,10 +213,10 @@ class FirestoreRunStore:
                     **commit.extra,
                 }
             )
-            written(transaction).set(ref, updated.model_dump(mode="json"))
+            written(transaction).set(ref, to_doc(updated.model_dump(mode="json")))
             return updated
 
-        result: RunRecord | None = await apply(self.client.transaction())
+        result: RunRecord | None = await transact(self.client, apply)
         return result
 
     async def start_tool_call(
@@ -212,16 +229,16 @@ class FirestoreRunStore:
             snap = await counted_get(ref, transaction)
             if not snap.exists:
                 return None
-            call = ToolCallRecord.model_validate(snap.to_dict())
+            call = ToolCallRecord.model_validate(from_doc(snap.to_dict()))
             if call.status == "done":
                 return call, False
             updated = call.model_copy(
                 update={"status": "running", "attempts": call.attempts + 1, "started_at": utcnow()}
             )
-            written(transaction).set(ref, updated.model_dump(mode="json"))
+            written(transaction).set(ref, to_doc(updated.model_dump(mode="json")))
             return updated, call.status == "pending"
 
-        result: tuple[ToolCallRecord, bool] | None = await apply(self.client.transaction())
+        result: tuple[ToolCallRecord, bool] | None = await transact(self.client, apply)
         return result
 
     async def finish_tool_call(
@@ -245,8 +262,8 @@ class FirestoreRunStore:
             run_snap = await counted_get(run_ref, transaction)
             if not call_snap.exists or not run_snap.exists:
                 return None
-            call = ToolCallRecord.model_validate(call_snap.to_dict())
-            run = RunRecord.model_validate(run_snap.to_dict())
+            call = ToolCallRecord.model_validate(from_doc(call_snap.to_dict()))
+            run = RunRecord.model_validate(from_doc(run_snap.to_dict()))
             waiting = run.seq == seq + 1 and run.status is RunStatus.WAITING_TOOLS
             if call.status == "done":
                 rewake = waiting and not run.pending_tool_calls
@@ -266,10 +283,11 @@ class FirestoreRunStore:
                     "finished_at": utcnow(),
                 }
             )
-            written(transaction).set(call_ref, done.model_dump(mode="json"))
+            written(transaction).set(call_ref, to_doc(done.model_dump(mode="json")))
             for event in events:
                 written(transaction).set(
-                    run_ref.collection("events").document(event.id), event.model_dump(mode="json")
+                    run_ref.collection("events").document(event.id),
+                    to_doc(event.model_dump(mode="json")),
                 )
             pending = [p for p in run.pending_tool_calls if p != call.doc_id]
             wake_now = bool(run.pending_tool_calls) and not pending and run.seq == seq + 1
@@ -281,8 +299,8 @@ class FirestoreRunStore:
                 run_ref,
                 {
                     "pending_tool_calls": pending,
-                    "outbox": [o.model_dump(mode="json") for o in outbox],
-                    "updated_at": updated.model_dump(mode="json")["updated_at"],
+                    "outbox": [to_doc(o.model_dump(mode="json")) for o in outbox],
+                    "updated_at": to_doc(updated.model_dump(mode="json"))["updated_at"],
                 },
             )
             return ToolFinish(
@@ -293,16 +311,18 @@ class FirestoreRunStore:
                 outbox=[wake] if wake_now else [],
             )
 
-        finish: ToolFinish | None = await apply(self.client.transaction())
+        finish: ToolFinish | None = await transact(self.client, apply)
         return finish
 
     async def record_model_call(self, record: ModelCallRecord) -> None:
         doc = self._run_ref(record.run_id).collection("model_calls").document(record.attempt_id)
-        await written(doc).set(record.model_dump(mode="json"))
+        await written(doc).set(to_doc(record.model_dump(mode="json")))
 
     async def model_calls(self, run_id: str) -> list[ModelCallRecord]:
         stream = counted_stream(self._run_ref(run_id).collection("model_calls"))
-        calls = [ModelCallRecord.model_validate(d.to_dict()) async for d in stream]
+        # A commit marks its applied call with a merge write; only recorded calls count.
+        docs = [from_doc(d.to_dict()) async for d in stream]
+        calls = [ModelCallRecord.model_validate(d) for d in docs if "attempt_id" in d]
         return sorted(calls, key=lambda c: (c.seq, c.created_at))
 
     async def set_snapshot(self, run_id: str, pointer: SnapshotPointer) -> bool:
@@ -316,10 +336,10 @@ class FirestoreRunStore:
             current = (snap.to_dict() or {}).get("snapshot")
             if current is not None and current.get("seq", -1) >= pointer.seq:
                 return False
-            written(transaction).update(ref, {"snapshot": pointer.model_dump(mode="json")})
+            written(transaction).update(ref, {"snapshot": to_doc(pointer.model_dump(mode="json"))})
             return True
 
-        updated: bool = await apply(self.client.transaction())
+        updated: bool = await transact(self.client, apply)
         return updated
 
     async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
@@ -330,7 +350,7 @@ class FirestoreRunStore:
             snap = await counted_get(ref, transaction)
             if not snap.exists:
                 return None
-            run = RunRecord.model_validate(snap.to_dict())
+            run = RunRecord.model_validate(from_doc(snap.to_dict()))
             if run.finished:
                 return run
             result = run.progress.result(LoopExit.CANCELLED, {"reason": reason})
@@ -344,10 +364,10 @@ class FirestoreRunStore:
                     "updated_at": utcnow(),
                 }
             )
-            written(transaction).set(ref, cancelled.model_dump(mode="json"))
+            written(transaction).set(ref, to_doc(cancelled.model_dump(mode="json")))
             return cancelled
 
-        run: RunRecord | None = await apply(self.client.transaction())
+        run: RunRecord | None = await transact(self.client, apply)
         return run
 
     async def events(self, run_id: str, *, after: str | None = None) -> list[RunEvent]:
@@ -355,20 +375,25 @@ class FirestoreRunStore:
         if after:
             query = query.where(filter=firestore.FieldFilter("id", ">", after))
         query = query.order_by("id")
-        return [RUN_EVENT_ADAPTER.validate_python(d.to_dict()) async for d in counted_stream(query)]
+        return [
+            RUN_EVENT_ADAPTER.validate_python(from_doc(d.to_dict()))
+            async for d in counted_stream(query)
+        ]
 
     async def add_events(self, run_id: str, events: list[RunEvent]) -> None:
         batch = self.client.batch()
         for event in events:
             doc = self._run_ref(run_id).collection("events").document(event.id)
-            written(batch).set(doc, event.model_dump(mode="json"))
+            written(batch).set(doc, to_doc(event.model_dump(mode="json")))
         await batch.commit()
 
     async def interactions(self, run_id: str) -> list[Interaction]:
         query = self.client.collection(INTERACTIONS).where(
             filter=firestore.FieldFilter("run_id", "==", run_id)
         )
-        found = [Interaction.model_validate(d.to_dict()) async for d in counted_stream(query)]
+        found = [
+            Interaction.model_validate(from_doc(d.to_dict())) async for d in counted_stream(query)
+        ]
         return sorted(found, key=lambda i: i.seq)
 
 
@@ -380,16 +405,16 @@ class FirestoreAgentStore:
 
     async def put_agent(self, definition: AgentDefinition) -> None:
         await written(self.collection.document(definition.id)).set(
-            definition.model_dump(mode="json")
+            to_doc(definition.model_dump(mode="json"))
         )
 
     async def get_agent(self, agent_id: str) -> AgentDefinition | None:
         snap = await counted_get(self.collection.document(agent_id))
-        return AgentDefinition.model_validate(snap.to_dict()) if snap.exists else None
+        return AgentDefinition.model_validate(from_doc(snap.to_dict())) if snap.exists else None
 
     async def list_agents(self) -> list[AgentDefinition]:
         found = [
-            AgentDefinition.model_validate(d.to_dict())
+            AgentDefinition.model_validate(from_doc(d.to_dict()))
             async for d in counted_stream(self.collection)
         ]
         return sorted(found, key=lambda d: d.id)
@@ -403,23 +428,25 @@ class FirestoreDeadLetterStore:
 
     async def record_dead_letter(self, letter: DeadLetter) -> None:
         with contextlib.suppress(gexc.AlreadyExists):
-            data = {**letter.model_dump(mode="json"), "expire_at": letter.expire_at}
+            data = {**to_doc(letter.model_dump(mode="json")), "expire_at": letter.expire_at}
             await written(self.collection.document(letter.id)).create(data)
 
     async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         query = self.collection.order_by("created_at", direction=firestore.Query.DESCENDING)
         return [
-            DeadLetter.model_validate(d.to_dict()) async for d in counted_stream(query.limit(limit))
+            DeadLetter.model_validate(from_doc(d.to_dict()))
+            async for d in counted_stream(query.limit(limit))
         ]
 
     async def get_dead_letter(self, letter_id: str) -> DeadLetter | None:
         snap = await counted_get(self.collection.document(letter_id))
-        return DeadLetter.model_validate(snap.to_dict()) if snap.exists else None
+        return DeadLetter.model_validate(from_doc(snap.to_dict())) if snap.exists else None
 
     async def mark_replayed(self, letter_id: str) -> None:
-        await written(self.collection.document(letter_id)).update(
-            {"replayed_at": utcnow().isoformat()}
-        )
+        with contextlib.suppress(gexc.NotFound):
+            await written(self.collection.document(letter_id)).update(
+                {"replayed_at": utcnow().isoformat()}
+            )
 
 
 class FirestoreHandoffStore:
@@ -431,11 +458,13 @@ class FirestoreHandoffStore:
 
     async def get_offer(self, offer_id: str) -> HandoffOffer | None:
         snap = await counted_get(self.collection.document(offer_id))
-        return HandoffOffer.model_validate(snap.to_dict()) if snap.exists else None
+        return HandoffOffer.model_validate(from_doc(snap.to_dict())) if snap.exists else None
 
     async def list_open_offers(self, limit: int = 100) -> list[HandoffOffer]:
         query = self.collection.where(filter=firestore.FieldFilter("status", "==", "open"))
-        offers = [HandoffOffer.model_validate(d.to_dict()) async for d in counted_stream(query)]
+        offers = [
+            HandoffOffer.model_validate(from_doc(d.to_dict())) async for d in counted_stream(query)
+        ]
         return sorted(offers, key=lambda o: o.created_at)[:limit]
 
     async def claim_offer(
@@ -448,7 +477,7 @@ class FirestoreHandoffStore:
             snap = await counted_get(ref, transaction)
             if not snap.exists:
                 return None
-            offer = HandoffOffer.model_validate(snap.to_dict())
+            offer = HandoffOffer.model_validate(from_doc(snap.to_dict()))
             if offer.status != "open" or now >= offer.expires_at:
                 return Claim(offer, claimed_now=False)
             claimed = offer.model_copy(
@@ -462,7 +491,7 @@ class FirestoreHandoffStore:
             written(transaction).set(ref, _offer_doc(claimed))
             return Claim(claimed, claimed_now=True)
 
-        claim: Claim | None = await apply(self.client.transaction())
+        claim: Claim | None = await transact(self.client, apply)
         return claim
 
     async def expire_offer(self, offer_id: str, *, now: datetime) -> HandoffOffer | None:
@@ -473,17 +502,18 @@ class FirestoreHandoffStore:
             snap = await counted_get(ref, transaction)
             if not snap.exists:
                 return None
-            offer = HandoffOffer.model_validate(snap.to_dict())
+            offer = HandoffOffer.model_validate(from_doc(snap.to_dict()))
             if offer.status == "open" and now >= offer.expires_at:
                 offer = offer.model_copy(update={"status": "expired", "expired_at": now})
                 written(transaction).set(ref, _offer_doc(offer))
             return offer
 
-        offer: HandoffOffer | None = await apply(self.client.transaction())
+        offer: HandoffOffer | None = await transact(self.client, apply)
         return offer
 
     async def mark_expiry_scheduled(self, offer_id: str, task_name: str) -> None:
-        await written(self.collection.document(offer_id)).update({"expiry_task": task_name})
+        with contextlib.suppress(gexc.NotFound):
+            await written(self.collection.document(offer_id)).update({"expiry_task": task_name})
 
     async def update_source(
         self, run_id: str, *, status: str, child_run_id: str | None = None
@@ -491,7 +521,8 @@ class FirestoreHandoffStore:
         update: dict[str, Any] = {"handoff_status": status}
         if child_run_id:
             update["child_run_ids"] = firestore.ArrayUnion([child_run_id])
-        await written(self.client.collection(RUNS).document(run_id)).update(update)
+        with contextlib.suppress(gexc.NotFound):
+            await written(self.client.collection(RUNS).document(run_id)).update(update)
 
 
 class FirestoreAuditStore:
@@ -501,12 +532,12 @@ class FirestoreAuditStore:
         self.collection = client.collection(AUDIT)
 
     async def record_audit(self, record: AuditRecord) -> None:
-        data = {**record.model_dump(mode="json"), "expire_at": record.expire_at}
+        data = {**to_doc(record.model_dump(mode="json")), "expire_at": record.expire_at}
         await written(self.collection.document(record.id)).set(data)
 
     async def list_audit(self, limit: int = 100) -> list[AuditRecord]:
         query = self.collection.order_by("created_at", direction=firestore.Query.DESCENDING)
         return [
-            AuditRecord.model_validate(d.to_dict())
+            AuditRecord.model_validate(from_doc(d.to_dict()))
             async for d in counted_stream(query.limit(limit))
         ]

@@ -70,7 +70,7 @@ class InMemoryRunStore:
         return list(self.transcripts[run_id][start:])
 
     async def recent_messages(self, run_id: str, limit: int) -> list[Message]:
-        return list(self.transcripts[run_id][-limit:])
+        return list(self.transcripts[run_id][-limit:]) if limit > 0 else []
 
     async def tool_calls(self, run_id: str, seq: int) -> list[ToolCallRecord]:
         prefix = f"{seq:06d}-"
@@ -88,21 +88,7 @@ class InMemoryRunStore:
             run = self.runs.get(commit.run_id)
             if run is None or run.seq != commit.expected_seq or run.finished:
                 return None
-            self.transcripts[run.run_id].extend(commit.new_messages)
-            for call in commit.tool_calls:
-                self.calls[(run.run_id, call.doc_id)] = call
-            if commit.interaction is not None:
-                key = f"{run.run_id}-{commit.interaction.seq:06d}"
-                self.interaction_records[key] = commit.interaction
-            for event in commit.events:
-                self.event_records[run.run_id][event.id] = event
-            if commit.handoff_offer is not None:
-                self.offers[commit.handoff_offer.offer_id] = commit.handoff_offer
-            applied = self.model_call_records.get((run.run_id, commit.applied_model_call or ""))
-            if applied is not None:
-                self.model_call_records[(run.run_id, applied.attempt_id)] = applied.model_copy(
-                    update={"applied": True}
-                )
+            # Validate the new run first, so a bad commit changes nothing (as a transaction).
             updated = run.model_copy(
                 update={
                     "seq": run.seq + 1,
@@ -121,7 +107,23 @@ class InMemoryRunStore:
                     **commit.extra,
                 }
             )
-            self.runs[run.run_id] = RunRecord.model_validate(updated.model_dump())
+            validated = RunRecord.model_validate(updated.model_dump())
+            self.transcripts[run.run_id].extend(commit.new_messages)
+            for call in commit.tool_calls:
+                self.calls[(run.run_id, call.doc_id)] = call
+            if commit.interaction is not None:
+                key = f"{run.run_id}-{commit.interaction.seq:06d}"
+                self.interaction_records[key] = commit.interaction
+            for event in commit.events:
+                self.event_records[run.run_id][event.id] = event
+            if commit.handoff_offer is not None:
+                self.offers[commit.handoff_offer.offer_id] = commit.handoff_offer
+            applied = self.model_call_records.get((run.run_id, commit.applied_model_call or ""))
+            if applied is not None:
+                self.model_call_records[(run.run_id, applied.attempt_id)] = applied.model_copy(
+                    update={"applied": True}
+                )
+            self.runs[run.run_id] = validated
             return self.runs[run.run_id].model_copy(deep=True)
 
     async def start_tool_call(

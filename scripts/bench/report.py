@@ -1,0 +1,268 @@
+"""The printed tables of ``make bench`` (also pasted into docs/performance.md)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    line = "  ".join(
+        h.ljust(w) if i == 0 else h.rjust(w)
+        for i, (h, w) in enumerate(zip(headers, widths, strict=True))
+    )
+    out = [line, "-" * len(line)]
+    for row in rows:
+        out.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    return "\n".join(out)
+
+
+ORDER = ("a", "b", "c", "c0", "d")
+
+
+def step_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The step-overhead rows, (a) first."""
+    rows = results.get("step_overhead", [])
+    return sorted(rows, key=lambda r: ORDER.index(r["key"]) if r["key"] in ORDER else 99)
+
+
+def step_overhead(results: dict[str, Any]) -> str:
+    rows = step_rows(results)
+    base = next((r for r in rows if r["key"] == "a" and r.get("ms_per_step")), None)
+    a = base["ms_per_step"]["median"] if base else None
+    body = []
+    for r in rows:
+        stats = r.get("ms_per_step")
+        if not stats:
+            body.append([r["label"], "-", "-", "-", "-", "-", "-"])
+            continue
+        median = stats["median"]
+        ratio = median / a if a else None
+        times = f"{a / median:,.0f}x" if a and median else "-"
+        body.append(
+            [
+                r["label"],
+                _fmt(median),
+                _fmt(stats["p95"]),
+                _fmt(stats["min"]),
+                str(stats["n"]),
+                _fmt(ratio),
+                times,
+            ]
+        )
+    headers = ["system", "median ms/step", "p95", "min", "runs", "this / (a)", "(a) / this"]
+    text = [
+        f"== 1. Step overhead: one agent, {results.get('steps_per_run', 10)} steps "
+        "(9 calculator calls, then the answer), zero-latency scripted model",
+        _table(headers, body),
+    ]
+    for r in rows:
+        if r.get("unavailable"):
+            text.append(f"  {r['label'].strip()}: could not run: {r['unavailable']}")
+        if r.get("note"):
+            text.append(f"  {r['label'].strip()}: {r['note']}")
+    if base and base.get("firestore_lock_timeouts") is not None:
+        text.append(
+            f"  (a): the Firestore emulator aborted {base['firestore_lock_timeouts']} "
+            f"transactions on a 'Transaction lock timeout' during these runs"
+        )
+    floor = results.get("floor")
+    if floor and a:
+        txn = floor["firestore_transaction_ms"]["median"]
+        push = floor["pubsub_push_round_trip_ms"]["median"]
+        f = floor["floor_ms"]
+        text.append(
+            f"  floor: one Firestore transaction (read + write one doc) {txn:.1f} ms + one Pub/Sub"
+            f" push round trip {push:.1f} ms = {f:.1f} ms (medians)"
+        )
+        text.append(
+            f"  (a) / floor = {a / f:.1f}; a step with a tool call makes two hops "
+            f"(executor -> tool_invoker -> executor): (a) / (2 x floor) = {a / (2 * f):.1f}"
+        )
+    return "\n".join(text)
+
+
+COST_LINES = (
+    ("firestore.read", "Firestore document reads", "firestore.read"),
+    ("firestore.write", "Firestore document writes", "firestore.write"),
+    ("firestore.delete", "Firestore deletes (TTL of audit records)", "firestore.delete"),
+    ("pubsub.publish", "Pub/Sub messages published", "pubsub"),
+    ("pubsub.delivery", "Pub/Sub deliveries (push + audit pull)", None),
+    ("gcs.write", "Cloud Storage writes (Class A)", "gcs.write"),
+    ("gcs.read", "Cloud Storage reads (Class B)", "gcs.read"),
+    ("tasks.create", "Cloud Tasks created", "tasks.create"),
+)
+
+
+def cost(results: dict[str, Any]) -> str:
+    data = results.get("cost")
+    if not data:
+        return "== 2. Cost per step: not measured: " + results.get("errors", {}).get("cost", "")
+    usd = data["usd_per_million_steps"]
+    rows = []
+    for key, label, price_key in COST_LINES:
+        dollars = usd.get(price_key) if price_key else None
+        rows.append(
+            [label, _fmt(data["per_step"][key]), "-" if dollars is None else f"{dollars:.2f}"]
+        )
+    rows.append(["total", "", f"{data['total_usd_per_million_steps']:.2f}"])
+    text = [
+        f"== 2. Cost per step: {data['runs']} runs x {data['steps_per_run']} steps, all services in"
+        " one process on the emulators, operations counted by the adapters",
+        _table(["operation", "per step", "USD / million steps"], rows),
+        f"  Pub/Sub: {data['pubsub_billable_bytes_per_step']:,.0f} billable bytes per step (each "
+        "publish and each delivery billed at least 1000 bytes), $40/TiB",
+        f"  Firestore at $0.06/$0.18/$0.02 per 100k reads/writes/deletes (issue 7; nam5 rates); at "
+        f"us-central1 regional rates ($0.03/$0.09/$0.01) Firestore is "
+        f"${data['firestore_usd_per_million_steps_at_regional_rates']:.2f} per million steps",
+        f"  prices of {data['prices_date']}; the model call, Cloud Run compute, egress and storage "
+        "at rest are not included",
+    ]
+    by_service = data.get("per_step_by_service") or {}
+    if by_service:
+        ops = ("firestore.read", "firestore.write", "pubsub.publish", "gcs.write")
+        rows = [
+            [service, *(_fmt(counts.get(op, 0.0)) for op in ops)]
+            for service, counts in by_service.items()
+        ]
+        text.append("  per step, by the service that made the operation:")
+        table = _table(["  service", "FS reads", "FS writes", "publishes", "GCS writes"], rows)
+        text.append("\n".join("  " + line for line in table.splitlines()))
+    longer = data.get("longer_run")
+    if longer:
+        ps = longer["per_step"]
+        text.append(
+            f"  one {longer['steps_per_run']}-step run: {_fmt(ps['firestore.read'])} reads and "
+            f"{_fmt(ps['firestore.write'])} writes per step, "
+            f"${longer['total_usd_per_million_steps']:.2f} per million steps (reads per step grow "
+            "with the transcript)"
+        )
+    return "\n".join(text)
+
+
+def throughput(results: dict[str, Any]) -> str:
+    rows = results.get("throughput") or []
+    if not rows:
+        errors = {k: v for k, v in results.get("errors", {}).items() if "throughput" in k}
+        return f"== 3. Throughput: not measured: {errors}"
+    body = []
+    for r in rows:
+        lat = r["run_latency_s"]
+        body.append(
+            [
+                r["label"],
+                f"{r['satisfied']}/{r['runs']}",
+                str(r["lost"]),
+                str(r["dead_letters"]),
+                f"{r['steps_per_second']:.1f}",
+                f"{lat['median']:.1f}",
+                f"{lat['p95']:.1f}",
+                f"{r['wall_seconds']:.1f}",
+                str(r["firestore_lock_timeouts"]),
+            ]
+        )
+    headers = [
+        "run_executor",
+        "SATISFIED",
+        "lost",
+        "dead letters",
+        "steps/s",
+        "p50 run s",
+        "p95 run s",
+        "wall s",
+        "lock timeouts",
+    ]
+    first = rows[0]
+    text = [
+        f"== 3. Throughput: {first['runs']} concurrent runs x {first['steps_per_run']} steps on"
+        " the local stack (every service a separate process)",
+        _table(headers, body),
+    ]
+    for r in rows:
+        cpu = r.get("cpu_seconds") or {}
+        if cpu:
+            spent = sorted(cpu.items(), key=lambda kv: -kv[1])
+            total = sum(cpu.values())
+            share = ", ".join(f"{k} {v:.0f}" for k, v in spent if v >= 0.5)
+            text.append(
+                f"  CPU seconds, {r['label']}: {share} (total {total:.0f} in "
+                f"{r['wall_seconds']:.0f} s of wall time on {results['machine']['nproc']} cores)"
+            )
+    return "\n".join(text)
+
+
+def cold_start(results: dict[str, Any]) -> str:
+    cold = results.get("cold_start")
+    rss = results.get("peak_rss") or {}
+    if not cold:
+        return "== 4. Cold start: not measured: " + results.get("errors", {}).get("cold start", "")
+    google = cold["google_libs_import_ms"]
+    body = []
+    for name, s in cold["services"].items():
+        mem = rss.get(name) or {}
+        worker = mem.get("peak_mib")
+        body.append(
+            [
+                name,
+                f"{s['app_ms']:.0f}",
+                f"{s['app_and_deps_ms']:.0f}",
+                f"{s['app_over_google_libs']:.2f}",
+                f"{s['app_and_deps_over_google_libs']:.2f}",
+                "-" if worker is None else f"{worker:.0f}",
+                "-" if not mem else f"{mem['total_mib']:.0f} ({mem['processes']} proc)",
+            ]
+        )
+    headers = [
+        "service",
+        "app ms",
+        "app+clients ms",
+        "app / libs",
+        "app+clients / libs",
+        "peak RSS MiB",
+        "all processes MiB",
+    ]
+    return "\n".join(
+        [
+            f"== 4. Cold start (fresh process, median of {cold['repeats']}) and peak RSS (VmHWM "
+            "after the throughput test)",
+            _table(headers, body),
+            f"  libs = importing google.cloud firestore, pubsub_v1, storage, tasks_v2 alone: "
+            f"{google:.0f} ms",
+        ]
+    )
+
+
+def render(results: dict[str, Any]) -> str:
+    m = results.get("machine", {})
+    head = (
+        f"cloudagents make bench, {results.get('date')}: {m.get('cpu_model')}, {m.get('nproc')} "
+        f"cores, {m.get('memory_gib', 0):.1f} GiB, Python {m.get('python')}"
+    )
+    start, end = m.get("load_average_at_start"), m.get("load_average_at_end")
+    if start and end:
+        head += f"\n(1-minute load average {start[0]:.1f} at the start, {end[0]:.1f} at the end)"
+    parts = [head, step_overhead(results), cost(results), throughput(results), cold_start(results)]
+    errors = results.get("errors") or {}
+    if errors:
+        parts.append("== errors\n" + "\n".join(f"  {k}: {v}" for k, v in errors.items()))
+    if "wall_seconds" in results:
+        parts.append(f"bench wall time: {results['wall_seconds']:.0f} s")
+    return "\n\n".join(parts)

@@ -1,0 +1,109 @@
+"""``AgentStore``: agent definitions round trip whole."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloudagents.domain.agents import AgentDefinition
+from cloudagents.ports.stores import AgentStore
+from tests.contract.conftest import new_id
+
+pytestmark = pytest.mark.contract
+
+
+def full_definition(agent_id: str) -> AgentDefinition:
+    """A definition with every section filled in, nested JSON included."""
+    return AgentDefinition.model_validate(
+        {
+            "id": agent_id,
+            "name": "Billing helper",
+            "description": "Answers billing questions and issues refunds.",
+            "instructions": "You help with invoices.\nBe brief.",
+            "user_template": "Customer {customer}: {input}",
+            "model": {
+                "provider": "scripted",
+                "name": "scripted-demo",
+                "headers": {"x-team": "billing"},
+                "timeout_seconds": 30.5,
+                "input_price_per_million": 0.15,
+                "output_price_per_million": 0.6,
+                "script": [
+                    {
+                        "tool_calls": [
+                            {
+                                "name": "lookup_invoice",
+                                "arguments": {"invoice": "INV-1", "lines": [1, 2], "opts": {}},
+                                "id": "call_1",
+                            }
+                        ],
+                        "total_tokens": 12,
+                    },
+                    {"content": {"answer": "refunded", "amount": 12.5, "ok": True}},
+                    {
+                        "handoff_target": {
+                            "required_capabilities": ["refunds"],
+                            "ttl_seconds": 60,
+                            "message": "over to you",
+                        }
+                    },
+                    {"fail_with": "rate_limit", "fail_times": 2, "delay_seconds": 0.25},
+                ],
+            },
+            "generation": {
+                "temperature": 0.2,
+                "max_tokens": 512,
+                "top_p": 0.9,
+                "stop_sequences": ["END"],
+            },
+            "tools": ["lookup_invoice", "calculator"],
+            "capabilities": ["billing", "refunds"],
+            "allowed_peers": ["support"],
+            "input_schema": {"customer": "str", "amount": "float"},
+            "output_schema": {
+                "type": "object",
+                "properties": {"answer": {"type": "string"}, "items": {"type": "array"}},
+                "required": ["answer"],
+            },
+            "budget": {
+                "max_tokens_per_run": 10_000,
+                "max_tools_per_minute": 7,
+                "max_daily_cost": 2.5,
+                "max_iterations": 6,
+            },
+            "guardrails": {"risk_threshold": "high", "blocked_patterns": ["ssn", r"\bpin\b"]},
+            "retry": {"max_attempts": 4, "backoff_seconds": 0.5, "retry_on_errors": ["timeout"]},
+            "timeout_seconds": 120.0,
+            "max_chain_depth": 2,
+            "allowed_callers": ["user:a@example.com", "svc"],
+        }
+    )
+
+
+async def test_put_get_round_trip(agent_store: AgentStore) -> None:
+    definition = full_definition(new_id("agent"))
+    await agent_store.put_agent(definition)
+    stored = await agent_store.get_agent(definition.id)
+    assert stored == definition
+    assert stored is not None
+    assert stored.model_dump(mode="json") == definition.model_dump(mode="json")
+    assert await agent_store.get_agent(new_id("missing")) is None
+
+
+async def test_put_replaces(agent_store: AgentStore) -> None:
+    agent_id = new_id("agent")
+    await agent_store.put_agent(full_definition(agent_id))
+    minimal = AgentDefinition.model_validate({"id": agent_id, "model": {"name": "gpt-4o-mini"}})
+    await agent_store.put_agent(minimal)
+    assert await agent_store.get_agent(agent_id) == minimal
+
+
+async def test_list_agents_sorted_by_id(agent_store: AgentStore) -> None:
+    prefix = new_id("agent")
+    definitions = [full_definition(f"{prefix}-{suffix}") for suffix in ("b", "a", "c")]
+    for definition in definitions:
+        await agent_store.put_agent(definition)
+    listed = [d for d in await agent_store.list_agents() if d.id.startswith(prefix)]
+    assert [d.id for d in listed] == [f"{prefix}-a", f"{prefix}-b", f"{prefix}-c"]
+    assert listed[0] == definitions[1]
+    ids = [d.id for d in await agent_store.list_agents()]
+    assert ids == sorted(ids)
