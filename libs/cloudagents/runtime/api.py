@@ -116,34 +116,30 @@ async def get_run_route(
 
 async def _handoff_chain(deps: Deps, run: RunRecord) -> list[dict[str, Any]]:
     """The runs before and after this one in its handoff chain, oldest first."""
-    chain: list[dict[str, Any]] = []
-    seen = {run.run_id}
-    current = run
-    while current.parent_run_id and current.parent_run_id not in seen:
-        parent = await deps.runs.get_run(current.parent_run_id)
-        if parent is None:
-            break
-        seen.add(parent.run_id)
-        chain.insert(
-            0,
-            {
-                "run_id": parent.run_id,
-                "agent_id": parent.agent_id,
-                "exit": run_view(parent)["exit"],
-            },
-        )
-        current = parent
-    chain.append({"run_id": run.run_id, "agent_id": run.agent_id, "exit": run_view(run)["exit"]})
-    current = run
-    while current.child_run_ids and current.child_run_ids[-1] not in seen:
-        child = await deps.runs.get_run(current.child_run_ids[-1])
-        if child is None:
-            break
-        seen.add(child.run_id)
-        chain.append(
-            {"run_id": child.run_id, "agent_id": child.agent_id, "exit": run_view(child)["exit"]}
-        )
-        current = child
+
+    def link(r: RunRecord) -> dict[str, Any]:
+        return {"run_id": r.run_id, "agent_id": r.agent_id, "exit": run_view(r)["exit"]}
+
+    chain, seen = [link(run)], {run.run_id}
+    for step in ("parent", "child"):
+        current = run
+        while True:
+            next_id = (
+                current.parent_run_id
+                if step == "parent"
+                else (current.child_run_ids[-1] if current.child_run_ids else None)
+            )
+            if next_id is None or next_id in seen:
+                break
+            found = await deps.runs.get_run(next_id)
+            if found is None:
+                break
+            seen.add(found.run_id)
+            if step == "parent":
+                chain.insert(0, link(found))
+            else:
+                chain.append(link(found))
+            current = found
     return chain
 
 
