@@ -8,23 +8,24 @@ callers see only domain types and ``ModelError``.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import JsonValue, ValidationError
 
-from cloudagents.domain.errors import ConfigurationError, ModelError, ModelErrorKind
+from cloudagents.adapters.llm.http_errors import (
+    HINTED,
+    describe,
+    retry_after,
+    status_kind,
+    transport_kind,
+)
+from cloudagents.domain.errors import ConfigurationError, ModelError
 from cloudagents.domain.messages import ModelRequest, ModelResponse, ToolCall, Usage
 from cloudagents.ports.model import ChunkSink
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
     from openai.types.chat import ChatCompletion
-
-_MAX_ERROR_TEXT = 500
-_HINTED: tuple[ModelErrorKind, ...] = ("rate_limit", "server", "timeout")
 
 
 class OpenAIModel:
@@ -76,10 +77,10 @@ class OpenAIModel:
         except openai.OpenAIError as exc:
             raise _to_model_error(exc) from exc
         except Exception as exc:
-            kind = _transport_kind(exc)
+            kind = transport_kind(exc)
             if kind is None:
                 raise
-            raise ModelError(kind, _describe(exc)) from exc
+            raise ModelError(kind, describe(exc)) from exc
 
     def _params(self, request: ModelRequest) -> dict[str, Any]:
         # Plain dict rather than the SDK's TypedDicts: the domain already produces the wire form.
@@ -215,68 +216,16 @@ def _to_model_error(exc: Exception) -> ModelError:
     import openai
 
     if isinstance(exc, openai.APITimeoutError):
-        return ModelError("timeout", _describe(exc))
+        return ModelError("timeout", describe(exc))
     if isinstance(exc, openai.APIConnectionError):
-        return ModelError("connection", _describe(exc))
+        return ModelError("connection", describe(exc))
     if isinstance(exc, openai.APIStatusError):
-        kind = _status_kind(exc.status_code)
+        kind = status_kind(exc.status_code)
         # A hint on any retryable status (429, or a 503 asking for patience) is worth keeping.
-        retry_after = _retry_after(exc.response.headers) if kind in _HINTED else None
-        return ModelError(kind, _describe(exc), retry_after=retry_after)
+        hint = retry_after(exc.response.headers) if kind in HINTED else None
+        return ModelError(kind, describe(exc), retry_after=hint)
     if isinstance(exc, openai.APIError):
         # No status: an error event inside a stream or a reply the SDK could not read.
-        return ModelError("server", _describe(exc))
+        return ModelError("server", describe(exc))
     # Anything else the SDK raises is local (bad arguments, config): retrying cannot help.
-    return ModelError("bad_request", _describe(exc))
-
-
-def _status_kind(status: int) -> ModelErrorKind:
-    if status == 429:
-        return "rate_limit"
-    if status in (401, 402, 403):
-        return "auth"
-    if status == 408:
-        return "timeout"
-    if status == 409 or status >= 500:
-        # 409 here is a lock conflict on the provider side, which clears on retry.
-        return "server"
-    return "bad_request"
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait, from ``retry-after-ms``, ``retry-after`` seconds or an HTTP date."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(float(millis) / 1000, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
-    except (TypeError, ValueError):
-        return None
-
-
-def _transport_kind(exc: Exception) -> ModelErrorKind | None:
-    """Kind of a raw HTTP-transport error the SDK let through while reading a stream.
-
-    Matched by class name so it holds whichever httpx flavour the installed SDK uses.
-    """
-    transport = [c.__name__ for c in type(exc).__mro__ if c.__module__.startswith("httpx")]
-    if "TimeoutException" in transport:
-        return "timeout"
-    if "TransportError" in transport or "StreamError" in transport:
-        return "connection"
-    return None
-
-
-def _describe(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "..."
+    return ModelError("bad_request", describe(exc))
