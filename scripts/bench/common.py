@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -18,7 +19,13 @@ STEPS = 10
 
 INSTRUCTIONS = "You do arithmetic. Use the calculator for every step, then answer."
 USER_MESSAGE = "Add up 1*7 through 9*7, one calculator call at a time."
-_STARTED = time.monotonic()
+# The parent's start (time.monotonic() is one clock for every process), so a child's progress
+# lines count from the same moment as run.py's.
+_STARTED = float(os.environ.get("BENCH_STARTED", time.monotonic()))
+
+
+def started() -> float:
+    return _STARTED
 
 
 def progress(message: str) -> None:

@@ -25,8 +25,11 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +40,7 @@ if str(ROOT) not in sys.path:  # run as a file: make ``scripts.bench`` importabl
     sys.path.insert(0, str(ROOT))
 
 from scripts.bench import coldstart, floor, on_stack, postgres  # noqa: E402
-from scripts.bench.common import STEPS, parse_emitted, progress  # noqa: E402
+from scripts.bench.common import STEPS, parse_emitted, progress, started  # noqa: E402
 from scripts.bench.report import render  # noqa: E402
 
 from cloudagents.local.stack import LocalStack  # noqa: E402
@@ -101,19 +104,34 @@ def ensure_bench_venv() -> Path:
 
 
 def child(python: Path | str, module: str, *args: str, timeout: float = 600) -> dict[str, Any]:
-    """Run ``python -m scripts.bench.MODULE ARGS`` from the repo root; its BENCH-RESULT."""
+    """Run ``python -m scripts.bench.MODULE ARGS`` from the repo root; its BENCH-RESULT.
+
+    The child's progress lines are passed on as they come; the tail of its stderr goes into
+    the error when it fails."""
     command = [str(python), "-m", f"scripts.bench.{module}", *args]
-    done = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if done.stderr:
-        for line in done.stderr.splitlines():
-            if line.startswith("[bench"):
-                print(line, file=sys.stderr, flush=True)
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-12:])
-        raise RuntimeError(f"{module} exited {done.returncode}:\n{tail}")
-    return parse_emitted(done.stdout)
+    env = {**os.environ, "BENCH_STARTED": repr(started())}
+    tail: deque[str] = deque(maxlen=12)
+    with tempfile.TemporaryFile("w+") as out:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.PIPE, text=True
+        )
+        timer = threading.Timer(timeout, process.kill)
+        timer.start()
+        try:
+            assert process.stderr is not None
+            for line in process.stderr:
+                if line.startswith("[bench"):
+                    print(line, end="", file=sys.stderr, flush=True)
+                else:
+                    tail.append(line.rstrip())
+            returncode = process.wait()
+        finally:
+            timer.cancel()
+        out.seek(0)
+        stdout = out.read()
+    if returncode != 0:
+        raise RuntimeError(f"{module} exited {returncode}:\n" + "\n".join(tail))
+    return parse_emitted(stdout)
 
 
 class Bench:
@@ -129,6 +147,7 @@ class Bench:
             "errors": {},
         }
         self.bench_python: Path | None = None
+        self.last_error = ""
 
     def phase(self, name: str, action: Callable[[], Any]) -> Any:
         """Run one phase; a failure is recorded with its reason and the bench goes on."""
@@ -138,6 +157,7 @@ class Bench:
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}".strip()
             self.results["errors"][name] = reason
+            self.last_error = reason
             progress(f"{name} FAILED: {reason}")
             traceback.print_exc(file=sys.stderr)
             return None
@@ -148,6 +168,8 @@ class Bench:
         row = {"key": key, "label": label, **extra}
         if data is not None:
             row.update(data)
+        elif "unavailable" not in row:
+            row["unavailable"] = self.last_error or "no result"
         self.results["step_overhead"].append(row)
 
     # -- phases -------------------------------------------------------------------------------
@@ -194,6 +216,7 @@ class Bench:
                 saver_note = f"SQLite saver used: {self.results['errors']['postgres']}"
                 progress(f"(c) LangGraph + AsyncSqliteSaver ({saver_note})")
                 path = str(self.out / "langgraph-checkpoints.sqlite")
+                Path(path).unlink(missing_ok=True)
                 args = ["--saver", "sqlite", "--path", path, *runs]
                 data = self.phase("langgraph", lambda: child(python, "peer_langgraph", *args))
                 label = "(c) LangGraph + SqliteSaver"

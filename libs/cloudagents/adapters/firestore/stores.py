@@ -25,6 +25,7 @@ from cloudagents.adapters.firestore.ops import (
     written,
 )
 from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.errors import TransientError
 from cloudagents.domain.events import RUN_EVENT_ADAPTER, RunEvent
 from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
@@ -326,21 +327,27 @@ class FirestoreRunStore:
         return sorted(calls, key=lambda c: (c.seq, c.created_at))
 
     async def set_snapshot(self, run_id: str, pointer: SnapshotPointer) -> bool:
+        # Not a transaction: the snapshotter runs beside the step and tool commits on the same
+        # document, and a transaction's read lock there deadlocks with theirs until Firestore
+        # times one out. A write conditioned on the update time read is enough for "only
+        # forward", and takes no lock.
         ref = self._run_ref(run_id)
-
-        @firestore.async_transactional
-        async def apply(transaction: Any) -> bool:
-            snap = await counted_get(ref, transaction)
+        for _ in range(20):
+            snap = await counted_get(ref)
             if not snap.exists:
                 return False
             current = (snap.to_dict() or {}).get("snapshot")
             if current is not None and current.get("seq", -1) >= pointer.seq:
                 return False
-            written(transaction).update(ref, {"snapshot": to_doc(pointer.model_dump(mode="json"))})
+            try:
+                await written(ref).update(
+                    {"snapshot": to_doc(pointer.model_dump(mode="json"))},
+                    option=self.client.write_option(last_update_time=snap.update_time),
+                )
+            except (gexc.FailedPrecondition, gexc.Aborted):
+                continue
             return True
-
-        updated: bool = await transact(self.client, apply)
-        return updated
+        raise TransientError(f"run {run_id} kept changing while its snapshot was recorded")
 
     async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
         ref = self._run_ref(run_id)
