@@ -70,5 +70,23 @@ status: install
 demo: install
 	@$(PY) scripts/demo.py
 
+# `make bench`: cloudagents side by side with LangGraph and the OpenAI Agents SDK (docs/performance.md).
+# The peers go to their own .venv-bench (scripts/bench/requirements.txt, made by run.py);
+# PostgreSQL (for LangGraph's checkpointer) comes from Debian when missing.
+bench: install
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "==> installing PostgreSQL (Debian) for LangGraph's checkpointer"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				postgresql >/dev/null) || echo "==> PostgreSQL not installed: LangGraph uses SQLite"; \
+		else echo "==> no PostgreSQL and not root: LangGraph uses its SQLite saver"; fi; \
+	fi
+	@$(PY) scripts/bench/run.py $(BENCH_ARGS)
+
+# `make faults`: the fault-injection suite (tests/faults, docs/reliability.md) at its long size;
+# `make test` runs it at the default size. Figures: bench-results/fault-figures.{json,md}.
+faults: install
+	@FAULTS_SCALE=long $(VENV)/bin/pytest tests/faults --timeout=7200 $(PYTEST_ARGS)
+
 clean: down
 	rm -rf $(VENV) $(TASKS_VENV) .tools .local .pytest_cache .mypy_cache .ruff_cache
