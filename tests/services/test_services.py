@@ -174,3 +174,20 @@ async def test_dead_letter_show_and_replay(stack: Stack) -> None:
     assert run["result"]["exit"] == "SATISFIED"
     assert (await api.get(f"/dead-letters/{letter['id']}")).json()["replayed_at"] is not None
     assert (await api.post("/dead-letters/nope/replay")).status_code == 404
+
+
+async def test_an_oversized_message_is_dead_lettered_with_its_head(stack: Stack) -> None:
+    clients, pump = stack
+    big = PublishedMessage("agents-steps", b'{"run_id": "' + b"x" * 1_200_000 + b'"}', {}, "big-1")
+    response = await clients["run_executor"].post(
+        "/pubsub/steps", json=push_body(big, "agents-run-executor-steps")
+    )
+    assert response.status_code == 200 and response.json()["status"] == "dead-lettered"
+    letters = pump.deps.dead_letters
+    assert isinstance(letters, InMemoryDeadLetterStore)
+    letter = letters.letters["agents-run-executor-steps-big-1"]
+    assert (
+        "exceeds 1000000" in letter.reason
+        and "kept the first 256000 of 1200014 bytes" in letter.reason
+    )
+    assert len(base64.b64decode(letter.data)) == 256_000

@@ -31,6 +31,7 @@ from cloudagents.telemetry import context_from, tracer
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 1_000_000
+MAX_KEPT_BYTES = 256_000
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -95,7 +96,12 @@ async def dead_letter(
     message_id = message.message_id if message else None
     digest = hashlib.sha256(raw).hexdigest()[:16]
     letter_id = f"{source.rsplit('/', 1)[-1] or 'push'}-{message_id or digest}"
-    data = base64.b64encode(message.data if message else raw).decode()
+    original = message.data if message else raw
+    if len(original) > MAX_KEPT_BYTES:
+        # A Firestore document holds at most 1 MiB: keep the head of an oversized message.
+        reason = f"{reason} (kept the first {MAX_KEPT_BYTES} of {len(original)} bytes)"
+        original = original[:MAX_KEPT_BYTES]
+    data = base64.b64encode(original).decode()
     await deps.dead_letters.record_dead_letter(
         DeadLetter(
             id=letter_id,
