@@ -53,7 +53,7 @@ terraform-check: install
 
 test: install lint typecheck terraform-check
 	@echo "==> pytest"
-	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest --ignore=tests/faults $(PYTEST_ARGS)
 
 unit: install
 	@$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
