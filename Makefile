@@ -83,8 +83,9 @@ bench: install
 	fi
 	@$(PY) scripts/bench/run.py $(BENCH_ARGS)
 
-# `make faults`: the fault-injection suite (tests/faults, docs/reliability.md) at its long size;
-# `make test` runs it at the default size. Figures: bench-results/fault-figures.{json,md}.
+# `make faults`: the fault-injection suite (tests/faults, docs/reliability.md) at its long size.
+# It is not part of `make test` until it passes reliably on this machine (see issue 6's note).
+# Figures: bench-results/fault-figures.{json,md}.
 faults: install
 	@FAULTS_SCALE=long $(VENV)/bin/pytest tests/faults --timeout=7200 $(PYTEST_ARGS)
 
