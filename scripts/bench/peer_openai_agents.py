@@ -108,7 +108,7 @@ class ScriptedModel(Model):
     def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         # The SDK's Model interface requires it; Runner.run (what the benchmark times) never
         # streams, so reaching this is a mistake in the benchmark, not a missing feature.
-        raise RuntimeError("ScriptedModel answers Runner.run only; Runner.run_streamed is not timed")
+        raise RuntimeError("ScriptedModel serves Runner.run; Runner.run_streamed is not timed")
 
 
 async def measure(runs: int, warmup: int, steps: int) -> dict[str, Any]:
