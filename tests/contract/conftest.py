@@ -127,7 +127,7 @@ async def race(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
     if redelivered:
         warnings.warn(
             f"{redelivered} of {len(calls)} racing calls gave up on Firestore contention "
-            "(ValueError after 5 transaction attempts) and were run again",
+            "(every transaction attempt lost) and were run again, as Pub/Sub would redeliver them",
             ContentionRetried,
             stacklevel=2,
         )
