@@ -105,9 +105,9 @@ class ContentionRetried(UserWarning):
 async def race(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
     """Run ``calls`` concurrently and return their results in order.
 
-    A call that loses to contention on Firestore (the client gives up after its 5 attempts and
-    raises ``ValueError``; the emulator resolves lock conflicts by timing out, so it loses races
-    more often than production) is run again on its own, the way Pub/Sub would redeliver the
+    A call that loses to contention on Firestore (the adapter raises ``TransientError`` once
+    every transaction attempt has lost; the emulator resolves lock conflicts by timing out, so it
+    loses races more often than production) is run again on its own, the way Pub/Sub would redeliver the
     message whose handler failed. The promises checked on the results (one winner, nothing
     applied twice) must hold either way.
     """
