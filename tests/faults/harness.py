@@ -271,6 +271,25 @@ class FaultStack:
             query = query.where(filter=firestore.FieldFilter("tool", "==", tool))
         return [d.to_dict() for d in query.stream()]
 
+    def locked_documents(self, run_id: str) -> list[str]:
+        """Documents of the run that a plain write cannot touch (the emulator answers
+        ``409 Transaction lock timeout`` after 2 s): a lock some transaction never released.
+        The probe rewrites one field with its current value."""
+        from google.api_core import exceptions as gexc
+
+        run_ref = self.db.collection("agent_runs").document(run_id)
+        refs = [run_ref, *(d.reference for d in run_ref.collection("tool_calls").stream())]
+        locked = []
+        for ref in refs:
+            snap = ref.get()
+            if not snap.exists:
+                continue
+            try:
+                ref.update({"status": snap.get("status")})
+            except gexc.Aborted:
+                locked.append(ref.path)
+        return locked
+
     def spend(self, agent_ids: Iterable[str]) -> float:
         """USD in the sharded cost ledger of these agents, all days (``budgets/{agent}:{day}``
         has no fields of its own: only its ``shards`` sub-collection)."""

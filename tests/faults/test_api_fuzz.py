@@ -30,6 +30,7 @@ class Fuzz:
         self.cases = 0
         self.codes: Counter[int] = Counter()
         self.failures: list[dict[str, Any]] = []
+        self.known: list[dict[str, Any]] = []
 
     def operation(self, operation: Any, mode: Any) -> None:
         from hypothesis import HealthCheck, Phase, given, settings
@@ -66,7 +67,9 @@ class Fuzz:
             self.failures.append({"operation": label, "mode": mode, "error": repr(exc)[:300]})
             return
         self.codes[response.status_code] += 1
-        if response.status_code >= 500:
+        if response.status_code >= 500 and known_bug(label, case):
+            self.known.append({"operation": label, "status": response.status_code})
+        elif response.status_code >= 500:
             self.failures.append(
                 {
                     "operation": label,
@@ -76,6 +79,26 @@ class Fuzz:
                     "curl": case.as_curl_command(headers=self.headers)[:500],
                 }
             )
+
+
+def known_bug(label: str, case: Any) -> bool:
+    """``POST /runs`` with an ``agent_id`` holding ``/``: 500 (see the xfail test below)."""
+    body = getattr(case, "body", None)
+    return label == "POST /runs" and isinstance(body, dict) and "/" in str(body.get("agent_id"))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "library bug: StartRunRequest.agent_id has no pattern; an id with '/' reaches "
+        "FirestoreAgentStore.get_agent -> collection.document(id) -> ValueError('A document must "
+        "have an even number of path elements') -> 500 (found by schemathesis)"
+    ),
+)
+def test_start_run_with_a_slash_in_agent_id_is_a_client_error(stack: FaultStack) -> None:
+    assert stack.api is not None
+    response = stack.api.post("/runs", json={"agent_id": "a/b", "message": "hi"})
+    assert 400 <= response.status_code < 500, response.status_code
 
 
 @pytest.mark.timeout(1200)
@@ -96,6 +119,7 @@ def test_no_server_error_on_generated_input(stack: FaultStack) -> None:
     figures.record(SECTION, "cases run", fuzz.cases)
     figures.record(SECTION, "cases failed (5xx or no answer)", len(fuzz.failures))
     figures.record(SECTION, "status codes", dict(sorted(fuzz.codes.items())))
+    figures.record(SECTION, "5xx from the known agent_id '/' bug", len(fuzz.known))
     figures.record(SECTION, "seconds", round(time.monotonic() - started, 1))
     if fuzz.failures:
         figures.record(SECTION, "first failures", fuzz.failures[:3])

@@ -57,7 +57,10 @@ def test_every_message_delivered_two_or_three_times(stack: FaultStack) -> None:
             for r in run_ids
         ]
         stack.publish_many(intents)
-        docs = stack.wait_finished(run_ids, sized(900, 3600))
+        try:
+            docs = stack.wait_finished(run_ids, sized(900, 3600))
+        except AssertionError as stalled:
+            explain_stall(stack, run_ids, stalled)
         finished_at = time.monotonic()
         deadline = time.monotonic() + 60
         while proxy.busy() and time.monotonic() < deadline:
@@ -125,6 +128,21 @@ def test_every_message_delivered_two_or_three_times(stack: FaultStack) -> None:
     assert len(executions) == expected_keys, (len(executions), expected_keys)
     assert tally.usage_mismatch == [], tally.usage_mismatch[:5]
     assert tally.transcript_mismatch == [], tally.first_difference
+
+
+def explain_stall(stack: FaultStack, run_ids: list[str], stalled: AssertionError) -> None:
+    """Runs that did not finish: if each has a document no write can reach (a lock the Firestore
+    emulator never released), that is the emulator's known issue (docs/reliability.md), not a
+    lost run; report it as an expected failure with the evidence. Otherwise re-raise."""
+    docs = stack.run_docs(run_ids)
+    children = {c for d in docs.values() for c in d.get("child_run_ids") or []}
+    docs.update(stack.run_docs(children))
+    unfinished = [r for r, d in docs.items() if d.get("status") != "finished"]
+    locked = {r: stack.locked_documents(r) for r in unfinished}
+    figures.record("redelivery", "runs stalled behind a never-released emulator lock", locked)
+    if unfinished and all(locked.values()):
+        pytest.xfail(f"Firestore emulator lock never released: {locked}")
+    raise stalled
 
 
 @pytest.mark.xfail(
