@@ -87,14 +87,6 @@ def known_bug(label: str, case: Any) -> bool:
     return label == "POST /runs" and isinstance(body, dict) and "/" in str(body.get("agent_id"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "library bug: StartRunRequest.agent_id has no pattern; an id with '/' reaches "
-        "FirestoreAgentStore.get_agent -> collection.document(id) -> ValueError('A document must "
-        "have an even number of path elements') -> 500 (found by schemathesis)"
-    ),
-)
 def test_start_run_with_a_slash_in_agent_id_is_a_client_error(stack: FaultStack) -> None:
     assert stack.api is not None
     response = stack.api.post("/runs", json={"agent_id": "a/b", "message": "hi"})

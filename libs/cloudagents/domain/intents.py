@@ -7,13 +7,14 @@ from typing import Any
 
 from pydantic import Field, JsonValue
 
+from cloudagents.domain.agents import AGENT_ID_PATTERN
 from cloudagents.domain.base import Model, Persisted
 
 
 class StartRun(Model):
     """The payload of an intent that starts a run: which agent, and the user's message."""
 
-    agent_id: str = Field(min_length=1, max_length=128)
+    agent_id: str = Field(min_length=1, max_length=128, pattern=AGENT_ID_PATTERN)
     message: str = Field(max_length=200_000)
     variables: dict[str, JsonValue] = Field(default_factory=dict)
     parent_run_id: str | None = None

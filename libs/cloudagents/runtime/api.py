@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.agents import AGENT_ID_PATTERN, AgentDefinition
 from cloudagents.domain.errors import PermanentMessageError
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.runs import AuditRecord, OutboxMessage, RunRecord, RunStatus
@@ -42,7 +42,7 @@ class StartRunRequest(BaseModel):
     """``POST /runs`` body."""
 
     model_config = ConfigDict(extra="forbid")
-    agent_id: str = Field(min_length=1, max_length=128)
+    agent_id: str = Field(min_length=1, max_length=128, pattern=AGENT_ID_PATTERN)
     message: str = Field(max_length=200_000)
     variables: dict[str, JsonValue] = Field(default_factory=dict)
     run_id: str | None = Field(
