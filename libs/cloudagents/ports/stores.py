@@ -28,6 +28,7 @@ from cloudagents.domain.runs import (
     RunStatus,
     SnapshotPointer,
     ToolCallRecord,
+    utcnow,
 )
 
 
@@ -50,6 +51,26 @@ class StepCommit(Model):
         default=None, description="the model call whose reply this step applies"
     )
     extra: dict[str, JsonValue] = Field(default_factory=dict)
+
+    def applied_to(self, run: RunRecord) -> RunRecord:
+        """The run document after this commit (validated: a bad commit raises, writes nothing)."""
+        return RunRecord.model_validate(
+            {
+                **run.model_dump(),
+                "seq": run.seq + 1,
+                "status": self.status,
+                "progress": self.progress,
+                "message_count": run.message_count + len(self.new_messages),
+                "pending_tool_calls": list(self.pending_tool_calls),
+                "outbox": list(self.outbox),
+                "result": self.result,
+                "handoff_offer_id": (
+                    self.handoff_offer.offer_id if self.handoff_offer else run.handoff_offer_id
+                ),
+                "updated_at": utcnow(),
+                **self.extra,
+            }
+        )
 
 
 @dataclass(frozen=True)

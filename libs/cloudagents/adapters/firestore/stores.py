@@ -195,25 +195,7 @@ class FirestoreRunStore:
             if commit.applied_model_call:
                 call_doc = ref.collection("model_calls").document(commit.applied_model_call)
                 written(transaction).set(call_doc, {"applied": True}, merge=True)
-            updated = RunRecord.model_validate(
-                {
-                    **run.model_dump(),
-                    "seq": run.seq + 1,
-                    "status": commit.status,
-                    "progress": commit.progress,
-                    "message_count": run.message_count + len(commit.new_messages),
-                    "pending_tool_calls": list(commit.pending_tool_calls),
-                    "outbox": list(commit.outbox),
-                    "result": commit.result,
-                    "handoff_offer_id": (
-                        commit.handoff_offer.offer_id
-                        if commit.handoff_offer
-                        else run.handoff_offer_id
-                    ),
-                    "updated_at": utcnow(),
-                    **commit.extra,
-                }
-            )
+            updated = commit.applied_to(run)
             written(transaction).set(ref, to_doc(updated.model_dump(mode="json")))
             return updated
 

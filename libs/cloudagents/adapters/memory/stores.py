@@ -89,25 +89,7 @@ class InMemoryRunStore:
             if run is None or run.seq != commit.expected_seq or run.finished:
                 return None
             # Validate the new run first, so a bad commit changes nothing (as a transaction).
-            updated = run.model_copy(
-                update={
-                    "seq": run.seq + 1,
-                    "status": commit.status,
-                    "progress": commit.progress,
-                    "message_count": run.message_count + len(commit.new_messages),
-                    "pending_tool_calls": list(commit.pending_tool_calls),
-                    "outbox": list(commit.outbox),
-                    "result": commit.result,
-                    "handoff_offer_id": (
-                        commit.handoff_offer.offer_id
-                        if commit.handoff_offer
-                        else run.handoff_offer_id
-                    ),
-                    "updated_at": utcnow(),
-                    **commit.extra,
-                }
-            )
-            validated = RunRecord.model_validate(updated.model_dump())
+            validated = commit.applied_to(run)
             self.transcripts[run.run_id].extend(commit.new_messages)
             for call in commit.tool_calls:
                 self.calls[(run.run_id, call.doc_id)] = call
