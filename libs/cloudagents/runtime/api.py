@@ -61,6 +61,13 @@ async def _json_body(request: Request) -> Any:
         raise PermanentMessageError(f"body is not JSON: {exc}") from exc
 
 
+def one(found: BaseModel | None, what: str, key: str) -> Response:
+    """A stored object as JSON, or the 404 that names what was not found."""
+    if found is None:
+        return error(404, f"unknown {what} {key!r}")
+    return JSONResponse(found.model_dump(mode="json"))
+
+
 def run_view(run: RunRecord) -> dict[str, Any]:
     """The public JSON of a run (no outbox internals)."""
     data = run.model_dump(mode="json", exclude={"outbox"})
@@ -221,19 +228,14 @@ async def list_agents_route(
 async def get_agent_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
-    agent = await deps.agents.get_agent(params["agent_id"])
-    if agent is None:
-        return error(404, f"unknown agent {params['agent_id']!r}")
-    return JSONResponse(agent.model_dump(mode="json"))
+    return one(await deps.agents.get_agent(params["agent_id"]), "agent", params["agent_id"])
 
 
 async def get_handoff_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
     offer = await deps.handoffs.get_offer(params["offer_id"])
-    if offer is None:
-        return error(404, f"unknown handoff offer {params['offer_id']!r}")
-    return JSONResponse(offer.model_dump(mode="json"))
+    return one(offer, "handoff offer", params["offer_id"])
 
 
 async def list_dead_letters_route(
@@ -247,9 +249,7 @@ async def get_dead_letter_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
     letter = await deps.dead_letters.get_dead_letter(params["letter_id"])
-    if letter is None:
-        return error(404, f"unknown dead letter {params['letter_id']!r}")
-    return JSONResponse(letter.model_dump(mode="json"))
+    return one(letter, "dead letter", params["letter_id"])
 
 
 async def replay_dead_letter_route(
