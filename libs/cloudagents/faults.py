@@ -3,7 +3,8 @@
 Off unless ``CLOUDAGENTS_CRASH_POINTS`` is set *and* the process runs against the emulators
 (``FIRESTORE_EMULATOR_HOST``), so production can never crash itself on purpose. The value is a
 comma list of ``point=probability`` (e.g. ``executor.after_commit=0.2``); ``CLOUDAGENTS_CRASH_SEED``
-makes the draws repeatable.
+makes the draws repeatable per process: a forked process (a gunicorn worker) re-seeds with the seed
+and its pid, so workers forked from one master do not all draw the same sequence.
 """
 
 from __future__ import annotations
@@ -34,7 +35,15 @@ def _parse(spec: str) -> dict[str, float]:
 
 _SPEC = os.environ.get("CLOUDAGENTS_CRASH_POINTS", "")
 _ACTIVE = _parse(_SPEC) if _SPEC and os.environ.get("FIRESTORE_EMULATOR_HOST") else {}
-_RANDOM = random.Random(os.environ.get("CLOUDAGENTS_CRASH_SEED"))
+_SEED = os.environ.get("CLOUDAGENTS_CRASH_SEED")
+_RANDOM = random.Random(_SEED)
+
+
+def _reseed_after_fork() -> None:
+    _RANDOM.seed(f"{_SEED}:{os.getpid()}" if _SEED is not None else None)
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 def crash_point(name: str) -> None:

@@ -6,10 +6,6 @@ on ``PYTHONPATH``, so agents in the suite may call these. Each execution of ``ch
 ``rate_probe`` is recorded in the Firestore collection ``fault_ledger`` (one document per
 execution, with the call's ``idempotency_key()``), which is how the tests count executions: a
 non-idempotent tool run twice for one call shows up as two ledger documents with the same key.
-
-Importing this module inside a service worker also re-seeds the crash-point generator of that
-worker (see ``_reseed_crash_points``): gunicorn forks every worker from a master that already
-imported ``cloudagents.faults``, so without it each replacement worker replays the same draws.
 """
 
 from __future__ import annotations
@@ -87,16 +83,6 @@ def big_output(n: int) -> str:
     return text
 
 
-def _reseed_crash_points() -> None:
-    """Give this worker process its own crash-point draws (workaround, see the module doc)."""
-    if os.environ.get("FAULTS_RESEED_WORKERS", "1") != "1":
-        return
-    from cloudagents import faults
-
-    seed = os.environ.get("CLOUDAGENTS_CRASH_SEED", "")
-    faults._RANDOM.seed(f"{seed}:{os.getpid()}")
-
-
 @tool(risk_level="medium", idempotent=False)
 def slow_charge(customer: str, amount_cents: int, seconds: float) -> dict[str, Any]:
     """Charge a card through a slow payment provider (not idempotent).
@@ -109,6 +95,3 @@ def slow_charge(customer: str, amount_cents: int, seconds: float) -> dict[str, A
     time.sleep(seconds)
     _record("slow_charge", customer=customer, amount_cents=amount_cents)
     return {"charged": amount_cents, "customer": customer, "status": "ok"}
-
-
-_reseed_crash_points()
