@@ -47,6 +47,9 @@ FIRESTORE_TTL_FIELDS: tuple[tuple[str, str], ...] = (
     ("dead_letters", "expire_at"),
     ("audit_log", "expire_at"),
     ("slots", "expire_at"),
+    # Cost reservations left behind by a killed executor stop counting at expires_at already;
+    # the policy deletes them (budgets/{agent}:{day}/reservations/{id}).
+    ("reservations", "expires_at"),
 )
 
 

@@ -37,6 +37,7 @@ from cloudagents.engine.step import (
     check_daily_cost,
     decide,
     initial_messages,
+    reservation_hold_seconds,
 )
 from cloudagents.ports.budgets import CostLedger, RateLimiter
 from cloudagents.ports.model import ModelClient
@@ -82,7 +83,7 @@ class Agent:
         self.definition = definition
         self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry.from_mapping(tools)
         self.model_client = model_client
-        self.cost_ledger: CostLedger = cost_ledger or InMemoryCostLedger()
+        self.cost_ledger: CostLedger = cost_ledger or InMemoryCostLedger(clock=clock)
         self.rate_limiter: RateLimiter = rate_limiter or InMemoryRateLimiter()
         self.observer = observer or RunObserver()
         self.clock = clock
@@ -141,7 +142,9 @@ class Agent:
                 spent = await self.cost_ledger.spent(agent.id, day)
                 if stop := check_daily_cost(agent, spent, reserve):
                     return progress.result(stop.exit, {"reason": stop.reason})
-            await self.cost_ledger.reserve(agent.id, day, reserve)
+            reservation = await self.cost_ledger.reserve(
+                agent.id, day, reserve, hold_seconds=reservation_hold_seconds(agent)
+            )
             actual = 0.0
             try:
                 reply = await model(
@@ -153,7 +156,7 @@ class Agent:
                 progress.errors.append(str(error))
                 return progress.result(LoopExit.ERROR, {"reason": str(error)})
             finally:
-                await self.cost_ledger.settle(agent.id, day, reserve, actual)
+                await self.cost_ledger.settle(agent.id, day, reservation, actual)
             progress = account(progress, reply, actual)
             outcome = decide(agent, progress, reply, specs)
             messages.append(reply.as_message())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,7 +11,7 @@ from cloudagents import Agent, AgentDefinition, LoopExit, Tool, load_definitions
 from cloudagents.adapters.memory.budgets import InMemoryCostLedger, InMemoryRateLimiter
 from cloudagents.domain.messages import Message, ModelResponse, ToolCall
 from cloudagents.domain.results import RunProgress
-from cloudagents.engine.step import StepOutcome
+from cloudagents.engine.step import StepOutcome, reservation_hold_seconds
 from cloudagents.ports.observer import RunObserver
 from cloudagents.tools import ToolResult
 
@@ -158,6 +158,83 @@ async def test_daily_cost_cap_is_shared_by_runs_of_the_agent() -> None:
     assert exits == [LoopExit.SATISFIED, LoopExit.SATISFIED, LoopExit.BUDGET_EXCEEDED]
     day = datetime.now(UTC).date().isoformat()
     assert await ledger.spent("calc", day) == pytest.approx(2.0)
+
+
+class RecordingLedger(InMemoryCostLedger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.holds: list[float] = []
+
+    async def reserve(self, agent_id: str, day: str, amount: float, *, hold_seconds: float) -> str:
+        self.holds.append(hold_seconds)
+        return await super().reserve(agent_id, day, amount, hold_seconds=hold_seconds)
+
+
+def test_reservation_hold_covers_every_attempt_and_backoff() -> None:
+    definition = scripted(
+        FINAL_TURN,
+        retry={"max_attempts": 3, "backoff_seconds": 2.0, "backoff_multiplier": 3.0},
+        model={
+            "provider": "scripted",
+            "name": "s",
+            "timeout_seconds": 30.0,
+            "script": [FINAL_TURN],
+        },
+    )
+    # 3 attempts of 30 s, backoffs 2 s and 6 s between them, and the 60 s margin.
+    assert reservation_hold_seconds(definition) == pytest.approx(3 * 30 + 2 + 6 + 60)
+    huge = scripted(
+        FINAL_TURN, retry={"max_attempts": 20, "backoff_seconds": 600, "backoff_multiplier": 10}
+    )
+    assert reservation_hold_seconds(huge) == 24 * 3600
+
+
+async def test_runner_reserves_for_the_hold_and_settles_its_reservation() -> None:
+    definition = scripted(
+        FINAL_TURN,
+        model={
+            "provider": "scripted",
+            "name": "priced",
+            "output_price_per_million": 1000.0,
+            "script": [FINAL_TURN],
+        },
+        generation={"max_tokens": 1000},
+        budget={"max_daily_cost": 10.0},
+    )
+    ledger = RecordingLedger()
+    result = await Agent(definition, cost_ledger=ledger).run("hi")
+    assert result.exit is LoopExit.SATISFIED
+    assert ledger.holds == [reservation_hold_seconds(definition)]
+    day = datetime.now(UTC).date().isoformat()
+    # Settled at the actual cost, not the 1000-token reservation ($1): nothing left held.
+    assert 0 < result.cost_usd < 0.1
+    assert await ledger.spent("calc", day) == pytest.approx(result.cost_usd)
+
+
+async def test_a_leaked_reservation_blocks_the_cap_only_until_its_hold_passes() -> None:
+    now = [datetime(2030, 1, 1, 9, 0, tzinfo=UTC)]
+
+    def clock() -> datetime:
+        return now[0]
+
+    definition = scripted(
+        FINAL_TURN,
+        model={
+            "provider": "scripted",
+            "name": "priced",
+            "output_price_per_million": 1000.0,
+            "script": [FINAL_TURN],
+        },
+        generation={"max_tokens": 1000},
+        budget={"max_daily_cost": 2.5},
+    )
+    ledger = InMemoryCostLedger(clock=clock)
+    # A process killed mid-call: reserved, never settled.
+    await ledger.reserve("calc", "2030-01-01", 2.0, hold_seconds=300)
+    agent = Agent(definition, cost_ledger=ledger, clock=clock)
+    assert (await agent.run("hi")).exit is LoopExit.BUDGET_EXCEEDED
+    now[0] += timedelta(seconds=301)
+    assert (await agent.run("hi")).exit is LoopExit.SATISFIED
 
 
 async def test_unknown_tool_gives_the_model_an_error() -> None:

@@ -115,6 +115,29 @@ def check_daily_cost(agent: AgentDefinition, spent_today: float, reserve: float)
     return None
 
 
+# Beyond the model call itself: streaming chunk writes, the settle write, a slow event loop.
+RESERVATION_MARGIN_SECONDS = 60.0
+# The ledger is kept per day, so a longer hold would outlive the day it counts against.
+MAX_RESERVATION_HOLD_SECONDS = 24 * 3600.0
+
+
+def reservation_hold_seconds(agent: AgentDefinition) -> float:
+    """How long a call's cost reservation counts against the daily cap if it is never settled.
+
+    Covers the whole model call as ``RetryingModel`` makes it: ``max_attempts`` attempts of up to
+    ``model.timeout_seconds`` each, the exponential backoffs between them, and a margin; capped
+    at a day. A provider's ``retry_after`` longer than the backoff can outlast the hold: the
+    reservation then stops counting before the call settles (its actual cost is still added).
+    """
+    retry = agent.retry
+    backoffs = sum(
+        retry.backoff_seconds * retry.backoff_multiplier**attempt
+        for attempt in range(retry.max_attempts - 1)
+    )
+    hold = agent.model.timeout_seconds * retry.max_attempts + backoffs + RESERVATION_MARGIN_SECONDS
+    return min(hold, MAX_RESERVATION_HOLD_SECONDS)
+
+
 def account(progress: RunProgress, reply: ModelResponse, cost_usd: float) -> RunProgress:
     """Progress after a model call: every call counts, even one whose result is discarded."""
     return progress.model_copy(

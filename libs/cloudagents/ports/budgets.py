@@ -12,14 +12,29 @@ class CostLedger(Protocol):
     Before a model call the caller ``reserve``s an upper estimate of its cost and afterwards
     ``settle``s the actual cost against that reservation, so concurrent calls see each other's
     pending spend: overspend is bounded by the calls in flight that were admitted before any
-    of them settled (see ``docs/budgets.md``).
+    of them settled (see "The overspend bound" in ``docs/reliability.md``).
+
+    A reservation expires: it counts toward ``spent`` until it is settled or until its
+    ``hold_seconds`` have passed, whichever comes first. A caller killed between ``reserve`` and
+    ``settle`` (SIGKILL, instance shutdown, crash) therefore holds its estimate against the cap
+    only for as long as its model call could have lasted, not for the rest of the day.
     """
 
-    async def spent(self, agent_id: str, day: str) -> float: ...
+    async def spent(self, agent_id: str, day: str) -> float:
+        """Settled spend plus the reservations of that day not yet settled nor expired."""
+        ...
 
-    async def reserve(self, agent_id: str, day: str, amount: float) -> None: ...
+    async def reserve(self, agent_id: str, day: str, amount: float, *, hold_seconds: float) -> str:
+        """Hold ``amount`` against the day's spend for at most ``hold_seconds``; return its id."""
+        ...
 
-    async def settle(self, agent_id: str, day: str, reserved: float, actual: float) -> None: ...
+    async def settle(self, agent_id: str, day: str, reservation: str, actual: float) -> None:
+        """Drop the reservation and add ``actual`` to the settled spend, in one atomic write.
+
+        An unknown or already expired reservation still adds ``actual`` (the money was spent)
+        and does not fail.
+        """
+        ...
 
 
 class RateLimiter(Protocol):

@@ -59,6 +59,7 @@ from cloudagents.engine.step import (
     decide,
     describe,
     initial_messages,
+    reservation_hold_seconds,
 )
 from cloudagents.faults import crash_point
 from cloudagents.ports.stores import StepCommit
@@ -230,18 +231,20 @@ class RunExecutor:
         )
         request = build_request(agent, transcript, self.deps.tools.specs())
         chunks = _ChunkBatcher(self.deps, run.run_id, run.seq)
-        await self.deps.cost_ledger.reserve(agent.id, day, reserve)
+        reservation = await self.deps.cost_ledger.reserve(
+            agent.id, day, reserve, hold_seconds=reservation_hold_seconds(agent)
+        )
         actual = 0.0
         with tracer.start_as_current_span(f"chat {agent.model.name}") as span:
             try:
                 reply = await model(request, on_chunk=chunks.add)
             except ModelError as error:
                 span.set_status(trace.StatusCode.ERROR, str(error))
-                await self.deps.cost_ledger.settle(agent.id, day, reserve, 0.0)
+                await self.deps.cost_ledger.settle(agent.id, day, reservation, 0.0)
                 return error
             await chunks.flush()
             actual = pricing.cost_of(agent.model, reply.usage)
-            await self.deps.cost_ledger.settle(agent.id, day, reserve, actual)
+            await self.deps.cost_ledger.settle(agent.id, day, reservation, actual)
             span.set_attributes(
                 genai_attributes(
                     system=agent.model.provider,

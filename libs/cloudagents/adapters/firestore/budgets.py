@@ -1,15 +1,23 @@
 """Budget counters shared by every instance, on Firestore.
 
-Daily cost: ``budgets/{agent}:{day}/shards/{k}`` — increments land on a random shard of
-``SHARDS`` so concurrent runs do not contend on one document (Firestore sustains about one write
-per second per document); reading sums the shards. Tools per minute:
-``rate_limits/{key}:{minute}/slots/{n}`` — an admission creates one of ``limit`` slot documents,
-so the limit holds exactly across instances, without locks.
+Daily cost, under ``budgets/{agent}:{day}``: settled spend in ``shards/{k}`` — increments land
+on a random shard of ``SHARDS`` so concurrent runs do not contend on one document (Firestore
+sustains about one write per second per document) — and pending calls in
+``reservations/{id}`` (``usd``, ``expires_at``), one document per reservation. Spent is the sum
+of the shards plus the reservations whose ``expires_at`` is still ahead; a reservation left
+behind by a killed process stops counting at its ``expires_at``, and the ``reservations`` TTL
+policy (``scripts/gen_terraform_topology.py``) deletes it some time after. Settling deletes the
+reservation and increments a shard in one batch.
+
+Tools per minute: ``rate_limits/{key}:{minute}/slots/{n}`` — an admission creates one of
+``limit`` slot documents, so the limit holds exactly across instances, without locks.
 """
 
 from __future__ import annotations
 
 import random
+import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,34 +29,63 @@ from cloudagents.metrics import count
 
 SHARDS = 10
 
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
 
 class FirestoreCostLedger:
-    """Sharded daily spend per agent."""
+    """Sharded daily spend per agent, plus expiring reservations of calls in flight."""
 
-    def __init__(self, client: firestore.AsyncClient, shards: int = SHARDS) -> None:
+    def __init__(
+        self, client: firestore.AsyncClient, shards: int = SHARDS, *, clock: Clock = _utcnow
+    ) -> None:
         self.client = client
         self.shards = shards
+        self.clock = clock
 
-    def _shards(self, agent_id: str, day: str) -> Any:
-        return self.client.collection("budgets").document(f"{agent_id}:{day}").collection("shards")
+    def _day(self, agent_id: str, day: str) -> Any:
+        return self.client.collection("budgets").document(f"{agent_id}:{day}")
+
+    def _shard(self, agent_id: str, day: str) -> Any:
+        return (
+            self._day(agent_id, day)
+            .collection("shards")
+            .document(str(random.randrange(self.shards)))
+        )
 
     async def spent(self, agent_id: str, day: str) -> float:
         total = 0.0
-        async for shard in counted_stream(self._shards(agent_id, day)):
+        async for shard in counted_stream(self._day(agent_id, day).collection("shards")):
             total += float((shard.to_dict() or {}).get("usd", 0.0))
+        held = (
+            self._day(agent_id, day)
+            .collection("reservations")
+            .where(filter=firestore.FieldFilter("expires_at", ">", self.clock()))
+        )
+        async for reservation in counted_stream(held):
+            total += float((reservation.to_dict() or {}).get("usd", 0.0))
         return total
 
-    async def _add(self, agent_id: str, day: str, amount: float) -> None:
-        if amount == 0:
-            return
-        doc = self._shards(agent_id, day).document(str(random.randrange(self.shards)))
-        await written(doc).set({"usd": firestore.Increment(amount)}, merge=True)
+    async def reserve(self, agent_id: str, day: str, amount: float, *, hold_seconds: float) -> str:
+        reservation = uuid.uuid4().hex
+        expires_at = self.clock() + timedelta(seconds=hold_seconds)
+        doc = self._day(agent_id, day).collection("reservations").document(reservation)
+        await written(doc).set({"usd": amount, "expires_at": expires_at})
+        return reservation
 
-    async def reserve(self, agent_id: str, day: str, amount: float) -> None:
-        await self._add(agent_id, day, amount)
-
-    async def settle(self, agent_id: str, day: str, reserved: float, actual: float) -> None:
-        await self._add(agent_id, day, actual - reserved)
+    async def settle(self, agent_id: str, day: str, reservation: str, actual: float) -> None:
+        # Deleting a missing document succeeds: an expired (or TTL-deleted) reservation still
+        # gets its actual cost counted.
+        batch = self.client.batch()
+        batch.delete(self._day(agent_id, day).collection("reservations").document(reservation))
+        writes = 1
+        if actual != 0:
+            batch.set(self._shard(agent_id, day), {"usd": firestore.Increment(actual)}, merge=True)
+            writes += 1
+        await written(batch, writes).commit()
 
 
 class FirestoreRateLimiter:

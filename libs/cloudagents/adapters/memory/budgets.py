@@ -3,24 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import defaultdict
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class InMemoryCostLedger:
-    """Daily spend per agent in a dict."""
+    """Daily spend per agent in dicts: settled spend, and reservations with their expiry."""
 
-    def __init__(self) -> None:
-        self._spent: defaultdict[tuple[str, str], float] = defaultdict(float)
+    def __init__(self, clock: Clock = _utcnow) -> None:
+        self.clock = clock
+        self._settled: defaultdict[tuple[str, str], float] = defaultdict(float)
+        # (agent, day) -> reservation id -> (usd, expires_at)
+        self._reservations: defaultdict[tuple[str, str], dict[str, tuple[float, datetime]]] = (
+            defaultdict(dict)
+        )
 
     async def spent(self, agent_id: str, day: str) -> float:
-        return self._spent[(agent_id, day)]
+        now = self.clock()
+        held = self._reservations[(agent_id, day)]
+        for expired in [rid for rid, (_, expires_at) in held.items() if expires_at <= now]:
+            del held[expired]
+        return self._settled[(agent_id, day)] + sum(usd for usd, _ in held.values())
 
-    async def reserve(self, agent_id: str, day: str, amount: float) -> None:
-        self._spent[(agent_id, day)] += amount
+    async def reserve(self, agent_id: str, day: str, amount: float, *, hold_seconds: float) -> str:
+        reservation = uuid.uuid4().hex
+        expires_at = self.clock() + timedelta(seconds=hold_seconds)
+        self._reservations[(agent_id, day)][reservation] = (amount, expires_at)
+        return reservation
 
-    async def settle(self, agent_id: str, day: str, reserved: float, actual: float) -> None:
-        self._spent[(agent_id, day)] += actual - reserved
+    async def settle(self, agent_id: str, day: str, reservation: str, actual: float) -> None:
+        self._reservations[(agent_id, day)].pop(reservation, None)
+        self._settled[(agent_id, day)] += actual
 
 
 class InMemoryRateLimiter:
