@@ -57,7 +57,7 @@ class ToolResult:
     def as_text(self) -> str:
         if isinstance(self.content, str):
             return self.content
-        return json.dumps(self.content, ensure_ascii=False, default=str)
+        return json.dumps(self.content, ensure_ascii=False, default=str, sort_keys=True)
 
 
 def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:

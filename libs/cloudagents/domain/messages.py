@@ -178,7 +178,7 @@ class ModelResponse(Model):
         """The content as text, JSON-encoding a dict payload."""
         if self.content is None or isinstance(self.content, str):
             return self.content
-        return json.dumps(self.content)
+        return json.dumps(self.content, sort_keys=True)
 
     def as_message(self) -> Message:
         return Message(role="assistant", content=self.content_text(), tool_calls=self.tool_calls)
