@@ -318,7 +318,7 @@ class GcpRunObserver(RunObserver):
                 self.resources.context_bucket, name, result.as_text().encode(), "text/plain"
             )
             value = None
-        await self.runs.start_tool_call(run_id, seq, index)
+        await self.runs.start_tool_call(run_id, seq, index, lease_seconds=0.0)
         event = ToolResultEvent(
             run_id=run_id,
             seq=seq,

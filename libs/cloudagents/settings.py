@@ -28,6 +28,8 @@ class Settings:
     service_name: str = "cloudagents"
     tasks_service_account: str | None = None
     tool_result_inline_bytes: int = 64_000
+    # A tool call's lease is the tool's timeout plus this; see ToolInvoker.
+    tool_lease_grace_seconds: float = 30.0
     api_audience: str | None = None
     push_auth: str = "oidc"
     push_audience: str | None = None
@@ -52,8 +54,17 @@ class Settings:
             snapshot_messages = int(env.get("CLOUDAGENTS_SNAPSHOT_MESSAGES", "20"))
         except ValueError as exc:
             raise ConfigurationError("CLOUDAGENTS_SNAPSHOT_MESSAGES must be an integer") from exc
+        try:
+            lease_grace = float(env.get("CLOUDAGENTS_TOOL_LEASE_GRACE_SECONDS", "30"))
+        except ValueError as exc:
+            raise ConfigurationError(
+                "CLOUDAGENTS_TOOL_LEASE_GRACE_SECONDS must be a number"
+            ) from exc
+        if lease_grace < 0:
+            raise ConfigurationError("CLOUDAGENTS_TOOL_LEASE_GRACE_SECONDS must not be negative")
         return cls(
             project=project or "local-project",
+            tool_lease_grace_seconds=lease_grace,
             workspace=env.get("CLOUDAGENTS_WORKSPACE", "agents"),
             location=env.get("CLOUDAGENTS_LOCATION", "us-central1"),
             backend=backend,  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -275,38 +276,56 @@ async def test_concurrent_commits_of_one_step_apply_once(run_store: RunStore) ->
 async def test_start_tool_call_claims_once(run_store: RunStore) -> None:
     run = await waiting_run(run_store, calls=1)
 
-    started = await run_store.start_tool_call(run.run_id, 0, 0)
+    started = await run_store.start_tool_call(run.run_id, 0, 0, lease_seconds=60)
     assert started is not None
-    record, first = started
-    assert first is True
-    assert record.status == "running"
-    assert record.attempts == 1
-    assert record.started_at is not None
+    assert started.outcome == "first"
+    assert started.record.status == "running"
+    assert started.record.attempts == 1
+    assert started.record.started_at is not None
+    assert started.record.lease_until is not None
+    assert 59 <= (started.record.lease_until - started.record.started_at).total_seconds() <= 61
 
-    again = await run_store.start_tool_call(run.run_id, 0, 0)
+    # A second delivery while the lease is live: told so, and nothing is written.
+    again = await run_store.start_tool_call(run.run_id, 0, 0, lease_seconds=60)
     assert again is not None
-    assert again[1] is False
-    assert again[0].status == "running"
-    assert again[0].attempts == 2
+    assert again.outcome == "held"
+    assert again.record.attempts == 1
+    assert again.record.lease_until == started.record.lease_until
 
     assert (await finish(run_store, run.run_id, 0, 0)) is not None
-    done = await run_store.start_tool_call(run.run_id, 0, 0)
+    done = await run_store.start_tool_call(run.run_id, 0, 0, lease_seconds=60)
     assert done is not None
-    assert done[1] is False
-    assert done[0].status == "done"
-    assert done[0].attempts == 2
-    assert await run_store.start_tool_call(run.run_id, 0, 5) is None
+    assert done.outcome == "done"
+    assert done.record.status == "done"
+    assert done.record.attempts == 1
+    assert await run_store.start_tool_call(run.run_id, 0, 5, lease_seconds=60) is None
+
+
+async def test_a_call_whose_lease_passed_is_taken_over(run_store: RunStore) -> None:
+    run = await waiting_run(run_store, calls=1)
+    first = await run_store.start_tool_call(run.run_id, 0, 0, lease_seconds=0.2)
+    assert first is not None and first.outcome == "first"
+    await asyncio.sleep(0.3)
+    taken = await run_store.start_tool_call(run.run_id, 0, 0, lease_seconds=60)
+    assert taken is not None
+    assert taken.outcome == "taken_over"
+    assert taken.record.attempts == 2
+    assert taken.record.lease_until is not None
+    assert first.record.lease_until is not None
+    assert taken.record.lease_until > first.record.lease_until
+    stored = await run_store.get_tool_call(run.run_id, 0, 0)
+    assert stored is not None and stored.attempts == 2 and stored.status == "running"
 
 
 async def test_concurrent_starts_have_one_first(run_store: RunStore) -> None:
     run = await waiting_run(run_store, calls=1)
-    # Every start writes (it counts the attempt), so on Firestore each extra racer costs a
-    # contention round: two are enough to race.
-    starts = await race([partial(run_store.start_tool_call, run.run_id, 0, 0)] * 2)
-    assert all(s is not None for s in starts)
-    assert sum(1 for s in starts if s is not None and s[1]) == 1
+    starts = await race(
+        [partial(run_store.start_tool_call, run.run_id, 0, 0, lease_seconds=60)] * 5
+    )
+    outcomes = sorted(s.outcome for s in starts if s is not None)
+    assert outcomes == ["first", "held", "held", "held", "held"]
     stored = await run_store.get_tool_call(run.run_id, 0, 0)
-    assert stored is not None and stored.attempts == 2
+    assert stored is not None and stored.attempts == 1
 
 
 async def test_finish_last_pending_call_wakes_the_run(run_store: RunStore) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -10,6 +11,7 @@ import httpx
 from cloudagents.adapters.memory.messaging import PublishedMessage
 from cloudagents.adapters.memory.stores import InMemoryDeadLetterStore, InMemoryRunStore
 from cloudagents.domain.intents import IntentionMessage
+from cloudagents.tools import tool
 from tests.services.conftest import Pump, push_body, scripted_agent
 
 Stack = tuple[dict[str, httpx.AsyncClient], Pump]
@@ -191,3 +193,113 @@ async def test_an_oversized_message_is_dead_lettered_with_its_head(stack: Stack)
         and "kept the first 256000 of 1200014 bytes" in letter.reason
     )
     assert len(base64.b64decode(letter.data)) == 256_000
+
+
+def _pay_agent() -> dict[str, object]:
+    return scripted_agent(
+        "payer",
+        instructions="You pay.",
+        model={
+            "provider": "scripted",
+            "name": "scripted-demo",
+            "script": [
+                {"tool_calls": [{"name": "pay", "arguments": {"cents": 500}}]},
+                {"content": "paid"},
+            ],
+        },
+        tools=["pay"],
+    )
+
+
+async def _deliver_until_tool_message(pump: Pump) -> PublishedMessage:
+    while pump.cursor < len(pump.bus.published):
+        message = pump.bus.published[pump.cursor]
+        pump.cursor += 1
+        if message.topic == "agents-tools":
+            return message
+        await pump.deliver(message)
+    raise AssertionError("no tool message was published")
+
+
+async def test_a_duplicate_of_a_running_non_idempotent_call_waits_for_the_real_result(
+    stack: Stack,
+) -> None:
+    clients, pump = stack
+    release = asyncio.Event()
+    executions: list[int] = []
+
+    @tool(idempotent=False)
+    async def pay(cents: int) -> dict[str, object]:
+        """Pay (a side effect that must happen once).
+
+        Args:
+            cents: the amount
+        """
+        await release.wait()
+        executions.append(cents)
+        return {"paid": cents, "status": "ok"}
+
+    pump.deps.tools.register(pay)
+    assert (await clients["api"].post("/agents", json=_pay_agent())).status_code == 201
+    started = await clients["api"].post("/runs", json={"agent_id": "payer", "message": "pay"})
+    run_id = started.json()["run_id"]
+    tool_message = await _deliver_until_tool_message(pump)
+
+    original = asyncio.create_task(pump.deliver(tool_message))
+    for _ in range(500):  # let the original claim the call
+        call = await pump.deps.runs.get_tool_call(run_id, 0, 0)
+        if call is not None and call.status == "running":
+            break
+        await asyncio.sleep(0.01)
+    # The duplicate arrives while the payment is in flight: it asks for redelivery (503) and
+    # records nothing, rather than answering "interrupted" for a call that is running.
+    assert await pump.deliver(tool_message) is False
+    assert pump.responses[-1][1] == 503
+    assert "running in another delivery" in pump.responses[-1][2]["error"]
+    call = await pump.deps.runs.get_tool_call(run_id, 0, 0)
+    assert call is not None and call.status == "running" and call.attempts == 1
+
+    release.set()
+    assert await original is True
+    await pump.run()  # the redelivery of the duplicate finds the call done
+    run = await pump.deps.runs.get_run(run_id)
+    assert run is not None and run.result is not None
+    assert run.result.exit.value == "SATISFIED"
+    assert executions == [500]
+    transcript = await pump.deps.runs.messages(run_id)
+    assert transcript[3].role == "tool"
+    assert json.loads(str(transcript[3].content)) == {"paid": 500, "status": "ok"}
+
+
+async def test_a_non_idempotent_call_whose_holder_died_is_answered_interrupted(
+    stack: Stack,
+) -> None:
+    clients, pump = stack
+    executions: list[int] = []
+
+    @tool(idempotent=False)
+    def pay(cents: int) -> dict[str, object]:
+        """Pay (a side effect that must happen once).
+
+        Args:
+            cents: the amount
+        """
+        executions.append(cents)
+        return {"paid": cents}
+
+    pump.deps.tools.register(pay)
+    await clients["api"].post("/agents", json=_pay_agent())
+    started = await clients["api"].post("/runs", json={"agent_id": "payer", "message": "pay"})
+    run_id = started.json()["run_id"]
+    tool_message = await _deliver_until_tool_message(pump)
+    # A delivery claimed the call and died before recording anything; its lease has passed.
+    claim = await pump.deps.runs.start_tool_call(run_id, 0, 0, lease_seconds=0.0)
+    assert claim is not None and claim.outcome == "first"
+
+    assert await pump.deliver(tool_message) is True
+    await pump.run()
+    assert executions == []  # not run a second time: it may have paid already
+    transcript = await pump.deps.runs.messages(run_id)
+    assert "was interrupted and is not retried" in str(transcript[3].content)
+    call = await pump.deps.runs.get_tool_call(run_id, 0, 0)
+    assert call is not None and call.attempts == 2 and call.is_error

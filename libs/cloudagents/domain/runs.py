@@ -100,6 +100,9 @@ class ToolCallRecord(Persisted):
     is_error: bool = False
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # While ``running``: until when the delivery that started it holds it. A later delivery
+    # waits for the lease to pass before treating the call as interrupted.
+    lease_until: datetime | None = None
 
     @property
     def doc_id(self) -> str:

@@ -7,8 +7,8 @@ expected ``seq`` and applies everything or nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
 
 from pydantic import Field, JsonValue
 
@@ -73,6 +73,45 @@ class StepCommit(Model):
         )
 
 
+ClaimOutcome = Literal["first", "taken_over", "held", "done"]
+
+
+@dataclass(frozen=True)
+class ToolClaim:
+    """What a delivery of a tool message may do with the call.
+
+    ``first``: it moved the call from ``pending`` to ``running`` and holds the lease.
+    ``taken_over``: the call was ``running`` but its lease had passed (the delivery that started
+    it died or overran the tool's timeout); this delivery now holds a new lease.
+    ``held``: another delivery holds a live lease (nothing was written).
+    ``done``: the result is recorded (nothing was written).
+    """
+
+    record: ToolCallRecord
+    outcome: ClaimOutcome
+
+    @staticmethod
+    def decide(
+        call: ToolCallRecord, now: datetime, lease_seconds: float
+    ) -> tuple[ToolCallRecord | None, ClaimOutcome]:
+        """The record to write (``None``: write nothing) and the outcome, for a claim at ``now``.
+
+        Both stores apply this inside their transaction, so the rule lives in one place."""
+        if call.status == "done":
+            return None, "done"
+        if call.status == "running" and call.lease_until is not None and call.lease_until > now:
+            return None, "held"
+        updated = call.model_copy(
+            update={
+                "status": "running",
+                "attempts": call.attempts + 1,
+                "started_at": now,
+                "lease_until": now + timedelta(seconds=lease_seconds),
+            }
+        )
+        return updated, "first" if call.status == "pending" else "taken_over"
+
+
 @dataclass(frozen=True)
 class ToolFinish:
     """The outcome of recording a tool result."""
@@ -110,10 +149,11 @@ class RunStore(Protocol):
         ...
 
     async def start_tool_call(
-        self, run_id: str, seq: int, index: int
-    ) -> tuple[ToolCallRecord, bool] | None:
-        """Mark the call running and count the attempt, unless it is done. Returns the record as
-        stored and whether this caller moved it from ``pending`` (the first to claim it)."""
+        self, run_id: str, seq: int, index: int, *, lease_seconds: float
+    ) -> ToolClaim | None:
+        """Claim the call for ``lease_seconds`` by ``ToolClaim.decide``: a claim that takes it
+        marks it ``running``, counts the attempt and sets the lease. ``None`` if the call does
+        not exist."""
         ...
 
     async def finish_tool_call(

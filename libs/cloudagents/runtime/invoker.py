@@ -1,9 +1,16 @@
 """The tool invoker: runs one tool call per message, at most once per call where it matters.
 
-The result is recorded in one transaction that also removes the call from the run's pending
-list; the call that empties the list stores and publishes the run's next step message. A
-redelivered message for a finished call re-publishes that wake-up (and the audit record) and
-does not run the tool again.
+A delivery first claims the call with a lease (the tool's timeout plus
+``CLOUDAGENTS_TOOL_LEASE_GRACE_SECONDS``). While another delivery holds a live lease, a
+non-idempotent tool is not run: the message is refused (503) and Pub/Sub redelivers it later,
+when the holder has recorded the result or its lease has passed. A call whose lease passed
+without a result was interrupted (its process died mid-call): an idempotent tool runs again, a
+non-idempotent one is answered with an "interrupted" error result rather than risking its effect
+twice. The result is recorded in one transaction that also removes the call from the run's pending
+list (retried in process if it loses to contention, so a result that exists is not dropped); the
+call that empties the list stores and publishes the run's next step message. A redelivered message
+for a finished call re-publishes that wake-up (and the audit record) and does not run the tool
+again.
 """
 
 from __future__ import annotations
@@ -15,14 +22,16 @@ from typing import Any
 
 from cloudagents.domain.errors import PermanentMessageError, TransientError
 from cloudagents.domain.events import ToolResultEvent, event_id
-from cloudagents.domain.runs import OutboxMessage, RunRecord, ToolCallRecord, ToolMessage
+from cloudagents.domain.runs import OutboxMessage, RunRecord, ToolCallRecord, ToolMessage, utcnow
 from cloudagents.faults import crash_point
+from cloudagents.ports.stores import ToolClaim
 from cloudagents.runtime.deps import Deps
 from cloudagents.telemetry import tracer
 from cloudagents.tools import ToolResult, idempotency_scope
 
 log = logging.getLogger(__name__)
 MAX_RATE_LIMIT_WAIT_SECONDS = 20.0
+FINISH_ATTEMPTS = 4
 
 
 class ToolInvoker:
@@ -62,25 +71,42 @@ class ToolInvoker:
         tool = self.deps.tools.get(record.call.name)
         if agent is None or tool is None or record.call.name not in agent.tools:
             return ToolResult(f"tool {record.call.name!r} is not available to this agent", True)
+        lease = tool.timeout_seconds + self.deps.settings.tool_lease_grace_seconds
+        if not tool.idempotent and ToolClaim.decide(record, utcnow(), lease)[1] == "held":
+            raise self._held(record)  # before taking a tools-per-minute slot for nothing
         limit = agent.budget.max_tools_per_minute
         if limit is not None:
             await self._acquire(agent.id, limit)
-        claim = await self.deps.runs.start_tool_call(run.run_id, record.seq, record.index)
+        claim = await self.deps.runs.start_tool_call(
+            run.run_id, record.seq, record.index, lease_seconds=lease
+        )
         if claim is None:
             raise PermanentMessageError(f"tool call {record.doc_id} of {run.run_id} vanished")
-        stored, first = claim
-        if stored.status == "done":
+        stored = claim.record
+        if claim.outcome == "done":
             return ToolResult(stored.result, stored.is_error)
-        if not first and not tool.idempotent:
-            # Another delivery started this call and has not recorded a result (it crashed, or
-            # is still running). Running a non-idempotent tool again could do its effect twice.
-            return ToolResult(
-                f"{tool.name} was interrupted and is not retried because it is not idempotent "
-                f"(idempotency key {record.idempotency_key})",
-                True,
-            )
+        if not tool.idempotent:
+            if claim.outcome == "held":
+                # Another delivery is running it now: come back when it has recorded the result
+                # (or its lease has passed) rather than guess.
+                raise self._held(stored)
+            if claim.outcome == "taken_over":
+                # Started before and never recorded: running it again could do its effect twice.
+                return ToolResult(
+                    f"{tool.name} was interrupted and is not retried because it is not "
+                    f"idempotent (idempotency key {record.idempotency_key})",
+                    True,
+                )
         with idempotency_scope(record.idempotency_key):
             return await tool.invoke(record.call.arguments)
+
+    @staticmethod
+    def _held(record: ToolCallRecord) -> TransientError:
+        until = f"{record.lease_until:%H:%M:%S}" if record.lease_until else "?"
+        return TransientError(
+            f"tool call {record.doc_id} of {record.run_id} is running in another delivery "
+            f"(lease until {until})"
+        )
 
     async def _acquire(self, key: str, limit: int) -> None:
         waited = 0.0
@@ -111,16 +137,27 @@ class ToolInvoker:
             is_error=result.is_error,
         )
         wake = OutboxMessage(topic="steps", data={"run_id": record.run_id, "seq": record.seq + 1})
-        finish = await self.deps.runs.finish_tool_call(
-            record.run_id,
-            record.seq,
-            record.index,
-            result=value,
-            is_error=result.is_error,
-            result_uri=result_uri,
-            events=[event],
-            wake=wake,
-        )
+        finish = None
+        for attempt in range(FINISH_ATTEMPTS):
+            try:
+                finish = await self.deps.runs.finish_tool_call(
+                    record.run_id,
+                    record.seq,
+                    record.index,
+                    result=value,
+                    is_error=result.is_error,
+                    result_uri=result_uri,
+                    events=[event],
+                    wake=wake,
+                )
+                break
+            except TransientError:
+                # The result exists only in this process: losing it to a contended commit would
+                # make the redelivery answer "interrupted" for a call that ran.
+                if attempt == FINISH_ATTEMPTS - 1:
+                    raise
+                log.warning("recording tool call %s of %s: retrying", record.doc_id, record.run_id)
+                await asyncio.sleep(0.2 * 2**attempt)
         if finish is None:
             raise PermanentMessageError(f"tool call {record.doc_id} of {record.run_id} vanished")
         crash_point("invoker.after_finish")

@@ -43,7 +43,7 @@ from cloudagents.domain.runs import (
     tool_call_doc_id,
     utcnow,
 )
-from cloudagents.ports.stores import Claim, StepCommit, ToolFinish
+from cloudagents.ports.stores import Claim, StepCommit, ToolClaim, ToolFinish
 
 RUNS = "agent_runs"
 INTERACTIONS = "interactions"
@@ -203,25 +203,22 @@ class FirestoreRunStore:
         return result
 
     async def start_tool_call(
-        self, run_id: str, seq: int, index: int
-    ) -> tuple[ToolCallRecord, bool] | None:
+        self, run_id: str, seq: int, index: int, *, lease_seconds: float
+    ) -> ToolClaim | None:
         ref = self._call_ref(run_id, seq, index)
 
         @firestore.async_transactional
-        async def apply(transaction: Any) -> tuple[ToolCallRecord, bool] | None:
+        async def apply(transaction: Any) -> ToolClaim | None:
             snap = await counted_get(ref, transaction)
             if not snap.exists:
                 return None
             call = ToolCallRecord.model_validate(from_doc(snap.to_dict()))
-            if call.status == "done":
-                return call, False
-            updated = call.model_copy(
-                update={"status": "running", "attempts": call.attempts + 1, "started_at": utcnow()}
-            )
-            written(transaction).set(ref, to_doc(updated.model_dump(mode="json")))
-            return updated, call.status == "pending"
+            updated, outcome = ToolClaim.decide(call, utcnow(), lease_seconds)
+            if updated is not None:
+                written(transaction).set(ref, to_doc(updated.model_dump(mode="json")))
+            return ToolClaim(updated or call, outcome)
 
-        result: tuple[ToolCallRecord, bool] | None = await transact(self.client, apply)
+        result: ToolClaim | None = await transact(self.client, apply)
         return result
 
     async def finish_tool_call(

@@ -26,7 +26,7 @@ from cloudagents.domain.runs import (
     tool_call_doc_id,
     utcnow,
 )
-from cloudagents.ports.stores import Claim, StepCommit, ToolFinish
+from cloudagents.ports.stores import Claim, StepCommit, ToolClaim, ToolFinish
 
 
 class InMemoryRunStore:
@@ -109,20 +109,17 @@ class InMemoryRunStore:
             return self.runs[run.run_id].model_copy(deep=True)
 
     async def start_tool_call(
-        self, run_id: str, seq: int, index: int
-    ) -> tuple[ToolCallRecord, bool] | None:
+        self, run_id: str, seq: int, index: int, *, lease_seconds: float
+    ) -> ToolClaim | None:
         async with self._lock:
             key = (run_id, tool_call_doc_id(seq, index))
             call = self.calls.get(key)
             if call is None:
                 return None
-            if call.status == "done":
-                return call.model_copy(deep=True), False
-            updated = call.model_copy(
-                update={"status": "running", "attempts": call.attempts + 1, "started_at": utcnow()}
-            )
-            self.calls[key] = updated
-            return updated.model_copy(deep=True), call.status == "pending"
+            updated, outcome = ToolClaim.decide(call, utcnow(), lease_seconds)
+            if updated is not None:
+                self.calls[key] = updated
+            return ToolClaim((updated or call).model_copy(deep=True), outcome)
 
     async def finish_tool_call(
         self,
