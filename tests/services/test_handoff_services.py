@@ -134,8 +134,23 @@ async def test_handoff_message_delivered_twice_creates_one_target_run(stack: Sta
         await pump.deliver(message)
         if message.topic == "agents-handoff":
             await pump.deliver(message)
+            offer_message = message
     runs = (await api.get("/runs?agent=ocr-bot")).json()["runs"]
     assert len(runs) == 1
+    assert runs[0]["status"] == "finished"
+
+    def intents_for_target() -> int:
+        return sum(
+            1
+            for m in pump.bus.published
+            if m.topic == "agents" and runs[0]["run_id"].encode() in m.data
+        )
+
+    # A late redelivery of the offer, after the target has started: nothing is published again.
+    published = intents_for_target()
+    assert published in (1, 2)  # the second copy above may find the target still queued
+    await pump.deliver(offer_message)
+    assert intents_for_target() == published
 
 
 async def test_chain_depth_limit_ends_with_a_clear_error(stack: Stack) -> None:

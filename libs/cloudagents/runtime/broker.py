@@ -95,7 +95,7 @@ class HandoffBroker:
         message = offer.message or (
             f"You are taking over a task from agent {offer.source_agent}. Continue it."
         )
-        await start_run(
+        created = await start_run(
             self.deps,
             run_id=offer.target_run_id,
             agent=agent,
@@ -110,6 +110,12 @@ class HandoffBroker:
         await self.deps.handoffs.update_source(
             offer.source_run_id, status="claimed", child_run_id=offer.target_run_id
         )
+        if not created:
+            # A redelivered offer: the intent was published already unless the delivery that
+            # created the run died first (the run is then still queued at its first step).
+            target = await self.deps.runs.get_run(offer.target_run_id)
+            if target is None or target.seq > 0 or target.status is not RunStatus.QUEUED:
+                return
         intent = IntentionMessage.for_run(
             run_id=offer.target_run_id,
             agent_id=agent.id,
