@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from datetime import timedelta
 from typing import Any, assert_never
 
@@ -62,7 +63,7 @@ from cloudagents.engine.step import (
     reservation_hold_seconds,
 )
 from cloudagents.faults import crash_point
-from cloudagents.ports.stores import StepCommit
+from cloudagents.ports.stores import RunStore, StepCommit
 from cloudagents.runner import tool_message
 from cloudagents.runtime.deps import Deps
 from cloudagents.telemetry import genai_attributes, tracer
@@ -124,11 +125,41 @@ async def start_run(
     return await deps.runs.create_run(run, opening)
 
 
+class TranscriptCache:
+    """The transcripts of recently stepped runs, so a step reads only the messages added since
+    this process last saw the run (reads per step stay flat as a run grows).
+
+    Safe with any number of instances: messages are append-only and numbered, so what a process
+    holds is always a prefix of the transcript; the rest is read from ``start=len(prefix)`` and
+    the result is checked against the run's ``message_count`` (a full read if it disagrees).
+    """
+
+    def __init__(self, max_runs: int = 64) -> None:
+        self.max_runs = max_runs
+        self._runs: OrderedDict[str, list[Message]] = OrderedDict()
+
+    async def read(self, runs: RunStore, run: RunRecord) -> list[Message]:
+        known = self._runs.pop(run.run_id, [])
+        if len(known) > run.message_count:
+            known = []
+        transcript = [*known, *await runs.messages(run.run_id, start=len(known))]
+        if len(transcript) != run.message_count:
+            transcript = await runs.messages(run.run_id)
+        self._runs[run.run_id] = transcript
+        while len(self._runs) > self.max_runs:
+            self._runs.popitem(last=False)
+        return list(transcript)
+
+    def forget(self, run_id: str) -> None:
+        self._runs.pop(run_id, None)
+
+
 class RunExecutor:
     """Applies intents and step messages."""
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self.transcripts = TranscriptCache()
 
     async def handle_intent(self, intent: IntentionMessage) -> str:
         """Create the run an intent names (once) and apply its first step."""
@@ -176,7 +207,7 @@ class RunExecutor:
         if agent is None:
             gone = Stop(LoopExit.ERROR, f"agent {run.agent_id!r} no longer exists")
             return await self._commit(*self._plan_stop(run, run.progress, [], gone))
-        transcript = await self.deps.runs.messages(run.run_id)
+        transcript = await self.transcripts.read(self.deps.runs, run)
         new_messages: list[Message] = []
         progress = run.progress
         if run.status is RunStatus.WAITING_TOOLS:
@@ -494,6 +525,8 @@ class RunExecutor:
         if committed is None:
             # Another delivery applied this step first; its outbox is already on its way.
             return "lost-race"
+        if committed.finished:
+            self.transcripts.forget(commit.run_id)
         await self.deps.publish(committed.outbox)
         log.info(
             "step committed",
