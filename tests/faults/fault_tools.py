@@ -47,7 +47,7 @@ def _record(tool_name: str, **fields: Any) -> None:
     )
 
 
-@tool(risk_level="medium", idempotent=False)
+@tool(risk_level="medium", idempotent=False, timeout_seconds=10)
 def charge_card(customer: str, amount_cents: int) -> dict[str, Any]:
     """Charge a customer's card (a side effect that must never happen twice for one call).
 
@@ -83,7 +83,7 @@ def big_output(n: int) -> str:
     return text
 
 
-@tool(risk_level="medium", idempotent=False)
+@tool(risk_level="medium", idempotent=False, timeout_seconds=10)
 def slow_charge(customer: str, amount_cents: int, seconds: float) -> dict[str, Any]:
     """Charge a card through a slow payment provider (not idempotent).
 

@@ -94,6 +94,9 @@ class FaultStack:
                 ),
                 # Spans are not what this suite measures; writing them costs CPU on 2 cores.
                 "CLOUDAGENTS_TRACE_EXPORTER": "none",
+                # A tool call's lease = its timeout (10 s for the paying tools) + this: a call
+                # whose delivery was killed is taken over that much later.
+                "CLOUDAGENTS_TOOL_LEASE_GRACE_SECONDS": "5",
             },
         )
         self._saved_env: dict[str, str] = {}

@@ -24,8 +24,8 @@ from tests.faults.scenarios import RunSnapshot, Tally, fulfil_agent, order_agent
 
 PROBABILITY = 0.04
 SEED = "20261122"
-IDEMPOTENT_SOURCES = sized(18, 60)
-PAYING_SOURCES = sized(12, 40)
+IDEMPOTENT_SOURCES = sized(30, 90)
+PAYING_SOURCES = sized(20, 60)
 KILLS = sized(3, 10)
 PRICE = {"input_price_per_million": 1000.0, "output_price_per_million": 1000.0}
 CRASHING = ("run_executor", "tool_invoker", "handoff_broker", "context_snapshotter")

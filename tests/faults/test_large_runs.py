@@ -19,7 +19,7 @@ from tests.faults.fault_tools import BIG_OUTPUT_BYTES
 from tests.faults.harness import FaultStack, document_size, sized, unique
 from tests.faults.scenarios import scripted
 
-STEPS = sized(150, 300)
+STEPS = sized(300, 600)
 MIB = 1024 * 1024
 
 

@@ -24,7 +24,7 @@ from tests.faults import figures
 from tests.faults.harness import FaultStack, proxied, sized, unique
 from tests.faults.scenarios import RunSnapshot, Tally, fulfil_agent, order_agent, scripted
 
-SOURCES = sized(25, 100)  # each hands off to a second run: 2x runs in all
+SOURCES = sized(50, 150)  # each hands off to a second run: 2x runs in all
 
 
 def reference(stack: FaultStack, agent: str) -> tuple[str, dict[str, RunSnapshot]]:

@@ -101,6 +101,11 @@ async def start_run(
     ``prior_messages`` (a handoff's transferred context) go between the instructions and the
     new user message; the other agent's replies among them are named after ``prior_agent``.
     """
+    if await deps.runs.get_run(run_id) is not None:
+        # A redelivered intent or offer: look before writing. A create that fails on an existing
+        # run costs a failed commit, and hundreds of them (one per redelivery) contend with the
+        # run's own transactions.
+        return False
     try:
         opening = initial_messages(agent, message, variables)
     except (KeyError, ValueError) as exc:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
+
+from google.api_core import exceptions as gexc
 
 from cloudagents.domain.errors import TransientError
 from cloudagents.metrics import count
@@ -64,22 +68,46 @@ def from_doc(data: Any) -> Any:
     return data
 
 
-# Hot documents (a run under parallel tool results, an offer raced by brokers, a rate-limit
-# window) see lock conflicts; the client's default of 5 attempts gives up too soon.
-TRANSACTION_ATTEMPTS = 25
+# Hot documents (a run under parallel tool results, an offer raced by brokers) see lock conflicts.
+TRANSACTION_ATTEMPTS = 12
+BACKOFF_FIRST_SECONDS = 0.05
+BACKOFF_MAX_SECONDS = 1.0
 
 
 def contention_exhausted(error: BaseException) -> bool:
-    """The client's way of saying the transaction lost every attempt to concurrent writers."""
+    """The client's way of saying the transaction lost its attempt(s) to concurrent writers."""
     return isinstance(error, ValueError) and "Failed to commit transaction" in str(error)
 
 
+def _lost_to_contention(error: BaseException | None) -> bool:
+    """A lost commit or a read that timed out on a lock, possibly behind a failed rollback."""
+    while error is not None:
+        if isinstance(error, gexc.Aborted) or contention_exhausted(error):
+            return True
+        error = error.__context__
+    return False
+
+
 async def transact(client: Any, apply: Callable[[Any], Awaitable[_T]]) -> _T:
-    """Run a ``@firestore.async_transactional`` function; contention that outlasts every attempt
+    """Run a ``@firestore.async_transactional`` function, retrying contention here.
+
+    Each attempt is its own transaction of one try, so the client rolls back every attempt that
+    loses (its own retry loop begins the next try without rolling back the aborted one, which
+    the Firestore emulator can leave holding locks), and attempts are spaced by jittered
+    exponential backoff rather than retried at once. Contention that outlasts every attempt
     becomes a ``TransientError`` (the message is redelivered) rather than a crash."""
-    try:
-        return await apply(client.transaction(max_attempts=TRANSACTION_ATTEMPTS))
-    except ValueError as error:
-        if contention_exhausted(error):
-            raise TransientError(f"Firestore contention: {error}") from error
-        raise
+    delay = BACKOFF_FIRST_SECONDS
+    last: BaseException | None = None
+    for _ in range(TRANSACTION_ATTEMPTS):
+        try:
+            return await apply(client.transaction(max_attempts=1))
+        except Exception as error:
+            if not _lost_to_contention(error):
+                raise
+            last = error
+        count("firestore.transaction_retry")
+        await asyncio.sleep(random.uniform(0, delay))
+        delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+    raise TransientError(
+        f"Firestore contention: lost {TRANSACTION_ATTEMPTS} transaction attempts ({last})"
+    ) from last
