@@ -29,7 +29,6 @@ from typing import Any
 
 import httpx
 
-from cloudagents.local.emulators import start_stack
 from cloudagents.local.stack import LocalStack, StackState
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,38 +51,12 @@ def sized(default: int, long: int) -> int:
 # The stack
 
 
-class QuietTasksStack(LocalStack):
-    """``LocalStack`` with the Cloud Tasks emulator started ``--quiet``.
-
-    The emulator walks every queued task ten times a second and logs two lines for each task
-    not yet due: with a hundred open handoff offers (one expiry task each) that is tens of
-    megabytes of log a minute and a good part of a core on this 2-core machine.
-    """
-
-    def start(self) -> StackState:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        self.emulators = start_stack(
-            self.project,
-            self.log_dir,
-            location=self.topology.location,
-            queue_names=[q.name for q in self.topology.queues],
-            repo_root=self.repo_root,
-            tasks_quiet=True,
-        )
-        try:
-            return self._start_services(started)
-        except BaseException:
-            self.stop()
-            raise
-
-
 class FaultStack:
     """A ``LocalStack`` with the suite's tools loaded, and the clients the tests use."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
-        self.local = QuietTasksStack(
+        self.local = LocalStack(
             project=PROJECT,
             workspace=WORKSPACE,
             log_dir=log_dir,

@@ -820,7 +820,7 @@ def start_stack(
     queue_names: Sequence[str] = (),
     repo_root: Path | None = None,
     tasks_max_retries: int = 100,
-    tasks_quiet: bool = False,
+    tasks_quiet: bool = True,
     ready_timeout: float = READY_TIMEOUT_S,
 ) -> EmulatorStack:
     """Start all four emulators in parallel on free ports. On any failure none are left running."""
