@@ -189,8 +189,9 @@ def test_reservation_hold_covers_every_attempt_and_backoff() -> None:
     assert reservation_hold_seconds(huge) == 24 * 3600
 
 
-async def test_runner_reserves_for_the_hold_and_settles_its_reservation() -> None:
-    definition = scripted(
+def priced_agent(daily_cap: float) -> AgentDefinition:
+    """One final turn at $1 per thousand output tokens, reserving for 1000 tokens ($1)."""
+    return scripted(
         FINAL_TURN,
         model={
             "provider": "scripted",
@@ -199,8 +200,12 @@ async def test_runner_reserves_for_the_hold_and_settles_its_reservation() -> Non
             "script": [FINAL_TURN],
         },
         generation={"max_tokens": 1000},
-        budget={"max_daily_cost": 10.0},
+        budget={"max_daily_cost": daily_cap},
     )
+
+
+async def test_runner_reserves_for_the_hold_and_settles_its_reservation() -> None:
+    definition = priced_agent(daily_cap=10.0)
     ledger = RecordingLedger()
     result = await Agent(definition, cost_ledger=ledger).run("hi")
     assert result.exit is LoopExit.SATISFIED
@@ -217,17 +222,7 @@ async def test_a_leaked_reservation_blocks_the_cap_only_until_its_hold_passes() 
     def clock() -> datetime:
         return now[0]
 
-    definition = scripted(
-        FINAL_TURN,
-        model={
-            "provider": "scripted",
-            "name": "priced",
-            "output_price_per_million": 1000.0,
-            "script": [FINAL_TURN],
-        },
-        generation={"max_tokens": 1000},
-        budget={"max_daily_cost": 2.5},
-    )
+    definition = priced_agent(daily_cap=2.5)
     ledger = InMemoryCostLedger(clock=clock)
     # A process killed mid-call: reserved, never settled.
     await ledger.reserve("calc", "2030-01-01", 2.0, hold_seconds=300)
