@@ -278,9 +278,10 @@ class RunExecutor:
                 span.set_status(trace.StatusCode.ERROR, str(error))
                 await self.deps.cost_ledger.settle(agent.id, day, reservation, 0.0)
                 return error
-            await chunks.flush()
+            # Settle first: the call is paid for whatever fails after it.
             actual = pricing.cost_of(agent.model, reply.usage)
             await self.deps.cost_ledger.settle(agent.id, day, reservation, actual)
+            await chunks.flush()
             span.set_attributes(
                 genai_attributes(
                     system=agent.model.provider,

@@ -57,9 +57,9 @@ class FirestoreCostLedger:
         )
 
     async def spent(self, agent_id: str, day: str) -> float:
+        # Reservations before shards: a settle landing between the two reads is then counted
+        # twice (briefly over), never in neither (under).
         total = 0.0
-        async for shard in counted_stream(self._day(agent_id, day).collection("shards")):
-            total += float((shard.to_dict() or {}).get("usd", 0.0))
         held = (
             self._day(agent_id, day)
             .collection("reservations")
@@ -67,6 +67,8 @@ class FirestoreCostLedger:
         )
         async for reservation in counted_stream(held):
             total += float((reservation.to_dict() or {}).get("usd", 0.0))
+        async for shard in counted_stream(self._day(agent_id, day).collection("shards")):
+            total += float((shard.to_dict() or {}).get("usd", 0.0))
         return total
 
     async def reserve(self, agent_id: str, day: str, amount: float, *, hold_seconds: float) -> str:
