@@ -328,6 +328,39 @@ async def test_concurrent_starts_have_one_first(run_store: RunStore) -> None:
     assert stored is not None and stored.attempts == 1
 
 
+async def test_a_saved_result_stands_and_finish_takes_the_call_off_pending(
+    run_store: RunStore,
+) -> None:
+    run = await waiting_run(run_store, calls=1)
+    saved = await run_store.save_tool_result(
+        run.run_id, 0, 0, result={"paid": 5}, is_error=False, result_uri=None
+    )
+    assert saved is not None and saved.status == "done" and saved.result == {"paid": 5}
+    # A second result (say "interrupted", from a delivery that took over) does not replace it.
+    again = await run_store.save_tool_result(
+        run.run_id, 0, 0, result="interrupted", is_error=True, result_uri=None
+    )
+    assert again is not None and again.result == {"paid": 5} and not again.is_error
+    # Saved but still pending: the run waits until finish takes it off the list, once.
+    stored_run = await run_store.get_run(run.run_id)
+    assert stored_run is not None and stored_run.pending_tool_calls == [saved.doc_id]
+    first = await finish(run_store, run.run_id, 0, 0, result="ignored")
+    assert first is not None
+    assert first.newly_finished is True and first.wake is True
+    assert first.record.result == {"paid": 5}
+    assert first.run.pending_tool_calls == []
+    second = await finish(run_store, run.run_id, 0, 0, result="ignored")
+    assert second is not None and second.newly_finished is False
+    stored = await run_store.get_tool_call(run.run_id, 0, 0)
+    assert stored is not None and stored.result == {"paid": 5}
+    assert (
+        await run_store.save_tool_result(
+            run.run_id, 0, 9, result=1, is_error=False, result_uri=None
+        )
+        is None
+    )
+
+
 async def test_finish_last_pending_call_wakes_the_run(run_store: RunStore) -> None:
     run = await waiting_run(run_store, calls=2)
     wake = wake_message(run.run_id, 1)

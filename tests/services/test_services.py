@@ -10,6 +10,7 @@ import httpx
 
 from cloudagents.adapters.memory.messaging import PublishedMessage
 from cloudagents.adapters.memory.stores import InMemoryDeadLetterStore, InMemoryRunStore
+from cloudagents.domain.errors import TransientError
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.tools import tool
 from tests.services.conftest import Pump, push_body, scripted_agent
@@ -303,3 +304,48 @@ async def test_a_non_idempotent_call_whose_holder_died_is_answered_interrupted(
     assert "was interrupted and is not retried" in str(transcript[3].content)
     call = await pump.deps.runs.get_tool_call(run_id, 0, 0)
     assert call is not None and call.attempts == 2 and call.is_error
+
+
+async def test_a_result_saved_before_a_failed_finish_is_kept_by_the_redelivery(
+    stack: Stack,
+) -> None:
+    clients, pump = stack
+    executions: list[int] = []
+
+    @tool(idempotent=False)
+    def pay(cents: int) -> dict[str, object]:
+        """Pay (a side effect that must happen once).
+
+        Args:
+            cents: the amount
+        """
+        executions.append(cents)
+        return {"paid": cents}
+
+    pump.deps.tools.register(pay)
+    await clients["api"].post("/agents", json=_pay_agent())
+    started = await clients["api"].post("/runs", json={"agent_id": "payer", "message": "pay"})
+    run_id = started.json()["run_id"]
+    tool_message = await _deliver_until_tool_message(pump)
+    runs = pump.deps.runs
+    real_finish = runs.finish_tool_call
+    failures = [TransientError("the run document is locked")]
+
+    async def finish_failing_once(*args: object, **kwargs: object) -> object:
+        if failures:
+            raise failures.pop()
+        return await real_finish(*args, **kwargs)  # type: ignore[arg-type]
+
+    runs.finish_tool_call = finish_failing_once  # type: ignore[method-assign]
+    # The tool runs and its result is saved; taking it off the run's pending list fails: 503.
+    assert await pump.deliver(tool_message) is False
+    call = await runs.get_tool_call(run_id, 0, 0)
+    assert call is not None and call.status == "done" and call.result == {"paid": 500}
+    # The redelivery finishes the saved call without running the tool again.
+    assert await pump.deliver(tool_message) is True
+    await pump.run()
+    assert executions == [500]
+    run = await runs.get_run(run_id)
+    assert run is not None and run.result is not None and run.result.exit.value == "SATISFIED"
+    transcript = await runs.messages(run_id)
+    assert json.loads(str(transcript[3].content)) == {"paid": 500}

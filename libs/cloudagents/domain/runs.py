@@ -108,6 +108,20 @@ class ToolCallRecord(Persisted):
     def doc_id(self) -> str:
         return tool_call_doc_id(self.seq, self.index)
 
+    def finished_with(
+        self, result: JsonValue, is_error: bool, result_uri: str | None
+    ) -> ToolCallRecord:
+        """This call ``done`` with a result (the stores apply it only to a call not yet done)."""
+        return self.model_copy(
+            update={
+                "status": "done",
+                "result": result,
+                "is_error": is_error,
+                "result_uri": result_uri,
+                "finished_at": utcnow(),
+            }
+        )
+
 
 def tool_call_doc_id(seq: int, index: int) -> str:
     return f"{seq:06d}-{index:03d}"

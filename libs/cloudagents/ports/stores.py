@@ -156,6 +156,22 @@ class RunStore(Protocol):
         not exist."""
         ...
 
+    async def save_tool_result(
+        self,
+        run_id: str,
+        seq: int,
+        index: int,
+        *,
+        result: JsonValue,
+        is_error: bool,
+        result_uri: str | None,
+    ) -> ToolCallRecord | None:
+        """Mark the call ``done`` with this result unless it already is (the first result
+        wins), touching only the tool-call document, so a result that exists is durable before
+        the run document (hot while a step's results arrive) is written. Returns the record as
+        stored; ``None`` if the call does not exist."""
+        ...
+
     async def finish_tool_call(
         self,
         run_id: str,
@@ -168,8 +184,10 @@ class RunStore(Protocol):
         events: list[RunEvent],
         wake: OutboxMessage,
     ) -> ToolFinish | None:
-        """Record a result once; the last pending call of the step stores ``wake`` in the run's
-        outbox and says ``wake=True``. ``None`` if the call does not exist."""
+        """Take the call off the run's pending list once, writing ``events``; the call that
+        empties the list stores ``wake`` in the run's outbox and says ``wake=True``. The result
+        is recorded here too unless ``save_tool_result`` recorded one already (the stored one
+        wins). ``None`` if the call does not exist."""
         ...
 
     async def record_model_call(self, record: ModelCallRecord) -> None: ...

@@ -6,11 +6,11 @@ non-idempotent tool is not run: the message is refused (503) and Pub/Sub redeliv
 when the holder has recorded the result or its lease has passed. A call whose lease passed
 without a result was interrupted (its process died mid-call): an idempotent tool runs again, a
 non-idempotent one is answered with an "interrupted" error result rather than risking its effect
-twice. The result is recorded in one transaction that also removes the call from the run's pending
-list (retried in process if it loses to contention, so a result that exists is not dropped); the
-call that empties the list stores and publishes the run's next step message. A redelivered message
-for a finished call re-publishes that wake-up (and the audit record) and does not run the tool
-again.
+twice. A result is saved on the tool-call document alone first (first result wins; retried in
+process), then a transaction on the run takes the call off its pending list; the call that empties
+the list stores and publishes the run's next step message. A redelivered message for a saved call
+finishes that second part if it had not happened, or re-publishes the wake-up (and the audit
+record), and does not run the tool again.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from cloudagents.tools import ToolResult, idempotency_scope
 
 log = logging.getLogger(__name__)
 MAX_RATE_LIMIT_WAIT_SECONDS = 20.0
-FINISH_ATTEMPTS = 4
+SAVE_ATTEMPTS = 5
 
 
 class ToolInvoker:
@@ -50,7 +50,7 @@ class ToolInvoker:
                 f"run {message.run_id!r} has no tool call {message.index} at step {message.seq}"
             )
         if record.status == "done":
-            return await self._finish(record, ToolResult(record.result, record.is_error), run)
+            return await self._finish(record, run)
         if run.finished:
             return "run-finished"
         with tracer.start_as_current_span(
@@ -64,7 +64,8 @@ class ToolInvoker:
         ):
             result = await self._execute(run, record)
         crash_point("invoker.after_tool")
-        return await self._finish(record, result, run)
+        saved = await self._save(record, result)
+        return await self._finish(saved, run)
 
     async def _execute(self, run: RunRecord, record: ToolCallRecord) -> ToolResult:
         agent = await self.deps.agents.get_agent(run.agent_id)
@@ -116,48 +117,71 @@ class ToolInvoker:
             await asyncio.sleep(wait)
             waited += wait
 
-    async def _finish(self, record: ToolCallRecord, result: ToolResult, run: RunRecord) -> str:
-        value: Any = result.content
-        result_uri = record.result_uri
-        encoded = json.dumps(value, default=str)
-        if result_uri is None and len(encoded) > self.deps.settings.tool_result_inline_bytes:
-            # Large outputs go to the bucket so no Firestore document nears its 1 MiB limit.
-            name = f"runs/{record.run_id}/tool_results/{record.doc_id}.txt"
-            result_uri = await self.deps.blobs.put(
-                self.deps.topology.context_bucket, name, result.as_text().encode(), "text/plain"
-            )
-            value = None
-        event = ToolResultEvent(
-            run_id=record.run_id,
-            seq=record.seq,
-            id=event_id(record.seq, "c", record.index),
-            call_id=record.call.id,
-            tool_name=record.call.name,
-            result=value if result_uri is None else {"uri": result_uri},
-            is_error=result.is_error,
-        )
-        wake = OutboxMessage(topic="steps", data={"run_id": record.run_id, "seq": record.seq + 1})
-        finish = None
-        for attempt in range(FINISH_ATTEMPTS):
+    async def _save(self, record: ToolCallRecord, result: ToolResult) -> ToolCallRecord:
+        """Make the result durable on the tool-call document (a cold document, unlike the run's)
+        before anything else can fail: a result that was produced is never lost and answered
+        "interrupted" later. Retried here, since until it is saved it exists only in memory."""
+        for attempt in range(SAVE_ATTEMPTS):
             try:
-                finish = await self.deps.runs.finish_tool_call(
+                value: Any = result.content
+                result_uri: str | None = None
+                if (
+                    len(json.dumps(value, default=str))
+                    > self.deps.settings.tool_result_inline_bytes
+                ):
+                    # Large outputs go to the bucket so no Firestore document nears 1 MiB.
+                    result_uri = await self.deps.blobs.put(
+                        self.deps.topology.context_bucket,
+                        f"runs/{record.run_id}/tool_results/{record.doc_id}.txt",
+                        result.as_text().encode(),
+                        "text/plain",
+                    )
+                    value = None
+                saved = await self.deps.runs.save_tool_result(
                     record.run_id,
                     record.seq,
                     record.index,
                     result=value,
                     is_error=result.is_error,
                     result_uri=result_uri,
-                    events=[event],
-                    wake=wake,
                 )
-                break
-            except TransientError:
-                # The result exists only in this process: losing it to a contended commit would
-                # make the redelivery answer "interrupted" for a call that ran.
-                if attempt == FINISH_ATTEMPTS - 1:
+            except PermanentMessageError:
+                raise
+            except Exception:
+                if attempt == SAVE_ATTEMPTS - 1:
                     raise
-                log.warning("recording tool call %s of %s: retrying", record.doc_id, record.run_id)
+                log.warning("saving tool call %s of %s: retrying", record.doc_id, record.run_id)
                 await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            if saved is None:
+                raise PermanentMessageError(
+                    f"tool call {record.doc_id} of {record.run_id} vanished"
+                )
+            return saved
+        raise AssertionError("unreachable")
+
+    async def _finish(self, record: ToolCallRecord, run: RunRecord) -> str:
+        """Take the (saved) call off the run's pending list; the last one wakes the run."""
+        event = ToolResultEvent(
+            run_id=record.run_id,
+            seq=record.seq,
+            id=event_id(record.seq, "c", record.index),
+            call_id=record.call.id,
+            tool_name=record.call.name,
+            result=record.result if record.result_uri is None else {"uri": record.result_uri},
+            is_error=record.is_error,
+        )
+        wake = OutboxMessage(topic="steps", data={"run_id": record.run_id, "seq": record.seq + 1})
+        finish = await self.deps.runs.finish_tool_call(
+            record.run_id,
+            record.seq,
+            record.index,
+            result=record.result,
+            is_error=record.is_error,
+            result_uri=record.result_uri,
+            events=[event],
+            wake=wake,
+        )
         if finish is None:
             raise PermanentMessageError(f"tool call {record.doc_id} of {record.run_id} vanished")
         crash_point("invoker.after_finish")

@@ -221,6 +221,33 @@ class FirestoreRunStore:
         result: ToolClaim | None = await transact(self.client, apply)
         return result
 
+    async def save_tool_result(
+        self,
+        run_id: str,
+        seq: int,
+        index: int,
+        *,
+        result: JsonValue,
+        is_error: bool,
+        result_uri: str | None,
+    ) -> ToolCallRecord | None:
+        ref = self._call_ref(run_id, seq, index)
+
+        @firestore.async_transactional
+        async def apply(transaction: Any) -> ToolCallRecord | None:
+            snap = await counted_get(ref, transaction)
+            if not snap.exists:
+                return None
+            call = ToolCallRecord.model_validate(from_doc(snap.to_dict()))
+            if call.status == "done":
+                return call
+            done = call.finished_with(result, is_error, result_uri)
+            written(transaction).set(ref, to_doc(done.model_dump(mode="json")))
+            return done
+
+        saved: ToolCallRecord | None = await transact(self.client, apply)
+        return saved
+
     async def finish_tool_call(
         self,
         run_id: str,
@@ -245,7 +272,7 @@ class FirestoreRunStore:
             call = ToolCallRecord.model_validate(from_doc(call_snap.to_dict()))
             run = RunRecord.model_validate(from_doc(run_snap.to_dict()))
             waiting = run.seq == seq + 1 and run.status is RunStatus.WAITING_TOOLS
-            if call.status == "done":
+            if call.status == "done" and call.doc_id not in run.pending_tool_calls:
                 rewake = waiting and not run.pending_tool_calls
                 return ToolFinish(
                     record=call,
@@ -254,16 +281,11 @@ class FirestoreRunStore:
                     wake=rewake,
                     outbox=list(run.outbox) if rewake else [],
                 )
-            done = call.model_copy(
-                update={
-                    "status": "done",
-                    "result": result,
-                    "is_error": is_error,
-                    "result_uri": result_uri,
-                    "finished_at": utcnow(),
-                }
-            )
-            written(transaction).set(call_ref, to_doc(done.model_dump(mode="json")))
+            if call.status == "done":  # save_tool_result recorded it: that result stands
+                done = call
+            else:
+                done = call.finished_with(result, is_error, result_uri)
+                written(transaction).set(call_ref, to_doc(done.model_dump(mode="json")))
             for event in events:
                 written(transaction).set(
                     run_ref.collection("events").document(event.id),

@@ -121,6 +121,25 @@ class InMemoryRunStore:
                 self.calls[key] = updated
             return ToolClaim((updated or call).model_copy(deep=True), outcome)
 
+    async def save_tool_result(
+        self,
+        run_id: str,
+        seq: int,
+        index: int,
+        *,
+        result: JsonValue,
+        is_error: bool,
+        result_uri: str | None,
+    ) -> ToolCallRecord | None:
+        async with self._lock:
+            key = (run_id, tool_call_doc_id(seq, index))
+            call = self.calls.get(key)
+            if call is None:
+                return None
+            if call.status != "done":
+                self.calls[key] = call.finished_with(result, is_error, result_uri)
+            return self.calls[key].model_copy(deep=True)
+
     async def finish_tool_call(
         self,
         run_id: str,
@@ -138,7 +157,7 @@ class InMemoryRunStore:
             call, run = self.calls.get(key), self.runs.get(run_id)
             if call is None or run is None:
                 return None
-            if call.status == "done":
+            if call.status == "done" and call.doc_id not in run.pending_tool_calls:
                 waiting = run.seq == seq + 1 and run.status is RunStatus.WAITING_TOOLS
                 return ToolFinish(
                     record=call.model_copy(deep=True),
@@ -147,14 +166,8 @@ class InMemoryRunStore:
                     wake=waiting and not run.pending_tool_calls,
                     outbox=list(run.outbox) if waiting and not run.pending_tool_calls else [],
                 )
-            done = call.model_copy(
-                update={
-                    "status": "done",
-                    "result": result,
-                    "is_error": is_error,
-                    "result_uri": result_uri,
-                    "finished_at": utcnow(),
-                }
+            done = (
+                call if call.status == "done" else call.finished_with(result, is_error, result_uri)
             )
             self.calls[key] = done
             for event in events:
