@@ -7,14 +7,25 @@ from starlette.responses import Response
 from cloudagents.bootstrap import get_deps
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.runs import StepMessage
+from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import RunExecutor
 from cloudagents.runtime.push import PushMessage, handle_push, parse_json_model
+
+_executor: RunExecutor | None = None
+
+
+def executor_for(deps: Deps) -> RunExecutor:
+    """One executor per process (per ``Deps``), so its transcript cache outlives a request."""
+    global _executor
+    if _executor is None or _executor.deps is not deps:
+        _executor = RunExecutor(deps)
+    return _executor
 
 
 @functions_framework.aio.http
 async def run_executor(request: Request) -> Response:
     deps = await get_deps("run_executor")
-    executor = RunExecutor(deps)
+    executor = executor_for(deps)
 
     async def apply(message: PushMessage) -> str:
         if request.url.path.endswith("/intents"):

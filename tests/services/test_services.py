@@ -349,3 +349,25 @@ async def test_a_result_saved_before_a_failed_finish_is_kept_by_the_redelivery(
     assert run is not None and run.result is not None and run.result.exit.value == "SATISFIED"
     transcript = await runs.messages(run_id)
     assert json.loads(str(transcript[3].content)) == {"paid": 500}
+
+
+async def test_the_executor_reads_only_new_messages_at_later_steps(stack: Stack) -> None:
+    clients, pump = stack
+    runs = pump.deps.runs
+    starts: list[int] = []
+    real_messages = runs.messages
+
+    async def counting_messages(run_id: str, *, start: int = 0) -> list[object]:
+        starts.append(start)
+        return await real_messages(run_id, start=start)  # type: ignore[return-value]
+
+    runs.messages = counting_messages  # type: ignore[method-assign]
+    await clients["api"].post("/agents", json=scripted_agent())
+    started = await clients["api"].post("/runs", json={"agent_id": "calc", "message": "6*7"})
+    await pump.run()
+    run = await runs.get_run(started.json()["run_id"])
+    assert run is not None and run.result is not None and run.result.exit.value == "SATISFIED"
+    # Step 0 reads the opening messages; step 1 (a later request to the same process) reads
+    # from where step 0's transcript ended, not from the start.
+    assert starts[0] == 0
+    assert any(start > 0 for start in starts[1:]), starts
