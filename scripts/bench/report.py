@@ -152,8 +152,8 @@ def cost(results: dict[str, Any]) -> str:
         text.append(
             f"  one {longer['steps_per_run']}-step run: {_fmt(ps['firestore.read'])} reads and "
             f"{_fmt(ps['firestore.write'])} writes per step, "
-            f"${longer['total_usd_per_million_steps']:.2f} per million steps (reads per step grow "
-            "with the transcript)"
+            f"${longer['total_usd_per_million_steps']:.2f} per million steps (the snapshotter "
+            "reads the last 20 messages, so its reads grow until the transcript reaches 20)"
         )
     return "\n".join(text)
 
