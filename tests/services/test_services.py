@@ -222,6 +222,29 @@ async def _deliver_until_tool_message(pump: Pump) -> PublishedMessage:
     raise AssertionError("no tool message was published")
 
 
+async def _pay_run_at_its_tool_call(
+    stack: Stack, executions: list[int]
+) -> tuple[str, PublishedMessage]:
+    """A run of the paying agent delivered up to its tool message (not delivered); each
+    execution of its non-idempotent ``pay`` tool appends to ``executions``."""
+    clients, pump = stack
+
+    @tool(idempotent=False)
+    def pay(cents: int) -> dict[str, object]:
+        """Pay (a side effect that must happen once).
+
+        Args:
+            cents: the amount
+        """
+        executions.append(cents)
+        return {"paid": cents}
+
+    pump.deps.tools.register(pay)
+    await clients["api"].post("/agents", json=_pay_agent())
+    started = await clients["api"].post("/runs", json={"agent_id": "payer", "message": "pay"})
+    return started.json()["run_id"], await _deliver_until_tool_message(pump)
+
+
 async def test_a_duplicate_of_a_running_non_idempotent_call_waits_for_the_real_result(
     stack: Stack,
 ) -> None:
@@ -275,24 +298,9 @@ async def test_a_duplicate_of_a_running_non_idempotent_call_waits_for_the_real_r
 async def test_a_non_idempotent_call_whose_holder_died_is_answered_interrupted(
     stack: Stack,
 ) -> None:
-    clients, pump = stack
+    pump = stack[1]
     executions: list[int] = []
-
-    @tool(idempotent=False)
-    def pay(cents: int) -> dict[str, object]:
-        """Pay (a side effect that must happen once).
-
-        Args:
-            cents: the amount
-        """
-        executions.append(cents)
-        return {"paid": cents}
-
-    pump.deps.tools.register(pay)
-    await clients["api"].post("/agents", json=_pay_agent())
-    started = await clients["api"].post("/runs", json={"agent_id": "payer", "message": "pay"})
-    run_id = started.json()["run_id"]
-    tool_message = await _deliver_until_tool_message(pump)
+    run_id, tool_message = await _pay_run_at_its_tool_call(stack, executions)
     # A delivery claimed the call and died before recording anything; its lease has passed.
     claim = await pump.deps.runs.start_tool_call(run_id, 0, 0, lease_seconds=0.0)
     assert claim is not None and claim.outcome == "first"
@@ -309,24 +317,9 @@ async def test_a_non_idempotent_call_whose_holder_died_is_answered_interrupted(
 async def test_a_result_saved_before_a_failed_finish_is_kept_by_the_redelivery(
     stack: Stack,
 ) -> None:
-    clients, pump = stack
+    pump = stack[1]
     executions: list[int] = []
-
-    @tool(idempotent=False)
-    def pay(cents: int) -> dict[str, object]:
-        """Pay (a side effect that must happen once).
-
-        Args:
-            cents: the amount
-        """
-        executions.append(cents)
-        return {"paid": cents}
-
-    pump.deps.tools.register(pay)
-    await clients["api"].post("/agents", json=_pay_agent())
-    started = await clients["api"].post("/runs", json={"agent_id": "payer", "message": "pay"})
-    run_id = started.json()["run_id"]
-    tool_message = await _deliver_until_tool_message(pump)
+    run_id, tool_message = await _pay_run_at_its_tool_call(stack, executions)
     runs = pump.deps.runs
     real_finish = runs.finish_tool_call
     failures = [TransientError("the run document is locked")]

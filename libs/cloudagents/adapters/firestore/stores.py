@@ -9,8 +9,9 @@ Layout: ``agent_runs/{run_id}`` (small, bounded) with sub-collections ``messages
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -44,6 +45,8 @@ from cloudagents.domain.runs import (
     utcnow,
 )
 from cloudagents.ports.stores import Claim, StepCommit, ToolClaim, ToolFinish
+
+_R = TypeVar("_R")
 
 RUNS = "agent_runs"
 INTERACTIONS = "interactions"
@@ -202,24 +205,38 @@ class FirestoreRunStore:
         result: RunRecord | None = await transact(self.client, apply)
         return result
 
-    async def start_tool_call(
-        self, run_id: str, seq: int, index: int, *, lease_seconds: float
-    ) -> ToolClaim | None:
+    async def _change_call(
+        self,
+        run_id: str,
+        seq: int,
+        index: int,
+        change: Callable[[ToolCallRecord], tuple[ToolCallRecord | None, _R]],
+    ) -> _R | None:
+        """Read the call in a transaction; ``change`` gives the record to write (``None``: write
+        nothing) and what to return. ``None`` if the call does not exist."""
         ref = self._call_ref(run_id, seq, index)
 
         @firestore.async_transactional
-        async def apply(transaction: Any) -> ToolClaim | None:
+        async def apply(transaction: Any) -> _R | None:
             snap = await counted_get(ref, transaction)
             if not snap.exists:
                 return None
-            call = ToolCallRecord.model_validate(from_doc(snap.to_dict()))
-            updated, outcome = ToolClaim.decide(call, utcnow(), lease_seconds)
+            updated, answer = change(ToolCallRecord.model_validate(from_doc(snap.to_dict())))
             if updated is not None:
                 written(transaction).set(ref, to_doc(updated.model_dump(mode="json")))
-            return ToolClaim(updated or call, outcome)
+            return answer
 
-        result: ToolClaim | None = await transact(self.client, apply)
+        result: _R | None = await transact(self.client, apply)
         return result
+
+    async def start_tool_call(
+        self, run_id: str, seq: int, index: int, *, lease_seconds: float
+    ) -> ToolClaim | None:
+        def claim(call: ToolCallRecord) -> tuple[ToolCallRecord | None, ToolClaim]:
+            updated, outcome = ToolClaim.decide(call, utcnow(), lease_seconds)
+            return updated, ToolClaim(updated or call, outcome)
+
+        return await self._change_call(run_id, seq, index, claim)
 
     async def save_tool_result(
         self,
@@ -231,22 +248,13 @@ class FirestoreRunStore:
         is_error: bool,
         result_uri: str | None,
     ) -> ToolCallRecord | None:
-        ref = self._call_ref(run_id, seq, index)
-
-        @firestore.async_transactional
-        async def apply(transaction: Any) -> ToolCallRecord | None:
-            snap = await counted_get(ref, transaction)
-            if not snap.exists:
-                return None
-            call = ToolCallRecord.model_validate(from_doc(snap.to_dict()))
+        def save(call: ToolCallRecord) -> tuple[ToolCallRecord | None, ToolCallRecord]:
             if call.status == "done":
-                return call
+                return None, call
             done = call.finished_with(result, is_error, result_uri)
-            written(transaction).set(ref, to_doc(done.model_dump(mode="json")))
-            return done
+            return done, done
 
-        saved: ToolCallRecord | None = await transact(self.client, apply)
-        return saved
+        return await self._change_call(run_id, seq, index, save)
 
     async def finish_tool_call(
         self,
