@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
+from unittest.mock import patch
 
 import pytest
 
@@ -155,17 +156,10 @@ def emulator_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulato
         tasks_max_retries=3,
         tasks_quiet=True,
     )
-    env = stack.env()
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
     try:
-        yield stack
+        with patch.dict(os.environ, stack.env()):
+            yield stack
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         stack.stop()
 
 

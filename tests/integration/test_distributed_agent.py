@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from google.api_core import exceptions as gexc
@@ -45,16 +46,10 @@ WORKSPACE = "sdk-ws"
 def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorStack]:
     """The four emulators for this module alone, with their variables set while it runs."""
     stack = start_stack(PROJECT, tmp_path_factory.mktemp("sdk-emulator-logs"))
-    saved = {key: os.environ.get(key) for key in stack.env()}
-    os.environ.update(stack.env())
     try:
-        yield stack
+        with patch.dict(os.environ, stack.env()):
+            yield stack
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         stack.stop()
 
 

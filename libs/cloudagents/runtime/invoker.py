@@ -121,44 +121,39 @@ class ToolInvoker:
         """Make the result durable on the tool-call document (a cold document, unlike the run's)
         before anything else can fail: a result that was produced is never lost and answered
         "interrupted" later. Retried here, since until it is saved it exists only in memory."""
-        for attempt in range(SAVE_ATTEMPTS):
+        for attempt in range(SAVE_ATTEMPTS - 1):
             try:
-                value: Any = result.content
-                result_uri: str | None = None
-                if (
-                    len(json.dumps(value, default=str))
-                    > self.deps.settings.tool_result_inline_bytes
-                ):
-                    # Large outputs go to the bucket so no Firestore document nears 1 MiB.
-                    result_uri = await self.deps.blobs.put(
-                        self.deps.topology.context_bucket,
-                        f"runs/{record.run_id}/tool_results/{record.doc_id}.txt",
-                        result.as_text().encode(),
-                        "text/plain",
-                    )
-                    value = None
-                saved = await self.deps.runs.save_tool_result(
-                    record.run_id,
-                    record.seq,
-                    record.index,
-                    result=value,
-                    is_error=result.is_error,
-                    result_uri=result_uri,
-                )
+                return await self._save_once(record, result)
             except PermanentMessageError:
                 raise
             except Exception:
-                if attempt == SAVE_ATTEMPTS - 1:
-                    raise
                 log.warning("saving tool call %s of %s: retrying", record.doc_id, record.run_id)
                 await asyncio.sleep(0.2 * 2**attempt)
-                continue
-            if saved is None:
-                raise PermanentMessageError(
-                    f"tool call {record.doc_id} of {record.run_id} vanished"
-                )
-            return saved
-        raise AssertionError("unreachable")
+        return await self._save_once(record, result)
+
+    async def _save_once(self, record: ToolCallRecord, result: ToolResult) -> ToolCallRecord:
+        value: Any = result.content
+        result_uri: str | None = None
+        if len(json.dumps(value, default=str)) > self.deps.settings.tool_result_inline_bytes:
+            # Large outputs go to the bucket so no Firestore document nears 1 MiB.
+            result_uri = await self.deps.blobs.put(
+                self.deps.topology.context_bucket,
+                f"runs/{record.run_id}/tool_results/{record.doc_id}.txt",
+                result.as_text().encode(),
+                "text/plain",
+            )
+            value = None
+        saved = await self.deps.runs.save_tool_result(
+            record.run_id,
+            record.seq,
+            record.index,
+            result=value,
+            is_error=result.is_error,
+            result_uri=result_uri,
+        )
+        if saved is None:
+            raise PermanentMessageError(f"tool call {record.doc_id} of {record.run_id} vanished")
+        return saved
 
     async def _finish(self, record: ToolCallRecord, run: RunRecord) -> str:
         """Take the (saved) call off the run's pending list; the last one wakes the run."""
