@@ -66,6 +66,14 @@ def tool_message(call: ToolCall, result: ToolResult) -> Message:
     return Message(role="tool", tool_call_id=call.id, name=call.name, content=text)
 
 
+class _Waiting:
+    """What a run is waiting for, and its counters, for the timeout's reason."""
+
+    def __init__(self) -> None:
+        self.what = "the model"
+        self.progress = RunProgress()
+
+
 class Agent:
     """An agent you can run in process. Tools are Python functions or ``Tool``s."""
 
@@ -120,7 +128,14 @@ class Agent:
         messages = initial_messages(agent, message, context)
         progress = RunProgress()
         await self.observer.started(run_id, agent, messages)
-        result = await self._loop(run_id, agent, model, messages, progress)
+        waiting = _Waiting()
+        try:
+            async with asyncio.timeout(agent.timeout_seconds):
+                result = await self._loop(run_id, agent, model, messages, progress, waiting)
+        except TimeoutError:
+            reason = f"timed out after {agent.timeout_seconds:.0f} s waiting for {waiting.what}"
+            result = waiting.progress.result(LoopExit.ERROR, {"reason": reason})
+            result = result.model_copy(update={"errors": [*result.errors, reason]})
         await self.observer.finished(run_id, result, messages)
         return result
 
@@ -131,9 +146,12 @@ class Agent:
         model: RetryingModel,
         messages: list[Message],
         progress: RunProgress,
+        waiting: _Waiting,
     ) -> LoopResult:
         specs = self.tools.specs()
         while True:
+            waiting.progress = progress
+            waiting.what = "the model"
             if stop := check_before_model_call(agent, progress, messages):
                 return progress.result(stop.exit, {"reason": stop.reason})
             day = self.clock().date().isoformat()
@@ -175,6 +193,10 @@ class Agent:
                     if feedback:
                         messages.append(Message(role="user", content=feedback))
                 case CallTools(calls):
+                    waiting.progress = progress
+                    waiting.what = "tool calls: " + ", ".join(
+                        f"{c.name}#{i}" for i, c in enumerate(calls)
+                    )
                     progress = await self._call_tools(run_id, agent, calls, messages, progress)
                 case _:
                     assert_never(outcome)

@@ -30,6 +30,12 @@ class Settings:
     tool_result_inline_bytes: int = 64_000
     # A tool call's lease is the tool's timeout plus this; see ToolInvoker.
     tool_lease_grace_seconds: float = 30.0
+    # Where wake-up tasks are sent (the run executor's URL; runtime/wakeups.py), and how long a
+    # waiting run waits for a sign of progress before its wake-up re-dispatches what it waits for.
+    wake_url: str | None = None
+    wake_seconds: float = 60.0
+    # The length of a tools-per-minute window (60 s); tests shorten it to see many windows.
+    rate_window_seconds: float = 60.0
     api_audience: str | None = None
     push_auth: str = "oidc"
     push_audience: str | None = None
@@ -62,9 +68,14 @@ class Settings:
             ) from exc
         if lease_grace < 0:
             raise ConfigurationError("CLOUDAGENTS_TOOL_LEASE_GRACE_SECONDS must not be negative")
+        wake_seconds = _positive(env, "CLOUDAGENTS_WAKE_SECONDS", 60.0)
+        rate_window = _positive(env, "CLOUDAGENTS_RATE_WINDOW_SECONDS", 60.0)
         return cls(
             project=project or "local-project",
             tool_lease_grace_seconds=lease_grace,
+            wake_url=env.get("CLOUDAGENTS_WAKE_URL") or None,
+            wake_seconds=wake_seconds,
+            rate_window_seconds=rate_window,
             workspace=env.get("CLOUDAGENTS_WORKSPACE", "agents"),
             location=env.get("CLOUDAGENTS_LOCATION", "us-central1"),
             backend=backend,  # type: ignore[arg-type]
@@ -87,3 +98,13 @@ class Settings:
                 if a.strip()
             ),
         )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        value = float(env.get(name, str(default)))
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be a number") from exc
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be positive")
+    return value

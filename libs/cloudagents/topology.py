@@ -111,6 +111,11 @@ class Topology:
     def handoff_queue(self) -> str:
         return self.queues[0].name
 
+    @property
+    def wake_queue(self) -> Queue:
+        """The queue of run wake-ups (``runtime/wakeups.py``): deadlines, deferred calls."""
+        return next(q for q in self.queues if q.path == WAKE_PATH)
+
     def service(self, name: ServiceName) -> ServiceSpec:
         return next(s for s in self.services if s.name == name)
 
@@ -119,6 +124,7 @@ class Topology:
 
 
 MODEL_KEY_SECRETS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+WAKE_PATH = "/tasks/wake"
 
 
 # The workspace names topics, subscriptions, queues and (in Terraform) service accounts and Cloud
@@ -173,6 +179,7 @@ def build_topology(project: str, workspace: str, location: str = "us-central1") 
     )
     bucket = f"{project}-agent-context"
     queue = f"{ws}-handoff-expiry"
+    wake_queue = f"{ws}-wakeups"
     t = {topic.role: topic.name for topic in main_topics}
     services = (
         ServiceSpec("api", "services/api/main.py", "api", http=True, publishes=(t["intents"],)),
@@ -183,6 +190,7 @@ def build_topology(project: str, workspace: str, location: str = "us-central1") 
             http=False,
             publishes=(t["steps"], t["tools"], t["handoff"], t["snapshots"]),
             buckets=(bucket,),
+            enqueues=(wake_queue,),
             secrets=MODEL_KEY_SECRETS,
         ),
         ServiceSpec(
@@ -192,6 +200,7 @@ def build_topology(project: str, workspace: str, location: str = "us-central1") 
             http=False,
             publishes=(t["steps"], t["tools_audit"]),
             buckets=(bucket,),
+            enqueues=(wake_queue,),
         ),
         ServiceSpec(
             "handoff_broker",
@@ -216,7 +225,10 @@ def build_topology(project: str, workspace: str, location: str = "us-central1") 
         location=location,
         topics=main_topics + dead_letter_topics,
         subscriptions=subscriptions,
-        queues=(Queue(queue, "handoff_broker", "/tasks/expire"),),
+        queues=(
+            Queue(queue, "handoff_broker", "/tasks/expire"),
+            Queue(wake_queue, "run_executor", WAKE_PATH),
+        ),
         buckets=(Bucket(bucket),),
         services=services,
         # Pull subscriptions keep what no push subscription consumes: parked messages on each

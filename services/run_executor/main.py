@@ -1,4 +1,5 @@
-"""run_executor: push endpoint for intents (``/pubsub/intents``) and steps (``/pubsub/steps``)."""
+"""run_executor: push endpoint for intents (``/pubsub/intents``) and steps (``/pubsub/steps``),
+and the Cloud Tasks callback for wake-ups (``/tasks/wake``)."""
 
 import functions_framework.aio
 from starlette.requests import Request
@@ -6,10 +7,11 @@ from starlette.responses import Response
 
 from cloudagents.bootstrap import get_deps
 from cloudagents.domain.intents import IntentionMessage
-from cloudagents.domain.runs import StepMessage
+from cloudagents.domain.runs import StepMessage, WakeUp
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import RunExecutor
-from cloudagents.runtime.push import PushMessage, handle_push, parse_json_model
+from cloudagents.runtime.push import PushMessage, handle_push, handle_task, parse_json_model
+from cloudagents.runtime.wakeups import WakeUps
 
 _executor: RunExecutor | None = None
 
@@ -26,6 +28,12 @@ def executor_for(deps: Deps) -> RunExecutor:
 async def run_executor(request: Request) -> Response:
     deps = await get_deps("run_executor")
     executor = executor_for(deps)
+    if request.url.path == deps.topology.wake_queue.path:
+
+        async def wake(body: bytes) -> str:
+            return await WakeUps(deps, executor).handle(parse_json_model(WakeUp, body))
+
+        return await handle_task(request, deps, wake)
 
     async def apply(message: PushMessage) -> str:
         if request.url.path.endswith("/intents"):

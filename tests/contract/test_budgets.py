@@ -186,3 +186,34 @@ async def test_many_concurrent_acquires_admit_exactly_the_limit(
     waits = await asyncio.gather(*(admit_or_window_wait() for _ in range(20)))
     assert waits.count(0.0) == 7
     assert all(w == pytest.approx(30.0) for w in waits if w != 0.0)
+
+
+async def test_reserve_books_the_first_window_with_a_free_slot(rate_limiter: RateLimiter) -> None:
+    key = new_id("agent")
+    now = WINDOW_START + timedelta(seconds=15)
+    booked = [await rate_limiter.reserve(key, 2, now) for _ in range(5)]
+    first = int(WINDOW_START.timestamp() // 60)
+    assert [w for w, _ in booked] == [first, first, first + 1, first + 1, first + 2]
+    # A slot in the current window runs now; a later one at its window's start.
+    assert [at for _, at in booked] == [
+        now,
+        now,
+        WINDOW_START + timedelta(seconds=60),
+        WINDOW_START + timedelta(seconds=60),
+        WINDOW_START + timedelta(seconds=120),
+    ]
+    # A booked slot counts against its window for acquire too.
+    assert await rate_limiter.acquire(key, 2, WINDOW_START + timedelta(seconds=61)) > 0
+
+
+async def test_concurrent_reserves_never_overfill_a_window(rate_limiter: RateLimiter) -> None:
+    key = new_id("agent")
+    now = WINDOW_START + timedelta(seconds=5)
+    booked = await asyncio.gather(
+        *(rate_limiter.reserve(key, 3, now, window_seconds=10) for _ in range(10))
+    )
+    per_window: dict[int, int] = {}
+    for window, _ in booked:
+        per_window[window] = per_window.get(window, 0) + 1
+    assert max(per_window.values()) <= 3
+    assert sum(per_window.values()) == 10

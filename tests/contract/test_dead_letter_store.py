@@ -71,3 +71,12 @@ async def test_mark_replayed_of_an_unknown_letter_is_a_no_op(
     missing = new_id("missing")
     await dead_letter_store.mark_replayed(missing)
     assert await dead_letter_store.get_dead_letter(missing) is None
+
+
+async def test_list_one_runs_letters(dead_letter_store: DeadLetterStore) -> None:
+    run_id = new_id("run")
+    mine = [letter(new_id("dl"), run_id=run_id) for _ in range(2)]
+    for item in [*mine, letter(new_id("dl"), run_id=new_id("other")), letter(new_id("dl"))]:
+        await dead_letter_store.record_dead_letter(item)
+    found = await dead_letter_store.list_dead_letters(run_id=run_id)
+    assert sorted(d.id for d in found) == sorted(d.id for d in mine)

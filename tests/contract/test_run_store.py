@@ -301,6 +301,26 @@ async def test_start_tool_call_claims_once(run_store: RunStore) -> None:
     assert await run_store.start_tool_call(run.run_id, 0, 5, lease_seconds=60) is None
 
 
+async def test_defer_records_the_window_on_a_pending_call_only(run_store: RunStore) -> None:
+    run = await waiting_run(run_store, calls=2)
+    until = datetime(2026, 12, 1, 10, 1, tzinfo=UTC)
+
+    deferred = await run_store.defer_tool_call(run.run_id, 0, 0, until=until, window=7)
+    assert deferred is not None
+    assert (deferred.status, deferred.deferred_until, deferred.rate_window) == (
+        "pending",
+        until,
+        7,
+    )
+    stored = await run_store.get_tool_call(run.run_id, 0, 0)
+    assert stored is not None and (stored.deferred_until, stored.rate_window) == (until, 7)
+    # A call already claimed is left as it is.
+    await run_store.start_tool_call(run.run_id, 0, 1, lease_seconds=60)
+    running = await run_store.defer_tool_call(run.run_id, 0, 1, until=until, window=7)
+    assert running is not None and (running.status, running.rate_window) == ("running", None)
+    assert await run_store.defer_tool_call(run.run_id, 0, 9, until=until, window=7) is None
+
+
 async def test_a_call_whose_lease_passed_is_taken_over(run_store: RunStore) -> None:
     run = await waiting_run(run_store, calls=1)
     first = await run_store.start_tool_call(run.run_id, 0, 0, lease_seconds=0.2)

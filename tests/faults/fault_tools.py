@@ -10,6 +10,7 @@ non-idempotent tool run twice for one call shows up as two ledger documents with
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import threading
@@ -95,3 +96,14 @@ def slow_charge(customer: str, amount_cents: int, seconds: float) -> dict[str, A
     time.sleep(seconds)
     _record("slow_charge", customer=customer, amount_cents=amount_cents)
     return {"charged": amount_cents, "customer": customer, "status": "ok"}
+
+
+@tool(timeout_seconds=3600)
+async def hang(seconds: float) -> str:
+    """A tool that does not return for a long time (a provider that never answers).
+
+    Args:
+        seconds: how long it hangs
+    """
+    await asyncio.sleep(seconds)
+    return "finally"

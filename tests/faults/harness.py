@@ -36,6 +36,11 @@ PROJECT = "faults-project"
 WORKSPACE = "faults"
 TOOL_MODULES = "cloudagents.builtin_tools,tests.faults.fault_tools"
 LEDGER = "fault_ledger"
+# A waiting run's wake-up comes this soon (production: 60 s), so recoveries fit in the suite.
+WAKE_SECONDS = 5
+# Tools-per-minute windows are this long here (production: 60 s), so a backlog of rate-limited
+# calls crosses many windows in seconds.
+RATE_WINDOW_SECONDS = 10
 
 
 def scale() -> str:
@@ -70,6 +75,8 @@ class FaultStack:
                 # A tool call's lease = its timeout (10 s for the paying tools) + this: a call
                 # whose delivery was killed is taken over that much later.
                 "CLOUDAGENTS_TOOL_LEASE_GRACE_SECONDS": "5",
+                "CLOUDAGENTS_WAKE_SECONDS": str(WAKE_SECONDS),
+                "CLOUDAGENTS_RATE_WINDOW_SECONDS": str(RATE_WINDOW_SECONDS),
             },
         )
         self._saved_env: dict[str, str] = {}
@@ -280,6 +287,40 @@ class FaultStack:
     def service_log(self, name: str) -> str:
         return Path(self.local.services[name].log_path).read_text(errors="replace")
 
+    def woken_runs(self) -> dict[str, list[str]]:
+        """Run id -> what its wake-ups did (the executor logs each recovery as "run woken")."""
+        woken: dict[str, list[str]] = defaultdict(list)
+        for line in self.service_log("run_executor").splitlines():
+            if '"run woken"' in line:
+                with contextlib.suppress(ValueError):
+                    entry = json.loads(line)
+                    woken[entry["run_id"]].append(entry["status"])
+        return dict(woken)
+
+    def dead_letter_docs(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
+        wanted = set(run_ids)
+        return [
+            d.to_dict()
+            for d in self.db.collection("dead_letters").stream()
+            if (d.to_dict() or {}).get("run_id") in wanted
+        ]
+
+    def parked(self, subscription: str) -> int:
+        """Messages Pub/Sub moved to ``subscription``'s dead-letter topic (they are kept by the
+        ``-dead-letter-pull`` subscription); pulled and acknowledged."""
+        path = self.subscriber.subscription_path(PROJECT, f"{subscription}-dead-letter-pull")
+        response = self.subscriber.pull(
+            request={"subscription": path, "max_messages": 100}, timeout=10
+        )
+        if response.received_messages:
+            self.subscriber.acknowledge(
+                request={
+                    "subscription": path,
+                    "ack_ids": [m.ack_id for m in response.received_messages],
+                }
+            )
+        return len(response.received_messages)
+
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{os.urandom(4).hex()}"
@@ -345,6 +386,7 @@ def free_port() -> int:
 class ProxyStats:
     deliveries: Counter[str] = field(default_factory=Counter)  # message id -> pushes received
     forwarded: int = 0
+    dropped: int = 0
     replays: int = 0
     republished: int = 0
     redelivered: int = 0
@@ -387,6 +429,8 @@ class PushProxy:
         self.max_in_flight = 0
         self.max_redeliveries = 60
         self.takeover = True
+        # drop(subscription, data) -> True: acknowledge the push without delivering it (lost).
+        self.drop: Any = None
         self.concurrent_share = 0.25  # of duplicated messages whose replays race the first copy
         self._redelivering: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
@@ -471,6 +515,10 @@ class PushProxy:
             attributes = message.get("attributes") or {}
         except (ValueError, AttributeError):
             message_id, data, attributes = "", body, {}
+        if self.drop is not None and self.drop(subscription, data):
+            with self.lock:
+                self.stats.dropped += 1
+            return 200, {"status": "dropped-by-proxy"}
         key = subscription + ":" + logical_key(data)
         with self.lock:
             self.stats.deliveries[message_id] += 1

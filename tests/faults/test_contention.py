@@ -24,7 +24,7 @@ from datetime import datetime
 import pytest
 
 from tests.faults import figures
-from tests.faults.harness import FaultStack, sized, unique
+from tests.faults.harness import RATE_WINDOW_SECONDS, FaultStack, sized, unique
 from tests.faults.scenarios import scripted
 
 RUNS = sized(50, 150)
@@ -32,7 +32,7 @@ PRICE = 1000.0  # USD per million tokens, input and output: 0.001 USD a token
 TOKENS = 100  # per call: actual A = 0.1 USD
 MAX_TOKENS = 50  # reservation r = 50 * PRICE / 1e6 = 0.05 USD < A
 CAP = 6.0  # step 0 of every run fits (5 USD), then about 10 more calls
-TOOLS_PER_MINUTE = 30  # about 50 tool calls: two one-minute windows
+TOOLS_PER_MINUTE = 30  # about 50 tool calls: two windows (RATE_WINDOW_SECONDS long here)
 DELAY = 0.5  # each model call takes this long, so calls overlap
 CONTENTION_MARKERS = ("contention", "Aborted", "Failed to commit transaction", "lock timeout")
 
@@ -112,9 +112,11 @@ def test_shared_cost_cap_and_rate_limit_under_contention(stack: FaultStack) -> N
 
     # Rate limit: tool executions per one-minute window, from the tool's own ledger.
     ledger = [e for e in stack.ledger("rate_probe") if str(e["key"]).split(":")[0] in set(run_ids)]
-    windows = Counter(int(e["at"] // 60) for e in ledger)
+    windows = Counter(int(e["at"] // RATE_WINDOW_SECONDS) for e in ledger)
     # An execution admitted just before a window ends may start just after it.
-    spill = Counter(int(e["at"] // 60) for e in ledger if e["at"] % 60 < 1.0)
+    spill = Counter(
+        int(e["at"] // RATE_WINDOW_SECONDS) for e in ledger if e["at"] % RATE_WINDOW_SECONDS < 1.0
+    )
     limiter_counts = {
         d.id: len(list(d.collection("slots").list_documents()))
         for d in stack.db.collection("rate_limits").list_documents()

@@ -91,6 +91,7 @@ async def stack(
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-project")
     monkeypatch.setenv("CLOUDAGENTS_WORKSPACE", "agents")
     monkeypatch.setenv("CLOUDAGENTS_BROKER_URL", "http://svc")
+    monkeypatch.setenv("CLOUDAGENTS_WAKE_URL", "http://svc")
     monkeypatch.setenv("CLOUDAGENTS_PUSH_AUTH", "off")
     monkeypatch.setenv("CLOUDAGENTS_API_TOKENS", f"tester={TOKEN},outsider={OUTSIDER_TOKEN}")
     reset_deps()

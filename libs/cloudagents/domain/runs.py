@@ -18,7 +18,8 @@ from cloudagents.domain.base import Model, Persisted
 from cloudagents.domain.messages import ToolCall, Usage
 from cloudagents.domain.results import LoopResult, RunProgress
 
-OutboxTopic = Literal["intents", "steps", "tools", "tools_audit", "handoff", "snapshots"]
+OutboxTopic = Literal["intents", "steps", "tools", "tools_audit", "handoff", "snapshots", "wakeups"]
+"""``wakeups`` is not a Pub/Sub topic: it schedules a Cloud Task (``WakeUp``) at ``data["at"]``."""
 
 
 def utcnow() -> datetime:
@@ -74,6 +75,9 @@ class RunRecord(Persisted):
     chain_depth: int = Field(default=0, ge=0)
     snapshot: SnapshotPointer | None = None
     traceparent: str | None = None
+    deadline_at: datetime | None = Field(
+        default=None, description="created_at + the agent's timeout_seconds: ERROR past it"
+    )
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -103,6 +107,11 @@ class ToolCallRecord(Persisted):
     # While ``running``: until when the delivery that started it holds it. A later delivery
     # waits for the lease to pass before treating the call as interrupted.
     lease_until: datetime | None = None
+    # A call refused by the tools-per-minute limit holds a slot in the window starting at
+    # ``deferred_until`` and is delivered again then (``ToolInvoker``); ``rate_window`` numbers
+    # that window.
+    deferred_until: datetime | None = None
+    rate_window: int | None = None
 
     @property
     def doc_id(self) -> str:
@@ -159,6 +168,7 @@ class DeadLetter(Persisted):
     source: str = Field(description="subscription or route that received it")
     reason: str
     message_id: str | None = None
+    run_id: str | None = Field(default=None, description="the run the message belonged to")
     data: str = Field(description="the original message body (base64 for Pub/Sub data)")
     attributes: dict[str, str] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)
@@ -182,6 +192,19 @@ class ToolMessage(Model):
     run_id: str = Field(min_length=1, max_length=128)
     seq: int = Field(ge=0)
     index: int = Field(ge=0)
+
+
+class WakeUp(Model):
+    """The body of a wake-up task (``{ws}-wakeups`` queue, ``runtime/wakeups.py``).
+
+    ``seq``: the step the run waited at when the wake-up was scheduled (``None``: the run's
+    deadline, whatever step it is at). ``item``: a tool call (``{seq:06d}-{index:03d}``) deferred
+    by the tools-per-minute limit, to be dispatched again."""
+
+    run_id: str = Field(min_length=1, max_length=128)
+    seq: int | None = Field(default=None, ge=0)
+    item: str | None = Field(default=None, max_length=64)
+    at: datetime | None = None
 
 
 class SnapshotMessage(Model):

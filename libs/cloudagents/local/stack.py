@@ -271,6 +271,7 @@ class LocalStack:
             "CLOUDAGENTS_WORKSPACE": self.workspace,
             "CLOUDAGENTS_LOCATION": self.topology.location,
             "CLOUDAGENTS_BROKER_URL": urls["handoff_broker"],
+            "CLOUDAGENTS_WAKE_URL": urls["run_executor"],
             "CLOUDAGENTS_API_URL": urls["api"],
             "CLOUDAGENTS_TRACE_EXPORTER": f"file:{self.log_dir / 'spans.jsonl'}",
             # The emulators send no OIDC token with pushes and tasks; this switch is honoured

@@ -38,9 +38,19 @@ class CostLedger(Protocol):
 
 
 class RateLimiter(Protocol):
-    """A fixed-window counter: ``acquire`` admits at most ``limit`` calls per key per minute.
+    """A fixed-window counter: at most ``limit`` calls per key per window (a minute by default).
 
-    Returns 0 when admitted, else the seconds to wait until the next window opens.
+    ``acquire`` returns 0 when admitted now, else the seconds until the next window opens.
+    ``reserve`` always takes a slot: in the current window if one is free, else in the first
+    later window that has one; it returns that window's number and start, so a refused caller
+    is deferred to the window in which it will run (and holds its slot there) instead of
+    retrying blindly.
     """
 
-    async def acquire(self, key: str, limit: int, now: datetime) -> float: ...
+    async def acquire(
+        self, key: str, limit: int, now: datetime, *, window_seconds: float = 60.0
+    ) -> float: ...
+
+    async def reserve(
+        self, key: str, limit: int, now: datetime, *, window_seconds: float = 60.0
+    ) -> tuple[int, datetime]: ...

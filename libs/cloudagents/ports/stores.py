@@ -156,6 +156,14 @@ class RunStore(Protocol):
         not exist."""
         ...
 
+    async def defer_tool_call(
+        self, run_id: str, seq: int, index: int, *, until: datetime, window: int
+    ) -> ToolCallRecord | None:
+        """Record on a ``pending`` call that it holds a rate-limit slot in ``window`` and is
+        delivered again at ``until``; a call no longer pending is left as it is. Returns the
+        record as stored; ``None`` if the call does not exist."""
+        ...
+
     async def save_tool_result(
         self,
         run_id: str,
@@ -237,7 +245,11 @@ class DeadLetterStore(Protocol):
 
     async def record_dead_letter(self, letter: DeadLetter) -> None: ...
 
-    async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+    async def list_dead_letters(
+        self, limit: int = 100, *, run_id: str | None = None
+    ) -> list[DeadLetter]:
+        """The newest first; with ``run_id``, only that run's."""
+        ...
 
     async def get_dead_letter(self, letter_id: str) -> DeadLetter | None: ...
 

@@ -118,6 +118,11 @@ async def get_run_route(
         return error(404, f"unknown run {params['run_id']!r}")
     view = run_view(run)
     view["handoff_chain"] = await _handoff_chain(deps, run)
+    letters = await deps.dead_letters.list_dead_letters(run_id=run.run_id)
+    view["dead_letters"] = [
+        {"id": d.id, "reason": d.reason, "source": d.source, "replayed": d.replayed_at is not None}
+        for d in letters
+    ]
     return JSONResponse(view)
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cloudagents.adapters.llm.factory import build_model_client
 from cloudagents.domain.agents import AgentDefinition
-from cloudagents.domain.runs import OutboxMessage
+from cloudagents.domain.runs import OutboxMessage, WakeUp
 from cloudagents.ports.budgets import CostLedger, RateLimiter
 from cloudagents.ports.bus import BlobStore, EventBus, TaskQueue
 from cloudagents.ports.model import ModelClient
@@ -25,6 +27,7 @@ from cloudagents.telemetry import current_traceparent
 from cloudagents.tools import ToolRegistry
 from cloudagents.topology import Topology
 
+log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 ModelFactory = Callable[[AgentDefinition], ModelClient]
 
@@ -58,11 +61,31 @@ class Deps:
     clock: Clock = field(default=_utcnow)
 
     async def publish(self, messages: list[OutboxMessage]) -> None:
-        """Publish an outbox, in order, carrying the current trace context."""
+        """Publish an outbox, in order, carrying the current trace context. A ``wakeups``
+        message is not published: it schedules a wake-up task (``schedule_wake``)."""
         traceparent = current_traceparent()
         for message in messages:
+            if message.topic == "wakeups":
+                await self.schedule_wake(WakeUp.model_validate(message.data))
+                continue
             attributes = dict(message.attributes)
             if traceparent:
                 attributes.setdefault("traceparent", traceparent)
             data = json.dumps(message.data, separators=(",", ":")).encode()
             await self.bus.publish(self.topology.topic(message.topic), data, attributes)
+
+    async def schedule_wake(self, wake: WakeUp) -> None:
+        """A Cloud Task that POSTs ``wake`` to the run executor's ``/tasks/wake`` at ``wake.at``.
+
+        The task is named after its content, so production Cloud Tasks drops a duplicate (an
+        outbox re-published by a redelivery); the emulator does not, and a duplicate wake-up is
+        harmless by construction (see ``runtime/wakeups.py``)."""
+        if not self.settings.wake_url:
+            log.warning("CLOUDAGENTS_WAKE_URL is not set: no wake-up for run %s", wake.run_id)
+            return
+        at = wake.at or self.clock()
+        body = wake.model_dump_json(exclude_none=True).encode()
+        name = "wake-" + hashlib.sha256(body).hexdigest()[:40]
+        queue = self.topology.wake_queue
+        url = self.settings.wake_url.rstrip("/") + queue.path
+        await self.tasks.schedule(queue.name, url, body, at, name=name)

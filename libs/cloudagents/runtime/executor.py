@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, assert_never
 
 from opentelemetry import trace
@@ -43,6 +43,7 @@ from cloudagents.domain.runs import (
     RunStatus,
     StepMessage,
     ToolCallRecord,
+    WakeUp,
     tool_call_doc_id,
 )
 from cloudagents.engine import pricing
@@ -82,6 +83,25 @@ def snapshot_message(run_id: str, seq: int) -> OutboxMessage:
     return OutboxMessage(topic="snapshots", data={"run_id": run_id, "seq": seq})
 
 
+def wake_message(run: RunRecord, seq: int, now: datetime, wake_seconds: float) -> OutboxMessage:
+    """The wake-up a step that waits commits with itself: ``wake_seconds`` from now, or the
+    run's deadline if that comes first (``runtime/wakeups.py`` says what it does)."""
+    at = now + timedelta(seconds=wake_seconds)
+    if run.deadline_at is not None:
+        at = min(at, run.deadline_at)
+    wake = WakeUp(run_id=run.run_id, seq=seq, at=at)
+    return OutboxMessage(topic="wakeups", data=wake.model_dump(mode="json", exclude_none=True))
+
+
+def timed_out(run: RunRecord, now: datetime, waiting_for: str | None = None) -> Stop | None:
+    """``Stop(ERROR)`` with the reason once a run is past its deadline, else ``None``."""
+    if run.deadline_at is None or now < run.deadline_at:
+        return None
+    timeout = (run.deadline_at - run.created_at).total_seconds()
+    doing = f"waiting for {waiting_for}" if waiting_for else f"at step {run.seq}"
+    return Stop(LoopExit.ERROR, f"timed out after {timeout:.0f} s {doing}")
+
+
 async def start_run(
     deps: Deps,
     *,
@@ -117,9 +137,12 @@ async def start_run(
             if m.role != "system"
         ]
         opening = [opening[0], *carried, *opening[1:]]
+    now = deps.clock()
     run = RunRecord(
         run_id=run_id,
         agent_id=agent.id,
+        deadline_at=now + timedelta(seconds=agent.timeout_seconds),
+        created_at=now,
         variables=variables,
         source=source,
         principal=principal,
@@ -184,6 +207,15 @@ class RunExecutor:
             source="pubsub" if intent.source_agent != "api" else "api",
             parent_run_id=start.parent_run_id,
         )
+        # The run's deadline wake-up, on every delivery of the intent (a duplicate is harmless,
+        # a missing one is a run nobody ends): it ends the run at timeout_seconds whatever it is
+        # waiting for, even if every message of the run is lost.
+        await self.deps.schedule_wake(
+            WakeUp(
+                run_id=intent.run_id,
+                at=self.deps.clock() + timedelta(seconds=agent.timeout_seconds),
+            )
+        )
         return await self.handle_step(StepMessage(run_id=intent.run_id, seq=0))
 
     async def handle_step(self, message: StepMessage) -> str:
@@ -207,11 +239,17 @@ class RunExecutor:
         ):
             return await self._step(run)
 
+    async def stop(self, run: RunRecord, stop: Stop) -> str:
+        """End the run at its current step with ``stop`` (a timeout, from its wake-up)."""
+        return await self._commit(*self._plan_stop(run, run.progress, [], stop))
+
     async def _step(self, run: RunRecord) -> str:
         agent = await self.deps.agents.get_agent(run.agent_id)
         if agent is None:
             gone = Stop(LoopExit.ERROR, f"agent {run.agent_id!r} no longer exists")
             return await self._commit(*self._plan_stop(run, run.progress, [], gone))
+        if (overdue := timed_out(run, self.deps.clock())) is not None:
+            return await self._commit(*self._plan_stop(run, run.progress, [], overdue))
         transcript = await self.transcripts.read(self.deps.runs, run)
         new_messages: list[Message] = []
         progress = run.progress
@@ -372,6 +410,9 @@ class RunExecutor:
                     )
                     for i, r in enumerate(records)
                 ]
+                wake = wake_message(
+                    run, seq + 1, self.deps.clock(), self.deps.settings.wake_seconds
+                )
                 commit = StepCommit(
                     run_id=run.run_id,
                     expected_seq=seq,
@@ -382,7 +423,7 @@ class RunExecutor:
                     ),
                     pending_tool_calls=[tool_call_doc_id(seq, r.index) for r in records],
                     tool_calls=records,
-                    outbox=[*outbox, snapshot_message(run.run_id, seq + 1)],
+                    outbox=[*outbox, snapshot_message(run.run_id, seq + 1), wake],
                     interaction=interaction,
                     events=events,
                 )

@@ -6,7 +6,11 @@ non-idempotent tool is not run: the message is refused (503) and Pub/Sub redeliv
 when the holder has recorded the result or its lease has passed. A call whose lease passed
 without a result was interrupted (its process died mid-call): an idempotent tool runs again, a
 non-idempotent one is answered with an "interrupted" error result rather than risking its effect
-twice. A result is saved on the tool-call document alone first (first result wins; retried in
+twice. A call refused by the agent's tools-per-minute limit is not retried by redelivery (which
+would climb toward the subscription's ``max_delivery_attempts`` and the dead-letter topic): it
+books a slot in the first window that has one, records that on its document, schedules a wake-up
+task for that window's start, and is acknowledged (``deferred``); the wake-up dispatches it again.
+A result is saved on the tool-call document alone first (first result wins; retried in
 process), then a transaction on the run takes the call off its pending list; the call that empties
 the list stores and publishes the run's next step message. A redelivered message for a saved call
 finishes that second part if it had not happened, or re-publishes the wake-up (and the audit
@@ -18,11 +22,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
+from datetime import timedelta
 from typing import Any
 
 from cloudagents.domain.errors import PermanentMessageError, TransientError
 from cloudagents.domain.events import ToolResultEvent, event_id
-from cloudagents.domain.runs import OutboxMessage, RunRecord, ToolCallRecord, ToolMessage, utcnow
+from cloudagents.domain.runs import (
+    OutboxMessage,
+    RunRecord,
+    ToolCallRecord,
+    ToolMessage,
+    WakeUp,
+    utcnow,
+)
 from cloudagents.faults import crash_point
 from cloudagents.ports.stores import ToolClaim
 from cloudagents.runtime.deps import Deps
@@ -30,8 +43,13 @@ from cloudagents.telemetry import tracer
 from cloudagents.tools import ToolResult, idempotency_scope
 
 log = logging.getLogger(__name__)
-MAX_RATE_LIMIT_WAIT_SECONDS = 20.0
 SAVE_ATTEMPTS = 5
+# Deferred calls start spread over the first part of their window, not all at its first instant.
+DEFER_SPREAD = 0.1
+
+
+class _Deferred(Exception):
+    """The call waits for its rate-limit window; the message is acknowledged."""
 
 
 class ToolInvoker:
@@ -62,7 +80,10 @@ class ToolInvoker:
                 "cloudagents.run_id": run.run_id,
             },
         ):
-            result = await self._execute(run, record)
+            try:
+                result = await self._execute(run, record)
+            except _Deferred:
+                return "deferred"
         crash_point("invoker.after_tool")
         saved = await self._save(record, result)
         return await self._finish(saved, run)
@@ -77,7 +98,7 @@ class ToolInvoker:
             raise self._held(record)  # before taking a tools-per-minute slot for nothing
         limit = agent.budget.max_tools_per_minute
         if limit is not None:
-            await self._acquire(agent.id, limit)
+            await self._admit(record, agent.id, limit)
         claim = await self.deps.runs.start_tool_call(
             run.run_id, record.seq, record.index, lease_seconds=lease
         )
@@ -109,13 +130,40 @@ class ToolInvoker:
             f"(lease until {until})"
         )
 
-    async def _acquire(self, key: str, limit: int) -> None:
-        waited = 0.0
-        while (wait := await self.deps.rate_limiter.acquire(key, limit, self.deps.clock())) > 0:
-            if waited + wait > MAX_RATE_LIMIT_WAIT_SECONDS:
-                raise TransientError(f"tools-per-minute limit {limit} reached for {key!r}")
-            await asyncio.sleep(wait)
-            waited += wait
+    async def _admit(self, record: ToolCallRecord, key: str, limit: int) -> None:
+        """Return when the call may run in this window; raise ``_Deferred`` after booking it
+        a slot in a later window and scheduling its wake-up there."""
+        now = self.deps.clock()
+        seconds = self.deps.settings.rate_window_seconds
+        current = int(now.timestamp() // seconds)
+        if record.rate_window == current:
+            return  # its booked window has come
+        if record.rate_window is not None and record.rate_window > current:
+            until = record.deferred_until or now
+        else:
+            window, until = await self.deps.rate_limiter.reserve(
+                key, limit, now, window_seconds=seconds
+            )
+            if window == current:
+                return
+            until += timedelta(seconds=random.uniform(0, seconds * DEFER_SPREAD))
+            stored = await self.deps.runs.defer_tool_call(
+                record.run_id, record.seq, record.index, until=until, window=window
+            )
+            if stored is None:
+                raise PermanentMessageError(
+                    f"tool call {record.doc_id} of {record.run_id} vanished"
+                )
+            if stored.status != "pending":
+                return  # another delivery got further; the claim below sorts it out
+        log.info(
+            "tool call deferred by the tools-per-minute limit",
+            extra={"fields": {"run_id": record.run_id, "call": record.doc_id, "until": str(until)}},
+        )
+        await self.deps.schedule_wake(
+            WakeUp(run_id=record.run_id, seq=record.seq + 1, item=record.doc_id, at=until)
+        )
+        raise _Deferred
 
     async def _save(self, record: ToolCallRecord, result: ToolResult) -> ToolCallRecord:
         """Make the result durable on the tool-call document (a cold document, unlike the run's)

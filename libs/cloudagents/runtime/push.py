@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from cloudagents.domain.errors import PermanentMessageError
+from cloudagents.domain.errors import PermanentMessageError, TransientError
 from cloudagents.domain.runs import AuditRecord, DeadLetter
 from cloudagents.runtime.auth import AuthError, verify_push
 from cloudagents.runtime.deps import Deps
@@ -97,6 +97,7 @@ async def dead_letter(
     digest = hashlib.sha256(raw).hexdigest()[:16]
     letter_id = f"{source.rsplit('/', 1)[-1] or 'push'}-{message_id or digest}"
     original = message.data if message else raw
+    run_id = run_id_of(original)
     if len(original) > MAX_KEPT_BYTES:
         # A Firestore document holds at most 1 MiB: keep the head of an oversized message.
         reason = f"{reason} (kept the first {MAX_KEPT_BYTES} of {len(original)} bytes)"
@@ -108,11 +109,39 @@ async def dead_letter(
             source=source,
             reason=reason,
             message_id=message_id,
+            run_id=run_id,
             data=data,
             attributes=message.attributes if message else {},
         )
     )
     return letter_id
+
+
+def run_id_of(data: bytes) -> str | None:
+    """The run a message body names, if it is a JSON object with a ``run_id`` string."""
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    run_id = value.get("run_id") if isinstance(value, dict) else None
+    return run_id if isinstance(run_id, str) and 0 < len(run_id) <= 128 else None
+
+
+async def handle_task(
+    request: Request, deps: Deps, apply: Callable[[bytes], Awaitable[str]]
+) -> JSONResponse:
+    """A Cloud Tasks HTTP callback: 2xx done, 4xx never retried (a body that can never be
+    applied), 5xx retried by Cloud Tasks."""
+    try:
+        await verify_push(request, deps.settings)
+    except AuthError as error:
+        return JSONResponse({"status": "rejected", "reason": error.reason}, error.status)
+    try:
+        return JSONResponse({"status": await apply(await request.body())})
+    except PermanentMessageError as error:
+        return JSONResponse({"status": "rejected", "reason": str(error)}, status_code=400)
+    except TransientError as error:
+        return JSONResponse({"status": "retry", "reason": str(error)}, status_code=503)
 
 
 async def handle_push(

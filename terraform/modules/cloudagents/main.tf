@@ -178,6 +178,8 @@ module "services" {
         # try(): the map is built even when the filter below drops it.
         CLOUDAGENTS_BROKER_URL            = try(local.queue_target_urls[each.value.enqueues[0]], "")
         CLOUDAGENTS_TASKS_SERVICE_ACCOUNT = module.tasks_invoker.email
+        # Wake-up tasks (runs that wait, deferred tool calls) call the run executor.
+        CLOUDAGENTS_WAKE_URL = local.service_urls["run_executor"]
       } : k => v if length(each.value.enqueues) > 0
     },
   )

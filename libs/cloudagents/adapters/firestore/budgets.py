@@ -25,9 +25,12 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from cloudagents.adapters.firestore.ops import counted_stream, written
+from cloudagents.domain.errors import TransientError
 from cloudagents.metrics import count
 
 SHARDS = 10
+# How far ahead a refused call may be booked: at 1 call a minute, a backlog of an hour.
+MAX_RESERVE_WINDOWS = 60
 
 Clock = Callable[[], datetime]
 
@@ -103,23 +106,47 @@ class FirestoreRateLimiter:
     def __init__(self, client: firestore.AsyncClient) -> None:
         self.client = client
 
-    async def acquire(self, key: str, limit: int, now: datetime) -> float:
-        window = int(now.timestamp() // 60)
+    async def acquire(
+        self, key: str, limit: int, now: datetime, *, window_seconds: float = 60.0
+    ) -> float:
+        window = int(now.timestamp() // window_seconds)
+        if await self._take(key, limit, window, window_seconds):
+            return 0.0
+        return (window + 1) * window_seconds - now.timestamp()
+
+    async def reserve(
+        self, key: str, limit: int, now: datetime, *, window_seconds: float = 60.0
+    ) -> tuple[int, datetime]:
+        window = int(now.timestamp() // window_seconds)
+        for _ in range(MAX_RESERVE_WINDOWS):
+            if await self._take(key, limit, window, window_seconds):
+                start = datetime.fromtimestamp(window * window_seconds, tz=UTC)
+                return window, max(start, now)
+            window += 1
+        raise TransientError(
+            f"no tools-per-minute slot for {key!r} in the next {MAX_RESERVE_WINDOWS} windows"
+        )
+
+    async def _take(self, key: str, limit: int, window: int, window_seconds: float) -> bool:
+        """Create one of the window's ``limit`` slot documents; ``False`` if all are taken."""
         slots = (
             self.client.collection("rate_limits").document(f"{key}:{window}").collection("slots")
         )
         count("firestore.read")
         aggregate = await slots.count().get()
         taken = int(aggregate[0][0].value) if aggregate and aggregate[0] else 0
-        if taken < limit:
-            expire_at = datetime.fromtimestamp((window + 1) * 60, tz=UTC) + timedelta(days=1)
-            # Slots fill from 0; start at the count and wrap round to any gap a racer left.
-            for slot in [*range(taken, limit), *range(taken)]:
-                try:
-                    await written(slots.document(f"{slot:06d}")).create(
-                        {"key": key, "window": window, "expire_at": expire_at}
-                    )
-                except gexc.AlreadyExists:
-                    continue
-                return 0.0
-        return (window + 1) * 60 - now.timestamp()
+        if taken >= limit:
+            return False
+        expire_at = datetime.fromtimestamp((window + 1) * window_seconds, tz=UTC) + timedelta(
+            days=1
+        )
+        # Slots fill from 0; start at the count and wrap round to any gap a racer left.
+        for slot in [*range(taken, limit), *range(taken)]:
+            try:
+                await written(slots.document(f"{slot:06d}")).create(
+                    {"key": key, "window": window, "expire_at": expire_at}
+                )
+            except gexc.AlreadyExists:
+                continue
+            return True
+        return False

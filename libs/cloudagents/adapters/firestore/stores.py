@@ -238,6 +238,17 @@ class FirestoreRunStore:
 
         return await self._change_call(run_id, seq, index, claim)
 
+    async def defer_tool_call(
+        self, run_id: str, seq: int, index: int, *, until: datetime, window: int
+    ) -> ToolCallRecord | None:
+        def defer(call: ToolCallRecord) -> tuple[ToolCallRecord | None, ToolCallRecord]:
+            if call.status != "pending":
+                return None, call
+            deferred = call.model_copy(update={"deferred_until": until, "rate_window": window})
+            return deferred, deferred
+
+        return await self._change_call(run_id, seq, index, defer)
+
     async def save_tool_result(
         self,
         run_id: str,
@@ -447,7 +458,17 @@ class FirestoreDeadLetterStore:
             data = {**to_doc(letter.model_dump(mode="json")), "expire_at": letter.expire_at}
             await written(self.collection.document(letter.id)).create(data)
 
-    async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+    async def list_dead_letters(
+        self, limit: int = 100, *, run_id: str | None = None
+    ) -> list[DeadLetter]:
+        if run_id is not None:
+            # One equality filter (no composite index); a run has few dead letters.
+            query = self.collection.where(filter=firestore.FieldFilter("run_id", "==", run_id))
+            found = [
+                DeadLetter.model_validate(from_doc(d.to_dict()))
+                async for d in counted_stream(query)
+            ]
+            return sorted(found, key=lambda d: d.created_at, reverse=True)[:limit]
         query = self.collection.order_by("created_at", direction=firestore.Query.DESCENDING)
         return [
             DeadLetter.model_validate(from_doc(d.to_dict()))

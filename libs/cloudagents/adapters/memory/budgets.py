@@ -51,10 +51,23 @@ class InMemoryRateLimiter:
         self._counts: defaultdict[tuple[str, int], int] = defaultdict(int)
         self._lock = asyncio.Lock()
 
-    async def acquire(self, key: str, limit: int, now: datetime) -> float:
-        window = int(now.timestamp() // 60)
+    async def acquire(
+        self, key: str, limit: int, now: datetime, *, window_seconds: float = 60.0
+    ) -> float:
+        window = int(now.timestamp() // window_seconds)
         async with self._lock:
             if self._counts[(key, window)] < limit:
                 self._counts[(key, window)] += 1
                 return 0.0
-        return (window + 1) * 60 - now.timestamp()
+        return (window + 1) * window_seconds - now.timestamp()
+
+    async def reserve(
+        self, key: str, limit: int, now: datetime, *, window_seconds: float = 60.0
+    ) -> tuple[int, datetime]:
+        window = int(now.timestamp() // window_seconds)
+        async with self._lock:
+            while self._counts[(key, window)] >= limit:
+                window += 1
+            self._counts[(key, window)] += 1
+        start = datetime.fromtimestamp(window * window_seconds, tz=UTC)
+        return window, max(start, now)

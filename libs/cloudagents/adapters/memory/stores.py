@@ -121,6 +121,20 @@ class InMemoryRunStore:
                 self.calls[key] = updated
             return ToolClaim((updated or call).model_copy(deep=True), outcome)
 
+    async def defer_tool_call(
+        self, run_id: str, seq: int, index: int, *, until: datetime, window: int
+    ) -> ToolCallRecord | None:
+        async with self._lock:
+            key = (run_id, tool_call_doc_id(seq, index))
+            call = self.calls.get(key)
+            if call is None:
+                return None
+            if call.status == "pending":
+                self.calls[key] = call.model_copy(
+                    update={"deferred_until": until, "rate_window": window}
+                )
+            return self.calls[key].model_copy(deep=True)
+
     async def save_tool_result(
         self,
         run_id: str,
@@ -259,8 +273,11 @@ class InMemoryDeadLetterStore:
     async def record_dead_letter(self, letter: DeadLetter) -> None:
         self.letters.setdefault(letter.id, letter)
 
-    async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        return sorted(self.letters.values(), key=lambda d: d.created_at, reverse=True)[:limit]
+    async def list_dead_letters(
+        self, limit: int = 100, *, run_id: str | None = None
+    ) -> list[DeadLetter]:
+        found = [d for d in self.letters.values() if run_id is None or d.run_id == run_id]
+        return sorted(found, key=lambda d: d.created_at, reverse=True)[:limit]
 
     async def get_dead_letter(self, letter_id: str) -> DeadLetter | None:
         return self.letters.get(letter_id)

@@ -1,0 +1,142 @@
+"""Wake-ups: every waiting run is moved on by a task, never only by a message arriving.
+
+A run can wait for messages that never come: a tool message lost or dead-lettered, a tool
+invoker killed while it held a call, a wake-up step message dropped after the barrier, a step
+message whose retries ran out. So a run's waits carry Cloud Tasks wake-ups (``{ws}-wakeups``,
+handled by the run executor at ``/tasks/wake``):
+
+* the **deadline** wake-up (``seq=None``), scheduled when the run starts, at
+  ``created_at + timeout_seconds``: past it the run ends ``ERROR`` with what it was waiting for;
+* the **wait** wake-up (``seq`` = the step the run waits at), committed in the outbox of the step
+  that starts the wait, ``CLOUDAGENTS_WAKE_SECONDS`` later (or at the deadline): it dispatches
+  again every item that shows no progress — a call still ``pending`` and not deferred, a
+  ``running`` call whose lease has passed, a ``done`` call still on the pending list — or, when
+  nothing is pending any more, the step message that should have woken the run; then it
+  schedules the next wake-up while the run still waits at that step;
+* the **deferred-call** wake-up (``item``), scheduled by the tool invoker at the start of the
+  rate-limit window a refused call booked: it dispatches that call.
+
+Every wake-up is harmless when it is stale or duplicated (the Cloud Tasks emulator neither
+de-duplicates nor deletes tasks): it reads the run, does nothing for a run that has moved on or
+finished, and what it dispatches goes through the handlers' own idempotence (a tool call is
+claimed with a lease; a step is applied at most once per ``seq``). The truth is in Firestore; a
+task is only a wake-up call.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from cloudagents.domain.runs import (
+    OutboxMessage,
+    RunRecord,
+    RunStatus,
+    ToolCallRecord,
+    WakeUp,
+)
+from cloudagents.runtime.deps import Deps
+from cloudagents.runtime.executor import RunExecutor, step_message, timed_out
+
+log = logging.getLogger(__name__)
+# Past a lease, give the holder's own redelivery a moment before dispatching the call again.
+LEASE_SLACK_SECONDS = 1.0
+
+
+def tool_message(record: ToolCallRecord) -> OutboxMessage:
+    return OutboxMessage(
+        topic="tools", data={"run_id": record.run_id, "seq": record.seq, "index": record.index}
+    )
+
+
+def stalled(record: ToolCallRecord, now: datetime) -> bool:
+    """A pending call that shows no sign of progress: dispatching it again is what moves it."""
+    if record.status == "running":
+        return record.lease_until is None or record.lease_until <= now
+    if record.status == "pending":
+        return record.deferred_until is None or record.deferred_until <= now
+    return True  # done, but still on the run's pending list: its delivery died after saving
+
+
+class WakeUps:
+    """Applies wake-up tasks."""
+
+    def __init__(self, deps: Deps, executor: RunExecutor) -> None:
+        self.deps = deps
+        self.executor = executor
+
+    async def handle(self, wake: WakeUp) -> str:
+        run = await self.deps.runs.get_run(wake.run_id)
+        if run is None:
+            return "gone"
+        if run.finished:
+            return "finished"
+        now = self.deps.clock()
+        if wake.item is not None:
+            return await self._dispatch_deferred(run, wake.item)
+        if wake.seq is not None and wake.seq != run.seq:
+            return "moved-on"
+        if run.status is RunStatus.WAITING_TOOLS:
+            return await self._wake_waiting(run, now)
+        if (overdue := timed_out(run, now)) is not None:
+            return await self.executor.stop(run, overdue)
+        if wake.seq is None and run.deadline_at is not None:
+            # Early (a clock ahead of the task's): the deadline wake-up must not be lost.
+            await self.deps.schedule_wake(WakeUp(run_id=run.run_id, at=run.deadline_at))
+            return "not-yet"
+        return "busy"
+
+    async def _wake_waiting(self, run: RunRecord, now: datetime) -> str:
+        seq = run.seq - 1
+        calls = {c.doc_id: c for c in await self.deps.runs.tool_calls(run.run_id, seq)}
+        pending = [calls[p] for p in run.pending_tool_calls if p in calls]
+        waiting_for = ", ".join(f"{c.call.name}#{c.index}" for c in pending) or "nothing"
+        if (overdue := timed_out(run, now, f"tool calls: {waiting_for}")) is not None:
+            return await self.executor.stop(run, overdue)
+        if not run.pending_tool_calls:
+            # Every result is in, but the step that applies them never ran.
+            await self.deps.publish(run.outbox or [step_message(run.run_id, run.seq)])
+            await self._note(run, now, "woken: the results are in; stepping the run again")
+            outcome = "stepped"
+        else:
+            stale = [c for c in pending if stalled(c, now)]
+            if stale:
+                await self.deps.publish([tool_message(c) for c in stale])
+                names = ", ".join(f"{c.call.name}#{c.index}" for c in stale)
+                await self._note(run, now, f"woken: dispatched again {names}")
+            outcome = f"redispatched:{len(stale)}" if stale else "waiting"
+        await self.deps.schedule_wake(
+            WakeUp(run_id=run.run_id, seq=run.seq, at=self._next_wake(run, pending, now))
+        )
+        return outcome
+
+    def _next_wake(self, run: RunRecord, pending: list[ToolCallRecord], now: datetime) -> datetime:
+        at = now + timedelta(seconds=self.deps.settings.wake_seconds)
+        for call in pending:
+            if call.status == "running" and call.lease_until is not None and call.lease_until > now:
+                at = min(at, call.lease_until + timedelta(seconds=LEASE_SLACK_SECONDS))
+            elif call.deferred_until is not None and call.deferred_until > now:
+                at = min(
+                    at, call.deferred_until + timedelta(seconds=self.deps.settings.wake_seconds)
+                )
+        if run.deadline_at is not None:
+            at = min(at, run.deadline_at)
+        return max(at, now + timedelta(seconds=LEASE_SLACK_SECONDS))
+
+    async def _dispatch_deferred(self, run: RunRecord, item: str) -> str:
+        seq_text, _, index_text = item.partition("-")
+        if not (seq_text.isdigit() and index_text.isdigit()):
+            return "bad-item"
+        record = await self.deps.runs.get_tool_call(run.run_id, int(seq_text), int(index_text))
+        if record is None or item not in run.pending_tool_calls or run.seq != record.seq + 1:
+            return "moved-on"
+        await self.deps.publish([tool_message(record)])
+        return "dispatched-deferred"
+
+    async def _note(self, run: RunRecord, now: datetime, status: str) -> None:
+        """Say that a wake-up moved the run (the fault suite counts these lines). Not a run
+        event: one written after the step's tool results could sort before a late result and
+        break the stream's gap-free order."""
+        log.info(
+            "run woken", extra={"fields": {"run_id": run.run_id, "seq": run.seq, "status": status}}
+        )
