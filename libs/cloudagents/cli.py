@@ -321,6 +321,14 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         f"{link['agent_id']}:{link['run_id']}" for link in run.get("handoff_chain", [])
     )
     out(f"handoff chain: {chain}")
+    if run.get("deadline_at") and run["status"] != "finished":
+        out(f"deadline: {run['deadline_at']} (the run ends ERROR if it is still going then)")
+    for letter in run.get("dead_letters", []):
+        replayed = " (replayed)" if letter.get("replayed") else ""
+        out(
+            f"dead letter {letter['id']}{replayed}: {letter['reason']}  "
+            f"-> cloudagents dead-letters replay {letter['id']}"
+        )
     out("transcript:")
     for message in transcript["messages"]:
         text = message.get("content") or ""

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from cloudagents.adapters.memory.messaging import InMemoryTaskQueue, ScheduledTask
 from cloudagents.adapters.memory.stores import InMemoryRunStore
@@ -154,3 +155,33 @@ async def test_a_runs_dead_letters_are_on_the_run(stack: Stack) -> None:
     (letter,) = run["dead_letters"]
     assert letter["id"] == "agents-tool-invoker-m-bad"
     assert "invalid ToolMessage" in letter["reason"]
+
+
+async def test_replaying_a_live_runs_dead_letter_resumes_it(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clients, pump = stack
+    runs = store(pump)
+    real = runs.get_tool_call
+    failures = []
+
+    async def vanish_once(run_id: str, seq: int, index: int) -> Any:
+        if not failures:
+            failures.append(run_id)
+            return None  # the invoker finds no such call: a permanent error, dead-lettered
+        return await real(run_id, seq, index)
+
+    monkeypatch.setattr(runs, "get_tool_call", vanish_once)
+    run_id = await start(clients, scripted_agent("unlucky"))
+    await pump.run()
+    run = (await clients["api"].get(f"/runs/{run_id}")).json()
+    assert run["status"] == "waiting_tools"
+    (letter,) = run["dead_letters"]
+    assert "has no tool call 0 at step 0" in letter["reason"] and not letter["replayed"]
+
+    replay = await clients["api"].post(f"/dead-letters/{letter['id']}/replay")
+    assert replay.status_code == 202
+    await pump.run()
+    run = (await clients["api"].get(f"/runs/{run_id}")).json()
+    assert run["result"]["exit"] == "SATISFIED"
+    assert run["dead_letters"][0]["replayed"]
