@@ -34,6 +34,9 @@ class Settings:
     push_auth: str = "oidc"
     push_audience: str | None = None
     push_service_accounts: tuple[str, ...] = ()
+    # Seed 004's shared LLM limits, for LimitedModel; None is unlimited.
+    rate_limit_per_minute: int | None = None
+    max_concurrent_executions: int | None = None
 
     on_emulators: bool = False
 
@@ -63,6 +66,8 @@ class Settings:
         if lease_grace < 0:
             raise ConfigurationError("CLOUDAGENTS_TOOL_LEASE_GRACE_SECONDS must not be negative")
         return cls(
+            rate_limit_per_minute=_positive_int_or_none(env, "RATE_LIMIT_PER_MINUTE"),
+            max_concurrent_executions=_positive_int_or_none(env, "MAX_CONCURRENT_EXECUTIONS"),
             project=project or "local-project",
             tool_lease_grace_seconds=lease_grace,
             workspace=env.get("CLOUDAGENTS_WORKSPACE", "agents"),
@@ -87,3 +92,17 @@ class Settings:
                 if a.strip()
             ),
         )
+
+
+def _positive_int_or_none(env: Mapping[str, str], name: str) -> int | None:
+    """An optional limit: unset or empty is unlimited, otherwise a positive integer."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be a positive integer, not {raw!r}") from exc
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be a positive integer (unset it for no limit)")
+    return value
