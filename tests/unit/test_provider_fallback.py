@@ -11,10 +11,11 @@ from pydantic import ValidationError
 from cloudagents.adapters.llm.factory import build_model_client
 from cloudagents.adapters.llm.fallback import Candidate, FallbackModel
 from cloudagents.adapters.llm.scripted import ScriptedModel
-from cloudagents.domain.agents import ModelConfig, ScriptedTurn
+from cloudagents.domain.agents import AgentDefinition, ModelConfig, ScriptedTurn
 from cloudagents.domain.errors import ConfigurationError, ModelError
 from cloudagents.domain.messages import Message, ModelRequest, ModelResponse, Usage
 from cloudagents.engine import pricing
+from cloudagents.engine.step import reservation_hold_seconds
 from tests.fakes.llm_api_servers import FakeLLMServer, fake_llm_server
 
 ENV = {"OPENAI_API_KEY": "sk-openai", "ANTHROPIC_API_KEY": "sk-ant"}
@@ -206,3 +207,18 @@ def test_the_cost_reservation_covers_the_dearest_model_of_the_chain() -> None:
 
 def _reply(model: str | None) -> ModelResponse:
     return ModelResponse(content="x", usage=Usage(total_tokens=1), model=model)
+
+
+def test_a_call_through_the_chain_may_last_every_models_timeout() -> None:
+    alone = ModelConfig(name="gpt-4o", timeout_seconds=30)
+    chained = ModelConfig(
+        name="gpt-4o",
+        timeout_seconds=30,
+        fallbacks=[ModelConfig(name="gpt-4o-mini", timeout_seconds=20)],
+    )
+    assert alone.chain_timeout_seconds() == 30
+    assert chained.chain_timeout_seconds() == 50
+    # The cost reservation is held for the whole chain on every attempt (3 by default).
+    held_alone = reservation_hold_seconds(AgentDefinition(id="a", model=alone))
+    held_chained = reservation_hold_seconds(AgentDefinition(id="a", model=chained))
+    assert held_chained - held_alone == pytest.approx(20 * 3)

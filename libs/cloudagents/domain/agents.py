@@ -139,6 +139,10 @@ class ModelConfig(Model):
         """This model, then its fallbacks, in the order they are tried."""
         return [self, *self.fallbacks]
 
+    def chain_timeout_seconds(self) -> float:
+        """The longest one call through the whole chain can take: every model timing out."""
+        return sum(each.timeout_seconds for each in self.chain())
+
 
 def schema_to_json_schema(spec: Any) -> dict[str, Any] | None:
     """Normalise seed 003's three schema forms (list of names, name->type, JSON Schema)."""

@@ -141,8 +141,9 @@ class FirestoreConcurrencyLimiter:
     the writes spread over ``limit`` documents.
 
     Leases are compared with this process's clock; keep them much longer than the clock skew
-    between instances (seconds against minutes). ``expire_at`` (a day past the lease) is there
-    for a TTL policy on ``slots`` to sweep slots nobody took over.
+    between instances (seconds against minutes). ``expire_at`` (a day past the lease) lets the
+    ``slots.expire_at`` TTL policy already in the topology (a collection-group policy, so it
+    covers these and the rate-limit slots alike) sweep slots nobody took over or released.
     """
 
     def __init__(self, client: firestore.AsyncClient, *, clock: Clock = _utcnow) -> None:
