@@ -14,7 +14,7 @@ from cloudagents.adapters.llm.openai import OpenAIModel
 from cloudagents.adapters.llm.scripted import ScriptedModel
 from cloudagents.adapters.memory.budgets import InMemoryConcurrencyLimiter, InMemoryRateLimiter
 from cloudagents.domain.agents import ScriptedTurn
-from cloudagents.domain.errors import ConfigurationError, ModelError
+from cloudagents.domain.errors import ConfigurationError, LimitReached, ModelError
 from cloudagents.domain.messages import Message, ModelRequest
 from cloudagents.settings import Settings
 from tests.fakes.llm_api_servers import FakeLLMServer, fake_llm_server
@@ -57,7 +57,7 @@ async def test_calls_beyond_the_concurrency_cap_are_refused_not_queued(clock: Cl
     results = await asyncio.gather(*(model(ask()) for _ in range(3)), return_exceptions=True)
 
     replies = [r for r in results if not isinstance(r, BaseException)]
-    errors = [r for r in results if isinstance(r, ModelError)]
+    errors = [r for r in results if isinstance(r, LimitReached)]
     assert [r.content for r in replies] == ["done", "done"]
     assert len(errors) == 1
     assert errors[0].kind == "rate_limit"
@@ -97,7 +97,7 @@ async def test_the_per_minute_limit_refuses_with_the_wait_until_the_next_window(
     )
 
     assert (await model(ask())).content == "one"
-    with pytest.raises(ModelError) as caught:
+    with pytest.raises(LimitReached) as caught:
         await model(ask())
     assert caught.value.kind == "rate_limit"
     assert caught.value.retry_after == pytest.approx(50)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from cloudagents.domain.errors import ModelError
+from cloudagents.domain.errors import LimitReached
 from cloudagents.domain.messages import ModelRequest, ModelResponse
 from cloudagents.ports.budgets import ConcurrencyLimiter, RateLimiter
 from cloudagents.ports.model import ChunkSink, ModelClient
@@ -34,9 +34,10 @@ class LimitedModel:
       can last, so a killed process frees it when the lease passes) and released when the call
       ends, however it ends.
 
-    A limit of ``None`` is no limit. A refused call raises ``ModelError("rate_limit", ...)``
-    with ``retry_after``: the seconds until the next minute window, or ``busy_retry_seconds``
-    when every slot is taken. A call refused by the per-minute limit gives its slot back.
+    A limit of ``None`` is no limit. A refused call raises ``LimitReached``, a
+    ``ModelError("rate_limit", ...)`` with ``retry_after``: the seconds until the next minute
+    window, or ``busy_retry_seconds`` when every slot is taken. A call refused by the
+    per-minute limit gives its slot back.
     """
 
     def __init__(
@@ -97,8 +98,7 @@ class LimitedModel:
                 self.key, self.max_concurrent, self.lease_seconds
             )
             if token is None:
-                raise ModelError(
-                    "rate_limit",
+                raise LimitReached(
                     f"{self.max_concurrent} model calls already in flight "
                     f"(MAX_CONCURRENT_EXECUTIONS, key {self.key!r})",
                     retry_after=self.busy_retry_seconds,
@@ -109,8 +109,7 @@ class LimitedModel:
                     f"{self.key}:calls", self.calls_per_minute, self.clock()
                 )
                 if wait > 0:
-                    raise ModelError(
-                        "rate_limit",
+                    raise LimitReached(
                         f"{self.calls_per_minute} model calls per minute reached "
                         f"(RATE_LIMIT_PER_MINUTE, key {self.key!r})",
                         retry_after=wait,
