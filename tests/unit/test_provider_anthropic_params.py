@@ -154,3 +154,21 @@ def test_sampling_rule(
     generation: GenerationParams, version: str, expected: dict[str, float]
 ) -> None:
     assert sampling_params(generation, api_version=version) == expected
+
+
+async def test_a_pin_in_any_letter_case_replaces_the_sdks_version(server: FakeLLMServer) -> None:
+    client = AnthropicModel(
+        model="claude-3-haiku",
+        api_key="k",
+        base_url=server.anthropic_base_url,
+        headers={"Anthropic-Version": LEGACY, "X-Team": "agents"},
+    )
+    server.reply_text("ok")
+    try:
+        await client(ask(GenerationParams(top_p=0.5)))
+    finally:
+        await client.aclose()
+    assert client.api_version == LEGACY
+    assert server.last_request.headers["anthropic-version"] == LEGACY
+    assert server.last_request.headers["x-team"] == "agents"
+    assert sampling_sent(server) == {"top_p": 0.5}

@@ -88,7 +88,7 @@ class AnthropicModel:
                 base_url=base_url,
                 timeout=timeout_seconds,
                 max_retries=0,
-                default_headers=headers,
+                default_headers=_version_header_lowercased(headers),
             )
         except anthropic.AnthropicError as exc:
             raise ConfigurationError(f"cannot build the Anthropic client: {exc}") from exc
@@ -151,6 +151,17 @@ class AnthropicModel:
             # The SDK >= 2 has no such parameters; older API versions still read them.
             params["extra_body"] = sampling
         return params
+
+
+def _version_header_lowercased(headers: dict[str, str] | None) -> dict[str, str] | None:
+    # The SDK sets "anthropic-version"; a pin spelt "Anthropic-Version" would go out beside it
+    # instead of replacing it, so it is renamed to the SDK's spelling.
+    if not headers:
+        return headers
+    return {
+        ("anthropic-version" if k.lower() == "anthropic-version" else k): v
+        for k, v in headers.items()
+    }
 
 
 def sampling_params(generation: GenerationParams, *, api_version: str) -> dict[str, float]:
