@@ -222,3 +222,17 @@ def test_a_call_through_the_chain_may_last_every_models_timeout() -> None:
     held_alone = reservation_hold_seconds(AgentDefinition(id="a", model=alone))
     held_chained = reservation_hold_seconds(AgentDefinition(id="a", model=chained))
     assert held_chained - held_alone == pytest.approx(20 * 3)
+
+
+def test_a_definition_without_fallbacks_is_stored_as_before() -> None:
+    plain = AgentDefinition(id="a", model=ModelConfig(name="gpt-4o"))
+    assert "fallbacks" not in plain.model_dump(mode="json")["model"]
+    assert "fallbacks" not in plain.model_dump_json()
+
+    chained = AgentDefinition(
+        id="a", model=ModelConfig(name="gpt-4o", fallbacks=[ModelConfig(name="gpt-4o-mini")])
+    )
+    stored = chained.model_dump(mode="json")
+    assert [f["name"] for f in stored["model"]["fallbacks"]] == ["gpt-4o-mini"]
+    assert "fallbacks" not in stored["model"]["fallbacks"][0]
+    assert AgentDefinition.model_validate(stored) == chained

@@ -10,7 +10,14 @@ import string
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, JsonValue, field_validator, model_validator
+from pydantic import (
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from cloudagents.domain.base import Model, Persisted
 from cloudagents.domain.handoffs import HandoffTarget
@@ -134,6 +141,15 @@ class ModelConfig(Model):
                     "caller's llm_client, which replaces the whole model chain"
                 )
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_no_fallbacks(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Definitions without fallbacks are stored exactly as before the field existed, so a
+        # release that predates it (extra fields forbidden) still reads them during a rollout.
+        data = handler(self)
+        if not self.fallbacks and isinstance(data, dict):
+            data.pop("fallbacks", None)
+        return data
 
     def chain(self) -> list[ModelConfig]:
         """This model, then its fallbacks, in the order they are tried."""
