@@ -16,6 +16,7 @@ from cloudagents.domain.errors import ConfigurationError, ModelError
 from cloudagents.domain.messages import Message, ModelRequest, ModelResponse, Usage
 from cloudagents.engine import pricing
 from cloudagents.engine.step import reservation_hold_seconds
+from cloudagents.ports.model import ChunkSink
 from tests.fakes.llm_api_servers import FakeLLMServer, fake_llm_server
 
 ENV = {"OPENAI_API_KEY": "sk-openai", "ANTHROPIC_API_KEY": "sk-ant"}
@@ -159,13 +160,15 @@ async def test_streaming_falls_back_before_any_text_but_not_after() -> None:
     assert "".join(chunks) == "second model speaking"
 
     class StreamsThenFails:
-        async def __call__(self, request: ModelRequest, *, on_chunk: object = None) -> object:
-            assert callable(on_chunk)
+        async def __call__(
+            self, request: ModelRequest, *, on_chunk: ChunkSink | None = None
+        ) -> ModelResponse:
+            assert on_chunk is not None
             await on_chunk("half a rep")
             raise ModelError("connection", "dropped mid-stream")
 
     spliced = FallbackModel(
-        [Candidate("primary", StreamsThenFails()), Candidate("secondary", answering)]  # type: ignore[list-item]
+        [Candidate("primary", StreamsThenFails()), Candidate("secondary", answering)]
     )
     chunks.clear()
     with pytest.raises(ModelError, match="dropped mid-stream"):
