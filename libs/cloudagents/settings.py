@@ -40,6 +40,9 @@ class Settings:
     push_auth: str = "oidc"
     push_audience: str | None = None
     push_service_accounts: tuple[str, ...] = ()
+    # Seed 004's shared LLM limits, for LimitedModel; None is unlimited.
+    rate_limit_per_minute: int | None = None
+    max_concurrent_executions: int | None = None
 
     on_emulators: bool = False
 
@@ -71,6 +74,8 @@ class Settings:
         wake_seconds = _positive(env, "CLOUDAGENTS_WAKE_SECONDS", 60.0)
         rate_window = _positive(env, "CLOUDAGENTS_RATE_WINDOW_SECONDS", 60.0)
         return cls(
+            rate_limit_per_minute=_positive_int_or_none(env, "RATE_LIMIT_PER_MINUTE"),
+            max_concurrent_executions=_positive_int_or_none(env, "MAX_CONCURRENT_EXECUTIONS"),
             project=project or "local-project",
             tool_lease_grace_seconds=lease_grace,
             wake_url=env.get("CLOUDAGENTS_WAKE_URL") or None,
@@ -107,4 +112,18 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigurationError(f"{name} must be a number") from exc
     if value <= 0:
         raise ConfigurationError(f"{name} must be positive")
+    return value
+
+
+def _positive_int_or_none(env: Mapping[str, str], name: str) -> int | None:
+    """An optional limit: unset or empty is unlimited, otherwise a positive integer."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be a positive integer, not {raw!r}") from exc
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be a positive integer (unset it for no limit)")
     return value

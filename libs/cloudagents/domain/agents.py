@@ -10,15 +10,26 @@ import string
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, JsonValue, field_validator, model_validator
+from pydantic import (
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from cloudagents.domain.base import Model, Persisted
 from cloudagents.domain.handoffs import HandoffTarget
 from cloudagents.domain.messages import GenerationParams
 from cloudagents.domain.policy import Budget, GuardrailConfig, RetryConfig
 
-Provider = Literal["openai", "anthropic", "gemini", "ollama", "custom", "scripted", "callable"]
-"""``gemini``, ``ollama`` and ``custom`` speak the OpenAI API at another ``base_url``."""
+Provider = Literal[
+    "openai", "anthropic", "google", "gemini", "ollama", "custom", "scripted", "callable"
+]
+"""``google`` (seed 004's name) and ``gemini`` are the same provider: Gemini through its
+OpenAI-compatible endpoint. ``google``, ``gemini``, ``ollama`` and ``custom`` speak the OpenAI API
+at another ``base_url``."""
 AGENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 _SIMPLE_TYPES: dict[str, str] = {
@@ -101,6 +112,12 @@ class ModelConfig(Model):
     script: list[ScriptedTurn] = Field(default_factory=list)
     input_price_per_million: float | None = Field(default=None, ge=0)
     output_price_per_million: float | None = Field(default=None, ge=0)
+    fallbacks: list[ModelConfig] = Field(
+        default_factory=list,
+        max_length=5,
+        description="models tried in order when this one fails with a classified error "
+        "(seed 004 'fallback providers'); one level only: a fallback has no fallbacks",
+    )
 
     @model_validator(mode="after")
     def _scripted_needs_turns(self) -> ModelConfig:
@@ -109,6 +126,38 @@ class ModelConfig(Model):
         if self.provider != "scripted" and self.script:
             raise ValueError(f"model.script is only for the scripted provider, not {self.provider}")
         return self
+
+    @model_validator(mode="after")
+    def _fallbacks_are_flat(self) -> ModelConfig:
+        for index, fallback in enumerate(self.fallbacks):
+            if fallback.fallbacks:
+                raise ValueError(
+                    f"model.fallbacks[{index}] ({fallback.name!r}) has fallbacks of its own: "
+                    "list every fallback on the primary model instead"
+                )
+            if fallback.provider == "callable":
+                raise ValueError(
+                    "a fallback cannot use the 'callable' provider: its function is the "
+                    "caller's llm_client, which replaces the whole model chain"
+                )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_no_fallbacks(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Definitions without fallbacks are stored exactly as before the field existed, so a
+        # release that predates it (extra fields forbidden) still reads them during a rollout.
+        data = handler(self)
+        if not self.fallbacks and isinstance(data, dict):
+            data.pop("fallbacks", None)
+        return data
+
+    def chain(self) -> list[ModelConfig]:
+        """This model, then its fallbacks, in the order they are tried."""
+        return [self, *self.fallbacks]
+
+    def chain_timeout_seconds(self) -> float:
+        """The longest one call through the whole chain can take: every model timing out."""
+        return sum(each.timeout_seconds for each in self.chain())
 
 
 def schema_to_json_schema(spec: Any) -> dict[str, Any] | None:

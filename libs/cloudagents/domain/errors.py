@@ -25,6 +25,19 @@ class ModelError(CloudAgentsError):
         self.retry_after = retry_after
 
 
+class LimitReached(ModelError):
+    """Our own shared limit refused the call before it reached the provider (``LimitedModel``).
+
+    Always kind ``rate_limit`` with ``retry_after`` set. Unlike a provider's 429 it costs
+    nothing and says exactly when to come back, so the engine defers the step by
+    ``retry_after`` rather than retrying in place or failing the run.
+    """
+
+    def __init__(self, message: str, *, retry_after: float):
+        super().__init__("rate_limit", message, retry_after=retry_after)
+        self.retry_after: float = retry_after
+
+
 class PermanentMessageError(CloudAgentsError):
     """A message that can never be applied (bad payload, unknown run): dead-letter and ack it."""
 

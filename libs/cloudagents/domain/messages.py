@@ -159,6 +159,11 @@ class ModelResponse(Model):
     handoff_target: HandoffTarget | None = None
     usage: Usage = Field(default_factory=Usage)
     done: bool | None = None
+    model: str | None = Field(
+        default=None,
+        description="the model that answered, when a fallback chain chose it (FallbackModel); "
+        "None means the configured model. Cost is priced on this model.",
+    )
 
     @field_validator("tool_calls", mode="before")
     @classmethod

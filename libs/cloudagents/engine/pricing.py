@@ -8,7 +8,7 @@ cost 0 unless overridden (local models, scripted replies).
 from __future__ import annotations
 
 from cloudagents.domain.agents import ModelConfig
-from cloudagents.domain.messages import Usage
+from cloudagents.domain.messages import ModelResponse, Usage
 
 # (input, output) USD per 1M tokens. Longest matching prefix wins.
 PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
@@ -58,7 +58,21 @@ def cost_of(model: ModelConfig, usage: Usage) -> float:
     return usage.total_tokens * price_out / 1e6
 
 
+def answered_by(model: ModelConfig, reply: ModelResponse) -> ModelConfig:
+    """The model of ``model``'s fallback chain that produced ``reply``: what its cost is priced on.
+
+    ``reply.model`` names it (``FallbackModel`` sets it); a reply that names none, or a name
+    outside the chain, is the primary's.
+    """
+    if reply.model is None:
+        return model
+    return next((each for each in model.chain() if each.name == reply.model), model)
+
+
 def max_call_cost(model: ModelConfig, max_tokens: int | None) -> float:
-    """An upper estimate of one call's cost, reserved against the daily cap before the call."""
-    _, price_out = prices_for(model)
+    """An upper estimate of one call's cost, reserved against the daily cap before the call.
+
+    With fallbacks, the dearest model of the chain: any of them may be the one that answers.
+    """
+    price_out = max(prices_for(each)[1] for each in model.chain())
     return (max_tokens or 4096) * price_out / 1e6

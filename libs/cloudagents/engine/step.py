@@ -125,7 +125,8 @@ def reservation_hold_seconds(agent: AgentDefinition) -> float:
     """How long a call's cost reservation counts against the daily cap if it is never settled.
 
     Covers the whole model call as ``RetryingModel`` makes it: ``max_attempts`` attempts of up to
-    ``model.timeout_seconds`` each, the exponential backoffs between them, and a margin; capped
+    ``model.chain_timeout_seconds()`` each (the model's timeout plus its fallbacks'), the
+    exponential backoffs between them, and a margin; capped
     at a day. A provider's ``retry_after`` longer than the backoff can outlast the hold: the
     reservation then stops counting before the call settles (its actual cost is still added).
     """
@@ -134,7 +135,8 @@ def reservation_hold_seconds(agent: AgentDefinition) -> float:
         retry.backoff_seconds * retry.backoff_multiplier**attempt
         for attempt in range(retry.max_attempts - 1)
     )
-    hold = agent.model.timeout_seconds * retry.max_attempts + backoffs + RESERVATION_MARGIN_SECONDS
+    per_attempt = agent.model.chain_timeout_seconds()  # the primary's, plus any fallbacks'
+    hold = per_attempt * retry.max_attempts + backoffs + RESERVATION_MARGIN_SECONDS
     return min(hold, MAX_RESERVATION_HOLD_SECONDS)
 
 

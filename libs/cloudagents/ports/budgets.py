@@ -1,4 +1,5 @@
-"""Shared budget counters: the daily cost ledger and the tools-per-minute limiter."""
+"""Shared budget counters: the daily cost ledger, the per-minute limiter and the cap on calls
+in flight."""
 
 from __future__ import annotations
 
@@ -54,3 +55,22 @@ class RateLimiter(Protocol):
     async def reserve(
         self, key: str, limit: int, now: datetime, *, window_seconds: float = 60.0
     ) -> tuple[int, datetime]: ...
+
+
+class ConcurrencyLimiter(Protocol):
+    """At most ``limit`` holders of a key at once, on every instance together (seed 004's
+    ``MAX_CONCURRENT_EXECUTIONS``).
+
+    ``acquire`` takes one of the key's ``limit`` slots and returns a token for it, or ``None``
+    when every slot is held; it never waits. A slot is leased: it is held until ``release``
+    or until ``lease_seconds`` have passed, whichever comes first, and then another caller may
+    take it over. A process killed while holding a slot therefore blocks it only until its
+    lease ends, never for good. Choose a lease longer than the work it covers.
+
+    ``release`` frees the slot ``token`` holds. Releasing a token twice, or one whose slot was
+    taken over after its lease passed, does nothing (and never frees the new holder's slot).
+    """
+
+    async def acquire(self, key: str, limit: int, lease_seconds: float) -> str | None: ...
+
+    async def release(self, key: str, token: str) -> None: ...

@@ -11,6 +11,10 @@ reservation and increments a shard in one batch.
 
 Tools per minute: ``rate_limits/{key}:{minute}/slots/{n}`` — an admission creates one of
 ``limit`` slot documents, so the limit holds exactly across instances, without locks.
+
+Calls in flight: ``concurrency/{key}/slots/{n}`` — a holder leases one of ``limit`` slot
+documents; a slot whose lease has passed can be taken over, so a killed process never holds
+one for good.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from cloudagents.adapters.firestore.ops import counted_stream, written
+from cloudagents.adapters.firestore.ops import counted_get, counted_stream, written
 from cloudagents.domain.errors import TransientError
 from cloudagents.metrics import count
 
@@ -150,3 +154,78 @@ class FirestoreRateLimiter:
                 continue
             return True
         return False
+
+
+class FirestoreConcurrencyLimiter:
+    """Leased slots as documents: ``concurrency/{key}/slots/{n}`` for ``n`` below the limit.
+
+    A slot document holds its holder's ``token`` and the ``lease_until`` of its lease. Acquiring
+    reads the key's slots (one query), then tries to *create* a free slot (Firestore creates a
+    document at most once) or to *take over* one whose lease has passed, with an update
+    conditioned on the slot's ``update_time`` as read (of two callers racing for the same
+    expired slot, only one update applies). Releasing deletes the slot under the same
+    condition, after checking that the token still holds it. No transactions, no locks, and
+    the writes spread over ``limit`` documents.
+
+    Leases are compared with this process's clock; keep them much longer than the clock skew
+    between instances (seconds against minutes). ``expire_at`` (a day past the lease) lets the
+    ``slots.expire_at`` TTL policy already in the topology (a collection-group policy, so it
+    covers these and the rate-limit slots alike) sweep slots nobody took over or released.
+    """
+
+    def __init__(self, client: firestore.AsyncClient, *, clock: Clock = _utcnow) -> None:
+        self.client = client
+        self.clock = clock
+
+    def _slots(self, key: str) -> Any:
+        return self.client.collection("concurrency").document(key).collection("slots")
+
+    async def acquire(self, key: str, limit: int, lease_seconds: float) -> str | None:
+        now = self.clock()
+        held: dict[str, Any] = {}
+        async for snapshot in counted_stream(self._slots(key)):
+            held[snapshot.id] = snapshot
+        live = [s for s in held.values() if _lease_until(s) > now]
+        if len(live) >= limit:
+            return None
+        names = [f"{n:06d}" for n in range(limit)]
+        free = [name for name in names if name not in held]
+        expired = [name for name in names if name in held and _lease_until(held[name]) <= now]
+        random.shuffle(free)  # racers spread over the free slots instead of all trying slot 0
+        until = now + timedelta(seconds=lease_seconds)
+        for name in [*free, *expired]:
+            token = f"{name}:{uuid.uuid4().hex}"
+            data = {
+                "key": key,
+                "token": token,
+                "lease_until": until,
+                "expire_at": until + timedelta(days=1),
+            }
+            doc = self._slots(key).document(name)
+            try:
+                if name in held:
+                    option = self.client.write_option(last_update_time=held[name].update_time)
+                    await written(doc).update(data, option=option)
+                else:
+                    await written(doc).create(data)
+            except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.NotFound, gexc.Aborted):
+                continue  # a racer took this slot first
+            return token
+        return None
+
+    async def release(self, key: str, token: str) -> None:
+        name = token.split(":", 1)[0]
+        doc = self._slots(key).document(name)
+        snapshot = await counted_get(doc)
+        if not snapshot.exists or (snapshot.to_dict() or {}).get("token") != token:
+            return  # released already, or taken over after the lease passed
+        try:
+            option = self.client.write_option(last_update_time=snapshot.update_time)
+            await written(doc).delete(option=option)
+        except (gexc.FailedPrecondition, gexc.NotFound, gexc.Aborted):
+            pass  # taken over between the read and the delete: the new holder keeps it
+
+
+def _lease_until(snapshot: Any) -> datetime:
+    until = (snapshot.to_dict() or {}).get("lease_until")
+    return until if isinstance(until, datetime) else datetime.min.replace(tzinfo=UTC)

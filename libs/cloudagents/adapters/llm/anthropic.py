@@ -7,6 +7,7 @@ exceptions stay inside this module: callers see only domain types and ``ModelErr
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -19,7 +20,14 @@ from cloudagents.adapters.llm.http_errors import (
     transport_kind,
 )
 from cloudagents.domain.errors import ConfigurationError, ModelError, ModelErrorKind
-from cloudagents.domain.messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from cloudagents.domain.messages import (
+    GenerationParams,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    Usage,
+)
 from cloudagents.ports.model import ChunkSink
 
 if TYPE_CHECKING:
@@ -28,6 +36,16 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_TOKENS = 4096
 """The Messages API requires ``max_tokens``; used when the generation params leave it unset."""
+
+SAMPLING_REMOVED_IN = "2026-10-21"
+"""The first ``anthropic-version`` that answers 400 to ``temperature``, ``top_p`` and ``top_k``
+(even at their defaults); the anthropic SDK >= 2 sends it and no longer has those parameters.
+Earlier versions (``2023-06-01``, chosen with ``headers: {anthropic-version: 2023-06-01}``)
+still take them."""
+MAX_TEMPERATURE = 1.0
+"""Anthropic's temperature range is 0..1 (OpenAI's, and ``GenerationParams``', is 0..2)."""
+
+log = logging.getLogger(__name__)
 
 # The ``error.type`` of an Anthropic error body, for errors that arrive inside a 200 stream.
 _ERROR_TYPE_KINDS: dict[str, ModelErrorKind] = {
@@ -70,10 +88,13 @@ class AnthropicModel:
                 base_url=base_url,
                 timeout=timeout_seconds,
                 max_retries=0,
-                default_headers=headers,
+                default_headers=_version_header_lowercased(headers),
             )
         except anthropic.AnthropicError as exc:
             raise ConfigurationError(f"cannot build the Anthropic client: {exc}") from exc
+        # The version actually sent: the SDK's default unless ``headers`` override it.
+        version = self._client.default_headers.get("anthropic-version")
+        self.api_version = version if isinstance(version, str) else SAMPLING_REMOVED_IN
 
     async def aclose(self) -> None:
         """Release the pooled HTTP connections."""
@@ -125,10 +146,58 @@ class AnthropicModel:
             ]
         if generation.stop_sequences:
             params["stop_sequences"] = list(generation.stop_sequences)
-        # Not sent: temperature and top_p, because API version 2026-10-21 (what the anthropic
-        # SDK >= 2 sends) answers 400 to any sampling parameter, and SDK >= 1 no longer accepts
-        # them; frequency/presence penalties, because the Messages API never had them.
+        sampling = sampling_params(generation, api_version=self.api_version)
+        if sampling:
+            # The SDK >= 2 has no such parameters; older API versions still read them.
+            params["extra_body"] = sampling
         return params
+
+
+def _version_header_lowercased(headers: dict[str, str] | None) -> dict[str, str] | None:
+    # The SDK sets "anthropic-version"; a pin spelt "Anthropic-Version" would go out beside it
+    # instead of replacing it, so it is renamed to the SDK's spelling.
+    if not headers:
+        return headers
+    return {
+        ("anthropic-version" if k.lower() == "anthropic-version" else k): v
+        for k, v in headers.items()
+    }
+
+
+def sampling_params(generation: GenerationParams, *, api_version: str) -> dict[str, float]:
+    """The sampling parameters of ``generation`` that ``api_version`` of the Messages API takes.
+
+    - ``anthropic-version`` >= ``2026-10-21``: none; any of temperature, top_p, top_k is a 400.
+    - Earlier versions: ``temperature`` (capped at 1.0, Anthropic's maximum) or ``top_p``, never
+      both: the Claude models since Sonnet 4.5 / Haiku 4.5 / Opus 4.1 answer 400 to the pair
+      ("cannot both be specified for this model") and Anthropic's reference says to alter one,
+      not both, for every model; so when both are set, temperature is sent and top_p dropped.
+    - ``frequency_penalty`` and ``presence_penalty``: never, no Anthropic API version has them.
+
+    Whatever is dropped is logged at debug level, naming the parameter and the reason.
+    """
+    dropped: list[str] = []
+    for name in ("frequency_penalty", "presence_penalty"):
+        if getattr(generation, name) is not None:
+            dropped.append(f"{name} (not in the Anthropic API)")
+    sent: dict[str, float] = {}
+    temperature, top_p = generation.temperature, generation.top_p
+    if api_version >= SAMPLING_REMOVED_IN:
+        for name, value in (("temperature", temperature), ("top_p", top_p)):
+            if value is not None:
+                dropped.append(f"{name} (refused by anthropic-version {api_version})")
+    else:
+        if temperature is not None:
+            if temperature > MAX_TEMPERATURE:
+                log.debug("anthropic: temperature %s capped at %s", temperature, MAX_TEMPERATURE)
+            sent["temperature"] = min(temperature, MAX_TEMPERATURE)
+            if top_p is not None:
+                dropped.append("top_p (Claude refuses temperature and top_p together)")
+        elif top_p is not None:
+            sent["top_p"] = top_p
+    if dropped:
+        log.debug("anthropic: not sent: %s", ", ".join(dropped))
+    return sent
 
 
 def to_anthropic_messages(messages: list[Message]) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""In-memory ``CostLedger`` and ``RateLimiter`` (one process; the Firestore ones are shared)."""
+"""In-memory ``CostLedger``, ``RateLimiter`` and ``ConcurrencyLimiter`` (one process; the
+Firestore ones are shared)."""
 
 from __future__ import annotations
 
@@ -71,3 +72,29 @@ class InMemoryRateLimiter:
             self._counts[(key, window)] += 1
         start = datetime.fromtimestamp(window * window_seconds, tz=UTC)
         return window, max(start, now)
+
+
+class InMemoryConcurrencyLimiter:
+    """Leased slots per key in a dict: slot number -> (token, lease end)."""
+
+    def __init__(self, clock: Clock = _utcnow) -> None:
+        self.clock = clock
+        self._slots: defaultdict[str, dict[int, tuple[str, datetime]]] = defaultdict(dict)
+
+    async def acquire(self, key: str, limit: int, lease_seconds: float) -> str | None:
+        # No await between reading and writing the slots: atomic within the event loop.
+        now = self.clock()
+        held = self._slots[key]
+        live = {n for n, (_, until) in held.items() if until > now}
+        if len(live) >= limit:
+            return None
+        slot = next(n for n in range(limit) if n not in live)
+        token = f"{slot}:{uuid.uuid4().hex}"
+        held[slot] = (token, now + timedelta(seconds=lease_seconds))
+        return token
+
+    async def release(self, key: str, token: str) -> None:
+        held = self._slots[key]
+        for slot, (holder, _) in list(held.items()):
+            if holder == token:
+                del held[slot]
