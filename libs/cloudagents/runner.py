@@ -133,7 +133,7 @@ class Agent:
             async with asyncio.timeout(agent.timeout_seconds):
                 result = await self._loop(run_id, agent, model, messages, progress, waiting)
         except TimeoutError:
-            reason = f"timed out after {agent.timeout_seconds:.0f} s waiting for {waiting.what}"
+            reason = f"timed out after {agent.timeout_seconds:g} s waiting for {waiting.what}"
             result = waiting.progress.result(LoopExit.ERROR, {"reason": reason})
             result = result.model_copy(update={"errors": [*result.errors, reason]})
         await self.observer.finished(run_id, result, messages)

@@ -290,3 +290,29 @@ def test_load_definitions_from_yaml(tmp_path: Any) -> None:
         "  - id: two\n    model: {provider: anthropic, name: claude-3-5-haiku-latest}\n"
     )
     assert [d.id for d in load_definitions(path)] == ["one", "two"]
+
+
+async def test_in_process_run_times_out_with_what_it_waited_for() -> None:
+    async def hang(seconds: float) -> str:
+        """Wait a long time.
+
+        Args:
+            seconds: how long
+        """
+        import asyncio
+
+        await asyncio.sleep(seconds)
+        return "late"
+
+    definition = scripted(
+        {"tool_calls": [{"name": "hang", "arguments": {"seconds": 30}}]},
+        {"content": "never"},
+        tools=["hang"],
+        timeout_seconds=0.3,
+    )
+    result = await Agent(definition, tools=[Tool("hang", hang, timeout_seconds=60)]).run("go")
+    reason = "timed out after 0.3 s waiting for tool calls: hang#0"
+    assert result.exit is LoopExit.ERROR
+    assert result.payload == {"reason": reason}
+    assert result.errors == [reason]
+    assert (result.iterations, result.tool_calls) == (1, 0)

@@ -99,7 +99,7 @@ def timed_out(run: RunRecord, now: datetime, waiting_for: str | None = None) -> 
         return None
     timeout = (run.deadline_at - run.created_at).total_seconds()
     doing = f"waiting for {waiting_for}" if waiting_for else f"at step {run.seq}"
-    return Stop(LoopExit.ERROR, f"timed out after {timeout:.0f} s {doing}")
+    return Stop(LoopExit.ERROR, f"timed out after {timeout:g} s {doing}")
 
 
 async def start_run(
