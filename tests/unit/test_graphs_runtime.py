@@ -185,8 +185,9 @@ async def test_timeout_counts_as_a_retryable_failure() -> None:
         timeout_seconds=0.02,
         retry=RetryPolicy(max_attempts=2, retry_on=("TimeoutError",)),
     )
-    result = await Orchestrator().execute(graph, {})
-    assert result["done"] is True and calls["n"] == 2
+    sleeps = Sleeps()
+    result = await Orchestrator(sleep=sleeps).execute(graph, {})
+    assert result["done"] is True and calls["n"] == 2 and sleeps.delays == [0.5]
 
 
 async def test_timeout_after_the_last_attempt_fails() -> None:
@@ -378,5 +379,10 @@ async def test_worker_must_be_started() -> None:
     worker = Worker({"planner", "search"})
     worker.register_node("planner", lambda state: None)
     worker.register_node("search", lambda state: None)
+    orchestrator = Orchestrator(workers=[worker])
     with pytest.raises(RuntimeError, match="is not started"):
-        await Orchestrator(workers=[worker]).execute(wide(1), {})
+        await orchestrator.execute(wide(1), {}, workflow_id="idle")
+    status = orchestrator.get_workflow_status("idle")
+    assert (
+        status.status == "failed" and status.error is not None and "is not started" in status.error
+    )

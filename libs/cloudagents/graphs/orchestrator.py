@@ -174,9 +174,15 @@ class Orchestrator:
             run.status.step = checkpoint.step
             run.status.nodes_done = []
             run.status.nodes_pending = [t.node for t in checkpoint.pending]
-            results = await asyncio.gather(
-                *(self._run(graph, bindings, checkpoint, t, run) for t in checkpoint.pending)
-            )
+            try:
+                results = await asyncio.gather(
+                    *(self._run(graph, bindings, checkpoint, t, run) for t in checkpoint.pending)
+                )
+            except BaseException as error:
+                # Not a node failure (those come back as results) but a broken dispatch, e.g.
+                # a stopped worker: record it so the status does not say running forever.
+                run.status.status, run.status.error = "failed", f"{type(error).__name__}: {error}"
+                raise
             checkpoint = advance(graph, checkpoint, results, bindings.reducers)
             run.checkpoints.append(checkpoint)
         if checkpoint.status == "cancelled":

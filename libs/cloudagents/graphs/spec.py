@@ -30,7 +30,7 @@ class RetryPolicy(Model):
     """
 
     max_attempts: int = Field(default=3, ge=1)
-    backoff_seconds: float = Field(default=0.0, ge=0)
+    backoff_seconds: float = Field(default=0.5, ge=0)
     backoff_multiplier: float = Field(default=2.0, ge=1)
     retry_on: tuple[str, ...] = ("Exception",)
 
