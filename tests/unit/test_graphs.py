@@ -17,6 +17,8 @@ from cloudagents.graphs import (
     State,
     WorkflowFailed,
 )
+from cloudagents.graphs.analysis import possible_frontiers
+from cloudagents.graphs.bindings import resolve
 from cloudagents.graphs.core.graph import END as SEED_END
 from cloudagents.graphs.core.graph import Graph as SeedGraph
 
@@ -159,8 +161,6 @@ def test_unregistered_router_and_reducer() -> None:
     for name in ("a", "b"):
         registry.register(name)(noop)
     with pytest.raises(GraphError, match="router 'pick' is not registered"):
-        from cloudagents.graphs.bindings import resolve
-
         resolve(graph, registry)
     reducing = linear().add_reducer("k", "median")
     with pytest.raises(GraphError, match="state key 'k': reducer 'median' is not registered"):
@@ -431,3 +431,14 @@ def test_to_dict_from_dict() -> None:
     assert again.to_dict() == document
     document["data"]["a"]["b"].append(2)
     assert state["a"] == {"b": [1]}
+
+
+def test_possible_frontiers_follow_the_planner() -> None:
+    fan, _ = fan_out()
+    assert possible_frontiers(fan.compile()) == {
+        frozenset({"split"}),
+        frozenset({"b0", "b1", "b2", "b3"}),
+        frozenset({"join"}),
+    }
+    loop = review_graph().compile()
+    assert possible_frontiers(loop) == {frozenset({n}) for n in ("writer", "reviewer", "publisher")}

@@ -386,3 +386,51 @@ async def test_worker_must_be_started() -> None:
     assert (
         status.status == "failed" and status.error is not None and "is not started" in status.error
     )
+
+
+async def test_cancel_from_outside_while_a_node_runs() -> None:
+    orchestrator = Orchestrator()
+    started, release = asyncio.Event(), asyncio.Event()
+    runs: list[str] = []
+
+    async def first(state: State) -> dict[str, Any]:
+        runs.append("first")
+        started.set()
+        await release.wait()
+        return {"first": True}
+
+    graph = Graph("two")
+    graph.add_node("first", first)
+    graph.add_node("second", lambda s: runs.append("second"))
+    graph.set_entry_point("first")
+    graph.add_edge("first", "second")
+    graph.set_finish_point("second")
+    run = asyncio.create_task(orchestrator.execute(graph, {}, workflow_id="ext"))
+    await started.wait()
+    assert orchestrator.get_workflow_status("ext").nodes_pending == ["first"]
+    assert orchestrator.cancel_workflow("ext") is True
+    release.set()
+    with pytest.raises(WorkflowCancelled):
+        await run
+    assert runs == ["first"]
+    checkpoints = orchestrator.get_checkpoints("ext")
+    assert [cp.status for cp in checkpoints] == ["running", "cancelled"]
+    assert checkpoints[-1].state == {"first": True}
+    result = await orchestrator.resume(graph, checkpoints[-1])  # a cancelled run can resume
+    assert runs == ["first", "second"] and result["first"] is True
+
+
+async def test_asyncio_cancel_of_execute_marks_the_run_cancelled() -> None:
+    orchestrator = Orchestrator()
+    started = asyncio.Event()
+
+    async def hang(state: State) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    run = asyncio.create_task(orchestrator.execute(single(hang), {}, workflow_id="killed"))
+    await started.wait()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert orchestrator.get_workflow_status("killed").status == "cancelled"

@@ -181,7 +181,10 @@ class Orchestrator:
             except BaseException as error:
                 # Not a node failure (those come back as results) but a broken dispatch, e.g.
                 # a stopped worker: record it so the status does not say running forever.
-                run.status.status, run.status.error = "failed", f"{type(error).__name__}: {error}"
+                # An asyncio cancel of execute() itself ends the run cancelled, not failed.
+                cancelled = isinstance(error, asyncio.CancelledError)
+                run.status.status = "cancelled" if cancelled else "failed"
+                run.status.error = f"{type(error).__name__}: {error}"
                 raise
             checkpoint = advance(graph, checkpoint, results, bindings.reducers)
             run.checkpoints.append(checkpoint)
