@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -442,3 +443,20 @@ def test_possible_frontiers_follow_the_planner() -> None:
     }
     loop = review_graph().compile()
     assert possible_frontiers(loop) == {frozenset({n}) for n in ("writer", "reviewer", "publisher")}
+
+
+def test_from_json_checks_the_structure_again() -> None:
+    document = json.loads(review_graph().compile().to_json())
+    document["edges"].append({"source": "publisher", "target": "ghost"})
+    with pytest.raises(
+        GraphError, match="edge 'publisher' -> 'ghost' goes to unknown node 'ghost'"
+    ):
+        CompiledGraph.from_json(json.dumps(document))
+    document = json.loads(review_graph().compile().to_json())
+    document["entry_point"] = "reviewer"  # writer is then only reachable through the loop
+    assert CompiledGraph.from_json(json.dumps(document)).entry_point == "reviewer"
+    document["edges"] = []
+    with pytest.raises(
+        GraphError, match=r"nodes \['publisher', 'reviewer', 'writer'\] cannot reach END"
+    ):
+        CompiledGraph.from_json(json.dumps(document))

@@ -112,23 +112,6 @@ class Graph:
         """Validate and freeze the graph; with a registry, also check every name resolves."""
         if self._entry is None:
             raise GraphError(f"graph {self.name!r} has no entry point; call set_entry_point")
-        if self._entry not in self._nodes:
-            raise GraphError(f"entry point {self._entry!r} is not a node of {self.name!r}")
-        for source, target in sorted(self._edges):
-            for end, label in ((source, "from"), (target, "to")):
-                if end not in self._nodes and end != END:
-                    raise GraphError(
-                        f"edge {source!r} -> {target!r} goes {label} unknown node {end!r}"
-                    )
-        for branch in self._branches.values():
-            if branch.source not in self._nodes:
-                raise GraphError(f"conditional edge from unknown node {branch.source!r}")
-            for key, target in sorted(branch.targets.items()):
-                if target not in self._nodes and target != END:
-                    raise GraphError(
-                        f"conditional edge from {branch.source!r}: target {key!r} -> {target!r} "
-                        "is neither a node nor END"
-                    )
         graph = CompiledGraph(
             name=self.name,
             description=self.description,
@@ -138,7 +121,7 @@ class Graph:
             branches=dict(sorted(self._branches.items())),
             reducers=dict(sorted(self._reducers.items())),
         )
-        _check_paths(graph)
+        graph.check_structure()
         graph._functions.update(self._functions)
         graph._routers.update(self._routers)
         if registry is not None:
@@ -146,34 +129,3 @@ class Graph:
         check_write_conflicts(graph)
         self.compiled = graph
         return graph
-
-
-def _check_paths(graph: CompiledGraph) -> None:
-    reached = {graph.entry_point}
-    todo = [graph.entry_point]
-    while todo:
-        for target in graph.successors(todo.pop()):
-            if target not in reached:
-                reached.add(target)
-                todo.append(target)
-    unreachable = sorted(set(graph.nodes) - reached)
-    if unreachable:
-        raise GraphError(
-            f"nodes {unreachable} cannot be reached from entry point {graph.entry_point!r}"
-        )
-    finishing: set[str] = set()
-    changed = True
-    while changed:  # backwards from END: a node finishes if some successor does
-        changed = False
-        for name in graph.nodes:
-            if name in finishing:
-                continue
-            ends = END in graph.static_targets(name) or (
-                name in graph.branches and END in graph.branches[name].targets.values()
-            )
-            if ends or any(t in finishing for t in graph.successors(name)):
-                finishing.add(name)
-                changed = True
-    stuck = sorted(set(graph.nodes) - finishing)
-    if stuck:
-        raise GraphError(f"nodes {stuck} cannot reach END; add set_finish_point or an edge")

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import Field, PrivateAttr, field_validator
 
 from cloudagents.domain.base import Model, Persisted
+from cloudagents.graphs.errors import GraphError
 
 END = "__end__"
 """The end of the workflow: an edge (or a conditional target) to END finishes that path."""
@@ -119,7 +120,32 @@ class CompiledGraph(Persisted):
     @classmethod
     def from_json(cls, text: str | bytes) -> CompiledGraph:
         """Load a graph stored by ``to_json``; its functions come from a registry or workers."""
-        return cls.model_validate_json(text)
+        graph = cls.model_validate_json(text)
+        graph.check_structure()
+        return graph
+
+    def check_structure(self) -> None:
+        """Raise ``GraphError`` for a bad entry, an edge to or from an unknown node, a
+        conditional target that is neither a node nor END, or a node the entry cannot reach
+        or that cannot reach END."""
+        if self.entry_point not in self.nodes:
+            raise GraphError(f"entry point {self.entry_point!r} is not a node of {self.name!r}")
+        for edge in self.edges:
+            for end, label in ((edge.source, "from"), (edge.target, "to")):
+                if end not in self.nodes and end != END:
+                    raise GraphError(
+                        f"edge {edge.source!r} -> {edge.target!r} goes {label} unknown node {end!r}"
+                    )
+        for source, branch in self.branches.items():
+            if source not in self.nodes:
+                raise GraphError(f"conditional edge from unknown node {source!r}")
+            for key, target in sorted(branch.targets.items()):
+                if target not in self.nodes and target != END:
+                    raise GraphError(
+                        f"conditional edge from {source!r}: target {key!r} -> {target!r} "
+                        "is neither a node nor END"
+                    )
+        _check_paths(self)
 
     def reducer_for(self, key: str) -> str:
         """The reducer name of a state key."""
@@ -207,3 +233,34 @@ def topological_order(graph: CompiledGraph) -> list[str]:
     """Nodes in forward-DAG order (ties by name): the order joins are resolved in."""
     preds = {k: set(v) for k, v in graph.topology.forward_predecessors.items()}
     return _topological_order(graph.nodes, preds)
+
+
+def _check_paths(graph: CompiledGraph) -> None:
+    reached = {graph.entry_point}
+    todo = [graph.entry_point]
+    while todo:
+        for target in graph.successors(todo.pop()):
+            if target not in reached:
+                reached.add(target)
+                todo.append(target)
+    unreachable = sorted(set(graph.nodes) - reached)
+    if unreachable:
+        raise GraphError(
+            f"nodes {unreachable} cannot be reached from entry point {graph.entry_point!r}"
+        )
+    finishing: set[str] = set()
+    changed = True
+    while changed:  # backwards from END: a node finishes if some successor does
+        changed = False
+        for name in graph.nodes:
+            if name in finishing:
+                continue
+            ends = END in graph.static_targets(name) or (
+                name in graph.branches and END in graph.branches[name].targets.values()
+            )
+            if ends or any(t in finishing for t in graph.successors(name)):
+                finishing.add(name)
+                changed = True
+    stuck = sorted(set(graph.nodes) - finishing)
+    if stuck:
+        raise GraphError(f"nodes {stuck} cannot reach END; add set_finish_point or an edge")
