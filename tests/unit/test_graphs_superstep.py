@@ -231,3 +231,17 @@ def test_checkpoint_is_plain_json_data() -> None:
     cp = advance(graph, cp, [done(cp, "s", {"a": {"b": 1}}, key="left", graph=graph)])
     assert Superstep.model_validate_json(cp.model_dump_json()) == cp
     assert cp.model_dump(mode="json")["joins"] == {"j": {"r": "skipped"}}
+
+
+def test_a_skipped_arrival_is_upgraded_when_the_looping_branch_later_takes_the_edge() -> None:
+    # b loops on itself once, then goes to j; j must wait for d and fire once, after both.
+    graph = build(
+        [("s", "b"), ("s", "c"), ("c", "d"), ("d", "j"), ("j", END)],
+        {"b": {"loop": "b", "go": "j"}},
+    )
+    cp = start(graph, {}, workflow_id="wf")
+    cp = advance(graph, cp, [done(cp, "s")])
+    cp = advance(graph, cp, [done(cp, "b", key="loop", graph=graph), done(cp, "c")])
+    assert [t.node for t in cp.pending] == ["b", "d"] and cp.joins == {"j": {"b": "skipped"}}
+    cp = advance(graph, cp, [done(cp, "b", key="go", graph=graph), done(cp, "d")])
+    assert [t.task_id for t in cp.pending] == ["0003-j"] and cp.joins == {}

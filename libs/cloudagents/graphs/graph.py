@@ -45,7 +45,12 @@ class Graph:
         timeout_seconds: float | None = None,
         writes: Iterable[str] | None = None,
     ) -> Graph:
-        """Add a node; ``writes`` declares its output keys for the compile-time conflict check."""
+        """Add a node (``func`` inline, or looked up by ``node_type``/name when run).
+
+        ``writes`` declares the node's output keys: ``compile()`` then rejects two nodes that
+        can share a superstep and both write a ``last_value`` key. Undeclared writes are
+        checked at run time, where such a pair fails the workflow naming both nodes.
+        """
         if name == END:
             raise GraphError(f"{END!r} is reserved for the end of the graph")
         if name in self._nodes:
