@@ -6,26 +6,37 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "workflows"
+NAMES = ("simple_workflow.py", "conditional_workflow.py")
 
 
-def run(name: str) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / name)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.splitlines()
+@pytest.fixture(scope="module")
+def outputs() -> dict[str, list[str]]:
+    # Both scripts start at once: most of each one's time is importing cloudagents.
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, str(EXAMPLES / name)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in NAMES
+    }
+    found: dict[str, list[str]] = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stderr
+        found[name] = stdout.splitlines()
+    return found
 
 
-def test_simple_workflow_prints_the_report() -> None:
-    assert run("simple_workflow.py") == ["Report with 1 findings"]
+def test_simple_workflow_prints_the_report(outputs: dict[str, list[str]]) -> None:
+    assert outputs["simple_workflow.py"] == ["Report with 1 findings"]
 
 
-def test_conditional_workflow_loops_until_approved() -> None:
-    lines = run("conditional_workflow.py")
+def test_conditional_workflow_loops_until_approved(outputs: dict[str, list[str]]) -> None:
+    lines = outputs["conditional_workflow.py"]
     assert lines[0] == "Published after 3 reviews: section 1, section 2, section 3"
     assert lines[1].startswith("status=completed supersteps=7 graph=")

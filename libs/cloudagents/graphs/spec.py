@@ -90,6 +90,8 @@ class Topology(Model):
     forward_predecessors: dict[str, list[str]]
     back_edges: list[tuple[str, str]]
     forward_descendants: dict[str, list[str]]
+    order: list[str]
+    """Nodes in forward-DAG order, ties by name: the order joins are resolved in."""
 
 
 class CompiledGraph(Persisted):
@@ -200,7 +202,8 @@ def _classify(graph: CompiledGraph) -> Topology:
             if (source, target) not in back:
                 preds[target].add(source)
     descendants: dict[str, set[str]] = {}
-    for name in _topological_order(graph.nodes, preds)[::-1]:
+    order = _topological_order(graph.nodes, preds)
+    for name in order[::-1]:
         found: set[str] = set()
         for target in graph.successors(name):
             if (name, target) not in back:
@@ -211,6 +214,7 @@ def _classify(graph: CompiledGraph) -> Topology:
         forward_predecessors={k: sorted(v) for k, v in preds.items()},
         back_edges=sorted(back),
         forward_descendants={k: sorted(v) for k, v in descendants.items()},
+        order=order,
     )
 
 
@@ -227,12 +231,6 @@ def _topological_order(nodes: dict[str, NodeSpec], preds: dict[str, set[str]]) -
         for v in remaining.values():
             v.difference_update(ready)
     return order
-
-
-def topological_order(graph: CompiledGraph) -> list[str]:
-    """Nodes in forward-DAG order (ties by name): the order joins are resolved in."""
-    preds = {k: set(v) for k, v in graph.topology.forward_predecessors.items()}
-    return _topological_order(graph.nodes, preds)
 
 
 def _check_paths(graph: CompiledGraph) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from cloudagents.domain.base import Model, Persisted
 from cloudagents.graphs.errors import GraphError
 from cloudagents.graphs.reducers import BUILTIN_REDUCERS, ReducerFunction
-from cloudagents.graphs.spec import END, CompiledGraph, topological_order
+from cloudagents.graphs.spec import END, CompiledGraph
 
 DEFAULT_MAX_STEPS = 50
 RunStatus = Literal["running", "completed", "failed", "cancelled", "step_limit"]
@@ -250,11 +250,10 @@ def propagate(
     for node in sorted(finished):
         emit(node, finished[node], skip=False)
 
-    order = topological_order(graph)
     changed = True
     while changed:
         changed = False
-        for join in order:
+        for join in topology.order:
             arrivals = tokens.get(join)
             if arrivals is None:
                 continue
