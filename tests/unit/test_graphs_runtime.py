@@ -17,6 +17,7 @@ from cloudagents.graphs import (
     State,
     StepLimitReached,
     Worker,
+    WorkerStopped,
     WorkflowCancelled,
     WorkflowFailed,
 )
@@ -434,3 +435,26 @@ async def test_asyncio_cancel_of_execute_marks_the_run_cancelled() -> None:
     with pytest.raises(asyncio.CancelledError):
         await run
     assert orchestrator.get_workflow_status("killed").status == "cancelled"
+
+
+async def test_stopping_a_worker_mid_task_fails_the_run() -> None:
+    started = asyncio.Event()
+
+    async def hang(state: State) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    worker = Worker({"planner", "search"}, capacity=1, worker_id="w")
+    worker.register_node("planner", lambda state: None)
+    worker.register_node("search", hang)
+    await worker.start()
+    orchestrator = Orchestrator(workers=[worker])
+    run = asyncio.create_task(orchestrator.execute(wide(2), {}, workflow_id="stopped"))
+    await started.wait()  # one search task runs, the other is queued behind capacity 1
+    await worker.stop()
+    with pytest.raises(WorkerStopped, match="worker w stopped"):
+        await run
+    status = orchestrator.get_workflow_status("stopped")
+    assert (
+        status.status == "failed" and status.error is not None and "WorkerStopped" in status.error
+    )

@@ -18,7 +18,7 @@ from cloudagents.graphs.registry import NodeRegistry
 from cloudagents.graphs.spec import END, CompiledGraph, RetryPolicy
 from cloudagents.graphs.state import State, StateCheckpoint
 from cloudagents.graphs.superstep import NodeTask, RouteDecision, Superstep, TaskResult
-from cloudagents.graphs.worker import Worker
+from cloudagents.graphs.worker import Worker, WorkerStopped
 
 __all__ = [
     "END",
@@ -36,6 +36,7 @@ __all__ = [
     "Superstep",
     "TaskResult",
     "Worker",
+    "WorkerStopped",
     "WorkflowCancelled",
     "WorkflowError",
     "WorkflowFailed",

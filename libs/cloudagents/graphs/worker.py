@@ -10,6 +10,12 @@ from typing import Any, TypeVar
 from cloudagents.graphs.superstep import NodeTask, TaskResult
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class WorkerStopped(RuntimeError):
+    """The worker was stopped while a submitted task was queued or running."""
+
+
 Job = Callable[[Callable[..., Any]], Awaitable[TaskResult]]
 """Given the worker's function for the task's node type, run the task."""
 
@@ -75,14 +81,14 @@ class Worker:
             ]
 
     async def stop(self) -> None:
-        """Cancel the consumers; queued tasks fail with ``CancelledError`` at their caller."""
+        """Cancel the consumers; running and queued tasks fail with ``WorkerStopped``."""
         consumers, self._consumers = self._consumers, []
         for consumer in consumers:
             consumer.cancel()
         await asyncio.gather(*consumers, return_exceptions=True)
         while not self._queue.empty():
-            _, _, future = self._queue.get_nowait()
-            future.cancel()
+            task, _, future = self._queue.get_nowait()
+            future.set_exception(WorkerStopped(f"worker {self.worker_id} stopped: {task.task_id}"))
 
     async def submit(self, task: NodeTask, job: Job) -> TaskResult:
         """Queue ``task`` and wait for its result."""
@@ -101,7 +107,10 @@ class Worker:
             try:
                 result = await job(self._functions[task.node_type])
             except asyncio.CancelledError:
-                future.cancel()  # stop() mid-task: the caller must not wait forever
+                if not future.done():  # stop() mid-task: the caller must not wait forever
+                    future.set_exception(
+                        WorkerStopped(f"worker {self.worker_id} stopped during {task.task_id}")
+                    )
                 raise
             except Exception as error:  # a job never raises for node failures; this is a bug
                 if not future.done():
