@@ -458,3 +458,11 @@ async def test_stopping_a_worker_mid_task_fails_the_run() -> None:
     assert (
         status.status == "failed" and status.error is not None and "WorkerStopped" in status.error
     )
+
+
+async def test_a_timeout_error_raised_by_the_node_is_reported_as_such() -> None:
+    def raises(state: State) -> None:
+        raise TimeoutError("upstream API")
+
+    with pytest.raises(WorkflowFailed, match="TimeoutError: upstream API"):
+        await Orchestrator().execute(single(raises, timeout_seconds=5), {})

@@ -78,11 +78,12 @@ async def run_task(
     attempt = 0
     while True:
         attempt += 1
+        deadline = asyncio.timeout(spec.timeout_seconds)
         try:
-            update, route = await asyncio.wait_for(
-                _attempt(graph, task, state, node, router, workflow_id, reducers),
-                timeout=spec.timeout_seconds,
-            )
+            async with deadline:
+                update, route = await _attempt(
+                    graph, task, state, node, router, workflow_id, reducers
+                )
         except Exception as error:
             # A GraphError (bad return type, unknown route key) is a bug, not bad luck.
             retryable = policy.retries(error) and not isinstance(error, GraphError)
@@ -90,7 +91,7 @@ async def run_task(
                 await sleep(policy.delay_before(attempt + 1))
                 continue
             cause = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-            if isinstance(error, TimeoutError):
+            if deadline.expired():  # ours, not a TimeoutError the node raised itself
                 cause = f"timed out after {spec.timeout_seconds} s"
             return TaskResult(
                 task_id=task.task_id, node=task.node, status="failed", error=cause, attempts=attempt
