@@ -460,3 +460,12 @@ def test_from_json_checks_the_structure_again() -> None:
         GraphError, match=r"nodes \['publisher', 'reviewer', 'writer'\] cannot reach END"
     ):
         CompiledGraph.from_json(json.dumps(document))
+
+
+def test_two_different_routers_with_one_name_are_refused() -> None:
+    graph = linear()
+    graph.add_conditional_edge("a", lambda s: "x", {"x": "b"})
+    with pytest.raises(GraphError, match="two different routers are both named"):
+        graph.add_conditional_edge("b", lambda s: "y", {"y": END})
+    with pytest.raises(GraphError, match="already has a conditional edge"):
+        graph.add_conditional_edge("a", "named", {"x": "b"})
