@@ -1,0 +1,1 @@
+"""Seed 001's ``distributed_agents.core`` import path."""

@@ -1,0 +1,42 @@
+"""The seed 001 examples run as scripts and print their results."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "workflows"
+NAMES = ("simple_workflow.py", "conditional_workflow.py")
+
+
+@pytest.fixture(scope="module")
+def outputs() -> dict[str, list[str]]:
+    # Both scripts start at once: most of each one's time is importing cloudagents.
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, str(EXAMPLES / name)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in NAMES
+    }
+    found: dict[str, list[str]] = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stderr
+        found[name] = stdout.splitlines()
+    return found
+
+
+def test_simple_workflow_prints_the_report(outputs: dict[str, list[str]]) -> None:
+    assert outputs["simple_workflow.py"] == ["Report with 1 findings"]
+
+
+def test_conditional_workflow_loops_until_approved(outputs: dict[str, list[str]]) -> None:
+    lines = outputs["conditional_workflow.py"]
+    assert lines[0] == "Published after 3 reviews: section 1, section 2, section 3"
+    assert lines[1].startswith("status=completed supersteps=7 graph=")
