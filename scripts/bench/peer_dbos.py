@@ -13,13 +13,16 @@ database call through ``asyncio.to_thread``). Each run is a new workflow id.
 Measured: ms per step (run time / steps, as every peer) and database writes per step, counted by
 PostgreSQL itself (``pgcount.py``: ``pg_stat_statements`` of this database, between a snapshot
 before and after the timed runs). Every run is checked: its answer, and that DBOS recorded one
-row per step in this server. If PostgreSQL cannot be reached, the peer exits 2 with the reason.
+row per step in this server. If PostgreSQL cannot be reached, the peer exits 2 with the reason;
+if it goes away during the runs (DBOS then blocks, retrying), it exits 3 after 60 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 import time
 import uuid
 from typing import Any
@@ -41,6 +44,7 @@ from scripts.bench.common import (
 from scripts.bench.pgcount import CountingUnavailable, WriteCounter, create_database, url
 
 DATABASE = "dbos_bench"
+STALL_SECONDS = 60.0  # a run takes milliseconds; DBOS blocks, retrying, while Postgres is away
 _steps = STEPS  # the script's length; set by main() before any workflow runs
 
 
@@ -82,6 +86,36 @@ def agent(message: str) -> str:
     raise RuntimeError("the agent did not answer within its iteration budget")
 
 
+class Watchdog:
+    """Exits the process, loudly, when DBOS stalls: it retries its database calls until the
+    connection comes back, so a Postgres that goes away mid-run would otherwise hang the peer."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.timer: threading.Timer | None = None
+
+    def arm(self, what: str) -> None:
+        self.disarm()
+        self.timer = threading.Timer(self.seconds, self._fire, args=(what,))
+        self.timer.daemon = True
+        self.timer.start()
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _fire(self, what: str) -> None:
+        print(
+            f"peer_dbos: {what} did not finish within {self.seconds:.0f} s: DBOS cannot reach "
+            "PostgreSQL (it blocks and retries until the connection comes back; see its "
+            "warnings above)",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(3)
+
+
 def recorded_steps(dsn: str, workflow_id: str) -> int:
     """Rows DBOS wrote for the workflow's steps, read back from the server."""
     with psycopg.connect(dsn, connect_timeout=10) as conn:
@@ -91,7 +125,9 @@ def recorded_steps(dsn: str, workflow_id: str) -> int:
     return int(row[0]) if row else 0
 
 
-def measure(dsn: str, runs: int, warmup: int, steps: int) -> dict[str, Any]:
+def measure(
+    dsn: str, runs: int, warmup: int, steps: int, stall: float = STALL_SECONDS
+) -> dict[str, Any]:
     global _steps
     _steps = steps
     db_dsn = create_database(dsn, DATABASE)
@@ -108,7 +144,9 @@ def measure(dsn: str, runs: int, warmup: int, steps: int) -> dict[str, Any]:
         "log_level": "WARNING",
     }
     DBOS(config=config)
+    watchdog = Watchdog(stall)
     try:
+        watchdog.arm("DBOS.launch()")
         DBOS.launch()
         per_step: list[float] = []
         expected = 2 * steps - 1  # a model step per turn and a tool step per call
@@ -117,6 +155,7 @@ def measure(dsn: str, runs: int, warmup: int, steps: int) -> dict[str, Any]:
             if i == warmup and counter is not None:
                 before = counter.snapshot()
             workflow_id = f"bench-{uuid.uuid4().hex}"
+            watchdog.arm(f"run {i + 1} (workflow {workflow_id})")
             started = time.perf_counter()
             with SetWorkflowID(workflow_id):
                 answer = agent(USER_MESSAGE)
@@ -132,8 +171,11 @@ def measure(dsn: str, runs: int, warmup: int, steps: int) -> dict[str, Any]:
                 f"DBOS recorded {recorded} steps of workflow {workflow_id} in {DATABASE}, "
                 f"expected {expected}: its steps are not durable in this server"
             )
+        watchdog.disarm()
     finally:
+        watchdog.arm("DBOS.destroy()")
         DBOS.destroy()
+        watchdog.disarm()
     result: dict[str, Any] = {
         "ms_per_step": summarize(per_step),
         "dbos_steps_per_run": recorded,
@@ -161,9 +203,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument(
+        "--stall-seconds", type=float, default=STALL_SECONDS, help="fail when a run stalls"
+    )
     args = parser.parse_args()
     try:
-        result = measure(args.dsn, args.runs, args.warmup, args.steps)
+        result = measure(args.dsn, args.runs, args.warmup, args.steps, args.stall_seconds)
     except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as exc:
         print(f"peer_dbos: cannot reach PostgreSQL ({args.dsn}): {exc}", file=sys.stderr)
         return 2
