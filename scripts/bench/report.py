@@ -224,7 +224,7 @@ def durable_writes(results: dict[str, Any]) -> str:
                 ]
             )
         else:
-            why = r.get("db_writes_unavailable") or r.get("unavailable") or "not counted"
+            why = r.get("db_writes_unavailable") or r.get("unavailable") or r.get("note") or "-"
             body.append([label, "-", "-", "-", "-", durability(r)])
             notes.append(f"  {label}: writes not counted: {why}")
         if key == "c" and r.get("checkpoints_per_run") is not None:
