@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 
 
 def _steps(ax: Any, results: dict[str, Any]) -> None:
-    order = ("a", "b", "c", "c0", "d")
+    order = ("a", "b", "c", "c0", "d", "e")
     rows = [r for r in results.get("step_overhead", []) if r.get("ms_per_step")]
     rows.sort(key=lambda r: order.index(r["key"]) if r["key"] in order else 99)
     labels = [r["label"] for r in rows]

@@ -5,7 +5,9 @@ Runs in ``.venv-bench``: ``python -m scripts.bench.peer_langgraph --saver postgr
 that replays the script with zero latency (the turn is the number of AI messages so far, as
 cloudagents' ``scripted`` provider does); the tool is a LangChain ``@tool`` calculator. Each run
 is a new ``thread_id``, so every super-step writes a checkpoint to the saver, as a durable
-LangGraph deployment does.
+LangGraph deployment does. With Postgres, the saver gets a database of its own (``langgraph_bench``)
+and its writes are counted by the server between the first and the last timed run (``pgcount.py``,
+the same count as the DBOS peer's).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from scripts.bench.common import (
     script,
     summarize,
 )
+
+DATABASE = "langgraph_bench"
 
 
 @tool
@@ -111,9 +115,22 @@ async def measure(
     kind: str, dsn: str | None, path: str | None, runs: int, warmup: int, steps: int
 ) -> dict[str, Any]:
     per_step: list[float] = []
+    counter = before = None
+    counting_error = None
+    admin_dsn = dsn
+    if kind == "postgres":
+        from scripts.bench.pgcount import CountingUnavailable, WriteCounter, create_database
+
+        dsn = create_database(admin_dsn or "", DATABASE)
+        try:
+            counter = WriteCounter(admin_dsn or "", DATABASE)
+        except CountingUnavailable as exc:
+            counting_error = str(exc)
     async with open_saver(kind, dsn, path) as saver:
         app = build_graph(steps, saver)
         for i in range(warmup + runs):
+            if i == warmup and counter is not None:
+                before = counter.snapshot()
             config = {
                 "configurable": {"thread_id": f"bench-{uuid.uuid4().hex}"},
                 "recursion_limit": 4 * steps + 10,
@@ -127,10 +144,29 @@ async def measure(
                 raise RuntimeError(f"unexpected final state: {len(answers)} AI messages")
             if i >= warmup:
                 per_step.append(elapsed * 1000 / steps)
-            checkpoints = 0
+        after = counter.snapshot() if counter is not None else None
+        checkpoints = 0
         async for _ in saver.alist(config):
             checkpoints += 1
-    return {"saver": kind, "ms_per_step": summarize(per_step), "checkpoints_per_run": checkpoints}
+    result: dict[str, Any] = {
+        "saver": kind,
+        "ms_per_step": summarize(per_step),
+        "checkpoints_per_run": checkpoints,
+    }
+    if counter is not None and before is not None and after is not None:
+        writes = WriteCounter.writes(before, after)
+        result["db_writes"] = {
+            "method": "pg_stat_statements",
+            "runs": runs,
+            "steps": runs * steps,
+            "write_statements_per_step": writes["write_statements"] / (runs * steps),
+            "rows_written_per_step": writes["rows_written"] / (runs * steps),
+            "write_transactions_per_step": writes["write_transactions"] / (runs * steps),
+            "statements": writes["statements"],
+        }
+    elif kind == "postgres":
+        result["db_writes_unavailable"] = counting_error or "no timed run"
+    return result
 
 
 def main() -> None:

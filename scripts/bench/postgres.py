@@ -4,7 +4,9 @@ Uses Debian's ``postgresql`` package (``make bench`` installs it when it is miss
 directory is a fresh temporary directory owned by the ``postgres`` user (the server refuses to
 run as root); ``initdb`` and ``pg_ctl`` run as that user through ``runuser`` when we are root.
 Server settings are the defaults: every commit waits for its WAL flush (``fsync=on``,
-``synchronous_commit=on``), as a durable checkpointer in production would.
+``synchronous_commit=on``), as a durable checkpointer in production would. The one addition is
+``shared_preload_libraries=pg_stat_statements`` when the server ships it (Debian's package does),
+so the peers can count their writes from the server itself (``pgcount.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Postgres:
     datadir: Path
     port: int
     version: str
+    stat_statements: bool = False
 
     @property
     def dsn(self) -> str:
@@ -55,6 +58,17 @@ def find_bindir() -> Path | None:
         return candidates[-1].parent
     found = shutil.which("initdb")
     return Path(found).resolve().parent if found else None
+
+
+def _has_stat_statements(bindir: Path) -> bool:
+    """Whether this server has the ``pg_stat_statements`` module (``pg_config --pkglibdir``)."""
+    try:
+        libdir = subprocess.run(
+            [str(bindir / "pg_config"), "--pkglibdir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (subprocess.SubprocessError, OSError):
+        libdir = str(bindir.parent / "lib")
+    return (Path(libdir) / "pg_stat_statements.so").exists()
 
 
 def _as_postgres(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -84,6 +98,9 @@ def start() -> Postgres:
         )
         port = free_port()
         options = f"-p {port} -c listen_addresses=127.0.0.1 -k {root}"
+        stat_statements = _has_stat_statements(bindir)
+        if stat_statements:
+            options += " -c shared_preload_libraries=pg_stat_statements"
         _as_postgres(
             [
                 str(bindir / "pg_ctl"),
@@ -108,7 +125,13 @@ def start() -> Postgres:
             detail += log.read_text()[-2000:]
         shutil.rmtree(root, ignore_errors=True)
         raise PostgresUnavailable(f"PostgreSQL did not start: {exc} {detail}".strip()) from exc
-    pg = Postgres(bindir=bindir, datadir=datadir, port=port, version=version)
+    pg = Postgres(
+        bindir=bindir,
+        datadir=datadir,
+        port=port,
+        version=version,
+        stat_statements=stat_statements,
+    )
     _wait_ready(pg)
     return pg
 

@@ -16,26 +16,45 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
+def _table(headers: list[str], rows: list[list[str]], text_columns: tuple[int, ...] = (0,)) -> str:
+    """Columns padded to their widest cell: text columns left-aligned, figures right-aligned."""
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
     ]
-    line = "  ".join(
-        h.ljust(w) if i == 0 else h.rjust(w)
-        for i, (h, w) in enumerate(zip(headers, widths, strict=True))
-    )
-    out = [line, "-" * len(line)]
-    for row in rows:
-        out.append(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
+
+    def cells(values: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i in text_columns else c.rjust(w)
+            for i, (c, w) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
+
+    line = cells(headers)
+    out = [line, "-" * max(len(line), *(len(cells(r)) for r in rows)) if rows else "-" * len(line)]
+    out.extend(cells(row) for row in rows)
     return "\n".join(out)
 
 
-ORDER = ("a", "b", "c", "c0", "d")
+ORDER = ("a", "b", "c", "c0", "d", "e")
+
+# What each row's durability covers: what is recorded, where, and which crash it survives.
+DURABILITY = {
+    "a": "every step committed in Firestore, across services; survives a crash of any service "
+    "at any line",
+    "b": "none: the run lives in memory, in one process",
+    "c": "a checkpoint per super-step in Postgres; resumed from the last one by a process that "
+    "reloads the thread",
+    "c0": "none: checkpoints in memory, in one process",
+    "d": "none: the run lives in memory, in one process (no session)",
+    "e": "each step's output recorded in Postgres; the workflow recovered on restart of the same "
+    "app",
+}
+
+
+def durability(row: dict[str, Any]) -> str:
+    text = DURABILITY[row["key"]]
+    if row["key"] == "c" and "Sqlite" in row["label"]:
+        text = text.replace("Postgres", "SQLite")
+    return text
 
 
 def step_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -74,6 +93,12 @@ def step_overhead(results: dict[str, Any]) -> str:
         "(9 calculator calls, then the answer), zero-latency scripted model",
         _table(headers, body),
     ]
+    covered = [r for r in rows if r["key"] in DURABILITY]
+    if covered:
+        text.append("  what each row's durability covers:")
+        width = max(len(r["label"].strip()) for r in covered)
+        for r in covered:
+            text.append(f"    {r['label'].strip().ljust(width)}  {durability(r)}")
     for r in rows:
         if r.get("unavailable"):
             text.append(f"  {r['label'].strip()}: could not run: {r['unavailable']}")
@@ -155,6 +180,73 @@ def cost(results: dict[str, Any]) -> str:
             f"${longer['total_usd_per_million_steps']:.2f} per million steps (the snapshotter "
             "reads the last 20 messages, so its reads grow until the transcript reaches 20)"
         )
+    return "\n".join(text)
+
+
+def durable_writes(results: dict[str, Any]) -> str:
+    """cloudagents' cloud writes per step beside the peers' database writes, and what they buy."""
+    rows = {r["key"]: r for r in step_rows(results)}
+    cost_data = results.get("cost") or {}
+    body: list[list[str]] = []
+    if cost_data:
+        ps = cost_data["per_step"]
+        body.append(
+            [
+                "(a) cloudagents (Firestore)",
+                _fmt(ps["firestore.write"]),
+                "-",
+                "documents",
+                f"{cost_data['total_usd_per_million_steps']:.2f}",
+                DURABILITY["a"],
+            ]
+        )
+    else:
+        body.append(["(a) cloudagents (Firestore)", "-", "-", "-", "-", DURABILITY["a"]])
+    notes = []
+    for key in ("c", "d", "e"):
+        r = rows.get(key)
+        if r is None:
+            continue
+        if key == "d":
+            body.append([r["label"].strip(), "-", "-", "-", "-", durability(r)])
+            continue
+        label = r["label"].strip()
+        writes = r.get("db_writes")
+        if writes:
+            body.append(
+                [
+                    label,
+                    _fmt(writes["rows_written_per_step"]),
+                    _fmt(writes["write_transactions_per_step"]),
+                    "rows",
+                    "-",
+                    durability(r),
+                ]
+            )
+        else:
+            why = r.get("db_writes_unavailable") or r.get("unavailable") or r.get("note") or "-"
+            body.append([label, "-", "-", "-", "-", durability(r)])
+            notes.append(f"  {label}: writes not counted: {why}")
+        if key == "c" and r.get("checkpoints_per_run") is not None:
+            notes.append(f"  {label}: {r['checkpoints_per_run']} checkpoints per run")
+        if key == "e" and r.get("dbos_steps_per_run") is not None:
+            notes.append(
+                f"  {label}: {r['dbos_steps_per_run']} DBOS steps recorded per run "
+                "(a model step per turn, a tool step per call)"
+            )
+    headers = ["system", "writes/step", "write txns", "unit", "USD / M steps", "durability covers"]
+    text = [
+        "== 2b. Durable writes per step, beside the peers (same 10-step agent)",
+        _table(headers, body, text_columns=(0, 3, 5)),
+        "  (a): Firestore documents written, counted by the adapters (section 2); its USD is the "
+        "whole cloud bill of section 2",
+        "  (c), (e): rows inserted, updated or deleted, and writing transactions (each a commit "
+        "and a WAL flush), counted by PostgreSQL (pg_stat_statements and transaction ids) in the "
+        "peer's own database over its timed runs",
+        "  Postgres is billed per instance, not per operation, so those rows have no per-step "
+        "price; (d) writes nothing",
+        *notes,
+    ]
     return "\n".join(text)
 
 
@@ -259,7 +351,14 @@ def render(results: dict[str, Any]) -> str:
     start, end = m.get("load_average_at_start"), m.get("load_average_at_end")
     if start and end:
         head += f"\n(1-minute load average {start[0]:.1f} at the start, {end[0]:.1f} at the end)"
-    parts = [head, step_overhead(results), cost(results), throughput(results), cold_start(results)]
+    parts = [
+        head,
+        step_overhead(results),
+        cost(results),
+        durable_writes(results),
+        throughput(results),
+        cold_start(results),
+    ]
     errors = results.get("errors") or {}
     if errors:
         parts.append("== errors\n" + "\n".join(f"  {k}: {v}" for k, v in errors.items()))

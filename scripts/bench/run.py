@@ -7,7 +7,9 @@ results.json`` and ``bench-results/chart.png``. What is measured, and how, is in
 1. step overhead of the same 10-step agent: (a) cloudagents on the emulator stack
    (``on_stack.py``), (b) its in-process runner (``inprocess.py``), (c) LangGraph with a
    Postgres checkpointer (``peer_langgraph.py``), (d) the OpenAI Agents SDK
-   (``peer_openai_agents.py``), and the floor of the design (``floor.py``);
+   (``peer_openai_agents.py``), (e) DBOS, a durable workflow on the same Postgres
+   (``peer_dbos.py``), and the floor of the design (``floor.py``); the Postgres peers' writes
+   are counted by the server (``pgcount.py``);
 2. cost per step, counted by the adapters with every service in one process (``cost.py``);
 3. throughput of 200 concurrent runs with one and with two executor processes;
 4. cold start per service (``coldstart.py``) and each service's peak RSS.
@@ -49,6 +51,7 @@ HERE = Path(__file__).resolve().parent
 BENCH_VENV = ROOT / ".venv-bench"
 REQUIREMENTS = HERE / "requirements.txt"
 UV = ROOT / ".tools" / "uv" / "bin" / "uv"
+DBOS_LABEL = "(e) DBOS workflow + Postgres"
 
 # Sizes: the whole of ``make bench`` stays under 15 minutes on 2 cores.
 FULL = {
@@ -185,8 +188,21 @@ class Bench:
             why = self.results["errors"]["bench venv"]
             self.step_row("c", "(c) LangGraph", None, unavailable=f"not installed: {why}")
             self.step_row("d", "(d) OpenAI Agents SDK", None, unavailable=f"not installed: {why}")
+            self.step_row("e", DBOS_LABEL, None, unavailable=f"not installed: {why}")
             return
-        self.langgraph(runs)
+        pg = self.phase("postgres", postgres.start)
+        try:
+            if pg is not None:
+                self.results["postgres"] = {
+                    "version": pg.version,
+                    "settings": "defaults (fsync on)"
+                    + (", pg_stat_statements preloaded" if pg.stat_statements else ""),
+                }
+            self.langgraph(runs, pg)
+            self.dbos(runs, pg)
+        finally:
+            if pg is not None:
+                pg.stop()
         progress("(d) OpenAI Agents SDK with a fake Model")
         data = self.phase(
             "openai-agents", lambda: child(self.bench_python or "", "peer_openai_agents", *runs)
@@ -198,31 +214,22 @@ class Bench:
             **({} if data else {"unavailable": self.results["errors"].get("openai-agents")}),
         )
 
-    def langgraph(self, runs: list[str]) -> None:
+    def langgraph(self, runs: list[str], pg: postgres.Postgres | None) -> None:
         python = self.bench_python or ""
-        pg = self.phase("postgres", postgres.start)
         saver_note = None
-        try:
-            if pg is not None:
-                progress(f"(c) LangGraph + AsyncPostgresSaver on {pg.version}")
-                args = ["--saver", "postgres", "--dsn", pg.dsn, *runs]
-                data = self.phase("langgraph", lambda: child(python, "peer_langgraph", *args))
-                label = "(c) LangGraph + PostgresSaver"
-                self.results["postgres"] = {
-                    "version": pg.version,
-                    "settings": "defaults (fsync on)",
-                }
-            else:
-                saver_note = f"SQLite saver used: {self.results['errors']['postgres']}"
-                progress(f"(c) LangGraph + AsyncSqliteSaver ({saver_note})")
-                path = str(self.out / "langgraph-checkpoints.sqlite")
-                Path(path).unlink(missing_ok=True)
-                args = ["--saver", "sqlite", "--path", path, *runs]
-                data = self.phase("langgraph", lambda: child(python, "peer_langgraph", *args))
-                label = "(c) LangGraph + SqliteSaver"
-        finally:
-            if pg is not None:
-                pg.stop()
+        if pg is not None:
+            progress(f"(c) LangGraph + AsyncPostgresSaver on {pg.version}")
+            args = ["--saver", "postgres", "--dsn", pg.dsn, *runs]
+            data = self.phase("langgraph", lambda: child(python, "peer_langgraph", *args))
+            label = "(c) LangGraph + PostgresSaver"
+        else:
+            saver_note = f"SQLite saver used: {self.results['errors']['postgres']}"
+            progress(f"(c) LangGraph + AsyncSqliteSaver ({saver_note})")
+            path = str(self.out / "langgraph-checkpoints.sqlite")
+            Path(path).unlink(missing_ok=True)
+            args = ["--saver", "sqlite", "--path", path, *runs]
+            data = self.phase("langgraph", lambda: child(python, "peer_langgraph", *args))
+            label = "(c) LangGraph + SqliteSaver"
         extra: dict[str, Any] = {"note": saver_note} if saver_note else {}
         if data is None:
             extra["unavailable"] = self.results["errors"].get("langgraph")
@@ -231,6 +238,18 @@ class Bench:
         args = ["--saver", "memory", *runs]
         data = self.phase("langgraph-memory", lambda: child(python, "peer_langgraph", *args))
         self.step_row("c0", "    LangGraph + InMemorySaver (no durability)", data)
+
+    def dbos(self, runs: list[str], pg: postgres.Postgres | None) -> None:
+        label = DBOS_LABEL
+        if pg is None:
+            why = f"needs PostgreSQL: {self.results['errors'].get('postgres')}"
+            self.step_row("e", label, None, unavailable=why)
+            return
+        progress(f"(e) DBOS: a workflow with a step per model and tool call, on {pg.version}")
+        args = ["--dsn", pg.dsn, *runs]
+        data = self.phase("dbos", lambda: child(self.bench_python or "", "peer_dbos", *args))
+        extra = {} if data else {"unavailable": self.results["errors"].get("dbos")}
+        self.step_row("e", label, data, **extra)
 
     def on_stack(self) -> None:
         s = self.sizes
