@@ -8,8 +8,9 @@ The recipe (docs/functions.md, designs/functions.md), outermost first:
   ``RLIMIT_NPROC`` and a fork bomb would otherwise run free; ``--no-new-privs`` for good measure;
 - ``prlimit`` for address space, CPU seconds, processes, file size, open files and no core dumps;
 - ``bwrap`` with every namespace unshared (no network but a private loopback), read-only
-  ``/usr``, a fresh sized tmpfs ``/tmp``, the code bound read-only, no capabilities, no nested
-  user namespaces and the seccomp filter from ``seccomp.py``.
+  ``/usr``, a fresh sized tmpfs ``/tmp`` (the only writable path: ``/`` and ``/dev`` are
+  remounted read-only), the code bound read-only, no capabilities, no nested user namespaces
+  and the seccomp filter from ``seccomp.py``.
 """
 
 from __future__ import annotations
@@ -128,6 +129,12 @@ class BwrapLauncher:
             "--ro-bind",
             str(files.code),
             CODE_PATH,
+            # Only /tmp is writable: the root and /dev are unsized tmpfs mounts that code could
+            # otherwise fill with the host's memory.
+            "--remount-ro",
+            "/dev",
+            "--remount-ro",
+            "/",
             "--chdir",
             "/tmp",
             "--cap-drop",
