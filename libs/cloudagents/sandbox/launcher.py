@@ -16,6 +16,7 @@ The recipe (docs/functions.md, designs/functions.md), outermost first:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import shutil
@@ -175,9 +176,18 @@ class UidPool:
             self._free.put_nowait(uid)
 
 
-def processes_of_uid(uid: int) -> list[int]:
-    """Host pids whose real uid is ``uid``: after a call there must be none (no orphan daemons)."""
-    pids: list[int] = []
+@dataclass(frozen=True)
+class HostProcess:
+    """One line of /proc as the sweep after a call needs it."""
+
+    pid: int
+    ppid: int
+    zombie: bool
+
+
+def host_processes_of_uid(uid: int) -> list[HostProcess]:
+    """Host processes whose real uid is ``uid``."""
+    found: list[HostProcess] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -185,9 +195,53 @@ def processes_of_uid(uid: int) -> list[int]:
             status = (entry / "status").read_text()
         except OSError:  # the process exited while we looked
             continue
-        for line in status.splitlines():
-            if line.startswith("Uid:"):
-                if int(line.split()[1]) == uid:
-                    pids.append(int(entry.name))
-                break
-    return pids
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if int(fields.get("Uid", "-1").split()[0]) != uid:
+            continue
+        found.append(
+            HostProcess(
+                pid=int(entry.name),
+                ppid=int(fields.get("PPid", "0")),
+                zombie=fields.get("State", "").strip().startswith("Z"),
+            )
+        )
+    return found
+
+
+def processes_of_uid(uid: int) -> list[int]:
+    """Pids of live (non-zombie) host processes of ``uid``: after a call there must be none."""
+    return [p.pid for p in host_processes_of_uid(uid) if not p.zombie]
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER).
+
+    bwrap's outer process exits as soon as it has the exit status, a moment before the
+    sandbox's PID-1 helper; that helper is then reparented. On Cloud Run the service is PID 1
+    and never reaps, so without this and ``reap_zombies`` every call would leave a zombie of its
+    slot uid, and after ``max_processes`` calls ``RLIMIT_NPROC`` would refuse the next fork.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(36, 1, 0, 0, 0)) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_zombies(uid: int) -> list[HostProcess]:
+    """Reap the zombies of ``uid`` that are our children; return the processes still there.
+
+    Only pids that asyncio did not start are reaped here (the sandbox's PID-1 helper), so this
+    never steals an exit status from asyncio's child watcher.
+    """
+    remaining: list[HostProcess] = []
+    for process in host_processes_of_uid(uid):
+        if process.zombie and process.ppid == os.getpid():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(process.pid, os.WNOHANG)
+            continue
+        if not process.zombie:
+            remaining.append(process)
+    return remaining

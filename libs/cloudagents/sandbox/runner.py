@@ -75,14 +75,14 @@ def _run_entry(entry: Callable[..., Any], args: dict[str, Any]) -> Any:
 
 
 def _error(kind: str, exc: BaseException) -> dict[str, Any]:
-    import traceback
-
-    frames = [
-        f"line {frame.lineno} in {frame.name}"
-        for frame in traceback.extract_tb(exc.__traceback__)
-        if frame.filename != RUNNER_FILE
-    ]
-    where = f" ({frames[-1]})" if frames else ""
+    # Walk the traceback by hand: traceback.extract_tb over a million recursion frames costs
+    # seconds and memory the call may no longer have.
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename != RUNNER_FILE:
+            where = f" (line {tb.tb_lineno} in {tb.tb_frame.f_code.co_name})"
+        tb = tb.tb_next
     return {"ok": False, "kind": kind, "message": f"{type(exc).__name__}: {exc}{where}"[:2000]}
 
 

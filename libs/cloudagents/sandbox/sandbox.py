@@ -27,7 +27,13 @@ from pydantic import JsonValue
 
 from cloudagents.domain.base import Model
 from cloudagents.sandbox.canary import CANARY_CODE, CANARY_ENTRY, CANARY_IMPORTS, canary_problems
-from cloudagents.sandbox.launcher import BwrapLauncher, LaunchFiles, UidPool
+from cloudagents.sandbox.launcher import (
+    BwrapLauncher,
+    LaunchFiles,
+    UidPool,
+    become_subreaper,
+    reap_zombies,
+)
 from cloudagents.sandbox.results import ErrorKind, LimitName, SandboxLimits, SandboxResult
 from cloudagents.sandbox.seccomp import UnsupportedArchitecture, build_filter
 
@@ -35,6 +41,8 @@ _RUNNER_SOURCE = Path(__file__).with_name("runner.py")
 _STDERR_TAIL = 600
 # How long to wait for pipes to close after a kill before giving up on them.
 _DRAIN_AFTER_KILL_S = 2.0
+# How long a slot waits for its sandbox's processes to vanish before killing stragglers.
+_SWEEP_S = 1.0
 
 
 class SandboxStatus(Model):
@@ -74,6 +82,9 @@ class Sandbox:
         self._workdir: Path | None = None
         self._seccomp: bytes | None = None
         self._setup_problem = ""
+        self.stragglers_killed = 0
+        """Processes of a slot uid still alive after a call and killed by the sweep: the PID
+        namespace should make this stay 0; the sweep is a second line, not the mechanism."""
         try:
             self._seccomp = build_filter()
         except UnsupportedArchitecture as exc:
@@ -105,6 +116,7 @@ class Sandbox:
             problem = "the service is not root, so it cannot drop calls to per-slot uids"
         if problem:
             return SandboxStatus(available=False, reason=problem)
+        become_subreaper()
         result = await self._run_unchecked(
             CANARY_CODE,
             CANARY_ENTRY,
@@ -147,6 +159,19 @@ class Sandbox:
             code, entry, args, limits=limits or SandboxLimits(), allowed_imports=allowed_imports
         )
 
+    async def _sweep(self, uid: int) -> None:
+        """Before the slot is reused: reap its zombies, and kill anything of it still alive."""
+        deadline = time.monotonic() + _SWEEP_S
+        while remaining := reap_zombies(uid):
+            if time.monotonic() > deadline:
+                for process in remaining:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(process.pid, signal.SIGKILL)
+                self.stragglers_killed += len(remaining)
+                deadline = time.monotonic() + _SWEEP_S
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0)
+
     def _runner_path(self) -> Path:
         # One copy of the runner per Sandbox, in a directory the slot uids can read.
         if self._workdir is None or not self._workdir.exists():
@@ -178,7 +203,10 @@ class Sandbox:
         code_file = _write_code(runner.parent, code)
         try:
             async with self._pool.slot() as uid:
-                return await self._launch(uid, runner, code_file, request, limits)
+                try:
+                    return await self._launch(uid, runner, code_file, request, limits)
+                finally:
+                    await self._sweep(uid)
         finally:
             shutil.rmtree(code_file.parent, ignore_errors=True)
 
