@@ -29,7 +29,7 @@ _SCALARS: dict[str, dict[str, Any]] = {
     "Any": {},
     "object": {},
 }
-_ARRAYS = {"list", "List", "Sequence", "tuple", "Tuple", "set", "frozenset"}
+_ARRAYS = {"list", "List", "Sequence", "tuple", "Tuple"}
 _OBJECTS = {"dict", "Dict", "Mapping"}
 
 
