@@ -254,7 +254,8 @@ def probe():
     assert result.error_kind == "memory" and "memory" in result.limits_hit
 
 
-async def test_cpu_spin(prober: Prober) -> None:
+async def test_cpu_spin(prober: Prober, sandbox: Sandbox) -> None:
+    killed_before = sandbox.stragglers_killed
     started = time.monotonic()
     result = await prober.attempt(
         "CPU spin",
@@ -262,7 +263,10 @@ async def test_cpu_spin(prober: Prober) -> None:
         limits=SandboxLimits(timeout_s=1),
         escaped=lambda r: r.ok or time.monotonic() - started > 4,
     )
-    assert result.error_kind == "timeout"
+    assert result.error_kind == "timeout" and result.limits_hit == ["wall_clock"]
+    # Killing the launcher's process group took the whole PID namespace with it.
+    await _assert_no_processes_left(prober, sandbox, "CPU spin survives the kill")
+    assert sandbox.stragglers_killed == killed_before
 
 
 async def test_fork_bomb(prober: Prober, sandbox: Sandbox) -> None:
@@ -605,11 +609,12 @@ async def test_weakened_sandbox_leaks_and_fails_closed(sandbox: Sandbox) -> None
     """Without the launcher's ``env -i`` the environment probe leaks: the suite can fail."""
     from dataclasses import replace
 
-    from cloudagents.sandbox import BwrapLauncher
+    from cloudagents.sandbox import BwrapLauncher, UidPool
 
     launcher = BwrapLauncher.discover()
     assert launcher is not None
-    weak = Sandbox(launcher=replace(launcher, clear_env=False))
+    # Its own uid slot, so that it never shares a uid with the suite's sandbox.
+    weak = Sandbox(launcher=replace(launcher, clear_env=False), pool=UidPool(61100, size=1))
     probe = """
 def probe():
     with open("/proc/1/environ", "rb") as f:

@@ -232,6 +232,16 @@ def pydantic_error() -> type[Exception]:
     return ValidationError
 
 
+async def test_is_async_comes_from_the_code_unless_declared() -> None:
+    store = _unavailable_store()
+    version = await store.store_function("later", "async def later() -> int:\n    return 1\n")
+    assert version.config.is_async
+    with pytest.raises(FunctionValidationError, match="is_async=False"):
+        await store.store_function("later", "async def later():\n    pass\n", is_async=False)
+    with pytest.raises(FunctionValidationError, match="is_async=True"):
+        await store.store_function("now", "def now():\n    pass\n", config={"is_async": True})
+
+
 async def test_store_refuses_bad_names_and_schemas() -> None:
     store = _unavailable_store()
     with pytest.raises(FunctionValidationError, match="must match"):
@@ -304,6 +314,7 @@ async def test_async_context_output_schema_and_limits(live_store: FunctionStore)
         config={"requires_context": True},
     )
     outcome = await live_store.run_function("greet", {"name": "ada"}, context={"agent": "a1"})
+    assert (await live_store.get_function("greet")).config.is_async
     assert outcome.ok and outcome.value == "hi ada from a1"
     await live_store.store_function("liar", "def liar() -> int:\n    return 'not an int'\n")
     lied = await live_store.run_function("liar", {})

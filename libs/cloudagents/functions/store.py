@@ -76,9 +76,13 @@ class FunctionStore:
         if not _NAME.match(name):
             raise FunctionValidationError(0, f"function name {name!r} must match {_NAME.pattern}")
         settings = FunctionConfig.model_validate(config or {})
-        if is_async is not None and is_async != settings.is_async:
-            settings = settings.model_copy(update={"is_async": is_async})
-        checked = validate_function(name, code, settings, is_async=settings.is_async)
+        # An explicit is_async (argument or config) must match the code; otherwise the code says.
+        declared = is_async if is_async is not None else None
+        if declared is None and "is_async" in settings.model_fields_set:
+            declared = settings.is_async
+        checked = validate_function(name, code, settings, is_async=declared)
+        if settings.is_async != checked.is_async:
+            settings = settings.model_copy(update={"is_async": checked.is_async})
         for label, schema in (("input_schema", input_schema), ("output_schema", output_schema)):
             if schema is not None:
                 try:
