@@ -216,6 +216,9 @@ async def test_store_versions_aliases_and_name_at_hash() -> None:
     assert (await store.get_function(v1.ref)).hash == v1.hash
     assert [v.hash for v in await store.versions("hypot")] == [v1.hash, v2.hash]
     assert [a.name for a in await store.list_functions()] == ["hypot"]
+    spec = v2.tool_spec()
+    assert spec.name == "hypot" and spec.parameters == v2.input_schema
+    assert spec.description == "second" and spec.risk_level == "medium"
     with pytest.raises(FunctionNotFound):
         await store.get_function("hypot@" + "0" * 8)
     with pytest.raises(FunctionNotFound):

@@ -10,6 +10,8 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, JsonValue
 
 from cloudagents.domain.base import Model, Persisted
+from cloudagents.domain.messages import ToolSpec
+from cloudagents.domain.policy import RiskLevel
 from cloudagents.domain.runs import utcnow
 from cloudagents.functions.config import FunctionConfig
 from cloudagents.sandbox.results import ErrorKind, LimitName
@@ -66,6 +68,18 @@ class FunctionVersion(Persisted):
             ensure_ascii=False,
         )
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def tool_spec(self, *, risk_level: RiskLevel = "medium") -> ToolSpec:
+        """How the model is told about this function: it is offered like any other tool.
+
+        Medium risk by default: the code is the author's, not the platform's.
+        """
+        return ToolSpec(
+            name=self.name,
+            description=self.description,
+            parameters=self.input_schema,
+            risk_level=risk_level,
+        )
 
     @property
     def ref(self) -> str:
