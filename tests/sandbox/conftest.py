@@ -97,6 +97,7 @@ async def sandbox() -> AsyncIterator[Sandbox]:
     # Root with bwrap installed: an unavailable sandbox is a failure here, not a skip.
     assert status.available, f"sandbox canary failed: {status.reason}"
     yield box
+    box.close()
 
 
 @pytest.fixture

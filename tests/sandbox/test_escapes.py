@@ -631,6 +631,7 @@ def probe():
     assert not status.available and "/proc/1/environ" in status.reason
     refused = await weak.run("def probe():\n    return 1\n", "probe", {})
     assert refused.error_kind == "sandbox_unavailable"
+    weak.close()
 
 
 def test_parent_env_really_holds_the_secret() -> None:

@@ -35,9 +35,12 @@ async def test_a_slot_survives_more_calls_than_its_process_limit(sandbox: Sandbo
     status = await box.check()
     assert status.available, status.reason
     limits = SandboxLimits(max_processes=8)
-    for _ in range(12):
-        result = await box.run("def probe():\n    return 1\n", "probe", {}, limits=limits)
-        assert result.ok, result
+    try:
+        for _ in range(12):
+            result = await box.run("def probe():\n    return 1\n", "probe", {}, limits=limits)
+            assert result.ok, result
+    finally:
+        box.close()
 
 
 def _capture(data: bytes) -> _Capture:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -294,8 +295,10 @@ needs_sandbox = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def live_store() -> FunctionStore:
-    return FunctionStore(InMemoryFunctionRepository(), Sandbox())
+def live_store() -> Iterator[FunctionStore]:
+    sandbox = Sandbox()
+    yield FunctionStore(InMemoryFunctionRepository(), sandbox)
+    sandbox.close()
 
 
 @needs_sandbox

@@ -159,6 +159,12 @@ class Sandbox:
             code, entry, args, limits=limits or SandboxLimits(), allowed_imports=allowed_imports
         )
 
+    def close(self) -> None:
+        """Remove the host directory holding the runner copy (calls after this recreate it)."""
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
     async def _sweep(self, uid: int) -> None:
         """Before the slot is reused: reap its zombies, and kill anything of it still alive."""
         deadline = time.monotonic() + _SWEEP_S
