@@ -440,6 +440,35 @@ def probe():
     assert result.ok
 
 
+async def test_the_sandboxs_pid_1_is_no_stepping_stone(prober: Prober) -> None:
+    # /proc/1/mem of bwrap's PID-1 helper can be opened (same uid, no Yama here); taking it over
+    # must gain nothing: it carries the same seccomp filter, no capabilities, no_new_privs.
+    code = """
+def probe():
+    fields = {}
+    with open("/proc/1/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return {k: fields.get(k) for k in ("Seccomp", "CapEff", "CapPrm", "CapBnd", "NoNewPrivs")}
+"""
+    result = await prober.attempt(
+        "pid 1 of the sandbox without filter or capabilities",
+        code,
+        escaped=lambda r: (
+            r.value
+            != {
+                "Seccomp": "2",
+                "CapEff": "0000000000000000",
+                "CapPrm": "0000000000000000",
+                "CapBnd": "0000000000000000",
+                "NoNewPrivs": "1",
+            }
+        ),
+    )
+    assert result.ok
+
+
 async def test_seccomp_denies_kernel_interfaces(prober: Prober) -> None:
     code = """
 import ctypes
