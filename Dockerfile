@@ -25,6 +25,11 @@ RUN uv sync --frozen --no-default-groups --no-editable
 
 # ---- runtime
 FROM ${PYTHON_IMAGE}
+# bubblewrap (+ util-linux's setpriv/prlimit, already in the base image) is the boundary around
+# user-stored functions (docs/functions.md); it needs Cloud Run's second-generation environment.
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin cloudagents
 WORKDIR /app
 # libs/ is already installed into the venv (see the build stage); services/ holds the entry points.

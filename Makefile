@@ -30,7 +30,15 @@ $(STAMP): $(UV) pyproject.toml uv.lock
 	@$(UV) sync --frozen --quiet
 	@touch $(STAMP)
 
+# The function sandbox (docs/functions.md) needs bubblewrap; as root on Debian it is installed here.
 install: $(STAMP)
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "==> installing bubblewrap"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				bubblewrap >/dev/null) || echo "==> bubblewrap not installed: the sandbox tests skip"; \
+		else echo "==> no bwrap and not root: the sandbox suite skips, stored functions fail closed"; fi; \
+	fi
 	@$(PY) -c "from cloudagents.local.emulators import ensure_tasks_emulator_venv as e; \
 	from pathlib import Path; e(Path('.'))"
 
