@@ -88,27 +88,29 @@ class Subscription:
         self.close_reason: str | None = None
         self.last_id: str | None = after
         self.ended = False
+        self.no_more = False
 
     def offer(self, event: RunEvent | _End) -> None:
         """Called by the feed: queue ``event``, or drop this subscriber if it is full."""
-        if self.close_reason is not None:
+        if self.close_reason is not None or self.no_more:
             return
         if isinstance(event, _End):
+            self.no_more = True
+            # Wakes a waiting reader; a full queue has no waiting reader, and ``no_more`` ends
+            # the stream once it is drained.
             with contextlib.suppress(asyncio.QueueFull):
                 self.queue.put_nowait(event)
             return
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
+            # Dropped: it reads what is queued (no gap), then its stream ends.
             self.close_reason = (
                 f"subscriber too slow: {self.queue.maxsize} events unread; "
-                f"reconnect with after={self.last_id or ''}"
+                "reconnect after the last event id received"
             )
+            self.no_more = True
             self.feed.remove(self)
-            # Make room for the end marker so the reader wakes and stops.
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self.queue.get_nowait()
-            self.queue.put_nowait(_END)
 
     async def next_event(self) -> RunEvent | None:
         """The next event in id order, or ``None`` once the stream has ended. Safe to cancel
@@ -119,6 +121,9 @@ class Subscription:
                 self.backlog = None
             if self.pending:
                 event = self.pending.popleft()
+            elif self.no_more and self.queue.empty():
+                self.ended = True
+                return None
             else:
                 item = await self.queue.get()
                 if isinstance(item, _End):

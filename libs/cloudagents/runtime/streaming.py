@@ -135,9 +135,9 @@ async def sse_stream(
 ) -> AsyncIterator[bytes]:
     """The body of an SSE response: the hub's events for the run, keep-alive comments between.
     The subscription is taken when the body starts and left when it ends or is cancelled."""
-    yield f"retry: {RETRY_MILLISECONDS}\n: streaming {run_id}\n\n".encode()
     subscription = hub_for(deps).subscribe(run_id, after)
     try:
+        yield f"retry: {RETRY_MILLISECONDS}\n: streaming {run_id}\n\n".encode()
         while True:
             try:
                 event = await asyncio.wait_for(subscription.next_event(), keepalive_seconds)
