@@ -405,3 +405,22 @@ async def test_agent_stream_refuses_bad_tokens_and_unknown_runs(stack: Stack, ap
     client = streaming_client(app)
     assert (await client.get("/agent-stream/nope")).status_code == 404
     assert (await client.get("/agent-stream/x", headers={"Authorization": ""})).status_code == 401
+
+
+async def test_openapi_lists_the_new_http_paths_and_graphql_refuses_bad_bodies_with_4xx(
+    stack: Stack, app: ASGIApp
+) -> None:
+    http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://svc",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    paths = (await http.get("/openapi.json")).json()["paths"]
+    assert {"/agent-stream/{run_id}", "/graphql"} <= set(paths)
+    for body in (b"not json", b"[]", b'{"query": 5}', b'{"query": "{ nope }"}'):
+        response = await http.post(
+            "/graphql", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert 400 <= response.status_code < 500 or (
+            response.status_code == 200 and response.json().get("errors")
+        ), (body, response.status_code, response.text)
