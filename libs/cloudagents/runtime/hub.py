@@ -52,8 +52,8 @@ class HubSettings:
     poll_min_seconds: float = 0.2
     poll_max_seconds: float = 2.0
     idle_max_seconds: float = 60.0
-    quiet_seconds: float = 120.0
-    run_check_seconds: float = 2.0
+    quiet_seconds: float = 30.0
+    run_check_seconds: float = 5.0
     queue_size: int = 1000
 
     def scaled(self, factor: float) -> HubSettings:
