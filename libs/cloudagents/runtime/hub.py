@@ -5,7 +5,8 @@ which reads the run's events from the store (``RunEventFollower``: gap-free, in 
 puts each event on every subscriber's queue. The feed starts with its first subscriber and
 stops when the last one leaves or the run's stream ends.
 
-The idle rule (why an idle viewer costs about 60 reads an hour, not 18,000):
+The idle rule (why an idle viewer costs 70 to 100 reads an hour, not 21,000; see
+``docs/streaming.md`` and ``scripts/bench/hub_reads.py``):
 
 - *live*: the events query runs every 0.2 s, the interval doubling to 2 s while nothing
   arrives and back to 0.2 s when something does; the run document is read every
