@@ -424,3 +424,26 @@ async def test_openapi_lists_the_new_http_paths_and_graphql_refuses_bad_bodies_w
         assert 400 <= response.status_code < 500 or (
             response.status_code == 200 and response.json().get("errors")
         ), (body, response.status_code, response.text)
+
+
+async def test_sse_and_websocket_clients_that_leave_mid_stream_leave_the_hub(
+    stack: Stack, app: ASGIApp
+) -> None:
+    clients, pump = stack
+    run_id = await start_slow_run(clients, pump)
+    carrying = asyncio.create_task(pump.run())
+    hub = hub_for(pump.deps)
+    client = streaming_client(app)
+    async with client.stream("GET", f"/agent-stream/{run_id}") as response:
+        async for _, _, data in sse_events(response):
+            assert hub.subscriber_count(run_id) == 1
+            if data["eventType"] == "content_chunk":
+                break
+    assert hub.subscriber_count(run_id) == 0
+    async with WebSocketSession(app, f"/runs/{run_id}/events/ws", f"token={TOKEN}") as ws:
+        async for event in ws.events():
+            assert hub.subscriber_count(run_id) == 1
+            if event["type"] == "content_chunk":
+                break
+    assert hub.subscriber_count(run_id) == 0 and run_id not in hub.feeds
+    await carrying

@@ -173,6 +173,7 @@ class RunFeed:
         self.subscribers: set[Subscription] = set()
         self.task: asyncio.Task[None] | None = None
         self.stopped = False
+        self.loop = asyncio.get_running_loop()
         self.mode = "live"
         self._watched: tuple[object, ...] | None = None
         self._changed_at = time.monotonic()
@@ -282,7 +283,12 @@ class EventHub:
     def subscribe(self, run_id: str, after: str | None = None) -> Subscription:
         """A subscription to ``run_id``'s events after ``after`` (all of them when ``None``)."""
         feed = self.feeds.get(run_id)
-        if feed is None or feed.stopped or feed.follower.finished:
+        if (
+            feed is None
+            or feed.stopped
+            or feed.follower.finished
+            or feed.loop is not asyncio.get_running_loop()  # a test client's own loop
+        ):
             feed = RunFeed(self, run_id, after or None)
             self.feeds[run_id] = feed
         return feed.add(after or None)
