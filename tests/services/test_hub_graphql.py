@@ -447,3 +447,20 @@ async def test_sse_and_websocket_clients_that_leave_mid_stream_leave_the_hub(
                 break
     assert hub.subscriber_count(run_id) == 0 and run_id not in hub.feeds
     await carrying
+
+
+async def test_graphql_mutation_over_the_websocket_is_the_same_principal(
+    stack: Stack, app: ASGIApp
+) -> None:
+    clients, pump = stack
+    await start_slow_run(clients, pump)  # registers the agent
+    async with GraphQLSession(app) as session:
+        await session.init({"token": TOKEN})
+        mutation = (
+            'mutation { startRun(agentId: "slow", message: "hi", runId: "ws-run") { runId } }'
+        )
+        await session.send({"id": "m", "type": "subscribe", "payload": {"query": mutation}})
+        result = await session.receive_json()
+        assert result["payload"] == {"data": {"startRun": {"runId": "ws-run"}}}, result
+    run = (await clients["api"].get("/runs/ws-run")).json()
+    assert run["principal"] == "tester"

@@ -234,7 +234,8 @@ class Mutation:
             | ({"run_id": run_id} if run_id else {})
         )
         request = info.context.request
-        assert isinstance(request, Request)  # mutations come over HTTP
+        if isinstance(request, WebSocket):  # a mutation sent over graphql-transport-ws
+            request = as_http_request(request)
         status, data = await launch_run(info.context.deps, request, principal, body)
         if status != 202:
             raise ValueError(data["error"])
