@@ -36,7 +36,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from cloudagents.domain.events import RunEvent
 from cloudagents.domain.runs import RunRecord, RunStatus
@@ -57,17 +57,6 @@ class HubSettings:
     run_check_seconds: float = 5.0
     queue_size: int = 1000
 
-    def scaled(self, factor: float) -> HubSettings:
-        """Every interval divided by ``factor`` (the benchmark compresses an hour)."""
-        return replace(
-            self,
-            poll_min_seconds=self.poll_min_seconds / factor,
-            poll_max_seconds=self.poll_max_seconds / factor,
-            idle_max_seconds=self.idle_max_seconds / factor,
-            quiet_seconds=self.quiet_seconds / factor,
-            run_check_seconds=self.run_check_seconds / factor,
-        )
-
 
 class _End:
     """Queued after a run's last event, or when the subscriber is dropped."""
@@ -82,7 +71,6 @@ class Subscription:
 
     def __init__(self, feed: RunFeed, after: str | None, queue_size: int) -> None:
         self.feed = feed
-        self.after = after
         self.queue: asyncio.Queue[RunEvent | _End] = asyncio.Queue(maxsize=queue_size)
         self.backlog: asyncio.Task[list[RunEvent]] | None = None
         self.pending: deque[RunEvent] = deque()
@@ -301,15 +289,6 @@ class EventHub:
         """Subscribers of ``run_id`` (of every run when ``None``): the feeds' reference counts."""
         feeds = list(self.feeds.values()) if run_id is None else [self.feeds.get(run_id)]
         return sum(len(f.subscribers) for f in feeds if f is not None)
-
-    async def aclose(self) -> None:
-        """Stop every feed (the api's shutdown)."""
-        for feed in list(self.feeds.values()):
-            task = feed.task
-            feed._end()
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
 
 
 _hub: EventHub | None = None
