@@ -28,6 +28,7 @@ from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import start_run
 from cloudagents.runtime.openapi import openapi_document
 from cloudagents.runtime.streaming import (
+    agent_stream_route,
     event_stream_route,
     wants_event_stream,
     websocket_required_route,
@@ -79,12 +80,21 @@ async def start_run_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
     body = StartRunRequest.model_validate(await _json_body(request))
+    status, data = await launch_run(deps, request, principal, body)
+    return JSONResponse(data, status_code=status)
+
+
+async def launch_run(
+    deps: Deps, request: Request, principal: Principal, body: StartRunRequest
+) -> tuple[int, dict[str, Any]]:
+    """Start a run for ``principal`` (``POST /runs`` and GraphQL's ``startRun``): the HTTP
+    status and the JSON body, ``{"error": ...}`` when refused."""
     agent = await deps.agents.get_agent(body.agent_id)
     if agent is None:
-        return error(404, f"unknown agent {body.agent_id!r}")
+        return 404, {"error": f"unknown agent {body.agent_id!r}"}
     if not may_start(principal, agent):
         await audit(deps, request, principal, "denied", 403, agent.id, "not in allowed_callers")
-        return error(403, f"{principal.id} may not start runs of agent {agent.id!r}")
+        return 403, {"error": f"{principal.id} may not start runs of agent {agent.id!r}"}
     run_id = body.run_id or f"run-{uuid.uuid4().hex}"
     with tracer.start_as_current_span("agent.run.start", attributes={"cloudagents.run_id": run_id}):
         created = await start_run(
@@ -105,9 +115,7 @@ async def start_run_route(
         )
         await deps.publish([OutboxMessage(topic="intents", data=intent.model_dump(mode="json"))])
     await audit(deps, request, principal, "allowed", 202, run_id, f"agent {agent.id}")
-    return JSONResponse(
-        {"run_id": run_id, "created": created, "status_url": f"/runs/{run_id}"}, status_code=202
-    )
+    return 202, {"run_id": run_id, "created": created, "status_url": f"/runs/{run_id}"}
 
 
 async def get_run_route(
@@ -292,6 +300,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/events$"), events_route),
     ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/events/stream$"), event_stream_route),
     ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/events/ws$"), websocket_required_route),
+    ("GET", re.compile(r"^/agent-stream/(?P<run_id>[^/]+)$"), agent_stream_route),
     ("POST", re.compile(r"^/agents$"), put_agent_route),
     ("GET", re.compile(r"^/agents$"), list_agents_route),
     ("GET", re.compile(r"^/agents/(?P<agent_id>[^/]+)$"), get_agent_route),

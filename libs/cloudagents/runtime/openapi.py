@@ -133,6 +133,47 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/agent-stream/{run_id}": {
+                "get": {
+                    "summary": "Seed 004's stream: unnamed SSE events of the run's events as "
+                    "AgentStreamEvent JSON (eventType, content, ...); a WebSocket on the same path",
+                    "parameters": [
+                        *run_param,
+                        {"name": "after", "in": "query", "schema": {"type": "string"}},
+                        {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "event stream",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        **_responses(401, 404),
+                    },
+                }
+            },
+            "/graphql": {
+                "post": {
+                    "summary": "GraphQL (agents, runs, messages, events; startRun, cancelRun); "
+                    "subscriptions over graphql-transport-ws on the same path",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["query"],
+                                    "properties": {
+                                        "query": {"type": "string"},
+                                        "variables": {"type": ["object", "null"]},
+                                        "operationName": {"type": ["string", "null"]},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": _responses(200, 400, 401),
+                }
+            },
             "/agents": {
                 "post": {
                     "requestBody": {

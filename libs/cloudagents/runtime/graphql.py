@@ -1,0 +1,338 @@
+"""GraphQL at ``/graphql`` (strawberry): the api's reads and run control, and seed 004's
+``subscription agentExecutionStream(executionId)`` over ``graphql-transport-ws``.
+
+Callers are the api's principals (``runtime/auth.py``): HTTP requests carry the bearer header;
+a WebSocket's ``connection_init`` payload carries ``{"Authorization": "Bearer ..."}`` or
+``{"token": "..."}`` (or the handshake's own header / ``?token=``), and a connection that does
+not authenticate is closed with 4403 before any operation runs. A subscription is one subscriber
+of the process's ``EventHub``; the generator leaves the hub in ``finally`` whether the client
+completes the operation, disconnects or the run ends (strawberry cancels the operation's task).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import strawberry
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.events import RunEvent
+from cloudagents.domain.runs import RunRecord, RunStatus
+from cloudagents.runtime.auth import AuthError, Principal, authenticate
+from cloudagents.runtime.deps import Deps
+from cloudagents.runtime.hub import hub_for
+from cloudagents.runtime.streaming import agent_stream_json, as_http_request
+
+
+@dataclass
+class Context:
+    """What a resolver sees: the process's dependencies and the authenticated caller."""
+
+    deps: Deps
+    request: Request | WebSocket
+    principal: Principal | None = None
+    connection_params: dict[str, Any] | None = None
+
+
+_PRINCIPAL = "cloudagents_principal"
+
+
+def _principal(info: Info[Context, None]) -> Principal:
+    """The caller; every connection authenticated before a resolver runs, so this is a check
+    that no path bypassed it."""
+    if info.context.principal is None:
+        raise PermissionError("not authenticated")
+    return info.context.principal
+
+
+@strawberry.type
+class Agent:
+    """A registered agent."""
+
+    id: str
+    name: str
+    description: str
+    tools: list[str]
+    capabilities: list[str]
+    model: str
+
+    @staticmethod
+    def of(definition: AgentDefinition) -> Agent:
+        return Agent(
+            id=definition.id,
+            name=definition.name,
+            description=definition.description,
+            tools=list(definition.tools),
+            capabilities=list(definition.capabilities),
+            model=f"{definition.model.provider}/{definition.model.name}",
+        )
+
+
+@strawberry.type
+class Run:
+    """A run, as ``GET /runs/{id}`` shows it."""
+
+    run_id: str
+    agent_id: str
+    status: str
+    seq: int
+    exit: str | None
+    total_tokens: int | None
+    principal: str | None
+    parent_run_id: str | None
+    child_run_ids: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+    @staticmethod
+    def of(run: RunRecord) -> Run:
+        return Run(
+            run_id=run.run_id,
+            agent_id=run.agent_id,
+            status=run.status.value,
+            seq=run.seq,
+            exit=run.result.exit.value if run.result else None,
+            total_tokens=run.result.total_tokens if run.result else None,
+            principal=run.principal,
+            parent_run_id=run.parent_run_id,
+            child_run_ids=list(run.child_run_ids),
+            created_at=run.created_at,
+            updated_at=run.updated_at,
+        )
+
+
+@strawberry.type
+class TranscriptMessage:
+    """One message of a run's transcript."""
+
+    role: str
+    content: str | None
+    name: str | None
+    tool_call_id: str | None
+    tool_calls: JSON
+
+
+@strawberry.type
+class AgentStreamEvent:
+    """Seed 004's stream event: the fields its clients select, plus the event's id."""
+
+    id: str
+    execution_id: str
+    event_type: str
+    content: str | None
+    status: str | None
+    tool_name: str | None
+    error: str | None
+    timestamp: datetime
+
+    @staticmethod
+    def of(event: RunEvent) -> AgentStreamEvent:
+        view = agent_stream_json(event)
+        return AgentStreamEvent(
+            id=event.id,
+            execution_id=event.run_id,
+            event_type=event.type,
+            content=view["content"],
+            status=view["status"],
+            tool_name=view["toolName"],
+            error=view["error"],
+            timestamp=event.timestamp,
+        )
+
+
+@strawberry.type
+class StartedRun:
+    """What ``startRun`` did: the run's id, and whether this call created it."""
+
+    run_id: str
+    created: bool
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def agents(self, info: Info[Context, None]) -> list[Agent]:
+        _principal(info)
+        return [Agent.of(a) for a in await info.context.deps.agents.list_agents()]
+
+    @strawberry.field
+    async def agent(self, info: Info[Context, None], id: str) -> Agent | None:
+        _principal(info)
+        found = await info.context.deps.agents.get_agent(id)
+        return Agent.of(found) if found else None
+
+    @strawberry.field
+    async def runs(
+        self,
+        info: Info[Context, None],
+        agent_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        _principal(info)
+        wanted = RunStatus(status) if status else None
+        found = await info.context.deps.runs.list_runs(
+            agent_id=agent_id, status=wanted, limit=min(max(limit, 1), 500)
+        )
+        return [Run.of(r) for r in found]
+
+    @strawberry.field
+    async def run(self, info: Info[Context, None], run_id: str) -> Run | None:
+        _principal(info)
+        found = await info.context.deps.runs.get_run(run_id)
+        return Run.of(found) if found else None
+
+    @strawberry.field
+    async def messages(self, info: Info[Context, None], run_id: str) -> list[TranscriptMessage]:
+        _principal(info)
+        return [
+            TranscriptMessage(
+                role=m.role,
+                content=m.content,
+                name=m.name,
+                tool_call_id=m.tool_call_id,
+                tool_calls=cast(JSON, [c.model_dump(mode="json") for c in m.tool_calls]),
+            )
+            for m in await info.context.deps.runs.messages(run_id)
+        ]
+
+    @strawberry.field
+    async def events(
+        self, info: Info[Context, None], run_id: str, after: str | None = None
+    ) -> list[AgentStreamEvent]:
+        _principal(info)
+        stored = await info.context.deps.runs.events(run_id, after=after)
+        return [AgentStreamEvent.of(e) for e in stored]
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def start_run(
+        self,
+        info: Info[Context, None],
+        agent_id: str,
+        message: str,
+        variables: JSON | None = None,
+        run_id: str | None = None,
+    ) -> StartedRun:
+        from cloudagents.runtime.api import StartRunRequest, launch_run
+
+        principal = _principal(info)
+        body = StartRunRequest.model_validate(
+            {"agent_id": agent_id, "message": message, "variables": variables or {}}
+            | ({"run_id": run_id} if run_id else {})
+        )
+        request = info.context.request
+        if isinstance(request, WebSocket):  # a mutation sent over graphql-transport-ws
+            request = as_http_request(request)
+        status, data = await launch_run(info.context.deps, request, principal, body)
+        if status != 202:
+            raise ValueError(data["error"])
+        return StartedRun(run_id=data["run_id"], created=data["created"])
+
+    @strawberry.mutation
+    async def cancel_run(self, info: Info[Context, None], run_id: str) -> Run | None:
+        _principal(info)
+        cancelled = await info.context.deps.runs.cancel_run(run_id, "cancelled by request")
+        return Run.of(cancelled) if cancelled else None
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription
+    async def agent_execution_stream(
+        self, info: Info[Context, None], execution_id: str, after: str | None = None
+    ) -> AsyncGenerator[AgentStreamEvent, None]:
+        _principal(info)
+        deps = info.context.deps
+        if await deps.runs.get_run(execution_id) is None:
+            raise ValueError(f"unknown run {execution_id!r}")
+        subscription = hub_for(deps).subscribe(execution_id, after)
+        try:
+            while (event := await subscription.next_event()) is not None:
+                yield AgentStreamEvent.of(event)
+            if subscription.close_reason:
+                raise ValueError(subscription.close_reason)
+        finally:
+            subscription.close()
+
+
+schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription)
+
+
+def _with_authorization(websocket: WebSocket, params: dict[str, Any]) -> Request:
+    """The handshake as an HTTP request carrying the ``connection_init`` credentials."""
+    request = as_http_request(websocket)
+    header = params.get("Authorization") or params.get("authorization")
+    token = params.get("token")
+    value = header if isinstance(header, str) else f"Bearer {token}" if token else None
+    if value is None:
+        return request
+    scope = dict(request.scope)
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"authorization"]
+    scope["headers"] = [*headers, (b"authorization", value.encode("latin-1"))]
+    return Request(scope)
+
+
+class CloudAgentsGraphQL(GraphQL[Context, None]):
+    """strawberry's ASGI app with the api's dependencies and authentication."""
+
+    def __init__(self, deps: Deps | None = None) -> None:
+        super().__init__(schema, graphql_ide=None)
+        self.deps = deps
+
+    async def _deps(self) -> Deps:
+        from cloudagents.bootstrap import get_deps
+
+        return self.deps or await get_deps("api")
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """HTTP requests authenticate first, as every api route does: 401 without a caller."""
+        if scope["type"] == "http":
+            from cloudagents.runtime.api import audit
+
+            deps = await self._deps()
+            request = Request(scope, receive)
+            try:
+                principal = await authenticate(request, deps.settings)
+            except AuthError as exc:
+                await audit(deps, request, None, "unauthenticated", exc.status, None, exc.reason)
+                await JSONResponse({"error": exc.reason}, status_code=exc.status)(
+                    scope, receive, send
+                )
+                return
+            scope.setdefault("state", {})[_PRINCIPAL] = principal
+        await super().__call__(scope, receive, send)
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        principal = request.scope.get("state", {}).get(_PRINCIPAL)
+        return Context(deps=await self._deps(), request=request, principal=principal)
+
+    async def on_ws_connect(self, context: Context) -> None:
+        from cloudagents.runtime.api import audit
+
+        assert isinstance(context.request, WebSocket)
+        request = _with_authorization(context.request, context.connection_params or {})
+        try:
+            context.principal = await authenticate(request, context.deps.settings)
+        except AuthError as exc:
+            await audit(
+                context.deps, request, None, "unauthenticated", exc.status, None, exc.reason
+            )
+            raise ConnectionRejectionError({"reason": exc.reason}) from exc
+
+
+def graphql_app(deps: Deps | None = None) -> CloudAgentsGraphQL:
+    """The ASGI app ``build_api_app`` mounts at ``/graphql``."""
+    return CloudAgentsGraphQL(deps)
