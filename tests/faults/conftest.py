@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,7 +53,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
     try:
         yield fault_stack
     finally:
-        fault_stack.stop()
+        try:
+            woken = fault_stack.woken_runs()
+            figures.record("suite", "runs recovered by a wake-up", len(woken))
+            figures.record(
+                "suite",
+                "wake-up recoveries by kind",
+                dict(
+                    Counter(
+                        s.split(" ")[1] + " " + s.split(" ")[2] for v in woken.values() for s in v
+                    )
+                ),
+            )
+        finally:
+            fault_stack.stop()
         signal.signal(signal.SIGTERM, previous)
 
 
