@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -206,3 +208,61 @@ def test_a_tool_that_never_returns_ends_the_run_at_its_timeout(stack: FaultStack
     assert result["exit"] == "ERROR"
     assert result["payload"]["reason"] == reason
     assert result["errors"] == [reason]
+
+
+LOCK_HOLDER = r"""
+import os
+from google.cloud import firestore
+db = firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
+transaction = db.transaction()
+transaction._begin()
+db.collection("agent_runs").document(os.environ["LOCKED_RUN"]).get(transaction=transaction)
+os._exit(0)  # dies holding the transaction's lock: no commit, no rollback
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_run_the_emulator_keeps_locked_finishes_late(stack: FaultStack) -> None:
+    """The Firestore emulator's lock stall, made on purpose: a client dies inside a transaction
+    that read the run document (as a SIGKILLed service does), and the emulator refuses every
+    write to that document for about a minute (`409 Transaction lock timeout`). The tool call's
+    result is saved on its own document, but taking it off the run's pending list fails, and no
+    redelivery is allowed here (the proxy abandons every 5xx): only the run's wake-ups can
+    finish it, once the lock is gone."""
+    agent_id = unique("lock").replace("-", "")
+    stack.register(one_tool_agent(agent_id, {"name": "hang", "arguments": {"seconds": 2}}))
+    run_id = unique("lock")
+    with proxied(stack, duplicate=False) as proxy:
+        proxy.max_redeliveries = 0
+        started = time.time()
+        stack.publish(stack.topic("intents"), stack.intent(run_id, agent_id, "wait"))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            calls = stack.sub(run_id, "tool_calls")
+            if calls and calls[0]["status"] == "running":
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the tool call never started")
+        env = {**os.environ, "LOCKED_RUN": run_id, "GOOGLE_CLOUD_PROJECT": stack.local.project}
+        subprocess.run([sys.executable, "-c", LOCK_HOLDER], env=env, check=True, timeout=60)
+        locked_at = time.time()
+        time.sleep(4)  # the tool has returned and met the lock
+        locked = stack.locked_documents(run_id)
+        docs = stack.wait_finished([run_id], 240, follow_handoffs=False)
+    finished_at = time.time()
+    woken = stack.woken_runs().get(run_id, [])
+    section = "liveness: emulator lock stall"
+    figures.record(section, "run document locked by a dead client's transaction", bool(locked))
+    figures.record(
+        section, "5xx abandoned by the proxy (no redelivery)", len(proxy.stats.abandoned)
+    )
+    figures.record(section, "what the wake-ups did", woken)
+    figures.record(
+        section,
+        "seconds from the lock to the end of the run / whole run",
+        f"{finished_at - locked_at:.1f} / {finished_at - started:.1f}",
+    )
+    assert locked, "the dead client's transaction did not lock the run document"
+    assert docs[run_id]["result"]["exit"] == "SATISFIED"
+    assert woken, "the run finished without a wake-up: the test did not stall it"
