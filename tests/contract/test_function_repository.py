@@ -212,13 +212,13 @@ async def test_racing_stores_keep_both_versions_and_end_on_one(
     function_repository: FunctionRepository,
 ) -> None:
     name = new_id("fn")
-    versions = [make_version(name, f"return {i}") for i in range(2)]
+    versions = [make_version(name, f"return {i}") for i in range(4)]
 
     async def store(version: FunctionVersion) -> None:
         await function_repository.save_version(version)
         await function_repository.point_alias(name, version.hash)
 
-    for _ in range(3):
+    for _ in range(2):
         await race([partial(store, v) for v in versions])
 
     for version in versions:
@@ -250,3 +250,21 @@ async def test_firestore_bounds_the_alias_history(
     assert alias.current == versions[-1].hash
     # Versions that fell out of the history are still stored.
     assert await repository.get_version(versions[0].hash) == versions[0]
+
+
+async def test_the_same_content_under_two_names_returns_the_first_saved(
+    function_repository: FunctionRepository,
+) -> None:
+    # The hash does not cover the name: the port's lookup by hash alone finds the first one.
+    first, second = new_id("fn"), new_id("fn")
+    code = f"def run():\n    # {first} {second}\n    return 1\n"
+    one = make_version(first, code=code, description="shared")
+    two = make_version(second, code=code, description="shared")
+    assert one.hash == two.hash
+    for version in (one, two):
+        await function_repository.save_version(version)
+        await function_repository.point_alias(version.name, version.hash)
+    assert await function_repository.get_version(one.hash) == one
+    alias = await function_repository.get_alias(second)
+    assert alias is not None
+    assert alias.current == one.hash
