@@ -68,7 +68,7 @@ from cloudagents.ports.observer import RunObserver
 from cloudagents.ports.stores import RunStore, StepCommit
 from cloudagents.runner import Agent
 from cloudagents.telemetry import current_traceparent, tracer
-from cloudagents.tools import Tool, ToolFunction, ToolRegistry, ToolResult
+from cloudagents.tools import Tool, ToolRegistry, ToolResult, ToolSource
 
 __all__ = [
     "Budget",
@@ -539,7 +539,7 @@ class DistributedAgent:
         project_id: str,
         workspace_topic: str,
         budget: Budget | Mapping[str, Any] | None = None,
-        tools: Mapping[str, Tool | ToolFunction] | list[Tool] | ToolRegistry | None = None,
+        tools: Mapping[str, ToolSource] | list[ToolSource] | ToolRegistry | None = None,
         *,
         guardrails: GuardrailConfig | Mapping[str, Any] | None = None,
         capabilities: tuple[str, ...] | list[str] = (),

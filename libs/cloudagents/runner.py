@@ -42,7 +42,7 @@ from cloudagents.engine.step import (
 from cloudagents.ports.budgets import CostLedger, RateLimiter
 from cloudagents.ports.model import ModelClient
 from cloudagents.ports.observer import RunObserver
-from cloudagents.tools import Tool, ToolFunction, ToolRegistry, ToolResult
+from cloudagents.tools import ToolRegistry, ToolResult, ToolSource
 
 Clock = Callable[[], datetime]
 
@@ -81,7 +81,7 @@ class Agent:
         self,
         definition: AgentDefinition,
         *,
-        tools: Mapping[str, Tool | ToolFunction] | list[Tool] | ToolRegistry | None = None,
+        tools: Mapping[str, ToolSource] | list[ToolSource] | ToolRegistry | None = None,
         model_client: ModelClient | None = None,
         cost_ledger: CostLedger | None = None,
         rate_limiter: RateLimiter | None = None,
@@ -134,10 +134,15 @@ class Agent:
                 result = await self._loop(run_id, agent, model, messages, progress, waiting)
         except TimeoutError:
             reason = f"timed out after {agent.timeout_seconds:g} s waiting for {waiting.what}"
-            result = waiting.progress.result(LoopExit.ERROR, {"reason": reason})
-            result = result.model_copy(update={"errors": [*result.errors, reason]})
+            result = waiting.progress.stopped(LoopExit.ERROR, reason)
         await self.observer.finished(run_id, result, messages)
         return result
+
+    def offered_tools(self, agent: AgentDefinition) -> list[str]:
+        """The tools offered to the model: the definition's, then every tool passed to this
+        ``Agent`` (passing a tool is enough; the services, whose tools come from modules, offer
+        only the definition's)."""
+        return list(dict.fromkeys([*agent.tools, *(t.name for t in self.tools)]))
 
     async def _loop(
         self,
@@ -149,30 +154,30 @@ class Agent:
         waiting: _Waiting,
     ) -> LoopResult:
         specs = self.tools.specs()
+        offer = self.offered_tools(agent)
         while True:
             waiting.progress = progress
             waiting.what = "the model"
             if stop := check_before_model_call(agent, progress, messages):
-                return progress.result(stop.exit, {"reason": stop.reason})
+                return progress.stopped(stop.exit, stop.reason)
             day = self.clock().date().isoformat()
             reserve = pricing.max_call_cost(agent.model, agent.generation.max_tokens)
             if agent.budget.max_daily_cost is not None:
                 spent = await self.cost_ledger.spent(agent.id, day)
                 if stop := check_daily_cost(agent, spent, reserve):
-                    return progress.result(stop.exit, {"reason": stop.reason})
+                    return progress.stopped(stop.exit, stop.reason)
             reservation = await self.cost_ledger.reserve(
                 agent.id, day, reserve, hold_seconds=reservation_hold_seconds(agent)
             )
             actual = 0.0
             try:
                 reply = await model(
-                    build_request(agent, messages, specs),
+                    build_request(agent, messages, specs, offer),
                     on_chunk=lambda text: self.observer.chunk(run_id, text),
                 )
                 actual = pricing.cost_of(agent.model, reply.usage)
             except ModelError as error:
-                progress.errors.append(str(error))
-                return progress.result(LoopExit.ERROR, {"reason": str(error)})
+                return progress.stopped(LoopExit.ERROR, str(error))
             finally:
                 await self.cost_ledger.settle(agent.id, day, reservation, actual)
             progress = account(progress, reply, actual)
@@ -183,9 +188,7 @@ class Agent:
                 case Finish(payload):
                     return progress.result(LoopExit.SATISFIED, payload)
                 case Stop(exit, reason):
-                    if exit is LoopExit.ERROR:
-                        progress.errors.append(reason)
-                    return progress.result(exit, {"reason": reason})
+                    return progress.stopped(exit, reason)
                 case HandOff(target):
                     payload = await self.observer.handoff(run_id, agent, target, messages)
                     return progress.result(LoopExit.HANDOFF, payload)
@@ -217,7 +220,7 @@ class Agent:
         return progress
 
     async def _call_tool(self, agent: AgentDefinition, call: ToolCall) -> ToolResult:
-        if call.name not in agent.tools:
+        if call.name not in agent.tools and call.name not in self.tools:
             return ToolResult(f"tool {call.name!r} is not available to this agent", is_error=True)
         limit = agent.budget.max_tools_per_minute
         if limit is not None:

@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, get_type_hints, overload
+from typing import Any, Protocol, cast, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.fields import FieldInfo
@@ -223,6 +223,43 @@ def tool(
     return wrap(function) if function is not None else wrap
 
 
+class ToolLike(Protocol):
+    """The shape of seed 000's own ``Tool`` class, defined in the user's code."""
+
+    name: str
+    function: Callable[..., Any]
+    risk_level: str
+
+
+ToolSource = Tool | ToolFunction | ToolLike
+"""What ``tools=`` accepts per entry: a ``Tool``, a plain function, or a seed-000-style tool."""
+
+
+def as_tool(item: object, name: str | None = None) -> Tool:
+    """A cloudagents ``Tool`` from a ``Tool``, a plain function, or any object shaped like seed
+    000's own little ``Tool`` class (a ``function`` attribute, optional ``name``, ``risk_level``
+    and ``description``). ``name`` (the mapping key) names it when the object has no name."""
+    if isinstance(item, Tool):
+        return item
+    function = getattr(item, "function", None)
+    if callable(function) and not inspect.isroutine(item):
+        own_name = getattr(item, "name", None)
+        risk = getattr(item, "risk_level", None) or "low"
+        description = getattr(item, "description", None)
+        return Tool(
+            own_name if isinstance(own_name, str) and own_name else (name or function.__name__),
+            function,
+            cast(RiskLevel, risk),
+            description=description if isinstance(description, str) else None,
+        )
+    if callable(item):
+        return Tool(name or str(getattr(item, "__name__", "tool")), item)
+    raise TypeError(
+        f"not a tool: {item!r} (expected a Tool, a function, or an object with a "
+        "callable `function` attribute)"
+    )
+
+
 class ToolRegistry:
     """Tools by name. The services build one per process from ``CLOUDAGENTS_TOOL_MODULES``."""
 
@@ -233,22 +270,23 @@ class ToolRegistry:
 
     @classmethod
     def from_mapping(
-        cls, tools: Mapping[str, Tool | ToolFunction] | Iterable[Tool] | None
+        cls, tools: Mapping[str, ToolSource] | Iterable[ToolSource] | None
     ) -> ToolRegistry:
-        """Accept seed 000's ``{"name": Tool(...)}``, a list of tools, or plain functions."""
+        """Accept seed 000's ``{"name": Tool(...)}`` (its own ``Tool`` class or ours), a list of
+        tools, or plain functions."""
         registry = cls()
         if tools is None:
             return registry
         if isinstance(tools, Mapping):
             for key, value in tools.items():
-                registry.register(value if isinstance(value, Tool) else Tool(key, value))
+                registry.register(as_tool(value, key))
         else:
             for value in tools:
                 registry.register(value)
         return registry
 
-    def register(self, item: Tool | ToolFunction) -> Tool:
-        registered = item if isinstance(item, Tool) else Tool(item.__name__, item)
+    def register(self, item: ToolSource) -> Tool:
+        registered = as_tool(item)
         existing = self._tools.get(registered.name)
         if existing is not None and existing.function is not registered.function:
             raise ValueError(f"a different tool named {registered.name!r} is already registered")

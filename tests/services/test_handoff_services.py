@@ -54,6 +54,7 @@ async def test_handoff_is_claimed_by_the_capable_agent_with_the_source_context(
     await pump.run()
     source = (await api.get(f"/runs/{source_id}")).json()
     assert source["result"]["exit"] == "HANDOFF"
+    assert source["result"]["errors"] == []  # a handoff is not an error
     offer_id = source["result"]["payload"]["offer_id"]
     offer = (await api.get(f"/handoffs/{offer_id}")).json()
     assert offer["status"] == "claimed" and offer["claimed_by_agent"] == "ocr-bot"

@@ -127,8 +127,26 @@ async def test_guardrail_block_and_token_budget_via_services(stack: Stack) -> No
     assert (
         blocked_run["result"]["payload"]["reason"] == "user input matches blocked pattern 'secret'"
     )
+    assert blocked_run["result"]["errors"] == [blocked_run["result"]["payload"]["reason"]]
+    assert blocked_run["progress"]["errors"] == blocked_run["result"]["errors"]
     tight_run = (await api.get(f"/runs/{tight['run_id']}")).json()
     assert tight_run["result"]["exit"] == "BUDGET_EXCEEDED"
+    assert tight_run["result"]["errors"] == [tight_run["result"]["payload"]["reason"]]
+    assert "max_tokens_per_run=5" in tight_run["result"]["errors"][0]
+
+
+async def test_max_iters_via_services_lists_its_reason_in_errors(stack: Stack) -> None:
+    clients, pump = stack
+    api = clients["api"]
+    await api.post("/agents", json=scripted_agent("short", budget={"max_iterations": 1}))
+    run_id = (await api.post("/runs", json={"agent_id": "short", "message": "6*7"})).json()[
+        "run_id"
+    ]
+    await pump.run()
+    run = (await api.get(f"/runs/{run_id}")).json()
+    assert run["result"]["exit"] == "MAX_ITERS"
+    assert run["result"]["errors"] == ["reached max_iterations=1"]
+    assert run["result"]["payload"]["reason"] == "reached max_iterations=1"
 
 
 async def test_api_errors_are_clear(stack: Stack) -> None:
@@ -155,6 +173,7 @@ async def test_cancel_makes_in_flight_steps_stale(stack: Stack) -> None:
     await pump.run()
     run = (await api.get(f"/runs/{run_id}")).json()
     assert run["result"]["exit"] == "CANCELLED"
+    assert run["result"]["errors"] == [run["result"]["payload"]["reason"]]
 
 
 async def test_dead_letter_show_and_replay(stack: Stack) -> None:

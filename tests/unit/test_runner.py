@@ -85,6 +85,7 @@ async def test_max_iters() -> None:
     assert result.exit is LoopExit.MAX_ITERS
     assert result.iterations == 3 and result.tool_calls == 3
     assert "max_iterations=3" in str(result.payload["reason"])
+    assert result.errors == [result.payload["reason"]]
 
 
 async def test_error_after_retries_with_cause() -> None:
@@ -114,6 +115,7 @@ async def test_guardrail_block_on_input_passed_at_run_time() -> None:
     )
     assert result.exit is LoopExit.GUARDRAIL_BLOCK
     assert result.payload["reason"] == "user input matches blocked pattern 'illegal'"
+    assert result.errors == ["user input matches blocked pattern 'illegal'"]
     assert result.iterations == 0
 
 
@@ -122,6 +124,7 @@ async def test_guardrail_block_on_risky_tool() -> None:
     result = await agent.run("add")
     assert result.exit is LoopExit.GUARDRAIL_BLOCK
     assert "risk 'high'" in str(result.payload["reason"])
+    assert result.errors == [result.payload["reason"]]
     assert result.tool_calls == 0
 
 
@@ -130,6 +133,7 @@ async def test_handoff_without_a_broker_returns_the_target() -> None:
     result = await Agent(scripted(turn)).run("read this scan")
     assert result.exit is LoopExit.HANDOFF
     assert result.payload["handoff_target"]["required_capabilities"] == ["ocr"]  # type: ignore[index]
+    assert result.errors == []  # a handoff passes the work on; it is not an error
 
 
 async def test_token_budget_exceeded() -> None:
@@ -137,6 +141,8 @@ async def test_token_budget_exceeded() -> None:
     result = await agent.run("add")
     assert result.exit is LoopExit.BUDGET_EXCEEDED
     assert result.total_tokens == 60  # two calls of 30: the second pushed it over
+    assert result.errors == ["used 60 tokens, max_tokens_per_run=50"]
+    assert result.payload == {"reason": result.errors[0]}
 
 
 async def test_daily_cost_cap_is_shared_by_runs_of_the_agent() -> None:
@@ -154,8 +160,12 @@ async def test_daily_cost_cap_is_shared_by_runs_of_the_agent() -> None:
     )
     ledger = InMemoryCostLedger()
     agent = Agent(definition, cost_ledger=ledger)
-    exits = [(await agent.run("hi")).exit for _ in range(3)]
+    results = [await agent.run("hi") for _ in range(3)]
+    exits = [r.exit for r in results]
     assert exits == [LoopExit.SATISFIED, LoopExit.SATISFIED, LoopExit.BUDGET_EXCEEDED]
+    assert [r.errors for r in results[:2]] == [[], []]
+    assert results[2].errors == [results[2].payload["reason"]]
+    assert "daily cost cap" in results[2].errors[0]
     day = datetime.now(UTC).date().isoformat()
     assert await ledger.spent("calc", day) == pytest.approx(2.0)
 
@@ -316,3 +326,147 @@ async def test_in_process_run_times_out_with_what_it_waited_for() -> None:
     assert result.payload == {"reason": reason}
     assert result.errors == [reason]
     assert (result.iterations, result.tool_calls) == (1, 0)
+
+
+async def test_error_reason_is_listed_once() -> None:
+    bad = {"content": "x", "fail_with": "auth", "fail_times": 1}
+    result = await Agent(scripted(bad)).run("hi")
+    assert result.errors == [result.payload["reason"]]
+
+
+class SeedTool:
+    """Seed 000's own ``Tool`` class, verbatim (as a user would write it)."""
+
+    def __init__(self, name, function, risk_level="low"):  # type: ignore[no-untyped-def]
+        self.name = name
+        self.function = function
+        self.risk_level = risk_level
+
+    def to_mcp_format(self):  # type: ignore[no-untyped-def]
+        return {"name": self.name, "risk_level": self.risk_level}
+
+
+def my_calc_function(a: int, b: int) -> int:
+    """Multiply two numbers."""
+    return a * b
+
+
+async def test_the_seeds_own_tool_class_is_accepted() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def llm_client(request: dict[str, Any]) -> dict[str, Any]:
+        seen.append(request)
+        if len(seen) == 1:
+            call = {"name": "calculator", "arguments": {"a": 6, "b": 7}}
+            return {"tool_calls": [call], "usage": {"total_tokens": 10}}
+        return {"done": True, "content": "42", "usage": {"total_tokens": 10}}
+
+    definition = AgentDefinition(
+        id="calc",
+        instructions="You calculate.",
+        model={"provider": "callable", "name": "gpt-4"},  # type: ignore[arg-type]
+    )
+    tools = {"calculator": SeedTool("calculator", my_calc_function, "low")}
+    recorder = Recorder()
+    agent = Agent(definition, tools=tools, observer=recorder)
+    registered = agent.tools.get("calculator")
+    assert registered is not None and registered.risk_level == "low"
+    assert registered.to_mcp_format()["name"] == "calculator"
+    result = await agent.run("6*7?", context={"llm_client": llm_client})
+    assert result.exit is LoopExit.SATISFIED and result.errors == []
+    assert recorder.tools == [("calculator", 42)]
+    assert [t["function"]["name"] for t in seen[0]["tools"]] == ["calculator"]
+
+
+async def test_the_seeds_tool_keeps_its_risk_level_and_the_key_names_a_nameless_one() -> None:
+    from cloudagents.tools import ToolRegistry
+
+    nameless = SeedTool(None, my_calc_function, "high")
+    registry = ToolRegistry.from_mapping({"multiply": nameless})
+    found = registry.get("multiply")
+    assert found is not None and found.risk_level == "high"
+    agent = Agent(scripted(TOOL_TURN, tools=[]), tools={"add": SeedTool("add", add, "high")})
+    result = await agent.run("add")
+    assert result.exit is LoopExit.GUARDRAIL_BLOCK and "risk 'high'" in result.errors[0]
+    with pytest.raises(ValueError, match="risk_level"):
+        ToolRegistry.from_mapping({"x": SeedTool("x", add, "extreme")})
+
+
+async def test_a_passed_tool_is_offered_without_listing_it_in_the_definition() -> None:
+    recorder = Recorder()
+    definition = scripted(TOOL_TURN, FINAL_TURN, tools=[])
+    result = await Agent(definition, tools={"add": add}, observer=recorder).run("2+2?")
+    assert result.exit is LoopExit.SATISFIED and result.errors == []
+    assert recorder.tools == [("add", 4)]
+
+
+async def test_offered_tools_are_the_definitions_then_the_passed_ones() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def llm_client(request: dict[str, Any]) -> dict[str, Any]:
+        seen.append(request)
+        return {"done": True, "content": "ok"}
+
+    def sub(a: int, b: int) -> int:
+        """Subtract."""
+        return a - b
+
+    definition = AgentDefinition(
+        id="calc",
+        instructions="x",
+        model={"provider": "callable", "name": "m"},  # type: ignore[arg-type]
+        tools=["sub"],
+    )
+    agent = Agent(definition, tools=[Tool("add", add), Tool("sub", sub)])
+    await agent.run("hi", context={"llm_client": llm_client})
+    assert [t["function"]["name"] for t in seen[0]["tools"]] == ["sub", "add"]
+
+
+def test_distributed_agent_accepts_the_seeds_tool_class() -> None:
+    from cloudagents.gcp import DistributedAgent
+
+    agent = DistributedAgent(
+        agent_id="calc",
+        instructions="You calculate.",
+        model="gpt-4",
+        project_id="demo-project",
+        workspace_topic="demo",
+        tools={"calculator": SeedTool("calculator", my_calc_function, "medium")},
+    )
+    assert agent.definition.tools == ["calculator"]
+    registered = agent.tools.get("calculator")
+    assert registered is not None and registered.risk_level == "medium"
+    assert registered.function is my_calc_function
+
+
+@pytest.mark.parametrize(
+    ("turns", "overrides", "exit"),
+    [
+        ((TOOL_TURN,), {"budget": {"max_iterations": 1}}, LoopExit.MAX_ITERS),
+        ((TOOL_TURN,), {"budget": {"max_tokens_per_run": 10}}, LoopExit.BUDGET_EXCEEDED),
+        ((FINAL_TURN,), {"guardrails": {"blocked_patterns": ["go"]}}, LoopExit.GUARDRAIL_BLOCK),
+        (({"content": "x", "fail_with": "auth", "fail_times": 1},), {}, LoopExit.ERROR),
+    ],
+)
+async def test_the_gcp_observer_stores_the_reason_in_errors(
+    turns: tuple[dict[str, Any], ...], overrides: dict[str, Any], exit: LoopExit
+) -> None:
+    from cloudagents.adapters.memory.messaging import InMemoryBlobStore, InMemoryEventBus
+    from cloudagents.adapters.memory.stores import InMemoryRunStore
+    from cloudagents.gcp import GcpRunObserver, WorkspaceResources
+
+    runs = InMemoryRunStore()
+    observer = GcpRunObserver(
+        runs,
+        InMemoryEventBus(),
+        InMemoryBlobStore(),
+        WorkspaceResources.for_workspace("demo-project", "demo"),
+    )
+    agent = Agent(scripted(*turns, **overrides), tools=[Tool("add", add)], observer=observer)
+    result = await agent.run("go", run_id="run-1")
+    assert result.exit is exit
+    assert result.errors == [result.payload["reason"]]
+    stored = await runs.get_run("run-1")
+    assert stored is not None and stored.result is not None
+    assert stored.result.errors == result.errors
+    assert stored.progress.errors == result.errors

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -135,3 +135,26 @@ def test_var_args_are_refused() -> None:
 
     with pytest.raises(TypeError, match="cannot be described"):
         Tool("varargs", varargs)
+
+
+def test_register_accepts_an_object_shaped_like_the_seeds_tool() -> None:
+    class SeedShaped:
+        def __init__(self, name: str, function: Any, risk_level: str = "low") -> None:
+            self.name = name
+            self.function = function
+            self.risk_level = risk_level
+
+    def double(x: int) -> int:
+        """Double it."""
+        return 2 * x
+
+    registry = ToolRegistry()
+    registered = registry.register(SeedShaped("doubler", double, "medium"))
+    assert (registered.name, registered.risk_level, registered.description) == (
+        "doubler",
+        "medium",
+        "Double it.",
+    )
+    assert "doubler" in registry
+    with pytest.raises(TypeError, match="not a tool"):
+        ToolRegistry.from_mapping({"x": 42})  # type: ignore[dict-item]

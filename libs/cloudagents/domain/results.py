@@ -53,3 +53,19 @@ class RunProgress(Model):
             errors=list(self.errors),
             cost_usd=round(self.cost_usd, 8),
         )
+
+    def with_reason(self, exit: LoopExit, reason: str) -> RunProgress:
+        """These counters with ``reason`` among the errors when ``exit`` is a failure.
+
+        Every exit but ``SATISFIED`` and ``HANDOFF`` is one (seed 000: "check ``result.errors``
+        for diagnostics"); a handoff is the run passing its work on, not an error. A reason
+        already listed is not added again.
+        """
+        if exit in (LoopExit.SATISFIED, LoopExit.HANDOFF) or reason in self.errors:
+            return self
+        return self.model_copy(update={"errors": [*self.errors, reason]})
+
+    def stopped(self, exit: LoopExit, reason: str) -> LoopResult:
+        """The result of a run that stopped with ``exit`` for ``reason``: the reason is in
+        ``payload["reason"]`` and, unless the exit is a handoff, in ``errors``."""
+        return self.with_reason(exit, reason).result(exit, {"reason": reason})

@@ -8,7 +8,7 @@ cloud.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, assert_never
 
@@ -77,10 +77,15 @@ def initial_messages(
 
 
 def build_request(
-    agent: AgentDefinition, messages: list[Message], tools: Mapping[str, ToolSpec]
+    agent: AgentDefinition,
+    messages: list[Message],
+    tools: Mapping[str, ToolSpec],
+    offer: Sequence[str] | None = None,
 ) -> ModelRequest:
-    """The model request for the next step: the agent's declared tools that are registered."""
-    specs = [tools[name] for name in agent.tools if name in tools]
+    """The model request for the next step: the tools named in ``offer`` (by default the agent's
+    declared tools) that are registered, in that order."""
+    names = agent.tools if offer is None else offer
+    specs = [tools[name] for name in dict.fromkeys(names) if name in tools]
     return ModelRequest(
         model=agent.model.name, messages=messages, tools=specs, generation=agent.generation
     )

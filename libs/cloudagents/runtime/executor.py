@@ -516,10 +516,8 @@ class RunExecutor:
         stop: Stop,
         interaction: Interaction | None = None,
     ) -> tuple[StepCommit, str]:
-        errors = progress.errors
-        if stop.exit in (LoopExit.ERROR,) and stop.reason not in errors:
-            errors = [*errors, stop.reason]
-        progress = progress.model_copy(update={"errors": errors})
+        # Every stop's reason is also in ``errors`` (and on the stored progress), once.
+        progress = progress.with_reason(stop.exit, stop.reason)
         result = progress.result(stop.exit, {"reason": stop.reason})
         return self._plan_finish(run, progress, new_messages, result, interaction)
 

@@ -380,7 +380,7 @@ class FirestoreRunStore:
             run = RunRecord.model_validate(from_doc(snap.to_dict()))
             if run.finished:
                 return run
-            result = run.progress.result(LoopExit.CANCELLED, {"reason": reason})
+            result = run.progress.stopped(LoopExit.CANCELLED, reason)
             cancelled = run.model_copy(
                 update={
                     "seq": run.seq + 1,

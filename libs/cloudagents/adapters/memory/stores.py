@@ -221,7 +221,7 @@ class InMemoryRunStore:
             if run is None:
                 return None
             if not run.finished:
-                result = run.progress.result(LoopExit.CANCELLED, {"reason": reason})
+                result = run.progress.stopped(LoopExit.CANCELLED, reason)
                 run = run.model_copy(
                     update={
                         "seq": run.seq + 1,
