@@ -264,7 +264,12 @@ async def test_graphql_subscription_streams_in_order_and_leaves_the_hub_on_disco
     await carrying
     stored = await stored_events(clients["api"], run_id)
     assert [e["id"] for e in received] == [e["id"] for e in stored[: len(received)]]
-    assert [e["eventType"] for e in received][:2] == ["tool_call", "tool_result"]
+    assert [e["eventType"] for e in received][:4] == [
+        "thinking",
+        "tool_call",
+        "thinking",
+        "tool_result",
+    ]
     assert all(e["executionId"] == run_id for e in received)
     # the whole run, after the fact, over a token in the payload: it ends with the run
     async with GraphQLSession(app) as session:

@@ -16,10 +16,21 @@ from functions_framework.aio import create_asgi_app
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from cloudagents.domain.events import ThinkingStatus, ToolCallEvent, ToolResultEvent
+from cloudagents.domain.events import (
+    RUN_EVENT_ADAPTER,
+    ThinkingStatus,
+    ToolCallEvent,
+    ToolResultEvent,
+)
 from cloudagents.domain.runs import RunRecord
 from cloudagents.runtime.executor import _ChunkBatcher
-from cloudagents.runtime.streaming import ASGIApp, RunEventFollower, build_api_app
+from cloudagents.runtime.graphql import AgentStreamEvent
+from cloudagents.runtime.streaming import (
+    ASGIApp,
+    RunEventFollower,
+    agent_stream_json,
+    build_api_app,
+)
 from tests.services.conftest import TOKEN, Pump, scripted_agent
 
 Stack = tuple[dict[str, httpx.AsyncClient], Pump]
@@ -180,7 +191,8 @@ async def test_sse_streams_a_run_live_from_start_to_completed(
     assert status_at_first_chunk[0] != "finished" and status_at_first_chunk[1] is None
     assert received == await stored_events(clients["api"], run_id)
     kinds = [e["type"] for e in received]
-    assert kinds[:2] == ["tool_call", "tool_result"] and kinds[-1] == "completed"
+    assert kinds[:5] == ["thinking", "tool_call", "thinking", "tool_result", "thinking"]
+    assert kinds[-1] == "completed"
     chunks = [e["chunk"] for e in received if e["type"] == "content_chunk"]
     assert "".join(chunks) == REPLY
     assert 2 <= len(chunks) < len(REPLY) / 16  # batched by time: several events, fewer than pieces
@@ -316,6 +328,73 @@ async def test_chunks_flush_at_400_characters_or_after_a_quarter_second(stack: S
         ("000003-a0001", "early late"),
         ("000003-a0002", "tail"),
     ]
+
+
+async def test_a_thinking_status_takes_the_next_phase_a_id_and_chunks_follow_it(
+    stack: Stack,
+) -> None:
+    _, pump = stack
+    batcher = _ChunkBatcher(pump.deps, "thinking-run", 2)
+    await batcher.status("calling model m")
+    await batcher.add("x" * 400)
+    await batcher.add("tail")
+    await batcher.status("again")  # flushes what is buffered first
+    await batcher.flush()
+    events = await pump.deps.runs.events("thinking-run")
+    assert [(e.id, e.type) for e in events] == [
+        ("000002-a0000", "thinking"),
+        ("000002-a0001", "content_chunk"),
+        ("000002-a0002", "content_chunk"),
+        ("000002-a0003", "thinking"),
+    ]
+
+
+async def test_a_run_with_a_tool_call_says_what_it_is_doing_and_completes_with_tokens(
+    stack: Stack,
+) -> None:
+    clients, pump = stack
+    agent = scripted_agent(
+        model={
+            "provider": "scripted",
+            "name": "scripted-tokens",
+            "script": [
+                {
+                    "tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}],
+                    "total_tokens": 30,
+                },
+                {"content": "6*7 = 42", "total_tokens": 21},
+            ],
+        }
+    )
+    assert (await clients["api"].post("/agents", json=agent)).status_code == 201
+    started = await clients["api"].post("/runs", json={"agent_id": "calc", "message": "6*7?"})
+    run_id = started.json()["run_id"]
+    await pump.run()
+    events = await stored_events(clients["api"], run_id)
+    assert [(e["id"], e["type"], e.get("status")) for e in events] == [
+        ("000000-a0000", "thinking", "calling model scripted-tokens"),
+        ("000000-b0000", "tool_call", None),
+        ("000000-b0001", "thinking", "running tools: calculator#0"),
+        ("000000-c0000", "tool_result", None),
+        ("000001-a0000", "thinking", "calling model scripted-tokens"),
+        ("000001-a0001", "content_chunk", None),
+        ("000001-b0000", "completed", None),
+    ]
+    completed = events[-1]
+    # the scripted model splits each turn's total in half: 15 + 15, then 10 + 11
+    assert (completed["prompt_tokens"], completed["completion_tokens"]) == (25, 26)
+    assert completed["total_tokens"] == 51
+    event = RUN_EVENT_ADAPTER.validate_python(completed)
+    assert agent_stream_json(event)["usage"] == {
+        "prompt_tokens": 25,
+        "completion_tokens": 26,
+        "total_tokens": 51,
+    }
+    view = AgentStreamEvent.of(event)
+    assert (view.prompt_tokens, view.completion_tokens, view.total_tokens) == (25, 26, 51)
+    thinking = RUN_EVENT_ADAPTER.validate_python(events[0])
+    assert agent_stream_json(thinking)["status"] == "calling model scripted-tokens"
+    assert AgentStreamEvent.of(thinking).total_tokens is None
 
 
 # ---- WebSocket -------------------------------------------------------------------------------
