@@ -16,6 +16,7 @@ from functions_framework.aio import create_asgi_app
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from cloudagents.adapters.memory.stores import InMemoryAuditStore
 from cloudagents.domain.events import (
     RUN_EVENT_ADAPTER,
     ThinkingStatus,
@@ -31,7 +32,7 @@ from cloudagents.runtime.streaming import (
     agent_stream_json,
     build_api_app,
 )
-from tests.services.conftest import TOKEN, Pump, scripted_agent
+from tests.services.conftest import OUTSIDER_TOKEN, TOKEN, Pump, scripted_agent
 
 Stack = tuple[dict[str, httpx.AsyncClient], Pump]
 ROOT = Path(__file__).resolve().parents[2]
@@ -395,6 +396,67 @@ async def test_a_run_with_a_tool_call_says_what_it_is_doing_and_completes_with_t
     thinking = RUN_EVENT_ADAPTER.validate_python(events[0])
     assert agent_stream_json(thinking)["status"] == "calling model scripted-tokens"
     assert AgentStreamEvent.of(thinking).total_tokens is None
+
+
+# ---- ?token= on the SSE routes (EventSource cannot set headers) ------------------------------
+
+
+@pytest.fixture
+def anonymous_api(stack: Stack) -> httpx.AsyncClient:
+    app = create_asgi_app("api", str(API_SOURCE))
+    return httpx.AsyncClient(
+        transport=StreamingASGITransport(app), base_url="http://svc", timeout=20.0
+    )
+
+
+async def finished_run(stack: Stack) -> str:
+    clients, pump = stack
+    assert (await clients["api"].post("/agents", json=scripted_agent())).status_code == 201
+    started = await clients["api"].post("/runs", json={"agent_id": "calc", "message": "6*7?"})
+    await pump.run()
+    return str(started.json()["run_id"])
+
+
+async def test_sse_routes_accept_the_token_in_the_query_and_never_log_it(
+    stack: Stack, anonymous_api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_id = await finished_run(stack)
+    stored = await stored_events(stack[0]["api"], run_id)
+    for path, token in [
+        (f"/agent-stream/{run_id}", TOKEN),
+        (f"/runs/{run_id}/events/stream", OUTSIDER_TOKEN),  # any api principal, as with a header
+    ]:
+        async with anonymous_api.stream("GET", path, params={"token": token}) as response:
+            assert response.status_code == 200
+            received = [data async for _, _, data in sse_events(response)]
+        assert [e["id"] for e in received] == [e["id"] for e in stored]
+    audit = stack[1].deps.audit
+    assert isinstance(audit, InMemoryAuditStore)
+    server_logs = [r.getMessage() for r in caplog.records if r.name.startswith("cloudagents")]
+    for text in [*server_logs, *(r.model_dump_json() for r in audit.records)]:
+        assert TOKEN not in text and OUTSIDER_TOKEN not in text
+
+
+async def test_query_tokens_are_refused_when_wrong_or_off_the_sse_routes(
+    stack: Stack, anonymous_api: httpx.AsyncClient
+) -> None:
+    run_id = await finished_run(stack)
+    refused = [
+        ("GET", f"/agent-stream/{run_id}", "wrong-token-0123456789abcdef"),
+        ("GET", f"/runs/{run_id}/events/stream", ""),
+        ("GET", f"/runs/{run_id}", TOKEN),
+        ("GET", f"/runs/{run_id}/events", TOKEN),
+        ("GET", "/runs", TOKEN),
+        ("POST", f"/runs/{run_id}/cancel", TOKEN),
+    ]
+    for method, path, token in refused:
+        response = await anonymous_api.request(method, path, params={"token": token})
+        assert response.status_code == 401, (method, path)
+    audit = stack[1].deps.audit
+    assert isinstance(audit, InMemoryAuditStore)
+    unauthenticated = [r for r in audit.records if r.outcome == "unauthenticated"]
+    assert len(unauthenticated) == len(refused)
+    assert all("token" not in r.action and TOKEN not in r.reason for r in unauthenticated)
 
 
 # ---- WebSocket -------------------------------------------------------------------------------
