@@ -421,7 +421,9 @@ async def test_openapi_lists_the_new_http_paths_and_graphql_refuses_bad_bodies_w
         headers={"Authorization": f"Bearer {TOKEN}"},
     )
     paths = (await http.get("/openapi.json")).json()["paths"]
-    assert {"/agent-stream/{run_id}", "/graphql"} <= set(paths)
+    assert {"/agent-stream/{run_id}", "/graphql", "/runs/{run_id}/events/ws"} <= set(paths)
+    for path in ("/agent-stream/{run_id}", "/runs/{run_id}/events/stream"):
+        assert "token" in {p["name"] for p in paths[path]["get"]["parameters"]}
     for body in (b"not json", b"[]", b'{"query": 5}', b'{"query": "{ nope }"}'):
         response = await http.post(
             "/graphql", content=body, headers={"Content-Type": "application/json"}
