@@ -43,4 +43,4 @@ EXPOSE 8080
 # Cloud Run sets PORT; SERVICE is set per service by Terraform (one image, five entry points).
 # The api runs the same functions-framework app through uvicorn's factory, which adds the
 # WebSocket route (functions-framework's own server routes HTTP only).
-ENTRYPOINT ["/bin/sh", "-c", "if [ \"${SERVICE}\" = api ]; then exec uvicorn --factory --app-dir services/api main:asgi_app --host 0.0.0.0 --port \"${PORT:-8080}\"; fi; exec functions-framework --source \"services/${SERVICE:?set SERVICE to api, run_executor, tool_invoker, handoff_broker or context_snapshotter}/main.py\" --target \"${SERVICE}\" --asgi --port \"${PORT:-8080}\""]
+ENTRYPOINT ["/bin/sh", "-c", "if [ \"${SERVICE}\" = api ]; then exec uvicorn --factory --no-access-log --app-dir services/api main:asgi_app --host 0.0.0.0 --port \"${PORT:-8080}\"; fi; exec functions-framework --source \"services/${SERVICE:?set SERVICE to api, run_executor, tool_invoker, handoff_broker or context_snapshotter}/main.py\" --target \"${SERVICE}\" --asgi --port \"${PORT:-8080}\""]

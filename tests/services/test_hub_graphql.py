@@ -264,7 +264,12 @@ async def test_graphql_subscription_streams_in_order_and_leaves_the_hub_on_disco
     await carrying
     stored = await stored_events(clients["api"], run_id)
     assert [e["id"] for e in received] == [e["id"] for e in stored[: len(received)]]
-    assert [e["eventType"] for e in received][:2] == ["tool_call", "tool_result"]
+    assert [e["eventType"] for e in received][:4] == [
+        "thinking",
+        "tool_call",
+        "thinking",
+        "tool_result",
+    ]
     assert all(e["executionId"] == run_id for e in received)
     # the whole run, after the fact, over a token in the payload: it ends with the run
     async with GraphQLSession(app) as session:
@@ -416,7 +421,9 @@ async def test_openapi_lists_the_new_http_paths_and_graphql_refuses_bad_bodies_w
         headers={"Authorization": f"Bearer {TOKEN}"},
     )
     paths = (await http.get("/openapi.json")).json()["paths"]
-    assert {"/agent-stream/{run_id}", "/graphql"} <= set(paths)
+    assert {"/agent-stream/{run_id}", "/graphql", "/runs/{run_id}/events/ws"} <= set(paths)
+    for path in ("/agent-stream/{run_id}", "/runs/{run_id}/events/stream"):
+        assert "token" in {p["name"] for p in paths[path]["get"]["parameters"]}
     for body in (b"not json", b"[]", b'{"query": 5}', b'{"query": "{ nope }"}'):
         response = await http.post(
             "/graphql", content=body, headers={"Content-Type": "application/json"}

@@ -36,7 +36,15 @@ async def test_run_over_http_finishes_satisfied_with_a_tool_call(stack: Stack) -
     assert [m["role"] for m in transcript] == ["system", "user", "assistant", "tool", "assistant"]
     assert transcript[3]["content"] == "42"
     events = (await api.get(f"/runs/{run_id}/events")).json()["events"]
-    assert [e["type"] for e in events] == ["tool_call", "tool_result", "content_chunk", "completed"]
+    assert [e["type"] for e in events] == [
+        "thinking",
+        "tool_call",
+        "thinking",
+        "tool_result",
+        "thinking",
+        "content_chunk",
+        "completed",
+    ]
     assert all(status == 200 for _, status, _ in pump.responses)
 
 

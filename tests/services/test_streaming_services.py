@@ -16,11 +16,23 @@ from functions_framework.aio import create_asgi_app
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from cloudagents.domain.events import ThinkingStatus, ToolCallEvent, ToolResultEvent
+from cloudagents.adapters.memory.stores import InMemoryAuditStore
+from cloudagents.domain.events import (
+    RUN_EVENT_ADAPTER,
+    ThinkingStatus,
+    ToolCallEvent,
+    ToolResultEvent,
+)
 from cloudagents.domain.runs import RunRecord
 from cloudagents.runtime.executor import _ChunkBatcher
-from cloudagents.runtime.streaming import ASGIApp, RunEventFollower, build_api_app
-from tests.services.conftest import TOKEN, Pump, scripted_agent
+from cloudagents.runtime.graphql import AgentStreamEvent
+from cloudagents.runtime.streaming import (
+    ASGIApp,
+    RunEventFollower,
+    agent_stream_json,
+    build_api_app,
+)
+from tests.services.conftest import OUTSIDER_TOKEN, TOKEN, Pump, scripted_agent
 
 Stack = tuple[dict[str, httpx.AsyncClient], Pump]
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,7 +192,8 @@ async def test_sse_streams_a_run_live_from_start_to_completed(
     assert status_at_first_chunk[0] != "finished" and status_at_first_chunk[1] is None
     assert received == await stored_events(clients["api"], run_id)
     kinds = [e["type"] for e in received]
-    assert kinds[:2] == ["tool_call", "tool_result"] and kinds[-1] == "completed"
+    assert kinds[:5] == ["thinking", "tool_call", "thinking", "tool_result", "thinking"]
+    assert kinds[-1] == "completed"
     chunks = [e["chunk"] for e in received if e["type"] == "content_chunk"]
     assert "".join(chunks) == REPLY
     assert 2 <= len(chunks) < len(REPLY) / 16  # batched by time: several events, fewer than pieces
@@ -316,6 +329,134 @@ async def test_chunks_flush_at_400_characters_or_after_a_quarter_second(stack: S
         ("000003-a0001", "early late"),
         ("000003-a0002", "tail"),
     ]
+
+
+async def test_a_thinking_status_takes_the_next_phase_a_id_and_chunks_follow_it(
+    stack: Stack,
+) -> None:
+    _, pump = stack
+    batcher = _ChunkBatcher(pump.deps, "thinking-run", 2)
+    await batcher.status("calling model m")
+    await batcher.add("x" * 400)
+    await batcher.add("tail")
+    await batcher.status("again")  # flushes what is buffered first
+    await batcher.flush()
+    events = await pump.deps.runs.events("thinking-run")
+    assert [(e.id, e.type) for e in events] == [
+        ("000002-a0000", "thinking"),
+        ("000002-a0001", "content_chunk"),
+        ("000002-a0002", "content_chunk"),
+        ("000002-a0003", "thinking"),
+    ]
+
+
+async def test_a_run_with_a_tool_call_says_what_it_is_doing_and_completes_with_tokens(
+    stack: Stack,
+) -> None:
+    clients, pump = stack
+    agent = scripted_agent(
+        model={
+            "provider": "scripted",
+            "name": "scripted-tokens",
+            "script": [
+                {
+                    "tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}],
+                    "total_tokens": 30,
+                },
+                {"content": "6*7 = 42", "total_tokens": 21},
+            ],
+        }
+    )
+    assert (await clients["api"].post("/agents", json=agent)).status_code == 201
+    started = await clients["api"].post("/runs", json={"agent_id": "calc", "message": "6*7?"})
+    run_id = started.json()["run_id"]
+    await pump.run()
+    events = await stored_events(clients["api"], run_id)
+    assert [(e["id"], e["type"], e.get("status")) for e in events] == [
+        ("000000-a0000", "thinking", "calling model scripted-tokens"),
+        ("000000-b0000", "tool_call", None),
+        ("000000-b0001", "thinking", "running tools: calculator#0"),
+        ("000000-c0000", "tool_result", None),
+        ("000001-a0000", "thinking", "calling model scripted-tokens"),
+        ("000001-a0001", "content_chunk", None),
+        ("000001-b0000", "completed", None),
+    ]
+    completed = events[-1]
+    # the scripted model splits each turn's total in half: 15 + 15, then 10 + 11
+    assert (completed["prompt_tokens"], completed["completion_tokens"]) == (25, 26)
+    assert completed["total_tokens"] == 51
+    event = RUN_EVENT_ADAPTER.validate_python(completed)
+    assert agent_stream_json(event)["usage"] == {
+        "prompt_tokens": 25,
+        "completion_tokens": 26,
+        "total_tokens": 51,
+    }
+    view = AgentStreamEvent.of(event)
+    assert (view.prompt_tokens, view.completion_tokens, view.total_tokens) == (25, 26, 51)
+    thinking = RUN_EVENT_ADAPTER.validate_python(events[0])
+    assert agent_stream_json(thinking)["status"] == "calling model scripted-tokens"
+    assert AgentStreamEvent.of(thinking).total_tokens is None
+
+
+# ---- ?token= on the SSE routes (EventSource cannot set headers) ------------------------------
+
+
+@pytest.fixture
+def anonymous_api(stack: Stack) -> httpx.AsyncClient:
+    app = create_asgi_app("api", str(API_SOURCE))
+    return httpx.AsyncClient(
+        transport=StreamingASGITransport(app), base_url="http://svc", timeout=20.0
+    )
+
+
+async def finished_run(stack: Stack) -> str:
+    clients, pump = stack
+    assert (await clients["api"].post("/agents", json=scripted_agent())).status_code == 201
+    started = await clients["api"].post("/runs", json={"agent_id": "calc", "message": "6*7?"})
+    await pump.run()
+    return str(started.json()["run_id"])
+
+
+async def test_sse_routes_accept_the_token_in_the_query_and_never_log_it(
+    stack: Stack, anonymous_api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_id = await finished_run(stack)
+    stored = await stored_events(stack[0]["api"], run_id)
+    for path, token in [
+        (f"/agent-stream/{run_id}", TOKEN),
+        (f"/runs/{run_id}/events/stream", OUTSIDER_TOKEN),  # any api principal, as with a header
+    ]:
+        async with anonymous_api.stream("GET", path, params={"token": token}) as response:
+            assert response.status_code == 200
+            received = [data async for _, _, data in sse_events(response)]
+        assert [e["id"] for e in received] == [e["id"] for e in stored]
+    audit = stack[1].deps.audit
+    assert isinstance(audit, InMemoryAuditStore)
+    server_logs = [r.getMessage() for r in caplog.records if r.name.startswith("cloudagents")]
+    for text in [*server_logs, *(r.model_dump_json() for r in audit.records)]:
+        assert TOKEN not in text and OUTSIDER_TOKEN not in text
+
+
+async def test_query_tokens_are_refused_when_wrong_or_off_the_sse_routes(
+    stack: Stack, anonymous_api: httpx.AsyncClient
+) -> None:
+    run_id = await finished_run(stack)
+    refused = [
+        ("GET", f"/agent-stream/{run_id}", "wrong-token-0123456789abcdef"),
+        ("GET", f"/runs/{run_id}/events/stream", ""),
+        ("GET", f"/runs/{run_id}", TOKEN),
+        ("GET", f"/runs/{run_id}/events", TOKEN),
+        ("GET", "/runs", TOKEN),
+        ("POST", f"/runs/{run_id}/cancel", TOKEN),
+    ]
+    for method, path, token in refused:
+        response = await anonymous_api.request(method, path, params={"token": token})
+        assert response.status_code == 401, (method, path)
+    audit = stack[1].deps.audit
+    assert isinstance(audit, InMemoryAuditStore)
+    unauthenticated = [r for r in audit.records if r.outcome == "unauthenticated"]
+    assert len(unauthenticated) == len(refused)
+    assert all("token" not in r.action and TOKEN not in r.reason for r in unauthenticated)
 
 
 # ---- WebSocket -------------------------------------------------------------------------------

@@ -54,6 +54,8 @@ class Completed(_Event):
     exit: str
     final_response: str = ""
     total_tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class Failed(_Event):

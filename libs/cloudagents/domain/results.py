@@ -39,6 +39,8 @@ class RunProgress(Model):
 
     iterations: int = Field(default=0, ge=0)
     total_tokens: int = Field(default=0, ge=0)
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
     tool_calls: int = Field(default=0, ge=0)
     cost_usd: float = Field(default=0.0, ge=0)
     errors: list[str] = Field(default_factory=list)

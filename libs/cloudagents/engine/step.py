@@ -151,6 +151,8 @@ def account(progress: RunProgress, reply: ModelResponse, cost_usd: float) -> Run
         update={
             "iterations": progress.iterations + 1,
             "total_tokens": progress.total_tokens + reply.usage.total_tokens,
+            "prompt_tokens": progress.prompt_tokens + reply.usage.prompt_tokens,
+            "completion_tokens": progress.completion_tokens + reply.usage.completion_tokens,
             "cost_usd": progress.cost_usd + cost_usd,
         }
     )

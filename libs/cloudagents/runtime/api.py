@@ -310,6 +310,8 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("POST", re.compile(r"^/dead-letters/(?P<letter_id>[^/]+)/replay$"), replay_dead_letter_route),
 ]
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
+# The GET stream routes that accept ``?token=`` (EventSource cannot set headers).
+_SSE_TOKEN_PATHS = re.compile(r"^/(?:runs/[^/]+/events/stream|agent-stream/[^/]+)$")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,300}$")
 
 
@@ -352,7 +354,11 @@ async def handle_api(request: Request, deps: Deps) -> Response:
             return JSONResponse(openapi_document())
         return await health_route(request, deps, {}, Principal("anonymous", "public"))
     try:
-        principal = await authenticate(request, deps.settings)
+        principal = await authenticate(
+            request,
+            deps.settings,
+            query_token=request.method == "GET" and bool(_SSE_TOKEN_PATHS.match(path)),
+        )
     except AuthError as exc:
         await audit(deps, request, None, "unauthenticated", exc.status, None, exc.reason)
         return error(exc.status, exc.reason)

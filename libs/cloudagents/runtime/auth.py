@@ -70,9 +70,15 @@ def _verify_google_token(token: str, audience: str | None) -> dict[str, Any]:
     return claims
 
 
-async def authenticate(request: Request, settings: Settings) -> Principal:
-    """The api caller, or ``AuthError(401)``."""
+async def authenticate(
+    request: Request, settings: Settings, *, query_token: bool = False
+) -> Principal:
+    """The api caller, or ``AuthError(401)``. With ``query_token`` (only the SSE stream routes:
+    a browser's ``EventSource`` cannot send headers) ``?token=`` counts as the bearer token when
+    there is no ``Authorization`` header; it names the same principals and is never logged."""
     token = bearer(request)
+    if token is None and query_token:
+        token = request.query_params.get("token") or None
     if settings.api_tokens:
         known = parse_tokens(settings.api_tokens)
         if token is not None:

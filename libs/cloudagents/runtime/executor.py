@@ -28,6 +28,7 @@ from cloudagents.domain.events import (
     Failed,
     HandoffEvent,
     RunEvent,
+    ThinkingStatus,
     ToolCallEvent,
     event_id,
 )
@@ -311,6 +312,8 @@ class RunExecutor:
         actual = 0.0
         with tracer.start_as_current_span(f"chat {agent.model.name}") as span:
             try:
+                # Before the call, so it sorts first among the step's phase-``a`` events.
+                await chunks.status(f"calling model {agent.model.name}")
                 reply = await model(request, on_chunk=chunks.add)
             except ModelError as error:
                 span.set_status(trace.StatusCode.ERROR, str(error))
@@ -410,6 +413,15 @@ class RunExecutor:
                     )
                     for i, r in enumerate(records)
                 ]
+                events.append(
+                    ThinkingStatus(
+                        run_id=run.run_id,
+                        seq=seq,
+                        id=event_id(seq, "b", len(records)),
+                        status="running tools: "
+                        + ", ".join(f"{r.call.name}#{r.index}" for r in records),
+                    )
+                )
                 wake = wake_message(
                     run, seq + 1, self.deps.clock(), self.deps.settings.wake_seconds
                 )
@@ -487,6 +499,8 @@ class RunExecutor:
                 id=event_id(seq, "b", 1),
                 exit=result.exit.value,
                 total_tokens=progress.total_tokens,
+                prompt_tokens=progress.prompt_tokens,
+                completion_tokens=progress.completion_tokens,
             ),
         ]
         commit = StepCommit(
@@ -542,6 +556,8 @@ class RunExecutor:
                 exit=result.exit.value,
                 final_response=final_text,
                 total_tokens=result.total_tokens,
+                prompt_tokens=progress.prompt_tokens,
+                completion_tokens=progress.completion_tokens,
             )
         else:
             event = Failed(
@@ -619,6 +635,18 @@ class _ChunkBatcher:
             or time.monotonic() - self.last_flush >= self.flush_seconds
         ):
             await self.flush()
+
+    async def status(self, status: str) -> None:
+        """A ``thinking`` event, numbered in the same phase-``a`` sequence as the chunks."""
+        await self.flush()
+        event = ThinkingStatus(
+            run_id=self.run_id,
+            seq=self.seq,
+            id=event_id(self.seq, "a", self.count),
+            status=status,
+        )
+        self.count += 1
+        await self.deps.runs.add_events(self.run_id, [event])
 
     async def flush(self) -> None:
         if not self.buffer:

@@ -134,10 +134,14 @@ class AgentStreamEvent:
     tool_name: str | None
     error: str | None
     timestamp: datetime
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
 
     @staticmethod
     def of(event: RunEvent) -> AgentStreamEvent:
         view = agent_stream_json(event)
+        usage = view.get("usage") or {}
         return AgentStreamEvent(
             id=event.id,
             execution_id=event.run_id,
@@ -147,6 +151,9 @@ class AgentStreamEvent:
             tool_name=view["toolName"],
             error=view["error"],
             timestamp=event.timestamp,
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+            total_tokens=usage.get("total_tokens"),
         )
 
 

@@ -21,6 +21,14 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema(ref_template="#/components/schemas/{model}")
 
 
+_TOKEN_PARAM: dict[str, Any] = {
+    "name": "token",
+    "in": "query",
+    "description": "the bearer token, for clients that cannot set headers (EventSource)",
+    "schema": {"type": "string"},
+}
+
+
 def _responses(*codes: int, ok: str = "OK") -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for code in codes:
@@ -123,6 +131,7 @@ def openapi_document() -> dict[str, Any]:
                         *run_param,
                         {"name": "after", "in": "query", "schema": {"type": "string"}},
                         {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                        _TOKEN_PARAM,
                     ],
                     "responses": {
                         "200": {
@@ -130,6 +139,21 @@ def openapi_document() -> dict[str, Any]:
                             "content": {"text/event-stream": {"schema": {"type": "string"}}},
                         },
                         **_responses(401, 404),
+                    },
+                }
+            },
+            "/runs/{run_id}/events/ws": {
+                "get": {
+                    "summary": "WebSocket of the run's stored events (JSON per message), from "
+                    "?after=; auth by Authorization or ?token=; plain HTTP gets 426",
+                    "parameters": [
+                        *run_param,
+                        {"name": "after", "in": "query", "schema": {"type": "string"}},
+                        _TOKEN_PARAM,
+                    ],
+                    "responses": {
+                        "101": {"description": "switching to the WebSocket protocol"},
+                        **_responses(401, 404, 426),
                     },
                 }
             },
@@ -141,6 +165,7 @@ def openapi_document() -> dict[str, Any]:
                         *run_param,
                         {"name": "after", "in": "query", "schema": {"type": "string"}},
                         {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                        _TOKEN_PARAM,
                     ],
                     "responses": {
                         "200": {

@@ -100,7 +100,11 @@ def agent_stream_json(event: RunEvent) -> dict[str, Any]:
                 status=event.exit,
                 content=event.final_response,
                 final_response=event.final_response,
-                usage={"total_tokens": event.total_tokens},
+                usage={
+                    "prompt_tokens": event.prompt_tokens,
+                    "completion_tokens": event.completion_tokens,
+                    "total_tokens": event.total_tokens,
+                },
             )
         case "failed":
             view.update(status=event.exit, error=event.error)
