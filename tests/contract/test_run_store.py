@@ -795,3 +795,13 @@ async def test_applying_an_unrecorded_model_call_keeps_model_calls_readable(
     )
     assert committed is not None
     assert await run_store.model_calls(run.run_id) == []
+
+
+async def test_a_wake_up_is_claimed_once(run_store: RunStore) -> None:
+    run = await waiting_run(run_store, calls=1)
+    claims = await asyncio.gather(
+        *(run_store.claim_wake(run.run_id, "000001-0000") for _ in range(4))
+    )
+    assert sorted(claims) == [False, False, False, True]
+    assert await run_store.claim_wake(run.run_id, "000001-0001")
+    assert await run_store.claim_wake(new_id("other"), "000001-0000")

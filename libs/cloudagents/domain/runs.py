@@ -199,12 +199,16 @@ class WakeUp(Model):
 
     ``seq``: the step the run waited at when the wake-up was scheduled (``None``: the run's
     deadline, whatever step it is at). ``item``: a tool call (``{seq:06d}-{index:03d}``) deferred
-    by the tools-per-minute limit, to be dispatched again."""
+    by the tools-per-minute limit, to be dispatched again. ``gen`` numbers the wake-ups of one
+    wait: each is handled once (``RunStore.claim_wake``) and schedules the next, later one."""
 
     run_id: str = Field(min_length=1, max_length=128)
     seq: int | None = Field(default=None, ge=0)
     item: str | None = Field(default=None, max_length=64)
     at: datetime | None = None
+    gen: int = Field(
+        default=0, ge=0, le=1000, description="how many wake-ups of this wait came before"
+    )
 
 
 class SnapshotMessage(Model):

@@ -221,6 +221,12 @@ class RunStore(Protocol):
 
     async def interactions(self, run_id: str) -> list[Interaction]: ...
 
+    async def claim_wake(self, run_id: str, key: str) -> bool:
+        """Mark the wake-up ``key`` of the run as handled; ``False`` if it already was. One
+        document per wake-up (not the run's), created at most once: duplicated wake-up tasks
+        (the Cloud Tasks emulator does not de-duplicate) are told apart from the first."""
+        ...
+
 
 class AgentStore(Protocol):
     """``agents/{id}``: agent definitions."""

@@ -7,12 +7,15 @@ handled by the run executor at ``/tasks/wake``):
 
 * the **deadline** wake-up (``seq=None``), scheduled when the run starts, at
   ``created_at + timeout_seconds``: past it the run ends ``ERROR`` with what it was waiting for;
-* the **wait** wake-up (``seq`` = the step the run waits at), committed in the outbox of the step
-  that starts the wait, ``CLOUDAGENTS_WAKE_SECONDS`` later (or at the deadline): it dispatches
-  again every item that shows no progress — a call still ``pending`` and not deferred, a
-  ``running`` call whose lease has passed, a ``done`` call still on the pending list — or, when
-  nothing is pending any more, the step message that should have woken the run; then it
-  schedules the next wake-up while the run still waits at that step;
+* the **wait** wake-ups (``seq`` = the step the run waits at), the first committed in the outbox
+  of the step that starts the wait, ``CLOUDAGENTS_WAKE_SECONDS`` later (or at the deadline): each
+  dispatches again every item that shows no progress — a call still ``pending`` and not
+  deferred, a ``running`` call whose lease has passed, a ``done`` call still on the pending list
+  — or, when nothing is pending any more, the step message that should have woken the run; then
+  it schedules the next one, backing off (2x, 4x … 16x ``WAKE_SECONDS``), while the run still
+  waits at that step. Each wake-up of a wait (``gen``) is handled once: a duplicate task finds
+  it claimed (``RunStore.claim_wake``) and does nothing, so duplicates never multiply into
+  parallel chains;
 * the **deferred-call** wake-up (``item``), scheduled by the tool invoker at the start of the
   rate-limit window a refused call booked: it dispatches that call.
 
@@ -41,6 +44,8 @@ from cloudagents.runtime.executor import RunExecutor, step_message, timed_out
 log = logging.getLogger(__name__)
 # Past a lease, give the holder's own redelivery a moment before dispatching the call again.
 LEASE_SLACK_SECONDS = 1.0
+# A wait's wake-ups back off up to this many times WAKE_SECONDS apart.
+MAX_BACKOFF = 16
 
 
 def tool_message(record: ToolCallRecord) -> OutboxMessage:
@@ -76,49 +81,80 @@ class WakeUps:
             return await self._dispatch_deferred(run, wake.item)
         if wake.seq is not None and wake.seq != run.seq:
             return "moved-on"
-        if run.status is RunStatus.WAITING_TOOLS:
-            return await self._wake_waiting(run, now)
-        if (overdue := timed_out(run, now)) is not None:
-            return await self.executor.stop(run, overdue)
-        if wake.seq is None and run.deadline_at is not None:
+        waiting = run.status is RunStatus.WAITING_TOOLS
+        if wake.seq is None:
+            # The deadline wake-up ends the run at its deadline; it starts no chain of its own.
+            if run.deadline_at is None:
+                return "no-deadline"
+            if now >= run.deadline_at:
+                return await self._time_out(run, now)
+            if waiting:
+                return "waiting"  # the wait's own wake-ups carry it to the deadline
+            if not await self.deps.runs.claim_wake(run.run_id, f"deadline-{wake.gen:04d}"):
+                return "duplicate"
             # Early (a clock ahead of the task's): the deadline wake-up must not be lost.
-            await self.deps.schedule_wake(WakeUp(run_id=run.run_id, at=run.deadline_at))
+            await self.deps.schedule_wake(
+                WakeUp(run_id=run.run_id, at=run.deadline_at, gen=wake.gen + 1)
+            )
             return "not-yet"
-        return "busy"
+        if not waiting:
+            return "busy"
+        if not await self.deps.runs.claim_wake(run.run_id, f"{run.seq:06d}-{wake.gen:04d}"):
+            return "duplicate"  # another copy of this wake-up did the work and scheduled the next
+        return await self._wake_waiting(run, now, wake.gen)
 
-    async def _wake_waiting(self, run: RunRecord, now: datetime) -> str:
-        seq = run.seq - 1
-        calls = {c.doc_id: c for c in await self.deps.runs.tool_calls(run.run_id, seq)}
-        pending = [calls[p] for p in run.pending_tool_calls if p in calls]
-        waiting_for = ", ".join(f"{c.call.name}#{c.index}" for c in pending) or "nothing"
-        if (overdue := timed_out(run, now, f"tool calls: {waiting_for}")) is not None:
-            return await self.executor.stop(run, overdue)
+    async def _time_out(self, run: RunRecord, now: datetime) -> str:
+        waiting_for = None
+        if run.status is RunStatus.WAITING_TOOLS:
+            names = ", ".join(f"{c.call.name}#{c.index}" for c in await self._pending(run))
+            waiting_for = f"tool calls: {names or 'nothing'}"
+        overdue = timed_out(run, now, waiting_for)
+        assert overdue is not None
+        return await self.executor.stop(run, overdue)
+
+    async def _pending(self, run: RunRecord) -> list[ToolCallRecord]:
+        calls = {c.doc_id: c for c in await self.deps.runs.tool_calls(run.run_id, run.seq - 1)}
+        return [calls[p] for p in run.pending_tool_calls if p in calls]
+
+    async def _wake_waiting(self, run: RunRecord, now: datetime, gen: int) -> str:
+        if run.deadline_at is not None and now >= run.deadline_at:
+            return await self._time_out(run, now)
+        pending = await self._pending(run)
         if not run.pending_tool_calls:
             # Every result is in, but the step that applies them never ran.
             await self.deps.publish(run.outbox or [step_message(run.run_id, run.seq)])
-            await self._note(run, now, "woken: the results are in; stepping the run again")
+            await self._note(run, "woken: the results are in; stepping the run again")
             outcome = "stepped"
         else:
             stale = [c for c in pending if stalled(c, now)]
             if stale:
                 await self.deps.publish([tool_message(c) for c in stale])
                 names = ", ".join(f"{c.call.name}#{c.index}" for c in stale)
-                await self._note(run, now, f"woken: dispatched again {names}")
+                await self._note(run, f"woken: dispatched again {names}")
             outcome = f"redispatched:{len(stale)}" if stale else "waiting"
-        await self.deps.schedule_wake(
-            WakeUp(run_id=run.run_id, seq=run.seq, at=self._next_wake(run, pending, now))
+        after = WakeUp(
+            run_id=run.run_id,
+            seq=run.seq,
+            at=self._next_wake(run, pending, now, gen + 1),
+            gen=gen + 1,
         )
+        await self.deps.schedule_wake(after)
         return outcome
 
-    def _next_wake(self, run: RunRecord, pending: list[ToolCallRecord], now: datetime) -> datetime:
-        at = now + timedelta(seconds=self.deps.settings.wake_seconds)
+    def _next_wake(
+        self, run: RunRecord, pending: list[ToolCallRecord], now: datetime, gen: int
+    ) -> datetime:
+        """Backing off: a wait that shows no progress is looked at ``WAKE_SECONDS`` after it
+        began, then twice, four times… as long again (at most ``MAX_BACKOFF`` times), so a
+        backlog of messages that are slow, not lost, is not made longer by the wake-ups' own
+        dispatches; sooner where a lease or a deferral ends, and never after the deadline."""
+        seconds = self.deps.settings.wake_seconds
+        at = now + timedelta(seconds=seconds * min(2**gen, MAX_BACKOFF))
         for call in pending:
             if call.status == "running" and call.lease_until is not None and call.lease_until > now:
                 at = min(at, call.lease_until + timedelta(seconds=LEASE_SLACK_SECONDS))
             elif call.deferred_until is not None and call.deferred_until > now:
-                at = min(
-                    at, call.deferred_until + timedelta(seconds=self.deps.settings.wake_seconds)
-                )
+                at = min(at, call.deferred_until + timedelta(seconds=seconds))
         if run.deadline_at is not None:
             at = min(at, run.deadline_at)
         return max(at, now + timedelta(seconds=LEASE_SLACK_SECONDS))
@@ -133,7 +169,7 @@ class WakeUps:
         await self.deps.publish([tool_message(record)])
         return "dispatched-deferred"
 
-    async def _note(self, run: RunRecord, now: datetime, status: str) -> None:
+    async def _note(self, run: RunRecord, status: str) -> None:
         """Say that a wake-up moved the run (the fault suite counts these lines). Not a run
         event: one written after the step's tool results could sort before a late result and
         break the stream's gap-free order."""

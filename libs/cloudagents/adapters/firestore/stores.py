@@ -423,6 +423,14 @@ class FirestoreRunStore:
         ]
         return sorted(found, key=lambda i: i.seq)
 
+    async def claim_wake(self, run_id: str, key: str) -> bool:
+        doc = self._run_ref(run_id).collection("wakeups").document(key)
+        try:
+            await written(doc).create({"at": utcnow()})
+        except gexc.AlreadyExists:
+            return False
+        return True
+
 
 class FirestoreAgentStore:
     """Agent definitions in ``agents/{id}``."""

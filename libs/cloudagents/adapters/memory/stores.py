@@ -41,6 +41,7 @@ class InMemoryRunStore:
         self.interaction_records: dict[str, Interaction] = {}
         self.event_records: defaultdict[str, dict[str, RunEvent]] = defaultdict(dict)
         self.offers: dict[str, HandoffOffer] = {}
+        self.wakes: set[tuple[str, str]] = set()
 
     async def create_run(self, run: RunRecord, messages: list[Message]) -> bool:
         async with self._lock:
@@ -246,6 +247,12 @@ class InMemoryRunStore:
     async def interactions(self, run_id: str) -> list[Interaction]:
         found = [i for key, i in self.interaction_records.items() if i.run_id == run_id]
         return sorted(found, key=lambda i: i.seq)
+
+    async def claim_wake(self, run_id: str, key: str) -> bool:
+        if (run_id, key) in self.wakes:
+            return False
+        self.wakes.add((run_id, key))
+        return True
 
 
 class InMemoryAgentStore:
