@@ -37,7 +37,7 @@ WORKSPACE = "faults"
 TOOL_MODULES = "cloudagents.builtin_tools,tests.faults.fault_tools"
 LEDGER = "fault_ledger"
 # A waiting run's wake-up comes this soon (production: 60 s), so recoveries fit in the suite.
-WAKE_SECONDS = 5
+WAKE_SECONDS = 10
 # Tools-per-minute windows are this long here (production: 60 s), so a backlog of rate-limited
 # calls crosses many windows in seconds.
 RATE_WINDOW_SECONDS = 10

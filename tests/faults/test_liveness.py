@@ -1,7 +1,7 @@
 """No run is ever stuck: rate-limited calls are deferred (never dead-lettered), a lost message or
 a dead holder is recovered by the run's wake-up, and a run past its timeout ends with the reason.
 
-The stack runs with ``CLOUDAGENTS_WAKE_SECONDS=5`` and 10-second rate-limit windows
+The stack runs with ``CLOUDAGENTS_WAKE_SECONDS=10`` and 10-second rate-limit windows
 (``harness.WAKE_SECONDS``, ``harness.RATE_WINDOW_SECONDS``); the mechanisms are the production
 ones, only the clocks are shorter.
 """

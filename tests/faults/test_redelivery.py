@@ -58,9 +58,16 @@ def test_every_message_delivered_two_or_three_times(stack: FaultStack) -> None:
         ]
         stack.publish_many(intents)
         try:
-            docs = stack.wait_finished(run_ids, sized(900, 3600))
-        except AssertionError as stalled:
-            explain_stall(stack, run_ids, stalled)
+            # Normally done in about 300 s. Past 420 s, runs that are still unfinished only
+            # because the emulator never released a lock on them are reported as such at once
+            # (explain_stall); any other unfinished run gets the rest of the 900 s.
+            docs = stack.wait_finished(run_ids, sized(420, 3600))
+        except AssertionError as slow:
+            explain_stall(stack, run_ids, slow, only_if_locked=True)
+            try:
+                docs = stack.wait_finished(run_ids, sized(480, 1800))
+            except AssertionError as stalled:
+                explain_stall(stack, run_ids, stalled)
         finished_at = time.monotonic()
         deadline = time.monotonic() + 60
         while proxy.busy() and time.monotonic() < deadline:
@@ -131,7 +138,9 @@ def test_every_message_delivered_two_or_three_times(stack: FaultStack) -> None:
     assert tally.transcript_mismatch == [], tally.first_difference
 
 
-def explain_stall(stack: FaultStack, run_ids: list[str], stalled: AssertionError) -> None:
+def explain_stall(
+    stack: FaultStack, run_ids: list[str], stalled: AssertionError, *, only_if_locked: bool = False
+) -> None:
     """Runs that did not finish: if each has a document no write can reach (a lock the Firestore
     emulator never released), that is the emulator's known issue (docs/reliability.md), not a
     lost run; report it as an expected failure with the evidence. Otherwise re-raise."""
@@ -143,7 +152,8 @@ def explain_stall(stack: FaultStack, run_ids: list[str], stalled: AssertionError
     figures.record("redelivery", "runs stalled behind a never-released emulator lock", locked)
     if unfinished and all(locked.values()):
         pytest.xfail(f"Firestore emulator lock never released: {locked}")
-    raise stalled
+    if not only_if_locked:
+        raise stalled
 
 
 def test_duplicate_of_a_running_non_idempotent_call_keeps_the_real_result(

@@ -120,8 +120,11 @@ class WakeUps:
         if run.deadline_at is not None and now >= run.deadline_at:
             return await self._time_out(run, now)
         pending = await self._pending(run)
-        if not run.pending_tool_calls:
-            # Every result is in, but the step that applies them never ran.
+        quiet = (now - run.updated_at).total_seconds() >= self.deps.settings.wake_seconds
+        if not run.pending_tool_calls and not quiet:
+            outcome = "progressing"  # the last result came in lately: its step message is fresh
+        elif not run.pending_tool_calls:
+            # Every result is in, but the step that applies them has not run for a while.
             await self.deps.publish(run.outbox or [step_message(run.run_id, run.seq)])
             await self._note(run, "woken: the results are in; stepping the run again")
             outcome = "stepped"
