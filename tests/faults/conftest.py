@@ -30,12 +30,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     positions = [i for i, item in enumerate(items) if str(item.fspath).startswith(FAULTS_DIR)]
     for i in positions:
         items[i].add_marker(pytest.mark.faults)
-    # The suite shares one stack. The crash test runs last: it kills services in the middle of
-    # Firestore transactions, and the emulator keeps a dead client's locks, so documents the
-    # later tests share with it (agents, budgets) could stay locked.
-    ordered = sorted((items[i] for i in positions), key=lambda item: "test_crashes" in item.nodeid)
+    # The suite shares one stack. Tests that kill a client in the middle of its Firestore
+    # transactions run last, the crash test at the very end: the emulator keeps a dead client's
+    # locks for a while (a minute, in scripts' measurements; longer under load), and runs of the
+    # tests after them could stall behind them.
+    ordered = sorted((items[i] for i in positions), key=_kills_clients)
     for i, item in zip(positions, ordered, strict=True):
         items[i] = item
+
+
+KILLERS = ("killed_holder", "keeps_locked", "test_crashes")
+
+
+def _kills_clients(item: pytest.Item) -> int:
+    return next((i + 1 for i, name in enumerate(KILLERS) if name in item.nodeid), 0)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
