@@ -57,17 +57,27 @@ def test_every_message_delivered_two_or_three_times(stack: FaultStack) -> None:
             for r in run_ids
         ]
         stack.publish_many(intents)
+        # Normally done in about 300 s. Past 420 s, runs that are still unfinished only because
+        # the emulator holds a lock on them that it does not release are set aside (their
+        # sources are not checked, and the test ends as an expected failure naming them after
+        # every other run has been checked); any other unfinished run gets the rest of 900 s.
+        stalled: dict[str, list[str]] = {}
         try:
-            # Normally done in about 300 s. Past 420 s, runs that are still unfinished only
-            # because the emulator never released a lock on them are reported as such at once
-            # (explain_stall); any other unfinished run gets the rest of the 900 s.
             docs = stack.wait_finished(run_ids, sized(420, 3600))
         except AssertionError as slow:
-            explain_stall(stack, run_ids, slow, only_if_locked=True)
-            try:
-                docs = stack.wait_finished(run_ids, sized(480, 1800))
-            except AssertionError as stalled:
-                explain_stall(stack, run_ids, stalled)
+            stalled = locked_sources(stack, run_ids)
+            if not stalled:
+                try:
+                    docs = stack.wait_finished(run_ids, sized(480, 1800))
+                except AssertionError as late:
+                    stalled = locked_sources(stack, run_ids)
+                    if not stalled:
+                        raise late from slow
+            if stalled:
+                docs = stack.run_docs(run_ids)
+                docs.update(
+                    stack.run_docs({c for d in docs.values() for c in d.get("child_run_ids") or []})
+                )
         finished_at = time.monotonic()
         deadline = time.monotonic() + 60
         while proxy.busy() and time.monotonic() < deadline:
@@ -75,9 +85,10 @@ def test_every_message_delivered_two_or_three_times(stack: FaultStack) -> None:
         time.sleep(3.0)  # late duplicates (republished copies) land, and must change nothing
     docs = stack.run_docs(docs)
 
+    checked = [r for r in run_ids if r not in stalled]
     tally = Tally()
     sources = 0
-    for run_id in run_ids:
+    for run_id in checked:
         sources += 1
         tally.check(RunSnapshot.read(stack, run_id, docs[run_id]), ref[ref_id], run_id, ref_id)
         child = child_of(run_id, docs)
@@ -86,11 +97,11 @@ def test_every_message_delivered_two_or_three_times(stack: FaultStack) -> None:
             continue
         tally.check(RunSnapshot.read(stack, child, docs[child]), ref[ref_child], run_id, ref_id)
 
-    ours = set(run_ids) | {c for r in run_ids for c in docs[r].get("child_run_ids") or []}
+    ours = set(checked) | {c for r in checked for c in docs[r].get("child_run_ids") or []}
     ledger = [e for e in stack.ledger("charge_card") if str(e["key"]).split(":")[0] in ours]
     executions = Counter(e["key"] for e in ledger)
     twice = sorted(k for k, n in executions.items() if n > 1)
-    expected_keys = 2 * SOURCES  # one payment in the order run, one in the fulfilment run
+    expected_keys = 2 * len(checked)  # one payment in the order run, one in the fulfilment run
     statuses = Counter(
         str(r.get("status")) for replies in proxy.stats.responses.values() for r in replies
     )
@@ -136,24 +147,29 @@ def test_every_message_delivered_two_or_three_times(stack: FaultStack) -> None:
     assert tally.interrupted_non_idempotent == [], tally.interrupted_non_idempotent[:5]
     assert tally.usage_mismatch == [], tally.usage_mismatch[:5]
     assert tally.transcript_mismatch == [], tally.first_difference
+    figures.record(section, "runs set aside (stalled behind an emulator lock)", len(stalled))
+    if stalled:
+        pytest.xfail(
+            f"{len(checked)} of {SOURCES} sources checked and correct; the others stalled "
+            f"behind a Firestore emulator lock that was never released: {stalled}"
+        )
 
 
-def explain_stall(
-    stack: FaultStack, run_ids: list[str], stalled: AssertionError, *, only_if_locked: bool = False
-) -> None:
-    """Runs that did not finish: if each has a document no write can reach (a lock the Firestore
-    emulator never released), that is the emulator's known issue (docs/reliability.md), not a
-    lost run; report it as an expected failure with the evidence. Otherwise re-raise."""
+def locked_sources(stack: FaultStack, run_ids: list[str]) -> dict[str, list[str]]:
+    """Source run -> the documents of it (or of its handoff target) that no write can reach,
+    when every unfinished run has such a document (a lock the Firestore emulator does not
+    release: docs/reliability.md); ``{}`` when some unfinished run is not locked (a real stall,
+    or just slow)."""
     docs = stack.run_docs(run_ids)
-    children = {c for d in docs.values() for c in d.get("child_run_ids") or []}
-    docs.update(stack.run_docs(children))
+    source_of = {c: r for r, d in docs.items() for c in d.get("child_run_ids") or []}
+    docs.update(stack.run_docs(source_of))
     unfinished = [r for r, d in docs.items() if d.get("status") != "finished"]
+    unfinished += [r for r in run_ids if r not in docs]
     locked = {r: stack.locked_documents(r) for r in unfinished}
     figures.record("redelivery", "runs stalled behind a never-released emulator lock", locked)
-    if unfinished and all(locked.values()):
-        pytest.xfail(f"Firestore emulator lock never released: {locked}")
-    if not only_if_locked:
-        raise stalled
+    if not unfinished or not all(locked.values()):
+        return {}
+    return {source_of.get(r, r): found for r, found in locked.items()}
 
 
 def test_duplicate_of_a_running_non_idempotent_call_keeps_the_real_result(
