@@ -57,18 +57,18 @@ def test_every_message_delivered_two_or_three_times(stack: FaultStack) -> None:
             for r in run_ids
         ]
         stack.publish_many(intents)
-        # Normally done in about 300 s. Past 420 s, runs that are still unfinished only because
+        # Normally done in about 300 s. Past 360 s, runs that are still unfinished only because
         # the emulator holds a lock on them that it does not release are set aside (their
         # sources are not checked, and the test ends as an expected failure naming them after
         # every other run has been checked); any other unfinished run gets the rest of 900 s.
         stalled: dict[str, list[str]] = {}
         try:
-            docs = stack.wait_finished(run_ids, sized(420, 3600))
+            docs = stack.wait_finished(run_ids, sized(360, 3600))
         except AssertionError as slow:
             stalled = locked_sources(stack, run_ids)
             if not stalled:
                 try:
-                    docs = stack.wait_finished(run_ids, sized(480, 1800))
+                    docs = stack.wait_finished(run_ids, sized(540, 1800))
                 except AssertionError as late:
                     stalled = locked_sources(stack, run_ids)
                     if not stalled:

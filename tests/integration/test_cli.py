@@ -172,7 +172,9 @@ def test_runs_list_show_and_events(run_cli: Cli, finished_run: str) -> None:
     assert "1 tool calls" in out and "      tool: 42" in out and '"exit": "SATISFIED"' in out
     code, out, _ = run_cli("events", finished_run)
     assert code == cli.EXIT_OK
-    lines = out.splitlines()
+    shown = out.splitlines()
+    assert shown[0].startswith("  [step 0] thinking: calling model")
+    lines = [x for x in shown if "] thinking: " not in x]
     assert lines[0].startswith("  [step 0] tool call   calculator")
     assert any(x.startswith("  [step 1] chunk: 'Forty-two") for x in lines)
     assert lines[-1].startswith("  [step 1] completed: SATISFIED")

@@ -83,7 +83,8 @@ async def authenticate(
         known = parse_tokens(settings.api_tokens)
         if token is not None:
             for candidate, principal in known.items():
-                if secrets.compare_digest(token, candidate):
+                # Bytes: compare_digest refuses str with non-ASCII characters (a 500 otherwise).
+                if secrets.compare_digest(token.encode(), candidate.encode()):
                     return Principal(principal, "token")
         raise AuthError(401, "missing or invalid bearer token")
     if os.environ.get("K_SERVICE"):

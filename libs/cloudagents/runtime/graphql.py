@@ -320,7 +320,14 @@ class CloudAgentsGraphQL(GraphQL[Context, None]):
                 )
                 return
             scope.setdefault("state", {})[_PRINCIPAL] = principal
-        await super().__call__(scope, receive, send)
+        try:
+            await super().__call__(scope, receive, send)
+        except UnicodeDecodeError as exc:  # strawberry decodes the body itself: a 4xx, not a 500
+            if scope["type"] != "http":
+                raise
+            await JSONResponse({"error": f"the body is not UTF-8: {exc.reason}"}, status_code=400)(
+                scope, receive, send
+            )
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         principal = request.scope.get("state", {}).get(_PRINCIPAL)

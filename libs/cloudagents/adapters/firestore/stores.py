@@ -26,7 +26,7 @@ from cloudagents.adapters.firestore.ops import (
     written,
 )
 from cloudagents.domain.agents import AgentDefinition
-from cloudagents.domain.errors import TransientError
+from cloudagents.domain.errors import PermanentMessageError, TransientError
 from cloudagents.domain.events import RUN_EVENT_ADAPTER, RunEvent
 from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
@@ -439,9 +439,12 @@ class FirestoreAgentStore:
         self.collection = client.collection(AGENTS)
 
     async def put_agent(self, definition: AgentDefinition) -> None:
-        await written(self.collection.document(definition.id)).set(
-            to_doc(definition.model_dump(mode="json"))
-        )
+        try:
+            await written(self.collection.document(definition.id)).set(
+                to_doc(definition.model_dump(mode="json"))
+            )
+        except ValueError as exc:  # e.g. an integer beyond Firestore's 64 bits
+            raise PermanentMessageError(f"the definition cannot be stored: {exc}") from exc
 
     async def get_agent(self, agent_id: str) -> AgentDefinition | None:
         snap = await counted_get(self.collection.document(agent_id))
