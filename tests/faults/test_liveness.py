@@ -91,8 +91,16 @@ def test_rate_limited_calls_wait_through_windows_and_all_finish(stack: FaultStac
     )
     figures.record(section, "seconds to finish all runs", round(elapsed, 1))
 
+    executed = Counter(str(e["key"]) for e in ledger)
+    figures.record(
+        section,
+        "calls executed more than once (idempotent tool: allowed)",
+        sum(1 for n in executed.values() if n > 1),
+    )
     assert exits == {"SATISFIED": RATE_RUNS}, exits
-    assert len(ledger) == RATE_RUNS  # every call ran, once
+    # Every call ran; an idempotent tool may run again for a duplicate delivery, but only on a
+    # slot of its own (the per-window check below counts every execution).
+    assert len(executed) == RATE_RUNS
     assert deferrals >= RATE_RUNS - 2 * PER_WINDOW, "the backlog was never deferred"
     for window, n in windows.items():
         assert n <= PER_WINDOW + spill[window], (window, n, spill[window])

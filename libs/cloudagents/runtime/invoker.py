@@ -97,8 +97,7 @@ class ToolInvoker:
         if not tool.idempotent and ToolClaim.decide(record, utcnow(), lease)[1] == "held":
             raise self._held(record)  # before taking a tools-per-minute slot for nothing
         limit = agent.budget.max_tools_per_minute
-        if limit is not None:
-            await self._admit(record, agent.id, limit)
+        booked = limit is not None and await self._admit(record, agent.id, limit)
         claim = await self.deps.runs.start_tool_call(
             run.run_id, record.seq, record.index, lease_seconds=lease
         )
@@ -107,6 +106,10 @@ class ToolInvoker:
         stored = claim.record
         if claim.outcome == "done":
             return ToolResult(stored.result, stored.is_error)
+        if booked and claim.outcome == "held":
+            # The window's booked slot is the first claimer's: a duplicate delivery in that
+            # window has no slot of its own, so it waits for the result instead of running.
+            raise self._held(stored)
         if not tool.idempotent:
             if claim.outcome == "held":
                 # Another delivery is running it now: come back when it has recorded the result
@@ -130,14 +133,15 @@ class ToolInvoker:
             f"(lease until {until})"
         )
 
-    async def _admit(self, record: ToolCallRecord, key: str, limit: int) -> None:
-        """Return when the call may run in this window; raise ``_Deferred`` after booking it
-        a slot in a later window and scheduling its wake-up there."""
+    async def _admit(self, record: ToolCallRecord, key: str, limit: int) -> bool:
+        """Return when the call may run in this window (``True``: on the slot it booked for
+        this window earlier); raise ``_Deferred`` after booking it a slot in a later window and
+        scheduling its wake-up there."""
         now = self.deps.clock()
         seconds = self.deps.settings.rate_window_seconds
         current = int(now.timestamp() // seconds)
         if record.rate_window == current:
-            return  # its booked window has come
+            return True  # its booked window has come
         if record.rate_window is not None and record.rate_window > current:
             until = record.deferred_until or now
         else:
@@ -145,7 +149,7 @@ class ToolInvoker:
                 key, limit, now, window_seconds=seconds
             )
             if window == current:
-                return
+                return False
             until += timedelta(seconds=random.uniform(0, seconds * DEFER_SPREAD))
             stored = await self.deps.runs.defer_tool_call(
                 record.run_id, record.seq, record.index, until=until, window=window
@@ -155,7 +159,7 @@ class ToolInvoker:
                     f"tool call {record.doc_id} of {record.run_id} vanished"
                 )
             if stored.status != "pending":
-                return  # another delivery got further; the claim below sorts it out
+                return False  # another delivery got further; the claim below sorts it out
         log.info(
             "tool call deferred by the tools-per-minute limit",
             extra={"fields": {"run_id": record.run_id, "call": record.doc_id, "until": str(until)}},
