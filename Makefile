@@ -62,7 +62,7 @@ terraform-check: install
 
 test: install lint typecheck terraform-check
 	@echo "==> pytest"
-	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest --durations=25 $(PYTEST_ARGS)
 
 unit: install
 	@$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)

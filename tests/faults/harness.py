@@ -256,7 +256,7 @@ class FaultStack:
 
     def locked_documents(self, run_id: str) -> list[str]:
         """Documents of the run that a plain write cannot touch (the emulator answers
-        ``409 Transaction lock timeout`` after 2 s): a lock some transaction never released.
+        ``409 Transaction lock timeout`` after 2 s): a lock some transaction has not released.
         The probe rewrites one field with its current value."""
         from google.api_core import exceptions as gexc
 
