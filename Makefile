@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo   - start the emulators and services, run the demo, print the LoopResults"
-	@echo "make test   - install, then ruff, mypy, terraform checks, and every pytest suite (faults too)"
+	@echo "make test   - install, then ruff, import contracts, mypy, terraform checks, and every pytest suite (faults too)"
 	@echo "make faults - the fault-injection suite at its long size"
 	@echo "make up     - start the local stack and leave it running (make down stops it)"
 
@@ -46,6 +46,8 @@ lint: install
 	@echo "==> ruff"
 	@$(VENV)/bin/ruff check libs services tests scripts
 	@$(VENV)/bin/ruff format --check libs services tests scripts
+	@echo "==> import contracts (import-linter: domain <- engine <- ports <- runtime; adapters)"
+	@$(VENV)/bin/lint-imports --no-cache
 
 typecheck: install
 	@echo "==> mypy (libs/)"

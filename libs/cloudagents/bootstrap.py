@@ -1,14 +1,24 @@
-"""The only place SDK clients are built: once per process, inside the running event loop.
+"""The composition root, and the only place SDK clients are built (ruff's TID251 keeps
+``google.cloud``, ``google.api_core``, ``openai`` and ``anthropic`` out of every other module but
+the adapters).
 
-``get_deps()`` builds the adapters the settings ask for (the Google Cloud clients for ``gcp``,
-in-memory fakes for ``memory``) and the tool registry from ``CLOUDAGENTS_TOOL_MODULES``.
+``get_deps()`` builds, once per process and inside the running event loop, the adapters the
+settings ask for (the Google Cloud clients for ``gcp``, in-memory fakes for ``memory``) and the
+tool registry from ``CLOUDAGENTS_TOOL_MODULES``. On the emulators the clients find
+``FIRESTORE_EMULATOR_HOST``, ``PUBSUB_EMULATOR_HOST`` and ``STORAGE_EMULATOR_HOST`` themselves;
+Cloud Tasks has no such variable in its client, so ``CLOUD_TASKS_EMULATOR_HOST`` selects an
+insecure gRPC channel here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import os
+from collections.abc import Mapping
+from typing import Any
 
+from cloudagents.adapters.llm.factory import build_model_client
 from cloudagents.adapters.memory.budgets import InMemoryCostLedger, InMemoryRateLimiter
 from cloudagents.adapters.memory.messaging import (
     InMemoryBlobStore,
@@ -22,12 +32,14 @@ from cloudagents.adapters.memory.stores import (
     InMemoryHandoffStore,
     InMemoryRunStore,
 )
+from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import ConfigurationError
+from cloudagents.ports.model import ModelClient
 from cloudagents.runtime.deps import Deps
 from cloudagents.settings import Settings
 from cloudagents.telemetry import configure
 from cloudagents.tools import Tool, ToolRegistry
-from cloudagents.topology import build_topology
+from cloudagents.topology import Topology, build_topology
 
 _deps: Deps | None = None
 _lock = asyncio.Lock()
@@ -47,6 +59,118 @@ def load_tools(modules: tuple[str, ...]) -> ToolRegistry:
                 if isinstance(item, Tool):
                     registry.register(item)
     return registry
+
+
+def default_model_factory(agent: AgentDefinition) -> ModelClient:
+    """The provider client an agent's ``model`` names (``adapters/llm``)."""
+    return build_model_client(agent.model)
+
+
+# Google Cloud clients -----------------------------------------------------------------------
+
+
+def firestore_client(project: str) -> Any:
+    from google.cloud import firestore
+
+    return firestore.AsyncClient(project=project)
+
+
+def publisher_client(*, low_latency: bool = True) -> Any:
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+    if not low_latency:
+        return pubsub_v1.PublisherClient()
+    # Flush quickly: a step's messages are few and latency matters more than batching.
+    batch = pubsub_v1.types.BatchSettings(max_messages=100, max_latency=0.005)
+    return pubsub_v1.PublisherClient(batch_settings=batch)
+
+
+def subscriber_client() -> Any:
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+    return pubsub_v1.SubscriberClient()
+
+
+def storage_client(project: str) -> Any:
+    from google.cloud import storage  # type: ignore[attr-defined]
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=project, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    return storage.Client(project=project)
+
+
+def tasks_client() -> Any:
+    from google.cloud import tasks_v2
+
+    emulator = os.environ.get("CLOUD_TASKS_EMULATOR_HOST")
+    if emulator:
+        import grpc
+        from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+
+        channel = grpc.insecure_channel(emulator)
+        return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+    return tasks_v2.CloudTasksClient()
+
+
+def build_gcp_deps(settings: Settings, topology: Topology, tools: ToolRegistry) -> Deps:
+    """The Firestore, Pub/Sub, Cloud Storage and Cloud Tasks adapters over fresh clients."""
+    from cloudagents.adapters.cloud_tasks import CloudTasksQueue
+    from cloudagents.adapters.firestore.budgets import FirestoreCostLedger, FirestoreRateLimiter
+    from cloudagents.adapters.firestore.stores import (
+        FirestoreAgentStore,
+        FirestoreAuditStore,
+        FirestoreDeadLetterStore,
+        FirestoreHandoffStore,
+        FirestoreRunStore,
+    )
+    from cloudagents.adapters.gcs import GcsBlobStore
+    from cloudagents.adapters.pubsub import PubSubEventBus
+
+    db = firestore_client(settings.project)
+    return Deps(
+        settings=settings,
+        topology=topology,
+        runs=FirestoreRunStore(db),
+        agents=FirestoreAgentStore(db),
+        dead_letters=FirestoreDeadLetterStore(db),
+        handoffs=FirestoreHandoffStore(db),
+        audit=FirestoreAuditStore(db),
+        bus=PubSubEventBus(publisher_client(), settings.project),
+        blobs=GcsBlobStore(storage_client(settings.project)),
+        tasks=CloudTasksQueue(
+            tasks_client(), settings.project, settings.location, settings.tasks_service_account
+        ),
+        cost_ledger=FirestoreCostLedger(db),
+        rate_limiter=FirestoreRateLimiter(db),
+        tools=tools,
+        model_factory=default_model_factory,
+    )
+
+
+def provision_emulators(topology: Topology, service_urls: Mapping[str, str]) -> None:
+    """Create the topology's topics, subscriptions and buckets on the emulators the environment
+    points at (the local stack; idempotent)."""
+    from cloudagents.adapters.provisioning import create_topology
+
+    create_topology(
+        topology,
+        service_urls,
+        publisher=publisher_client(low_latency=False),
+        subscriber=subscriber_client(),
+        storage=storage_client(topology.project),
+    )
+
+
+def publish_message(project: str, topic: str, data: bytes, *, timeout: float = 30.0) -> str:
+    """Publish one message and wait for its id (the CLI's ``run --via pubsub``)."""
+    publisher = publisher_client(low_latency=False)
+    future = publisher.publish(publisher.topic_path(project, topic), data)
+    return str(future.result(timeout=timeout))
+
+
+# Dependencies ---------------------------------------------------------------------------------
 
 
 def build_deps(settings: Settings) -> Deps:
@@ -69,9 +193,8 @@ def build_deps(settings: Settings) -> Deps:
             cost_ledger=InMemoryCostLedger(),
             rate_limiter=InMemoryRateLimiter(),
             tools=tools,
+            model_factory=default_model_factory,
         )
-    from cloudagents.adapters.gcp_clients import build_gcp_deps
-
     return build_gcp_deps(settings, topology, tools)
 
 

@@ -265,17 +265,14 @@ def print_result(run: dict[str, Any]) -> int:
 
 def publish_intent(state: Any, agent_id: str, message: str, run_id: str) -> None:
     """Start a run the way any producer would: an IntentionMessage on the workspace topic."""
+    from cloudagents.bootstrap import publish_message
     from cloudagents.domain.intents import IntentionMessage
 
     os.environ.update(state.env)
-    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
-
-    publisher = pubsub_v1.PublisherClient()
     intent = IntentionMessage.for_run(
         run_id=run_id, agent_id=agent_id, message=message, source_agent="cli"
     )
-    topic = publisher.topic_path(state.project, state.workspace)
-    publisher.publish(topic, intent.model_dump_json().encode()).result(timeout=30)
+    publish_message(state.project, state.workspace, intent.model_dump_json().encode())
 
 
 def cmd_run(args: argparse.Namespace) -> int:

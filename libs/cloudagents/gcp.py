@@ -36,7 +36,6 @@ from typing import Any
 from cloudagents.adapters.llm.callable import LLMCallable
 from cloudagents.context import ContextSnapshot, save_snapshot, snapshot_object_name
 from cloudagents.domain.agents import AgentDefinition, ModelConfig, Provider
-from cloudagents.domain.errors import ConfigurationError
 from cloudagents.domain.events import (
     Completed,
     ContentChunk,
@@ -649,7 +648,7 @@ class DistributedAgent:
         return backend
 
     def _build_backend(self, loop: asyncio.AbstractEventLoop) -> _Backend:
-        from cloudagents.adapters import gcp_clients
+        from cloudagents import bootstrap
         from cloudagents.adapters.firestore.budgets import (
             FirestoreCostLedger,
             FirestoreRateLimiter,
@@ -659,10 +658,10 @@ class DistributedAgent:
         from cloudagents.adapters.pubsub import PubSubEventBus
 
         if self._publisher is None:
-            self._publisher = gcp_clients.publisher_client()
-            self._storage = gcp_clients.storage_client(self.project_id)
+            self._publisher = bootstrap.publisher_client()
+            self._storage = bootstrap.storage_client(self.project_id)
         # The Firestore client is built inside the running loop: its gRPC channel is bound to it.
-        db = gcp_clients.firestore_client(self.project_id)
+        db = bootstrap.firestore_client(self.project_id)
         observer = GcpRunObserver(
             FirestoreRunStore(db),
             PubSubEventBus(self._publisher, self.project_id),
@@ -681,36 +680,18 @@ class DistributedAgent:
 
     def _ensure_resources(self) -> None:
         """Topics and bucket exist: created on the emulators, a clear error in production."""
-        from google.api_core import exceptions as gexc
+        from cloudagents.adapters.provisioning import ensure_resources
 
-        publisher = self._publisher
-        pubsub_emulator = bool(os.environ.get("PUBSUB_EMULATOR_HOST"))
-        for topic in self.resources.topics:
-            path = publisher.topic_path(self.project_id, topic)
-            try:
-                publisher.get_topic(topic=path)
-            except gexc.NotFound as exc:
-                if not pubsub_emulator:
-                    raise ConfigurationError(
-                        f"Pub/Sub topic {path} does not exist. {TERRAFORM_HINT}"
-                    ) from exc
-                with contextlib.suppress(gexc.AlreadyExists):
-                    publisher.create_topic(name=path)
-            except (gexc.PermissionDenied, gexc.Forbidden):
-                # A publish-only identity may not read topics: publishing will tell.
-                log.debug("cannot check topic %s; assuming it exists", path)
-        bucket = self.resources.context_bucket
-        try:
-            self._storage.get_bucket(bucket)
-        except gexc.NotFound as exc:
-            if not os.environ.get("STORAGE_EMULATOR_HOST"):
-                raise ConfigurationError(
-                    f"Cloud Storage bucket gs://{bucket} does not exist. {TERRAFORM_HINT}"
-                ) from exc
-            with contextlib.suppress(gexc.Conflict):
-                self._storage.create_bucket(bucket)
-        except (gexc.PermissionDenied, gexc.Forbidden):
-            log.debug("cannot check bucket %s; assuming it exists", bucket)
+        ensure_resources(
+            self.project_id,
+            self.resources.topics,
+            self.resources.context_bucket,
+            publisher=self._publisher,
+            storage=self._storage,
+            create_topics=bool(os.environ.get("PUBSUB_EMULATOR_HOST")),
+            create_bucket=bool(os.environ.get("STORAGE_EMULATOR_HOST")),
+            hint=TERRAFORM_HINT,
+        )
 
     async def aclose(self) -> None:
         """Flush pending Pub/Sub messages and release the clients (optional)."""

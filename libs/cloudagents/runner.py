@@ -17,11 +17,10 @@ import yaml
 
 from cloudagents.adapters.llm.callable import LLMCallable
 from cloudagents.adapters.llm.factory import build_model_client
-from cloudagents.adapters.llm.retrying import RetryingModel
 from cloudagents.adapters.memory.budgets import InMemoryCostLedger, InMemoryRateLimiter
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import ModelError
-from cloudagents.domain.messages import Message, ToolCall
+from cloudagents.domain.messages import Message, ToolCall, tool_message
 from cloudagents.domain.policy import GuardrailConfig
 from cloudagents.domain.results import LoopExit, LoopResult, RunProgress
 from cloudagents.engine import pricing
@@ -42,6 +41,7 @@ from cloudagents.engine.step import (
 from cloudagents.ports.budgets import CostLedger, RateLimiter
 from cloudagents.ports.model import ModelClient
 from cloudagents.ports.observer import RunObserver
+from cloudagents.runtime.retrying import RetryingModel
 from cloudagents.tools import ToolRegistry, ToolResult, ToolSource
 
 Clock = Callable[[], datetime]
@@ -58,12 +58,6 @@ def load_definitions(path: str | Path) -> list[AgentDefinition]:
         data = data["agents"]
     items = data if isinstance(data, list) else [data]
     return [AgentDefinition.model_validate(item) for item in items]
-
-
-def tool_message(call: ToolCall, result: ToolResult) -> Message:
-    """The transcript message that carries a tool's result back to the model."""
-    text = result.as_text()
-    return Message(role="tool", tool_call_id=call.id, name=call.name, content=text)
 
 
 class _Waiting:
@@ -214,7 +208,7 @@ class Agent:
     ) -> RunProgress:
         for call in calls:
             result = await self._call_tool(agent, call)
-            messages.append(tool_message(call, result))
+            messages.append(tool_message(call, result.content))
             progress = progress.model_copy(update={"tool_calls": progress.tool_calls + 1})
             await self.observer.tool_called(run_id, call, result)
         return progress

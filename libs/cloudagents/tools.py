@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
-import json
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any, Protocol, cast, get_type_hints, overload
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
-from cloudagents.domain.messages import ToolSpec
+from cloudagents.domain.messages import ToolSpec, result_text
 from cloudagents.domain.policy import RISK_ORDER, RiskLevel
 
 ToolFunction = Callable[..., Any] | Callable[..., Awaitable[Any]]
@@ -55,9 +54,7 @@ class ToolResult:
     is_error: bool = False
 
     def as_text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return json.dumps(self.content, ensure_ascii=False, default=str, sort_keys=True)
+        return result_text(self.content)
 
 
 def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:

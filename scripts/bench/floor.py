@@ -3,7 +3,7 @@
 One hop is a Firestore transaction (read one document, write it back) plus one Pub/Sub push
 round trip (publish, then the emulator POSTs the message to a subscriber). We time both against
 the running local stack's emulators, with the same client settings the adapters use (the
-publisher flushes after 5 ms, ``cloudagents.adapters.gcp_clients.publisher_client``), and a tiny
+publisher flushes after 5 ms, ``cloudagents.bootstrap.publisher_client``), and a tiny
 threaded HTTP receiver standing in for a service.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from scripts.bench.common import summarize
 
-from cloudagents.adapters.gcp_clients import firestore_client, publisher_client
+from cloudagents.bootstrap import firestore_client, publisher_client
 from cloudagents.local.emulators import free_port
 
 

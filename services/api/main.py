@@ -23,4 +23,4 @@ async def api(request: Request) -> Response:
 
 def asgi_app() -> ASGIApp:
     """The api with ``/runs/{id}/events/ws`` (functions-framework's app routes HTTP only)."""
-    return build_api_app(Path(__file__).resolve())
+    return build_api_app(Path(__file__).resolve(), lambda: get_deps("api"))

@@ -32,12 +32,6 @@ from cloudagents.adapters.firestore.stores import (
     FirestoreHandoffStore,
     FirestoreRunStore,
 )
-from cloudagents.adapters.gcp_clients import (
-    firestore_client,
-    publisher_client,
-    storage_client,
-    tasks_client,
-)
 from cloudagents.adapters.gcs import GcsBlobStore
 from cloudagents.adapters.memory.budgets import InMemoryCostLedger, InMemoryRateLimiter
 from cloudagents.adapters.memory.messaging import (
@@ -52,6 +46,12 @@ from cloudagents.adapters.memory.stores import (
     InMemoryRunStore,
 )
 from cloudagents.adapters.pubsub import PubSubEventBus
+from cloudagents.bootstrap import (
+    firestore_client,
+    publisher_client,
+    storage_client,
+    tasks_client,
+)
 from cloudagents.domain.errors import TransientError
 from cloudagents.domain.events import ToolCallEvent
 from cloudagents.domain.handoffs import HandoffOffer

@@ -24,7 +24,7 @@ from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore, pubsub_v1, storage  # type: ignore[attr-defined]
 
-from cloudagents.adapters.gcp_clients import build_gcp_deps
+from cloudagents.bootstrap import build_gcp_deps
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import ConfigurationError
 from cloudagents.gcp import Budget, DistributedAgent, LoopExit, Tool

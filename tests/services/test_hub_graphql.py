@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cloudagents.bootstrap import get_deps
 from cloudagents.domain.events import ContentChunk, ToolCallEvent
 from cloudagents.domain.runs import RunRecord, RunStatus
 from cloudagents.runtime.hub import EventHub, HubSettings, RunFeed, Subscription, hub_for
@@ -37,7 +38,7 @@ STREAM = """subscription S($id: String!) {
 
 @pytest.fixture
 def app(stack: Stack) -> ASGIApp:
-    return build_api_app(API_SOURCE)
+    return build_api_app(API_SOURCE, lambda: get_deps("api"))
 
 
 class GraphQLSession:

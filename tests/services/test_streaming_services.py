@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from cloudagents.adapters.memory.stores import InMemoryAuditStore
+from cloudagents.bootstrap import get_deps
 from cloudagents.domain.events import (
     RUN_EVENT_ADAPTER,
     ThinkingStatus,
@@ -506,7 +507,7 @@ class WebSocketSession:
 
 @pytest.fixture
 def ws_app(stack: Stack) -> ASGIApp:
-    return build_api_app(API_SOURCE)
+    return build_api_app(API_SOURCE, lambda: get_deps("api"))
 
 
 async def test_websocket_streams_live_and_resumes_after_an_id(

@@ -9,10 +9,10 @@ import pytest
 from cloudagents import ConfigurationError, ModelConfig, ModelError, ModelRequest, RetryConfig
 from cloudagents.adapters.llm.callable import CallableModel
 from cloudagents.adapters.llm.factory import build_model_client
-from cloudagents.adapters.llm.retrying import RetryingModel
 from cloudagents.adapters.llm.scripted import ScriptedModel
 from cloudagents.domain.agents import ScriptedTurn
 from cloudagents.domain.messages import Message, ModelResponse
+from cloudagents.runtime.retrying import RetryingModel
 
 REQUEST = ModelRequest(model="m", messages=[Message(role="user", content="hi")])
 

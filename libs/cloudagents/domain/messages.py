@@ -78,6 +78,19 @@ class Message(Model):
         return out
 
 
+def result_text(content: Any) -> str:
+    """How a tool's result reads in the transcript: text as is, anything else as JSON with
+    sorted keys (the same bytes from every process)."""
+    if isinstance(content, str):
+        return content
+    return json.dumps(content, ensure_ascii=False, default=str, sort_keys=True)
+
+
+def tool_message(call: ToolCall, content: Any) -> Message:
+    """The transcript message that carries a tool's result back to the model."""
+    return Message(role="tool", tool_call_id=call.id, name=call.name, content=result_text(content))
+
+
 class Usage(Model):
     """Token usage of one model call; ``total_tokens`` is derived when a provider omits it."""
 

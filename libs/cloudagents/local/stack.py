@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -90,48 +89,11 @@ class StackState:
 
 
 def create_topology(topology: Topology, service_urls: Mapping[str, str]) -> None:
-    """Create topics, push subscriptions (dead-letter + retry policy) and the bucket.
+    """Create topics, push subscriptions (dead-letter + retry policy) and the bucket on the
+    emulators the environment points at; idempotent (existing resources are kept)."""
+    from cloudagents.bootstrap import provision_emulators
 
-    Uses the environment's emulator variables; idempotent (existing resources are kept).
-    """
-    from google.api_core import exceptions as gexc
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import pubsub_v1, storage  # type: ignore[attr-defined]
-    from google.protobuf import duration_pb2
-
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    project = topology.project
-    for topic in topology.topics:
-        with contextlib.suppress(gexc.AlreadyExists):
-            publisher.create_topic(name=publisher.topic_path(project, topic.name))
-    for sub in topology.subscriptions:
-        request: dict[str, Any] = {
-            "name": subscriber.subscription_path(project, sub.name),
-            "topic": publisher.topic_path(project, sub.topic),
-            "push_config": {"push_endpoint": service_urls[sub.service].rstrip("/") + sub.path},
-            "ack_deadline_seconds": sub.ack_deadline_seconds,
-            "dead_letter_policy": {
-                "dead_letter_topic": publisher.topic_path(project, sub.dead_letter_topic),
-                "max_delivery_attempts": sub.max_delivery_attempts,
-            },
-            "retry_policy": {
-                "minimum_backoff": duration_pb2.Duration(seconds=sub.minimum_backoff_seconds),
-                "maximum_backoff": duration_pb2.Duration(seconds=sub.maximum_backoff_seconds),
-            },
-        }
-        with contextlib.suppress(gexc.AlreadyExists):
-            subscriber.create_subscription(request=request)
-    for name, topic_name in topology.pull_subscriptions:
-        with contextlib.suppress(gexc.AlreadyExists):
-            subscriber.create_subscription(
-                name=subscriber.subscription_path(project, name),
-                topic=publisher.topic_path(project, topic_name),
-            )
-    client = storage.Client(project=project, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
-    for bucket in topology.buckets:
-        with contextlib.suppress(gexc.Conflict):
-            client.create_bucket(bucket.name)
+    provision_emulators(topology, service_urls)
 
 
 def service_command(name: str, port: int, repo_root: Path) -> list[str]:

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from cloudagents.adapters.llm.factory import build_model_client
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.runs import OutboxMessage, WakeUp
 from cloudagents.ports.budgets import CostLedger, RateLimiter
@@ -36,10 +35,6 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def default_model_factory(agent: AgentDefinition) -> ModelClient:
-    return build_model_client(agent.model)
-
-
 @dataclass
 class Deps:
     """What the services' use cases need; built once per process by ``bootstrap``."""
@@ -57,7 +52,7 @@ class Deps:
     cost_ledger: CostLedger
     rate_limiter: RateLimiter
     tools: ToolRegistry
-    model_factory: ModelFactory = default_model_factory
+    model_factory: ModelFactory
     clock: Clock = field(default=_utcnow)
 
     async def publish(self, messages: list[OutboxMessage]) -> None:

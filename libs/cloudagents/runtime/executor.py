@@ -18,7 +18,6 @@ from typing import Any, assert_never
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from cloudagents.adapters.llm.retrying import RetryingModel
 from cloudagents.context import snapshot_object_name
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import ModelError, PermanentMessageError
@@ -34,7 +33,7 @@ from cloudagents.domain.events import (
 )
 from cloudagents.domain.handoffs import HandoffOffer, HandoffTarget
 from cloudagents.domain.intents import IntentionMessage
-from cloudagents.domain.messages import Message, ModelResponse
+from cloudagents.domain.messages import Message, ModelResponse, tool_message
 from cloudagents.domain.results import LoopExit, LoopResult, RunProgress
 from cloudagents.domain.runs import (
     Interaction,
@@ -66,10 +65,9 @@ from cloudagents.engine.step import (
 )
 from cloudagents.faults import crash_point
 from cloudagents.ports.stores import RunStore, StepCommit
-from cloudagents.runner import tool_message
 from cloudagents.runtime.deps import Deps
+from cloudagents.runtime.retrying import RetryingModel
 from cloudagents.telemetry import genai_attributes, tracer
-from cloudagents.tools import ToolResult
 
 log = logging.getLogger(__name__)
 CHUNK_FLUSH_CHARS = 400
@@ -290,7 +288,7 @@ class RunExecutor:
             if record.result_uri:
                 blob = await self.deps.blobs.get(record.result_uri)
                 result = blob.decode() if blob is not None else f"(missing {record.result_uri})"
-            messages.append(tool_message(record.call, ToolResult(result, record.is_error)))
+            messages.append(tool_message(record.call, result))
         return messages
 
     async def _call_model(

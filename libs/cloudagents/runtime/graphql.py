@@ -11,7 +11,7 @@ completes the operation, disconnects or the run ends (strawberry cancels the ope
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -295,14 +295,12 @@ def _with_authorization(websocket: WebSocket, params: dict[str, Any]) -> Request
 class CloudAgentsGraphQL(GraphQL[Context, None]):
     """strawberry's ASGI app with the api's dependencies and authentication."""
 
-    def __init__(self, deps: Deps | None = None) -> None:
+    def __init__(self, deps_of: Callable[[], Awaitable[Deps]]) -> None:
         super().__init__(schema, graphql_ide=None)
-        self.deps = deps
+        self.deps_of = deps_of
 
     async def _deps(self) -> Deps:
-        from cloudagents.bootstrap import get_deps
-
-        return self.deps or await get_deps("api")
+        return await self.deps_of()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """HTTP requests authenticate first, as every api route does: 401 without a caller."""
@@ -347,6 +345,6 @@ class CloudAgentsGraphQL(GraphQL[Context, None]):
             raise ConnectionRejectionError({"reason": exc.reason}) from exc
 
 
-def graphql_app(deps: Deps | None = None) -> CloudAgentsGraphQL:
+def graphql_app(deps_of: Callable[[], Awaitable[Deps]]) -> CloudAgentsGraphQL:
     """The ASGI app ``build_api_app`` mounts at ``/graphql``."""
-    return CloudAgentsGraphQL(deps)
+    return CloudAgentsGraphQL(deps_of)

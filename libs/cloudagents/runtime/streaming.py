@@ -236,13 +236,15 @@ async def _send_events(
         await websocket.send_text(json.dumps(view(event)))
 
 
+DepsProvider = Callable[[], Awaitable[Deps]]
+
+
 async def _websocket_stream(
-    websocket: WebSocket, deps: Deps | None, view: Callable[[RunEvent], dict[str, Any]]
+    websocket: WebSocket, deps_of: DepsProvider, view: Callable[[RunEvent], dict[str, Any]]
 ) -> None:
-    from cloudagents.bootstrap import get_deps
     from cloudagents.runtime.api import audit, valid_id
 
-    deps = deps or await get_deps("api")
+    deps = await deps_of()
     run_id = websocket.path_params["run_id"]
     request = as_http_request(websocket)
     await websocket.accept()
@@ -278,34 +280,42 @@ async def _websocket_stream(
             await websocket.close(code=1000)
 
 
-async def websocket_events(websocket: WebSocket, deps: Deps | None = None) -> None:
+async def websocket_events(websocket: WebSocket, deps_of: DepsProvider) -> None:
     """``/runs/{id}/events/ws``: close codes 4401/4403 (authentication), 4404 (unknown run),
     1008 (fell too far behind: reconnect with ``?after=``), 1000 after the terminal event."""
-    await _websocket_stream(websocket, deps, event_json)
+    await _websocket_stream(websocket, deps_of, event_json)
 
 
-async def agent_stream_websocket(websocket: WebSocket, deps: Deps | None = None) -> None:
+async def agent_stream_websocket(websocket: WebSocket, deps_of: DepsProvider) -> None:
     """``/agent-stream/{id}``: seed 004's ``new WebSocket('ws://HOST/agent-stream/{id}')``,
     the same close codes as ``/runs/{id}/events/ws``."""
-    await _websocket_stream(websocket, deps, agent_stream_json)
+    await _websocket_stream(websocket, deps_of, agent_stream_json)
 
 
-def build_api_app(source: str | Path) -> ASGIApp:
+def build_api_app(source: str | Path, deps_of: DepsProvider) -> ASGIApp:
     """The api as one ASGI app: functions-framework's HTTP app for ``source`` (the ``api``
     target), the WebSocket routes it cannot route, and GraphQL at ``/graphql`` (HTTP and
-    ``graphql-transport-ws``)."""
+    ``graphql-transport-ws``). ``deps_of`` gives the process's dependencies (the composition
+    root's ``get_deps``)."""
     from functions_framework.aio import create_asgi_app
 
     from cloudagents.runtime.graphql import graphql_app
 
     http_app: ASGIApp = create_asgi_app("api", str(source))  # type: ignore[no-untyped-call]
+
+    async def events_route(websocket: WebSocket) -> None:
+        await websocket_events(websocket, deps_of)
+
+    async def agent_stream_route(websocket: WebSocket) -> None:
+        await agent_stream_websocket(websocket, deps_of)
+
     ws_app = Starlette(
         routes=[
-            WebSocketRoute(WS_PATH, websocket_events),
-            WebSocketRoute(AGENT_STREAM_PATH, agent_stream_websocket),
+            WebSocketRoute(WS_PATH, events_route),
+            WebSocketRoute(AGENT_STREAM_PATH, agent_stream_route),
         ]
     )
-    gql = graphql_app()
+    gql = graphql_app(deps_of)
 
     async def app(
         scope: Scope,
