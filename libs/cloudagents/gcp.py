@@ -58,6 +58,7 @@ from cloudagents.domain.runs import (
     RunRecord,
     RunStatus,
     SnapshotPointer,
+    StepMessage,
     ToolCallRecord,
 )
 from cloudagents.engine import pricing
@@ -336,7 +337,7 @@ class GcpRunObserver(RunObserver):
             result_uri=result_uri,
             events=[event],
             # Never stored or sent: the call was not pending, so no step waits to be woken.
-            wake=OutboxMessage(topic="steps", data={"run_id": run_id, "seq": seq + 1}),
+            wake=OutboxMessage.of("steps", StepMessage(run_id=run_id, seq=seq + 1)),
         )
         attempts = finish.record.attempts if finish is not None else 1
         audit = {
@@ -444,7 +445,6 @@ class GcpRunObserver(RunObserver):
             events=events,
             handoff_offer=offer,
             applied_model_call=pending.model_call if pending else None,
-            extra={"handoff_status": "open"} if offer else {},
         )
         if not await self._commit(state, commit, len(messages)):
             return

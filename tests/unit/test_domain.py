@@ -16,9 +16,18 @@ from cloudagents import (
     ModelResponse,
 )
 from cloudagents.domain.agents import schema_to_json_schema
+from cloudagents.domain.base import Persisted, newer_schema
 from cloudagents.domain.events import RUN_EVENT_ADAPTER, ContentChunk
-from cloudagents.domain.handoffs import HandoffTarget
+from cloudagents.domain.handoffs import HandoffTarget, OfferMessage
 from cloudagents.domain.messages import GenerationParams, Message, ToolCall
+from cloudagents.domain.runs import (
+    OutboxMessage,
+    SnapshotMessage,
+    StepMessage,
+    ToolAuditMessage,
+    ToolMessage,
+    WakeUp,
+)
 
 
 def agent(**overrides: object) -> AgentDefinition:
@@ -42,6 +51,45 @@ def test_intent_round_trips_and_reads_its_start_payload() -> None:
 def test_newer_schema_version_fails_fast() -> None:
     with pytest.raises(ValidationError, match="newer than this release"):
         IntentionMessage(run_id="r1", source_agent="u", payload={}, schema_version=99)
+
+
+WIRE_RECORDS: list[tuple[type[Persisted], dict[str, object]]] = [
+    (IntentionMessage, {"run_id": "r", "source_agent": "u", "payload": {}}),
+    (StepMessage, {"run_id": "r", "seq": 1}),
+    (ToolMessage, {"run_id": "r", "seq": 1, "index": 0}),
+    (WakeUp, {"run_id": "r", "seq": 1}),
+    (SnapshotMessage, {"run_id": "r", "seq": 1}),
+    (OfferMessage, {"offer_id": "o"}),
+    (
+        ToolAuditMessage,
+        {
+            "run_id": "r",
+            "agent_id": "a",
+            "seq": 0,
+            "index": 0,
+            "tool": "t",
+            "is_error": False,
+            "attempts": 1,
+        },
+    ),
+    (ContentChunk, {"run_id": "r", "chunk": "hi"}),
+    (Message, {"role": "user", "content": "hi"}),
+]
+
+
+@pytest.mark.parametrize(("model", "body"), WIRE_RECORDS, ids=lambda v: getattr(v, "__name__", ""))
+def test_wire_and_transcript_records_carry_a_schema_version_and_refuse_newer_ones(
+    model: type[Persisted], body: dict[str, object]
+) -> None:
+    record = model.model_validate(body)
+    assert record.model_dump(mode="json")["schema_version"] == 1
+    assert OutboxMessage.of("steps", record).data["schema_version"] == 1
+    with pytest.raises(ValidationError) as refused:
+        model.model_validate({**body, "schema_version": 2})
+    assert newer_schema(refused.value)  # retryable (503), not a dead letter
+    with pytest.raises(ValidationError) as bad:
+        model.model_validate({**body, "no_such_field": 1})
+    assert not newer_schema(bad.value)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from cloudagents.domain.errors import NewerSchemaVersion
 
 
 class Model(BaseModel):
@@ -14,7 +16,8 @@ class Model(BaseModel):
 
 
 class Persisted(Model):
-    """A document we write. Readers accept released versions and fail fast on newer ones."""
+    """A record we write (a document, a message on the wire, a transcript entry). Readers accept
+    released versions and refuse newer ones with ``NewerSchemaVersion`` (retryable)."""
 
     CURRENT_SCHEMA_VERSION: ClassVar[int] = 1
     schema_version: int = 1
@@ -25,8 +28,16 @@ class Persisted(Model):
         if isinstance(data, dict):
             version = data.get("schema_version", 1)
             if isinstance(version, int) and version > cls.CURRENT_SCHEMA_VERSION:
-                raise ValueError(
+                raise NewerSchemaVersion(
                     f"{cls.__name__} schema_version {version} is newer than this release "
                     f"understands ({cls.CURRENT_SCHEMA_VERSION}); upgrade cloudagents"
                 )
         return data
+
+
+def newer_schema(error: ValidationError) -> bool:
+    """Whether validation failed only because a record is from a newer release."""
+    problems = error.errors()
+    return bool(problems) and all(
+        isinstance((p.get("ctx") or {}).get("error"), NewerSchemaVersion) for p in problems
+    )

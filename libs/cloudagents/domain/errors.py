@@ -44,3 +44,9 @@ class PermanentMessageError(CloudAgentsError):
 
 class TransientError(CloudAgentsError):
     """Try again later (contention, a dependency briefly down): the handler asks for redelivery."""
+
+
+class NewerSchemaVersion(TransientError, ValueError):
+    """A record written by a newer release (its ``schema_version`` is past ours). Retryable:
+    during a rolling deploy the message is redelivered until an instance of the new release
+    takes it, so live traffic is never dead-lettered for being new."""

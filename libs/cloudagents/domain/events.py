@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, JsonValue, TypeAdapter
 
-from cloudagents.domain.base import Model
+from cloudagents.domain.base import Persisted
 
 
-class _Event(Model):
+class _Event(Persisted):
     run_id: str
     seq: int = Field(default=0, ge=0, description="the run step that produced the event")
     id: str = Field(default="", description="sortable id within the run: {seq:06d}-{phase}{n:04d}")

@@ -42,7 +42,7 @@ class HandoffOffer(Persisted):
     expiry_task: str | None = None
 
 
-class OfferMessage(Model):
+class OfferMessage(Persisted):
     """The body of a ``{ws}-handoff`` message and of an expiry task."""
 
     offer_id: str = Field(min_length=1, max_length=300)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, JsonValue, field_validator, model_validator
 
-from cloudagents.domain.base import Model
+from cloudagents.domain.base import Model, Persisted
 from cloudagents.domain.handoffs import HandoffTarget
 from cloudagents.domain.policy import RiskLevel
 
@@ -42,7 +42,7 @@ class ToolCall(Model):
         return cls(id=str(raw.get("id") or f"call_{index}"), name=name, arguments=arguments or {})
 
 
-class Message(Model):
+class Message(Persisted):
     """One conversation message."""
 
     role: Role

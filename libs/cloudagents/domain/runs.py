@@ -42,6 +42,11 @@ class OutboxMessage(Model):
     data: dict[str, JsonValue]
     attributes: dict[str, str] = Field(default_factory=dict)
 
+    @classmethod
+    def of(cls, topic: OutboxTopic, record: Persisted) -> OutboxMessage:
+        """``record`` as the body of a message on ``topic``, with its ``schema_version``."""
+        return cls(topic=topic, data=record.model_dump(mode="json", exclude_none=True))
+
 
 class SnapshotPointer(Model):
     """Where the latest context snapshot of a run is."""
@@ -179,14 +184,14 @@ class DeadLetter(Persisted):
     replayed_at: datetime | None = None
 
 
-class StepMessage(Model):
+class StepMessage(Persisted):
     """The body of a ``{ws}-steps`` message: apply step ``seq`` of ``run_id``."""
 
     run_id: str = Field(min_length=1, max_length=128)
     seq: int = Field(ge=0)
 
 
-class ToolMessage(Model):
+class ToolMessage(Persisted):
     """The body of a ``{ws}-tools`` message: execute one tool call of step ``seq``."""
 
     run_id: str = Field(min_length=1, max_length=128)
@@ -194,7 +199,7 @@ class ToolMessage(Model):
     index: int = Field(ge=0)
 
 
-class WakeUp(Model):
+class WakeUp(Persisted):
     """The body of a wake-up task (``{ws}-wakeups`` queue, ``runtime/wakeups.py``).
 
     ``seq``: the step the run waited at when the wake-up was scheduled (``None``: the run's
@@ -211,7 +216,20 @@ class WakeUp(Model):
     )
 
 
-class SnapshotMessage(Model):
+class ToolAuditMessage(Persisted):
+    """The body of a ``{ws}-tools-audit`` message: one tool call and how it ended."""
+
+    run_id: str
+    agent_id: str
+    seq: int = Field(ge=0)
+    index: int = Field(ge=0)
+    tool: str
+    idempotency_key: str | None = None
+    is_error: bool
+    attempts: int = Field(ge=0)
+
+
+class SnapshotMessage(Persisted):
     """The body of a ``{ws}-snapshots`` message: snapshot ``run_id`` as of ``seq``."""
 
     run_id: str = Field(min_length=1, max_length=128)

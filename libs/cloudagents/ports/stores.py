@@ -50,7 +50,6 @@ class StepCommit(Model):
     applied_model_call: str | None = Field(
         default=None, description="the model call whose reply this step applies"
     )
-    extra: dict[str, JsonValue] = Field(default_factory=dict)
 
     def applied_to(self, run: RunRecord) -> RunRecord:
         """The run document after this commit (validated: a bad commit raises, writes nothing)."""
@@ -67,8 +66,9 @@ class StepCommit(Model):
                 "handoff_offer_id": (
                     self.handoff_offer.offer_id if self.handoff_offer else run.handoff_offer_id
                 ),
+                # A step that offers a handoff opens it; the broker moves it on from there.
+                "handoff_status": "open" if self.handoff_offer else run.handoff_status,
                 "updated_at": utcnow(),
-                **self.extra,
             }
         )
 

@@ -15,7 +15,7 @@ from cloudagents.context import restore
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import PermanentMessageError, TransientError
 from cloudagents.domain.events import HandoffEvent, event_id
-from cloudagents.domain.handoffs import HandoffOffer
+from cloudagents.domain.handoffs import HandoffOffer, OfferMessage
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.runs import OutboxMessage, RunStatus
 from cloudagents.faults import crash_point
@@ -171,6 +171,6 @@ class HandoffBroker:
     async def offer_open_offers_to(self, agent: AgentDefinition) -> int:
         """After an agent registers, re-offer the open offers it can take."""
         offers = [o for o in await self.deps.handoffs.list_open_offers() if capable(agent, o)]
-        messages = [OutboxMessage(topic="handoff", data={"offer_id": o.offer_id}) for o in offers]
+        messages = [OutboxMessage.of("handoff", OfferMessage(offer_id=o.offer_id)) for o in offers]
         await self.deps.publish(messages)
         return len(messages)

@@ -31,7 +31,7 @@ from cloudagents.domain.events import (
     ToolCallEvent,
     event_id,
 )
-from cloudagents.domain.handoffs import HandoffOffer, HandoffTarget
+from cloudagents.domain.handoffs import HandoffOffer, HandoffTarget, OfferMessage
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.messages import Message, ModelResponse, tool_message
 from cloudagents.domain.results import LoopExit, LoopResult, RunProgress
@@ -41,8 +41,10 @@ from cloudagents.domain.runs import (
     OutboxMessage,
     RunRecord,
     RunStatus,
+    SnapshotMessage,
     StepMessage,
     ToolCallRecord,
+    ToolMessage,
     WakeUp,
     tool_call_doc_id,
 )
@@ -75,11 +77,11 @@ CHUNK_FLUSH_SECONDS = 0.25
 
 
 def step_message(run_id: str, seq: int) -> OutboxMessage:
-    return OutboxMessage(topic="steps", data={"run_id": run_id, "seq": seq})
+    return OutboxMessage.of("steps", StepMessage(run_id=run_id, seq=seq))
 
 
 def snapshot_message(run_id: str, seq: int) -> OutboxMessage:
-    return OutboxMessage(topic="snapshots", data={"run_id": run_id, "seq": seq})
+    return OutboxMessage.of("snapshots", SnapshotMessage(run_id=run_id, seq=seq))
 
 
 def wake_message(run: RunRecord, seq: int, now: datetime, wake_seconds: float) -> OutboxMessage:
@@ -89,7 +91,7 @@ def wake_message(run: RunRecord, seq: int, now: datetime, wake_seconds: float) -
     if run.deadline_at is not None:
         at = min(at, run.deadline_at)
     wake = WakeUp(run_id=run.run_id, seq=seq, at=at)
-    return OutboxMessage(topic="wakeups", data=wake.model_dump(mode="json", exclude_none=True))
+    return OutboxMessage.of("wakeups", wake)
 
 
 def timed_out(run: RunRecord, now: datetime, waiting_for: str | None = None) -> Stop | None:
@@ -395,8 +397,8 @@ class RunExecutor:
                     for i, call in enumerate(calls)
                 ]
                 outbox = [
-                    OutboxMessage(
-                        topic="tools", data={"run_id": run.run_id, "seq": seq, "index": r.index}
+                    OutboxMessage.of(
+                        "tools", ToolMessage(run_id=run.run_id, seq=seq, index=r.index)
                     )
                     for r in records
                 ]
@@ -511,12 +513,11 @@ class RunExecutor:
             # The snapshot first: the broker transfers the context from it.
             outbox=[
                 snapshot_message(run.run_id, seq + 1),
-                OutboxMessage(topic="handoff", data={"offer_id": offer.offer_id}),
+                OutboxMessage.of("handoff", OfferMessage(offer_id=offer.offer_id)),
             ],
             interaction=interaction,
             events=events,
             handoff_offer=offer,
-            extra={"handoff_status": "open"},
         )
         return commit, "handoff"
 

@@ -31,6 +31,8 @@ from cloudagents.domain.events import ToolResultEvent, event_id
 from cloudagents.domain.runs import (
     OutboxMessage,
     RunRecord,
+    StepMessage,
+    ToolAuditMessage,
     ToolCallRecord,
     ToolMessage,
     WakeUp,
@@ -218,7 +220,7 @@ class ToolInvoker:
             result=record.result if record.result_uri is None else {"uri": record.result_uri},
             is_error=record.is_error,
         )
-        wake = OutboxMessage(topic="steps", data={"run_id": record.run_id, "seq": record.seq + 1})
+        wake = OutboxMessage.of("steps", StepMessage(run_id=record.run_id, seq=record.seq + 1))
         finish = await self.deps.runs.finish_tool_call(
             record.run_id,
             record.seq,
@@ -232,18 +234,18 @@ class ToolInvoker:
         if finish is None:
             raise PermanentMessageError(f"tool call {record.doc_id} of {record.run_id} vanished")
         crash_point("invoker.after_finish")
-        audit = OutboxMessage(
-            topic="tools_audit",
-            data={
-                "run_id": record.run_id,
-                "agent_id": run.agent_id,
-                "seq": record.seq,
-                "index": record.index,
-                "tool": record.call.name,
-                "idempotency_key": record.idempotency_key,
-                "is_error": finish.record.is_error,
-                "attempts": finish.record.attempts,
-            },
+        audit = OutboxMessage.of(
+            "tools_audit",
+            ToolAuditMessage(
+                run_id=record.run_id,
+                agent_id=run.agent_id,
+                seq=record.seq,
+                index=record.index,
+                tool=record.call.name,
+                idempotency_key=record.idempotency_key,
+                is_error=finish.record.is_error,
+                attempts=finish.record.attempts,
+            ),
         )
         await self.deps.publish([audit, *finish.outbox])
         if not finish.newly_finished:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from cloudagents.domain.base import newer_schema
 from cloudagents.domain.errors import PermanentMessageError, TransientError
 from cloudagents.domain.runs import AuditRecord, DeadLetter
 from cloudagents.runtime.auth import AuthError, verify_push
@@ -73,7 +74,9 @@ def decode_envelope(body: bytes) -> PushMessage:
 
 
 def parse_json_model(model: type[M], data: bytes) -> M:
-    """Validate a message body as ``model``; every failure is permanent."""
+    """Validate a message body as ``model``. Every failure is permanent except a body from a
+    newer release (``schema_version`` past ours): that is retryable, so a rolling deploy never
+    dead-letters live traffic."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise PermanentMessageError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
@@ -83,6 +86,10 @@ def parse_json_model(model: type[M], data: bytes) -> M:
     try:
         return model.model_validate_json(text)
     except ValidationError as exc:
+        if newer_schema(exc):
+            raise TransientError(
+                f"{model.__name__} from a newer release: {exc.errors()[0]['msg']}"
+            ) from exc
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
         )

@@ -36,6 +36,7 @@ from cloudagents.domain.runs import (
     RunRecord,
     RunStatus,
     ToolCallRecord,
+    ToolMessage,
     WakeUp,
 )
 from cloudagents.runtime.deps import Deps
@@ -48,9 +49,9 @@ LEASE_SLACK_SECONDS = 1.0
 MAX_BACKOFF = 16
 
 
-def tool_message(record: ToolCallRecord) -> OutboxMessage:
-    return OutboxMessage(
-        topic="tools", data={"run_id": record.run_id, "seq": record.seq, "index": record.index}
+def tool_dispatch(record: ToolCallRecord) -> OutboxMessage:
+    return OutboxMessage.of(
+        "tools", ToolMessage(run_id=record.run_id, seq=record.seq, index=record.index)
     )
 
 
@@ -131,7 +132,7 @@ class WakeUps:
         else:
             stale = [c for c in pending if stalled(c, now)]
             if stale:
-                await self.deps.publish([tool_message(c) for c in stale])
+                await self.deps.publish([tool_dispatch(c) for c in stale])
                 names = ", ".join(f"{c.call.name}#{c.index}" for c in stale)
                 await self._note(run, f"woken: dispatched again {names}")
             outcome = f"redispatched:{len(stale)}" if stale else "waiting"
@@ -169,7 +170,7 @@ class WakeUps:
         record = await self.deps.runs.get_tool_call(run.run_id, int(seq_text), int(index_text))
         if record is None or item not in run.pending_tool_calls or run.seq != record.seq + 1:
             return "moved-on"
-        await self.deps.publish([tool_message(record)])
+        await self.deps.publish([tool_dispatch(record)])
         return "dispatched-deferred"
 
     async def _note(self, run: RunRecord, status: str) -> None:
