@@ -34,7 +34,7 @@ from scripts.bench.common import emit
 from cloudagents import metrics
 from cloudagents.bootstrap import get_deps, reset_deps
 from cloudagents.domain.events import ContentChunk, RunEvent, event_id
-from cloudagents.domain.runs import RunRecord, RunStatus
+from cloudagents.domain.runs import PendingItem, RunRecord, RunStatus
 from cloudagents.runtime import follow, hub
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.follow import RunEventFollower
@@ -109,7 +109,11 @@ async def _prepare(deps: Deps, scenario: str) -> str:
         run = await deps.runs.get_run(run_id)
         assert run is not None
         deps.runs.inner.runs[run_id] = run.model_copy(  # type: ignore[attr-defined]
-            update={"status": RunStatus.WAITING_TOOLS, "seq": 1, "pending_tool_calls": ["c0"]}
+            update={
+                "status": RunStatus.WAITING_TOOLS,
+                "seq": 1,
+                "pending": [PendingItem(kind="tool_call", id="c0")],
+            }
         )
     elif scenario == "active":
         deps.runs.inner.runs[run_id] = deps.runs.inner.runs[run_id].model_copy(  # type: ignore[attr-defined]

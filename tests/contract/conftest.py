@@ -59,6 +59,7 @@ from cloudagents.domain.messages import Message, ToolCall
 from cloudagents.domain.results import LoopExit, RunProgress
 from cloudagents.domain.runs import (
     OutboxMessage,
+    PendingItem,
     RunRecord,
     RunStatus,
     ToolCallRecord,
@@ -450,7 +451,7 @@ def tool_step(run: RunRecord, seq: int, calls: int) -> StepCommit:
         new_messages=[reply],
         status=RunStatus.WAITING_TOOLS,
         progress=progress(iterations=seq + 1),
-        pending_tool_calls=[r.doc_id for r in records],
+        pending=[PendingItem(kind="tool_call", id=r.doc_id) for r in records],
         tool_calls=records,
         outbox=[
             OutboxMessage(topic="tools", data={"run_id": run.run_id, "seq": seq, "index": i})

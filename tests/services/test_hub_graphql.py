@@ -14,7 +14,7 @@ import pytest
 
 from cloudagents.bootstrap import get_deps
 from cloudagents.domain.events import ContentChunk, ToolCallEvent
-from cloudagents.domain.runs import RunRecord, RunStatus
+from cloudagents.domain.runs import PendingItem, RunRecord, RunStatus
 from cloudagents.runtime.hub import EventHub, HubSettings, RunFeed, Subscription, hub_for
 from cloudagents.runtime.streaming import ASGIApp, build_api_app
 from tests.services.conftest import TOKEN, Pump
@@ -197,7 +197,11 @@ async def test_the_idle_rule_reads_only_the_run_document_while_tools_run(stack: 
     run = await runs.get_run(run_id)
     assert run is not None
     runs.runs[run_id] = run.model_copy(
-        update={"status": RunStatus.WAITING_TOOLS, "seq": 1, "pending_tool_calls": ["x"]}
+        update={
+            "status": RunStatus.WAITING_TOOLS,
+            "seq": 1,
+            "pending": [PendingItem(kind="tool_call", id="x")],
+        }
     )
     calls: list[str] = []
     events, get_run = runs.events, runs.get_run
@@ -232,7 +236,7 @@ async def test_the_idle_rule_reads_only_the_run_document_while_tools_run(stack: 
     waiting = runs.runs[run_id]
     later = waiting.updated_at.replace(year=waiting.updated_at.year + 1)
     runs.runs[run_id] = waiting.model_copy(
-        update={"status": RunStatus.RUNNING, "pending_tool_calls": [], "updated_at": later}
+        update={"status": RunStatus.RUNNING, "pending": [], "updated_at": later}
     )
     calls.clear()
     assert await feed._tick(interval) == settings.poll_min_seconds and feed.mode == "live"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, JsonValue
+from pydantic import Field, JsonValue, model_validator
 
 from cloudagents.domain.base import Model, Persisted
 from cloudagents.domain.messages import ToolCall, Usage
@@ -56,8 +56,26 @@ class SnapshotPointer(Model):
     message_count: int
 
 
+PendingKind = Literal["tool_call", "child_run", "approval", "timer", "graph_task"]
+
+
+class PendingItem(Model):
+    """One thing a waiting run waits for. Each is resolved once: its result is saved on its own
+    document (a tool call's ``tool_calls/{id}``) before the run is touched, and the resolution
+    that leaves nothing pending wakes the run (``engine/waits.py``)."""
+
+    kind: PendingKind
+    id: str = Field(min_length=1, max_length=300, description="tool_call: {seq:06d}-{index:03d}")
+    deadline: datetime | None = Field(
+        default=None, description="when a wake-up must look at it (a lease, the run's timeout)"
+    )
+
+
 class RunRecord(Persisted):
-    """``agent_runs/{run_id}``."""
+    """``agent_runs/{run_id}``. Version 2: ``pending`` items replace ``pending_tool_calls``."""
+
+    CURRENT_SCHEMA_VERSION: ClassVar[int] = 2
+    schema_version: int = 2
 
     run_id: str
     agent_id: str
@@ -65,7 +83,9 @@ class RunRecord(Persisted):
     seq: int = Field(default=0, ge=0, description="the step the run waits to apply next")
     progress: RunProgress = Field(default_factory=RunProgress)
     message_count: int = Field(default=0, ge=0)
-    pending_tool_calls: list[str] = Field(default_factory=list)
+    pending: list[PendingItem] = Field(
+        default_factory=list, description="what the run waits for (empty unless it is waiting)"
+    )
     outbox: list[OutboxMessage] = Field(default_factory=list)
     result: LoopResult | None = None
     variables: dict[str, JsonValue] = Field(default_factory=dict)
@@ -85,6 +105,26 @@ class RunRecord(Persisted):
     )
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pending_tool_calls_are_pending_items(cls, data: Any) -> Any:
+        """Version 1 documents (before typed waits) list ``pending_tool_calls`` (tool-call ids);
+        read, they are version 2 (a release that knows only version 1 retries a version 2
+        document rather than misread it)."""
+        if isinstance(data, dict) and (
+            "pending_tool_calls" in data or data.get("schema_version", 1) < 2
+        ):
+            data = dict(data)
+            legacy = data.pop("pending_tool_calls", None) or []
+            data.setdefault("pending", [{"kind": "tool_call", "id": i} for i in legacy])
+            data["schema_version"] = 2
+        return data
+
+    @property
+    def pending_tool_calls(self) -> list[str]:
+        """The ids of the tool calls the run waits for."""
+        return [p.id for p in self.pending if p.kind == "tool_call"]
 
     @property
     def finished(self) -> bool:

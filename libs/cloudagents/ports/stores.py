@@ -24,6 +24,7 @@ from cloudagents.domain.runs import (
     Interaction,
     ModelCallRecord,
     OutboxMessage,
+    PendingItem,
     RunRecord,
     RunStatus,
     SnapshotPointer,
@@ -40,7 +41,7 @@ class StepCommit(Model):
     new_messages: list[Message] = Field(default_factory=list)
     status: RunStatus
     progress: RunProgress
-    pending_tool_calls: list[str] = Field(default_factory=list)
+    pending: list[PendingItem] = Field(default_factory=list)
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     result: LoopResult | None = None
     outbox: list[OutboxMessage] = Field(default_factory=list)
@@ -60,7 +61,7 @@ class StepCommit(Model):
                 "status": self.status,
                 "progress": self.progress,
                 "message_count": run.message_count + len(self.new_messages),
-                "pending_tool_calls": list(self.pending_tool_calls),
+                "pending": list(self.pending),
                 "outbox": list(self.outbox),
                 "result": self.result,
                 "handoff_offer_id": (

@@ -39,6 +39,7 @@ from cloudagents.domain.runs import (
     Interaction,
     ModelCallRecord,
     OutboxMessage,
+    PendingItem,
     RunRecord,
     RunStatus,
     SnapshotMessage,
@@ -48,7 +49,7 @@ from cloudagents.domain.runs import (
     WakeUp,
     tool_call_doc_id,
 )
-from cloudagents.engine import pricing
+from cloudagents.engine import pricing, waits
 from cloudagents.engine.step import (
     CallTools,
     Finish,
@@ -233,7 +234,7 @@ class RunExecutor:
             return "ahead"
         if run.finished:
             return "finished"
-        if run.status is RunStatus.WAITING_TOOLS and run.pending_tool_calls:
+        if waits.waiting(run):
             return "waiting-for-tools"
         with tracer.start_as_current_span(
             "agent.step", attributes={"cloudagents.run_id": run.run_id, "cloudagents.seq": run.seq}
@@ -425,6 +426,7 @@ class RunExecutor:
                 wake = wake_message(
                     run, seq + 1, self.deps.clock(), self.deps.settings.wake_seconds
                 )
+                deadline = run.deadline_at  # a tool call is waited for until the run times out
                 commit = StepCommit(
                     run_id=run.run_id,
                     expected_seq=seq,
@@ -433,7 +435,12 @@ class RunExecutor:
                     progress=progress.model_copy(
                         update={"tool_calls": progress.tool_calls + len(calls)}
                     ),
-                    pending_tool_calls=[tool_call_doc_id(seq, r.index) for r in records],
+                    pending=[
+                        PendingItem(
+                            kind="tool_call", id=tool_call_doc_id(seq, r.index), deadline=deadline
+                        )
+                        for r in records
+                    ],
                     tool_calls=records,
                     outbox=[*outbox, snapshot_message(run.run_id, seq + 1), wake],
                     interaction=interaction,

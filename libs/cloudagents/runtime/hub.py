@@ -39,7 +39,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from cloudagents.domain.events import RunEvent
-from cloudagents.domain.runs import RunRecord, RunStatus
+from cloudagents.domain.runs import RunRecord
+from cloudagents.engine import waits
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.follow import RunEventFollower
 
@@ -141,12 +142,12 @@ class Subscription:
 
 
 def _doc_key(run: RunRecord) -> tuple[object, ...]:
-    return (run.updated_at, run.seq, run.status, len(run.pending_tool_calls))
+    return (run.updated_at, run.seq, run.status, len(run.pending))
 
 
 def _cannot_stream(run: RunRecord) -> bool:
     """No model call can be writing chunks: the run waits for its tools' results."""
-    return run.status is RunStatus.WAITING_TOOLS and bool(run.pending_tool_calls)
+    return waits.waiting(run)
 
 
 class RunFeed:

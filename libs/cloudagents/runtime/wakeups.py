@@ -39,6 +39,7 @@ from cloudagents.domain.runs import (
     ToolMessage,
     WakeUp,
 )
+from cloudagents.engine import waits
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import RunExecutor, step_message, timed_out
 
@@ -82,7 +83,7 @@ class WakeUps:
             return await self._dispatch_deferred(run, wake.item)
         if wake.seq is not None and wake.seq != run.seq:
             return "moved-on"
-        waiting = run.status is RunStatus.WAITING_TOOLS
+        waiting = run.status in waits.WAITING_STATUSES
         if wake.seq is None:
             # The deadline wake-up ends the run at its deadline; it starts no chain of its own.
             if run.deadline_at is None:
@@ -122,9 +123,9 @@ class WakeUps:
             return await self._time_out(run, now)
         pending = await self._pending(run)
         quiet = (now - run.updated_at).total_seconds() >= self.deps.settings.wake_seconds
-        if not run.pending_tool_calls and not quiet:
+        if not run.pending and not quiet:
             outcome = "progressing"  # the last result came in lately: its step message is fresh
-        elif not run.pending_tool_calls:
+        elif not run.pending:
             # Every result is in, but the step that applies them has not run for a while.
             await self.deps.publish(run.outbox or [step_message(run.run_id, run.seq)])
             await self._note(run, "woken: the results are in; stepping the run again")
@@ -159,8 +160,9 @@ class WakeUps:
                 at = min(at, call.lease_until + timedelta(seconds=LEASE_SLACK_SECONDS))
             elif call.deferred_until is not None and call.deferred_until > now:
                 at = min(at, call.deferred_until + timedelta(seconds=seconds))
-        if run.deadline_at is not None:
-            at = min(at, run.deadline_at)
+        deadline = waits.earliest_deadline(run)
+        if deadline is not None:
+            at = min(at, deadline)
         return max(at, now + timedelta(seconds=LEASE_SLACK_SECONDS))
 
     async def _dispatch_deferred(self, run: RunRecord, item: str) -> str:

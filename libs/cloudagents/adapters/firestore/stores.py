@@ -44,6 +44,7 @@ from cloudagents.domain.runs import (
     tool_call_doc_id,
     utcnow,
 )
+from cloudagents.engine import waits
 from cloudagents.ports.stores import Claim, StepCommit, ToolClaim, ToolFinish
 
 _R = TypeVar("_R")
@@ -290,15 +291,21 @@ class FirestoreRunStore:
                 return None
             call = ToolCallRecord.model_validate(from_doc(call_snap.to_dict()))
             run = RunRecord.model_validate(from_doc(run_snap.to_dict()))
-            waiting = run.seq == seq + 1 and run.status is RunStatus.WAITING_TOOLS
-            if call.status == "done" and call.doc_id not in run.pending_tool_calls:
-                rewake = waiting and not run.pending_tool_calls
+            barrier = waits.resolve(
+                run,
+                "tool_call",
+                call.doc_id,
+                seq=seq,
+                already_resolved=call.status == "done",
+                wake=wake,
+            )
+            if not barrier.newly_resolved:
                 return ToolFinish(
                     record=call,
                     run=run,
                     newly_finished=False,
-                    wake=rewake,
-                    outbox=list(run.outbox) if rewake else [],
+                    wake=barrier.wake,
+                    outbox=barrier.publish,
                 )
             if call.status == "done":  # save_tool_result recorded it: that result stands
                 done = call
@@ -310,26 +317,21 @@ class FirestoreRunStore:
                     run_ref.collection("events").document(event.id),
                     to_doc(event.model_dump(mode="json")),
                 )
-            pending = [p for p in run.pending_tool_calls if p != call.doc_id]
-            wake_now = bool(run.pending_tool_calls) and not pending and run.seq == seq + 1
-            outbox = [wake] if wake_now else list(run.outbox)
             updated = run.model_copy(
-                update={"pending_tool_calls": pending, "outbox": outbox, "updated_at": utcnow()}
+                update={
+                    "pending": barrier.pending,
+                    "outbox": barrier.outbox,
+                    "updated_at": utcnow(),
+                }
             )
-            written(transaction).update(
-                run_ref,
-                {
-                    "pending_tool_calls": pending,
-                    "outbox": [to_doc(o.model_dump(mode="json")) for o in outbox],
-                    "updated_at": to_doc(updated.model_dump(mode="json"))["updated_at"],
-                },
-            )
+            changed = updated.model_dump(mode="json", include={"pending", "outbox", "updated_at"})
+            written(transaction).update(run_ref, to_doc(changed))
             return ToolFinish(
                 record=done,
                 run=updated,
                 newly_finished=True,
-                wake=wake_now,
-                outbox=[wake] if wake_now else [],
+                wake=barrier.wake,
+                outbox=barrier.publish,
             )
 
         finish: ToolFinish | None = await transact(self.client, apply)
@@ -386,7 +388,7 @@ class FirestoreRunStore:
                     "seq": run.seq + 1,
                     "status": RunStatus.FINISHED,
                     "result": result,
-                    "pending_tool_calls": [],
+                    "pending": [],
                     "outbox": [],
                     "updated_at": utcnow(),
                 }

@@ -26,6 +26,7 @@ from cloudagents.domain.runs import (
     tool_call_doc_id,
     utcnow,
 )
+from cloudagents.engine import waits
 from cloudagents.ports.stores import Claim, StepCommit, ToolClaim, ToolFinish
 
 
@@ -172,14 +173,21 @@ class InMemoryRunStore:
             call, run = self.calls.get(key), self.runs.get(run_id)
             if call is None or run is None:
                 return None
-            if call.status == "done" and call.doc_id not in run.pending_tool_calls:
-                waiting = run.seq == seq + 1 and run.status is RunStatus.WAITING_TOOLS
+            barrier = waits.resolve(
+                run,
+                "tool_call",
+                call.doc_id,
+                seq=seq,
+                already_resolved=call.status == "done",
+                wake=wake,
+            )
+            if not barrier.newly_resolved:
                 return ToolFinish(
                     record=call.model_copy(deep=True),
                     run=run.model_copy(deep=True),
                     newly_finished=False,
-                    wake=waiting and not run.pending_tool_calls,
-                    outbox=list(run.outbox) if waiting and not run.pending_tool_calls else [],
+                    wake=barrier.wake,
+                    outbox=barrier.publish,
                 )
             done = (
                 call if call.status == "done" else call.finished_with(result, is_error, result_uri)
@@ -187,18 +195,19 @@ class InMemoryRunStore:
             self.calls[key] = done
             for event in events:
                 self.event_records[run_id][event.id] = event
-            pending = [p for p in run.pending_tool_calls if p != call.doc_id]
-            wake_now = bool(run.pending_tool_calls) and not pending and run.seq == seq + 1
-            outbox = [wake] if wake_now else list(run.outbox)
             self.runs[run_id] = run.model_copy(
-                update={"pending_tool_calls": pending, "outbox": outbox, "updated_at": utcnow()}
+                update={
+                    "pending": barrier.pending,
+                    "outbox": barrier.outbox,
+                    "updated_at": utcnow(),
+                }
             )
             return ToolFinish(
                 record=done.model_copy(deep=True),
                 run=self.runs[run_id].model_copy(deep=True),
                 newly_finished=True,
-                wake=wake_now,
-                outbox=[wake] if wake_now else [],
+                wake=barrier.wake,
+                outbox=barrier.publish,
             )
 
     async def record_model_call(self, record: ModelCallRecord) -> None:
@@ -228,7 +237,7 @@ class InMemoryRunStore:
                         "seq": run.seq + 1,
                         "status": RunStatus.FINISHED,
                         "result": result,
-                        "pending_tool_calls": [],
+                        "pending": [],
                         "outbox": [],
                         "updated_at": utcnow(),
                     }
