@@ -66,13 +66,23 @@ def topology_tfvars(topology: Topology) -> dict[str, Any]:
     for pull_name, pull_topic in topology.pull_subscriptions:
         pulls_by_topic.setdefault(pull_topic, []).append(pull_name)
     source_by_dlq = {s.dead_letter_topic: s.name for s in topology.subscriptions}
+    sinks_by_topic = {sink.topic: sink for sink in topology.dead_letter_sinks}
 
     for topic in topology.topics:
         if topic.role == "dead_letter":
+            sink = sinks_by_topic[topic.name]
             dead_letter_topics[topic.name] = {
                 "description": topic.description,
                 "source_subscription": source_by_dlq[topic.name],
                 "pull_subscriptions": sorted(pulls_by_topic.get(topic.name, [])),
+                "sink": {
+                    "name": sink.name,
+                    "service": sink.service,
+                    "path": sink.path,
+                    "ack_deadline_seconds": sink.ack_deadline_seconds,
+                    "minimum_backoff_seconds": sink.minimum_backoff_seconds,
+                    "maximum_backoff_seconds": sink.maximum_backoff_seconds,
+                },
             }
             continue
         topics[topic.name] = {

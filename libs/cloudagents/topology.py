@@ -54,6 +54,23 @@ class PushSubscription:
 
 
 @dataclass(frozen=True)
+class DeadLetterSink:
+    """A push subscription on a dead-letter topic. The run executor records each message Pub/Sub
+    gave up on in ``dead_letters`` (with its run, so ``GET /runs/{id}`` shows it, and
+    ``cloudagents dead-letters replay`` resumes the run) and acknowledges it: it has no
+    dead-letter policy of its own."""
+
+    name: str
+    topic: str
+    source_subscription: str
+    service: ServiceName = "run_executor"
+    path: str = "/pubsub/dead-letters"
+    ack_deadline_seconds: int = PUSH_ACK_DEADLINE_SECONDS
+    minimum_backoff_seconds: int = 1
+    maximum_backoff_seconds: int = 60
+
+
+@dataclass(frozen=True)
 class Queue:
     """A Cloud Tasks queue whose HTTP tasks call ``service`` at ``path``."""
 
@@ -99,6 +116,7 @@ class Topology:
     services: tuple[ServiceSpec, ...]
     pull_subscriptions: tuple[tuple[str, str], ...] = field(default=())
     """(name, topic): what no push subscription consumes is kept here."""
+    dead_letter_sinks: tuple[DeadLetterSink, ...] = field(default=())
 
     def topic(self, role: TopicRole) -> str:
         return next(t.name for t in self.topics if t.role == role)
@@ -115,6 +133,9 @@ class Topology:
     def wake_queue(self) -> Queue:
         """The queue of run wake-ups (``runtime/wakeups.py``): deadlines, deferred calls."""
         return next(q for q in self.queues if q.path == WAKE_PATH)
+
+    def sink(self, name: str) -> DeadLetterSink | None:
+        return next((s for s in self.dead_letter_sinks if s.name == name), None)
 
     def service(self, name: ServiceName) -> ServiceSpec:
         return next(s for s in self.services if s.name == name)
@@ -232,9 +253,14 @@ def build_topology(project: str, workspace: str, location: str = "us-central1") 
         buckets=(Bucket(bucket),),
         services=services,
         # Pull subscriptions keep what no push subscription consumes: parked messages on each
-        # dead-letter topic, and the tool audit trail.
+        # dead-letter topic (also pushed to the run executor, which records them), and the tool
+        # audit trail.
         pull_subscriptions=(
             *((f"{s.dead_letter_topic}-pull", s.dead_letter_topic) for s in subscriptions),
             (f"{t['tools_audit']}-pull", t["tools_audit"]),
+        ),
+        dead_letter_sinks=tuple(
+            DeadLetterSink(f"{s.dead_letter_topic}-record", s.dead_letter_topic, s.name)
+            for s in subscriptions
         ),
     )

@@ -1,5 +1,6 @@
-"""run_executor: push endpoint for intents (``/pubsub/intents``) and steps (``/pubsub/steps``),
-and the Cloud Tasks callback for wake-ups (``/tasks/wake``)."""
+"""run_executor: push endpoint for intents (``/pubsub/intents``), steps (``/pubsub/steps``) and
+the messages Pub/Sub dead-lettered (``/pubsub/dead-letters``), and the Cloud Tasks callback for
+wake-ups (``/tasks/wake``)."""
 
 import functions_framework.aio
 from starlette.requests import Request
@@ -10,7 +11,13 @@ from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.runs import StepMessage, WakeUp
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import RunExecutor
-from cloudagents.runtime.push import PushMessage, handle_push, handle_task, parse_json_model
+from cloudagents.runtime.push import (
+    PushMessage,
+    handle_push,
+    handle_task,
+    parse_json_model,
+    record_parked,
+)
 from cloudagents.runtime.wakeups import WakeUps
 
 _executor: RunExecutor | None = None
@@ -36,6 +43,8 @@ async def run_executor(request: Request) -> Response:
         return await handle_task(request, deps, wake)
 
     async def apply(message: PushMessage) -> str:
+        if request.url.path.endswith("/dead-letters"):
+            return await record_parked(deps, message)
         if request.url.path.endswith("/intents"):
             return await executor.handle_intent(parse_json_model(IntentionMessage, message.data))
         return await executor.handle_step(parse_json_model(StepMessage, message.data))

@@ -257,3 +257,41 @@ def test_duplicate_deliveries_change_nothing(api: httpx.Client, stack_state: Sta
         filter=firestore.FieldFilter("run_id", "==", run_id)
     )
     assert len(list(interactions.stream())) == 2
+
+
+def test_messages_pubsub_gave_up_on_are_recorded_with_their_run_and_replay(
+    api: httpx.Client, stack_state: StackState
+) -> None:
+    """What reaches a dead-letter topic is pushed to the run executor by the topic's sink
+    subscription and recorded in ``dead_letters``: a run lists the letters of its messages, and
+    replaying a parked intent starts its run. (The emulator parks a message after 10 failed
+    pushes, ~41 s, ``scripts/repro/pubsub_nack.py``; here the messages are published to the
+    dead-letter topics as Pub/Sub does then.)"""
+    register(api, calc_agent("calc-parked"))
+    started = api.post("/runs", json={"agent_id": "calc-parked", "message": "What is 6*7?"})
+    run = wait_for_run(api, started.json()["run_id"])
+    step = json.dumps({"run_id": run["run_id"], "seq": 1, "schema_version": 1}).encode()
+    publish(stack_state, f"{stack_state.workspace}-run-executor-steps-dead-letter", step)
+    letters = wait_until(
+        lambda: api.get(f"/runs/{run['run_id']}").json()["dead_letters"], what="the dead letter"
+    )
+    assert [(d["source"], d["replayed"]) for d in letters] == [
+        (f"{stack_state.workspace}-run-executor-steps", False)
+    ]
+    assert letters[0]["reason"].startswith("Pub/Sub gave up")
+
+    run_id = f"parked-{uuid.uuid4().hex[:8]}"
+    intent = IntentionMessage.for_run(run_id=run_id, agent_id="calc-parked", message="6*7?")
+    parked_topic = f"{stack_state.workspace}-run-executor-intents-dead-letter"
+    publish(stack_state, parked_topic, intent.model_dump_json().encode())
+
+    def parked_letter() -> dict[str, Any] | None:
+        listed = api.get("/dead-letters").json()["dead_letters"]
+        return next((d for d in listed if d.get("run_id") == run_id), None)
+
+    letter = wait_until(parked_letter, what="the parked intent's dead letter")
+    assert letter["source"] == f"{stack_state.workspace}-run-executor-intents"
+    assert api.get(f"/runs/{run_id}").status_code == 404  # parked: the run never started
+    replay = api.post(f"/dead-letters/{letter['id']}/replay")
+    assert replay.status_code == 202 and replay.json()["topic"] == stack_state.workspace
+    assert wait_for_run(api, run_id)["result"]["exit"] == "SATISFIED"

@@ -391,3 +391,43 @@ async def test_the_executor_reads_only_new_messages_at_later_steps(stack: Stack)
     # from where step 0's transcript ended, not from the start.
     assert starts[0] == 0
     assert any(start > 0 for start in starts[1:]), starts
+
+
+async def test_a_tool_message_pubsub_gave_up_on_is_recorded_and_replaying_it_finishes_the_run(
+    stack: Stack,
+) -> None:
+    """Pub/Sub parks a message on the subscription's dead-letter topic after its last failed
+    attempt; the topic's sink pushes it to the run executor, which records it with its run."""
+    clients, pump = stack
+    await clients["api"].post("/agents", json=scripted_agent())
+    started = await clients["api"].post("/runs", json={"agent_id": "calc", "message": "6*7"})
+    run_id = started.json()["run_id"]
+    lost = await _deliver_until_tool_message(pump)  # never delivered to the tool invoker
+    sink = next(
+        s
+        for s in pump.deps.topology.dead_letter_sinks
+        if s.source_subscription.endswith("tool-invoker")
+    )
+    parked = PublishedMessage(
+        sink.topic, lost.data, {"CloudPubSubDeadLetterSourceDeliveryCount": "10"}, "dlq-1"
+    )
+    response = await clients["run_executor"].post(sink.path, json=push_body(parked, sink.name))
+    assert response.status_code == 200 and response.json()["status"] == "recorded"
+    # a duplicate push of the parked message records nothing more
+    await clients["run_executor"].post(sink.path, json=push_body(parked, sink.name))
+
+    run = (await clients["api"].get(f"/runs/{run_id}")).json()
+    assert run["status"] == "waiting_tools"
+    (letter,) = run["dead_letters"]
+    assert letter["source"] == "agents-tool-invoker"
+    assert letter["reason"] == "Pub/Sub gave up after 10 delivery attempts"
+    shown = (await clients["api"].get(f"/dead-letters/{letter['id']}")).json()
+    assert base64.b64decode(shown["data"]) == lost.data
+    assert "CloudPubSubDeadLetterSourceDeliveryCount" not in shown["attributes"]
+
+    replay = await clients["api"].post(f"/dead-letters/{letter['id']}/replay")
+    assert replay.status_code == 202 and replay.json()["topic"] == "agents-tools"
+    await pump.run()
+    run = (await clients["api"].get(f"/runs/{run_id}")).json()
+    assert run["result"]["exit"] == "SATISFIED"
+    assert run["dead_letters"][0]["replayed"] is True

@@ -384,6 +384,12 @@ def module_iam_resource_types() -> dict[str, str]:
     return found
 
 
+def is_dead_letter_sink(path: Path, name: str) -> bool:
+    """The one push subscription without a dead-letter policy: the pubsub module's ``sink``,
+    which only dead-letter topics use (``test_only_dead_letter_topics_have_sinks``)."""
+    return path.parent.name == "pubsub" and name == "sink"
+
+
 def push_subscription_violations(docs: dict[Path, HCL]) -> list[str]:
     """Every push subscription: OIDC token with a service account, retry and dead-letter policy."""
     bad: list[str] = []
@@ -401,7 +407,10 @@ def push_subscription_violations(docs: dict[Path, HCL]) -> list[str]:
             if len(tokens) != 1 or not tokens[0].get("service_account_email"):
                 bad.append(f"{where}: push without an OIDC token service account")
             dead = sub_blocks(body, "dead_letter_policy")
-            if len(dead) != 1 or not dead[0].get("dead_letter_topic"):
+            if is_dead_letter_sink(path, name):
+                if dead:
+                    bad.append(f"{where}: a dead-letter sink must not dead-letter again")
+            elif len(dead) != 1 or not dead[0].get("dead_letter_topic"):
                 bad.append(f"{where}: push without a dead-letter policy")
             elif not dead[0].get("max_delivery_attempts"):
                 bad.append(f"{where}: dead-letter policy without max_delivery_attempts")
@@ -599,6 +608,16 @@ def test_every_push_subscription_has_oidc_retry_and_dead_letter(
     ]
     assert pushes, "some module declares push subscriptions"
     assert push_subscription_violations(all_docs) == []
+
+
+def test_only_dead_letter_topics_have_sinks(stack: HCL) -> None:
+    """A sink (no dead-letter policy) pushes what Pub/Sub gave up on to the run executor, which
+    records it with its run: only the dead-letter topics' module call declares sinks."""
+    calls = dict(blocks(stack, "module"))
+    with_sinks = sorted(name for name, body in calls.items() if "sink_subscriptions" in body)
+    assert with_sinks == ["dead_letter_topics"]
+    sink = expr(calls["dead_letter_topics"]["sink_subscriptions"])
+    assert "each.value.sink.path" in sink and "module.push_invoker.email" in sink
 
 
 def test_checker_flags_push_subscription_without_dead_letter() -> None:

@@ -26,8 +26,9 @@ def create_topology(
     subscriber: Any,
     storage: Any,
 ) -> None:
-    """Topics, push subscriptions (dead-letter + retry policy), pull subscriptions and the
-    buckets of ``topology``. Idempotent: existing resources are kept."""
+    """Topics, push subscriptions (dead-letter + retry policy), the dead-letter sinks (push, no
+    dead-letter policy), pull subscriptions and the buckets of ``topology``. Idempotent: existing
+    resources are kept."""
     project = topology.project
     for topic in topology.topics:
         with contextlib.suppress(gexc.AlreadyExists):
@@ -45,6 +46,19 @@ def create_topology(
             "retry_policy": {
                 "minimum_backoff": duration_pb2.Duration(seconds=sub.minimum_backoff_seconds),
                 "maximum_backoff": duration_pb2.Duration(seconds=sub.maximum_backoff_seconds),
+            },
+        }
+        with contextlib.suppress(gexc.AlreadyExists):
+            subscriber.create_subscription(request=request)
+    for sink in topology.dead_letter_sinks:
+        request = {
+            "name": subscriber.subscription_path(project, sink.name),
+            "topic": publisher.topic_path(project, sink.topic),
+            "push_config": {"push_endpoint": service_urls[sink.service].rstrip("/") + sink.path},
+            "ack_deadline_seconds": sink.ack_deadline_seconds,
+            "retry_policy": {
+                "minimum_backoff": duration_pb2.Duration(seconds=sink.minimum_backoff_seconds),
+                "maximum_backoff": duration_pb2.Duration(seconds=sink.maximum_backoff_seconds),
             },
         }
         with contextlib.suppress(gexc.AlreadyExists):

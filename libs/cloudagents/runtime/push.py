@@ -124,6 +124,35 @@ async def dead_letter(
     return letter_id
 
 
+async def record_parked(deps: Deps, message: PushMessage) -> str:
+    """A message Pub/Sub gave up on, pushed from a dead-letter topic by its sink subscription
+    (``topology.dead_letter_sinks``): recorded in ``dead_letters`` under the subscription it was
+    delivered from (so a replay goes back there) with the run it names, then acknowledged."""
+    name = message.subscription.rsplit("/", 1)[-1]
+    sink = deps.topology.sink(name)
+    source = (
+        sink.source_subscription
+        if sink is not None
+        else message.attributes.get("CloudPubSubDeadLetterSourceSubscription", name)
+    )
+    attempts = message.attributes.get("CloudPubSubDeadLetterSourceDeliveryCount")
+    reason = (
+        f"Pub/Sub gave up after {attempts} delivery attempts"
+        if attempts
+        else "Pub/Sub gave up: every delivery attempt failed"
+    )
+    attributes = {
+        k: v for k, v in message.attributes.items() if not k.startswith("CloudPubSubDeadLetter")
+    }
+    parked = PushMessage(source, message.message_id, message.data, attributes, None)
+    letter = await dead_letter(deps, source=source, reason=reason, message=parked, raw=message.data)
+    log.warning(
+        "recorded a message Pub/Sub dead-lettered",
+        extra={"fields": {"source": source, "id": letter, "run_id": run_id_of(message.data)}},
+    )
+    return "recorded"
+
+
 def run_id_of(data: bytes) -> str | None:
     """The run a message body names, if it is a JSON object with a ``run_id`` string."""
     try:

@@ -199,7 +199,9 @@ module "services" {
 }
 
 # Dead-letter topics first: push subscriptions name them. Each keeps what it receives in a pull
-# subscription, and only the Pub/Sub service agent may publish to it.
+# subscription and pushes it to the run executor, which records it in `dead_letters` with its run
+# (the sink has no dead-letter policy: it acknowledges everything); only the Pub/Sub service
+# agent may publish to it.
 module "dead_letter_topics" {
   source     = "../pubsub"
   for_each   = var.topology.dead_letter_topics
@@ -208,6 +210,20 @@ module "dead_letter_topics" {
   labels     = merge(local.labels, { role = "dead-letter" })
   pull_subscriptions = {
     for name in each.value.pull_subscriptions : name => {}
+  }
+  sink_subscriptions = {
+    (each.value.sink.name) = {
+      endpoint = "${module.services[each.value.sink.service].uri}${each.value.sink.path}"
+      oidc = {
+        service_account_email = module.push_invoker.email
+        audience              = module.services[each.value.sink.service].uri
+      }
+      retry = {
+        minimum_backoff_seconds = each.value.sink.minimum_backoff_seconds
+        maximum_backoff_seconds = each.value.sink.maximum_backoff_seconds
+      }
+      ack_deadline_seconds = each.value.sink.ack_deadline_seconds
+    }
   }
   iam = {
     "roles/pubsub.publisher" = ["serviceAccount:${module.project.pubsub_service_agent}"]

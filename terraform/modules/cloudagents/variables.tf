@@ -56,6 +56,14 @@ variable "topology" {
       description         = string
       source_subscription = string
       pull_subscriptions  = list(string)
+      sink = object({
+        name                    = string
+        service                 = string
+        path                    = string
+        ack_deadline_seconds    = number
+        minimum_backoff_seconds = number
+        maximum_backoff_seconds = number
+      })
     }))
     queues = map(object({
       service      = string

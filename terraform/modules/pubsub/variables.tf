@@ -78,6 +78,29 @@ variable "push_subscriptions" {
   }
 }
 
+variable "sink_subscriptions" {
+  description = "Push subscriptions of a dead-letter topic to the service that records what Pub/Sub gave up on: OIDC and retry, no dead-letter policy."
+  type = map(object({
+    endpoint = string
+    oidc = object({
+      service_account_email = string
+      audience              = optional(string)
+    })
+    retry = optional(object({
+      minimum_backoff_seconds = optional(number, 10)
+      maximum_backoff_seconds = optional(number, 600)
+    }), {})
+    ack_deadline_seconds       = optional(number, 60)
+    message_retention_duration = optional(string, "604800s")
+    labels                     = optional(map(string), {})
+  }))
+  default = {}
+  validation {
+    condition     = alltrue([for s in values(var.sink_subscriptions) : startswith(s.endpoint, "https://")])
+    error_message = "Push endpoints must be https URLs."
+  }
+}
+
 variable "pull_subscriptions" {
   description = "Pull subscriptions by name (e.g. one on a dead-letter topic so parked messages are kept)."
   type = map(object({
