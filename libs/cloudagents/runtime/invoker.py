@@ -38,6 +38,7 @@ from cloudagents.domain.runs import (
     WakeUp,
     utcnow,
 )
+from cloudagents.engine import waits
 from cloudagents.faults import crash_point
 from cloudagents.ports.stores import ToolClaim
 from cloudagents.runtime.deps import Deps
@@ -70,7 +71,7 @@ class ToolInvoker:
                 f"run {message.run_id!r} has no tool call {message.index} at step {message.seq}"
             )
         if record.status == "done":
-            return await self._finish(record, run)
+            return await self._finish(record, run, peeked=True)
         if run.finished:
             return "run-finished"
         with tracer.start_as_current_span(
@@ -126,6 +127,24 @@ class ToolInvoker:
                 )
         with idempotency_scope(record.idempotency_key):
             return await tool.invoke(record.call.arguments)
+
+    @staticmethod
+    def _audit(record: ToolCallRecord, run: RunRecord) -> OutboxMessage:
+        """The ``{ws}-tools-audit`` record of a call and how it ended (published by every
+        delivery that sees it done: at least once)."""
+        return OutboxMessage.of(
+            "tools_audit",
+            ToolAuditMessage(
+                run_id=record.run_id,
+                agent_id=run.agent_id,
+                seq=record.seq,
+                index=record.index,
+                tool=record.call.name,
+                idempotency_key=record.idempotency_key,
+                is_error=record.is_error,
+                attempts=record.attempts,
+            ),
+        )
 
     @staticmethod
     def _held(record: ToolCallRecord) -> TransientError:
@@ -209,8 +228,21 @@ class ToolInvoker:
             raise PermanentMessageError(f"tool call {record.doc_id} of {record.run_id} vanished")
         return saved
 
-    async def _finish(self, record: ToolCallRecord, run: RunRecord) -> str:
-        """Take the (saved) call off the run's pending list; the last one wakes the run."""
+    async def _finish(self, record: ToolCallRecord, run: RunRecord, *, peeked: bool = False) -> str:
+        """Take the (saved) call off the run's pending list; the last one wakes the run.
+
+        ``peeked``: ``record`` and ``run`` were just read outside a transaction. A delivery
+        that finds the call resolved and off the run's list is a duplicate, decided by the same
+        barrier rule without a transaction: under redelivery most tool deliveries are such
+        duplicates, and each transaction would lock the run and the call documents."""
+        wake = OutboxMessage.of("steps", StepMessage(run_id=record.run_id, seq=record.seq + 1))
+        if peeked:
+            seen = waits.resolve(
+                run, "tool_call", record.doc_id, seq=record.seq, already_resolved=True, wake=wake
+            )
+            if not seen.newly_resolved:
+                await self.deps.publish([self._audit(record, run), *seen.publish])
+                return "duplicate" + ("-rewoke" if seen.wake else "")
         event = ToolResultEvent(
             run_id=record.run_id,
             seq=record.seq,
@@ -220,7 +252,6 @@ class ToolInvoker:
             result=record.result if record.result_uri is None else {"uri": record.result_uri},
             is_error=record.is_error,
         )
-        wake = OutboxMessage.of("steps", StepMessage(run_id=record.run_id, seq=record.seq + 1))
         finish = await self.deps.runs.finish_tool_call(
             record.run_id,
             record.seq,
@@ -234,20 +265,7 @@ class ToolInvoker:
         if finish is None:
             raise PermanentMessageError(f"tool call {record.doc_id} of {record.run_id} vanished")
         crash_point("invoker.after_finish")
-        audit = OutboxMessage.of(
-            "tools_audit",
-            ToolAuditMessage(
-                run_id=record.run_id,
-                agent_id=run.agent_id,
-                seq=record.seq,
-                index=record.index,
-                tool=record.call.name,
-                idempotency_key=record.idempotency_key,
-                is_error=finish.record.is_error,
-                attempts=finish.record.attempts,
-            ),
-        )
-        await self.deps.publish([audit, *finish.outbox])
+        await self.deps.publish([self._audit(finish.record, run), *finish.outbox])
         if not finish.newly_finished:
             return "duplicate" + ("-rewoke" if finish.wake else "")
         return "done-woke-run" if finish.wake else "done"
