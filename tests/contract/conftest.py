@@ -514,7 +514,6 @@ async def run_with_offer(
         result=progress().result(LoopExit.HANDOFF, {"offer_id": offer.offer_id}),
         handoff_offer=offer,
         outbox=[OutboxMessage(topic="handoff", data={"offer_id": offer.offer_id})],
-        extra={"handoff_status": "open"},
     )
     after = await runs.commit_step(commit)
     assert after is not None

@@ -111,3 +111,70 @@ async def transact(client: Any, apply: Callable[[Any], Awaitable[_T]]) -> _T:
     raise TransientError(
         f"Firestore contention: lost {TRANSACTION_ATTEMPTS} transaction attempts ({last})"
     ) from last
+
+
+class Guarded:
+    """The writes of one optimistic attempt, committed as one atomic batch.
+
+    A document the decision was read from is written with ``update_if_unchanged``: the batch
+    applies only if that document has not changed since it was read (its update time), so two
+    attempts that read the same version cannot both apply. New documents are ``set``."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.batch = client.batch()
+        self.writes = 0
+
+    def set(self, ref: Any, data: Any, *, merge: bool = False) -> None:
+        count("firestore.write")
+        self.batch.set(ref, data, merge=merge)
+        self.writes += 1
+
+    def update_if_unchanged(self, ref: Any, data: dict[str, Any], read: Any) -> None:
+        """Replace the fields of ``ref`` with ``data``, if it is still as ``read`` saw it."""
+        count("firestore.write")
+        option = self.client.write_option(last_update_time=read.update_time)
+        self.batch.update(ref, data, option=option)
+        self.writes += 1
+
+
+def _lost_a_guard(error: BaseException) -> bool:
+    """Another writer changed a guarded document first (or held it locked too long)."""
+    return isinstance(error, gexc.FailedPrecondition | gexc.Aborted)
+
+
+async def guarded(client: Any, attempt: Callable[[Guarded], Awaitable[_T]]) -> _T:
+    """Read-modify-write of a few documents without a transaction, so without read locks.
+
+    ``attempt`` reads what it decides from (plain reads), adds its writes to the ``Guarded``
+    it is given — each document it read and writes, conditioned on the version it read — and
+    returns its answer; the writes then commit as one atomic batch. When a condition no longer
+    holds, the batch is dropped and ``attempt`` runs again on fresh reads (jittered backoff).
+
+    Why not a transaction: the Firestore emulator locks a document for every transaction that
+    reads it, and when several deliveries of one step or one tool call (duplicates, redeliveries,
+    wake-ups) run transactions on the same document at once, its lock timeouts can abort every
+    one of them, round after round, for minutes (docs/reliability.md). A guarded batch holds no
+    lock between its reads and its commit: of attempts that read one version, exactly one
+    applies. Production Firestore serialises transactions fairly, but the guarded batch is also
+    cheaper there (no transaction round trips)."""
+    delay = BACKOFF_FIRST_SECONDS
+    last: BaseException | None = None
+    for _ in range(TRANSACTION_ATTEMPTS):
+        writes = Guarded(client)
+        answer = await attempt(writes)
+        if not writes.writes:
+            return answer
+        try:
+            await writes.batch.commit()
+            return answer
+        except Exception as error:
+            if not _lost_a_guard(error):
+                raise
+            last = error
+        count("firestore.guard_retry")
+        await asyncio.sleep(random.uniform(0, delay))
+        delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+    raise TransientError(
+        f"Firestore contention: lost {TRANSACTION_ATTEMPTS} guarded writes ({last})"
+    ) from last

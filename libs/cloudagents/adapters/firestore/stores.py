@@ -18,9 +18,11 @@ from google.cloud import firestore
 from pydantic import JsonValue
 
 from cloudagents.adapters.firestore.ops import (
+    Guarded,
     counted_get,
     counted_stream,
     from_doc,
+    guarded,
     to_doc,
     transact,
     written,
@@ -163,47 +165,46 @@ class FirestoreRunStore:
     async def commit_step(self, commit: StepCommit) -> RunRecord | None:
         ref = self._run_ref(commit.run_id)
 
-        @firestore.async_transactional
-        async def apply(transaction: Any) -> RunRecord | None:
-            snap = await counted_get(ref, transaction)
+        async def apply(writes: Guarded) -> RunRecord | None:
+            snap = await counted_get(ref)
             if not snap.exists:
                 return None
             run = RunRecord.model_validate(from_doc(snap.to_dict()))
             if run.seq != commit.expected_seq or run.finished:
                 return None
+            updated = commit.applied_to(run)  # validated before anything is written
             for offset, message in enumerate(commit.new_messages):
                 index = run.message_count + offset
                 doc = ref.collection("messages").document(f"{index:06d}")
-                written(transaction).set(doc, _message_doc(index, message))
+                writes.set(doc, _message_doc(index, message))
             for call in commit.tool_calls:
-                written(transaction).set(
+                writes.set(
                     self._call_ref(run.run_id, call.seq, call.index),
                     to_doc(call.model_dump(mode="json")),
                 )
             if commit.interaction is not None:
                 doc_id = f"{run.run_id}-{commit.interaction.seq:06d}"
-                written(transaction).set(
+                writes.set(
                     self.client.collection(INTERACTIONS).document(doc_id),
                     to_doc(commit.interaction.model_dump(mode="json")),
                 )
             for event in commit.events:
-                written(transaction).set(
+                writes.set(
                     ref.collection("events").document(event.id),
                     to_doc(event.model_dump(mode="json")),
                 )
             if commit.handoff_offer is not None:
-                written(transaction).set(
+                writes.set(
                     self.client.collection(OFFERS).document(commit.handoff_offer.offer_id),
                     _offer_doc(commit.handoff_offer),
                 )
             if commit.applied_model_call:
                 call_doc = ref.collection("model_calls").document(commit.applied_model_call)
-                written(transaction).set(call_doc, {"applied": True}, merge=True)
-            updated = commit.applied_to(run)
-            written(transaction).set(ref, to_doc(updated.model_dump(mode="json")))
+                writes.set(call_doc, {"applied": True}, merge=True)
+            writes.update_if_unchanged(ref, to_doc(updated.model_dump(mode="json")), snap)
             return updated
 
-        result: RunRecord | None = await transact(self.client, apply)
+        result: RunRecord | None = await guarded(self.client, apply)
         return result
 
     async def _change_call(
@@ -213,21 +214,21 @@ class FirestoreRunStore:
         index: int,
         change: Callable[[ToolCallRecord], tuple[ToolCallRecord | None, _R]],
     ) -> _R | None:
-        """Read the call in a transaction; ``change`` gives the record to write (``None``: write
-        nothing) and what to return. ``None`` if the call does not exist."""
+        """Read the call; ``change`` gives the record to write (``None``: write nothing) and
+        what to return, and the write applies only if the call is unchanged since the read
+        (``guarded``). ``None`` if the call does not exist."""
         ref = self._call_ref(run_id, seq, index)
 
-        @firestore.async_transactional
-        async def apply(transaction: Any) -> _R | None:
-            snap = await counted_get(ref, transaction)
+        async def apply(writes: Guarded) -> _R | None:
+            snap = await counted_get(ref)
             if not snap.exists:
                 return None
             updated, answer = change(ToolCallRecord.model_validate(from_doc(snap.to_dict())))
             if updated is not None:
-                written(transaction).set(ref, to_doc(updated.model_dump(mode="json")))
+                writes.update_if_unchanged(ref, to_doc(updated.model_dump(mode="json")), snap)
             return answer
 
-        result: _R | None = await transact(self.client, apply)
+        result: _R | None = await guarded(self.client, apply)
         return result
 
     async def start_tool_call(
@@ -283,10 +284,9 @@ class FirestoreRunStore:
         run_ref = self._run_ref(run_id)
         call_ref = self._call_ref(run_id, seq, index)
 
-        @firestore.async_transactional
-        async def apply(transaction: Any) -> ToolFinish | None:
-            call_snap = await counted_get(call_ref, transaction)
-            run_snap = await counted_get(run_ref, transaction)
+        async def apply(writes: Guarded) -> ToolFinish | None:
+            call_snap = await counted_get(call_ref)
+            run_snap = await counted_get(run_ref)
             if not call_snap.exists or not run_snap.exists:
                 return None
             call = ToolCallRecord.model_validate(from_doc(call_snap.to_dict()))
@@ -311,9 +311,11 @@ class FirestoreRunStore:
                 done = call
             else:
                 done = call.finished_with(result, is_error, result_uri)
-                written(transaction).set(call_ref, to_doc(done.model_dump(mode="json")))
+                writes.update_if_unchanged(
+                    call_ref, to_doc(done.model_dump(mode="json")), call_snap
+                )
             for event in events:
-                written(transaction).set(
+                writes.set(
                     run_ref.collection("events").document(event.id),
                     to_doc(event.model_dump(mode="json")),
                 )
@@ -325,7 +327,7 @@ class FirestoreRunStore:
                 }
             )
             changed = updated.model_dump(mode="json", include={"pending", "outbox", "updated_at"})
-            written(transaction).update(run_ref, to_doc(changed))
+            writes.update_if_unchanged(run_ref, to_doc(changed), run_snap)
             return ToolFinish(
                 record=done,
                 run=updated,
@@ -334,7 +336,7 @@ class FirestoreRunStore:
                 outbox=barrier.publish,
             )
 
-        finish: ToolFinish | None = await transact(self.client, apply)
+        finish: ToolFinish | None = await guarded(self.client, apply)
         return finish
 
     async def record_model_call(self, record: ModelCallRecord) -> None:
