@@ -24,7 +24,6 @@ from cloudagents.adapters.firestore.ops import (
     from_doc,
     guarded,
     to_doc,
-    transact,
     written,
 )
 from cloudagents.domain.agents import AgentDefinition
@@ -376,9 +375,8 @@ class FirestoreRunStore:
     async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
         ref = self._run_ref(run_id)
 
-        @firestore.async_transactional
-        async def apply(transaction: Any) -> RunRecord | None:
-            snap = await counted_get(ref, transaction)
+        async def apply(writes: Guarded) -> RunRecord | None:
+            snap = await counted_get(ref)
             if not snap.exists:
                 return None
             run = RunRecord.model_validate(from_doc(snap.to_dict()))
@@ -395,10 +393,10 @@ class FirestoreRunStore:
                     "updated_at": utcnow(),
                 }
             )
-            written(transaction).set(ref, to_doc(cancelled.model_dump(mode="json")))
+            writes.update_if_unchanged(ref, to_doc(cancelled.model_dump(mode="json")), snap)
             return cancelled
 
-        run: RunRecord | None = await transact(self.client, apply)
+        run: RunRecord | None = await guarded(self.client, apply)
         return run
 
     async def events(self, run_id: str, *, after: str | None = None) -> list[RunEvent]:
@@ -524,9 +522,8 @@ class FirestoreHandoffStore:
     ) -> Claim | None:
         ref = self.collection.document(offer_id)
 
-        @firestore.async_transactional
-        async def apply(transaction: Any) -> Claim | None:
-            snap = await counted_get(ref, transaction)
+        async def apply(writes: Guarded) -> Claim | None:
+            snap = await counted_get(ref)
             if not snap.exists:
                 return None
             offer = HandoffOffer.model_validate(from_doc(snap.to_dict()))
@@ -540,27 +537,26 @@ class FirestoreHandoffStore:
                     "claimed_at": now,
                 }
             )
-            written(transaction).set(ref, _offer_doc(claimed))
+            writes.update_if_unchanged(ref, _offer_doc(claimed), snap)
             return Claim(claimed, claimed_now=True)
 
-        claim: Claim | None = await transact(self.client, apply)
+        claim: Claim | None = await guarded(self.client, apply)
         return claim
 
     async def expire_offer(self, offer_id: str, *, now: datetime) -> HandoffOffer | None:
         ref = self.collection.document(offer_id)
 
-        @firestore.async_transactional
-        async def apply(transaction: Any) -> HandoffOffer | None:
-            snap = await counted_get(ref, transaction)
+        async def apply(writes: Guarded) -> HandoffOffer | None:
+            snap = await counted_get(ref)
             if not snap.exists:
                 return None
             offer = HandoffOffer.model_validate(from_doc(snap.to_dict()))
             if offer.status == "open" and now >= offer.expires_at:
                 offer = offer.model_copy(update={"status": "expired", "expired_at": now})
-                written(transaction).set(ref, _offer_doc(offer))
+                writes.update_if_unchanged(ref, _offer_doc(offer), snap)
             return offer
 
-        offer: HandoffOffer | None = await transact(self.client, apply)
+        offer: HandoffOffer | None = await guarded(self.client, apply)
         return offer
 
     async def mark_expiry_scheduled(self, offer_id: str, task_name: str) -> None:
