@@ -2,12 +2,19 @@
 
 ``get_deps()`` builds the adapters the settings ask for (the Google Cloud clients for ``gcp``,
 in-memory fakes for ``memory``) and the tool registry from ``CLOUDAGENTS_TOOL_MODULES``.
+``build_local_deps`` and ``build_sdk_deps`` build the ``Deps`` of in-process runs
+(``Agent.run``: memory adapters; ``DistributedAgent.run``: Firestore and GCS), whose bus and
+task queue are an ``InProcessDispatcher``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from cloudagents.adapters.memory.budgets import InMemoryCostLedger, InMemoryRateLimiter
 from cloudagents.adapters.memory.messaging import (
@@ -23,7 +30,10 @@ from cloudagents.adapters.memory.stores import (
     InMemoryRunStore,
 )
 from cloudagents.domain.errors import ConfigurationError
-from cloudagents.runtime.deps import Deps
+from cloudagents.ports.budgets import CostLedger, RateLimiter
+from cloudagents.ports.bus import EventBus
+from cloudagents.runtime.deps import Deps, ModelFactory
+from cloudagents.runtime.dispatcher import InProcessDispatcher
 from cloudagents.settings import Settings
 from cloudagents.telemetry import configure
 from cloudagents.tools import Tool, ToolRegistry
@@ -73,6 +83,125 @@ def build_deps(settings: Settings) -> Deps:
     from cloudagents.adapters.gcp_clients import build_gcp_deps
 
     return build_gcp_deps(settings, topology, tools)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_local_deps(
+    settings: Settings,
+    dispatcher: InProcessDispatcher,
+    *,
+    tools: ToolRegistry,
+    model_factory: ModelFactory,
+    cost_ledger: CostLedger | None = None,
+    rate_limiter: RateLimiter | None = None,
+    clock: Callable[[], datetime] = _utcnow,
+) -> Deps:
+    """In-memory adapters for ``Agent.run``; messages and wake-ups go through ``dispatcher``."""
+    runs = InMemoryRunStore()
+    return Deps(
+        settings=settings,
+        topology=build_topology(settings.project, settings.workspace, settings.location),
+        runs=runs,
+        handoffs=InMemoryHandoffStore(runs),
+        audit=InMemoryAuditStore(),
+        agents=InMemoryAgentStore(),
+        dead_letters=InMemoryDeadLetterStore(),
+        bus=dispatcher,
+        blobs=InMemoryBlobStore(),
+        tasks=dispatcher,
+        cost_ledger=cost_ledger or InMemoryCostLedger(clock=clock),
+        rate_limiter=rate_limiter or InMemoryRateLimiter(),
+        tools=tools,
+        model_factory=model_factory,
+        clock=clock,
+    )
+
+
+@dataclass
+class SdkClients:
+    """The Pub/Sub and Cloud Storage clients of one ``DistributedAgent`` (not bound to an event
+    loop, unlike the Firestore client ``build_sdk_deps`` builds), and the Pub/Sub bus over the
+    publisher: where a run's handoff offers and tool audit records leave the process."""
+
+    project: str
+    publisher: Any
+    storage: Any
+    outward: EventBus
+
+    def ensure_resources(self, topics: tuple[str, ...], bucket: str) -> None:
+        """The topics and the bucket exist: created on the emulators, else a clear error."""
+        from cloudagents.adapters import gcp_clients
+
+        gcp_clients.ensure_resources(self.publisher, self.storage, self.project, topics, bucket)
+
+    async def aclose(self) -> None:
+        """Flush what the publisher holds and release both clients."""
+        from cloudagents.adapters import gcp_clients
+
+        await gcp_clients.close_clients(self.publisher, self.storage)
+
+
+def sdk_clients(project: str) -> SdkClients:
+    """Build the clients of a ``DistributedAgent`` for ``project``."""
+    from cloudagents.adapters import gcp_clients
+    from cloudagents.adapters.pubsub import PubSubEventBus
+
+    publisher = gcp_clients.publisher_client()
+    storage = gcp_clients.storage_client(project)
+    return SdkClients(project, publisher, storage, PubSubEventBus(publisher, project))
+
+
+async def close_firestore(db: Any) -> None:
+    """Close a Firestore client ``build_sdk_deps`` built (in the loop it was built in)."""
+    from cloudagents.adapters import gcp_clients
+
+    await gcp_clients.close_firestore(db)
+
+
+def build_sdk_deps(
+    settings: Settings,
+    dispatcher: InProcessDispatcher,
+    *,
+    clients: SdkClients,
+    tools: ToolRegistry,
+    model_factory: ModelFactory,
+) -> tuple[Deps, Any]:
+    """Firestore and GCS adapters for ``DistributedAgent.run`` (a Firestore client built here, in
+    the running loop, which its gRPC channel is bound to), and that client. Agent definitions
+    stay in process: an SDK agent is not offered handoffs by the services' broker."""
+    from cloudagents.adapters import gcp_clients
+    from cloudagents.adapters.firestore.budgets import FirestoreCostLedger, FirestoreRateLimiter
+    from cloudagents.adapters.firestore.stores import (
+        FirestoreAuditStore,
+        FirestoreDeadLetterStore,
+        FirestoreHandoffStore,
+        FirestoreRunStore,
+    )
+    from cloudagents.adapters.gcs import GcsBlobStore
+
+    db = gcp_clients.firestore_client(settings.project)
+    deps = Deps(
+        settings=settings,
+        topology=build_topology(
+            settings.project, settings.workspace, settings.location, check_names=False
+        ),
+        runs=FirestoreRunStore(db),
+        agents=InMemoryAgentStore(),
+        dead_letters=FirestoreDeadLetterStore(db),
+        handoffs=FirestoreHandoffStore(db),
+        audit=FirestoreAuditStore(db),
+        bus=dispatcher,
+        blobs=GcsBlobStore(clients.storage),
+        tasks=dispatcher,
+        cost_ledger=FirestoreCostLedger(db),
+        rate_limiter=FirestoreRateLimiter(db),
+        tools=tools,
+        model_factory=model_factory,
+    )
+    return deps, db
 
 
 async def get_deps(service_name: str = "cloudagents") -> Deps:

@@ -20,7 +20,7 @@ from typing import Any, Protocol, cast, get_type_hints, overload
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
-from cloudagents.domain.messages import ToolSpec
+from cloudagents.domain.messages import Message, ToolCall, ToolSpec
 from cloudagents.domain.policy import RISK_ORDER, RiskLevel
 
 ToolFunction = Callable[..., Any] | Callable[..., Awaitable[Any]]
@@ -58,6 +58,11 @@ class ToolResult:
         if isinstance(self.content, str):
             return self.content
         return json.dumps(self.content, ensure_ascii=False, default=str, sort_keys=True)
+
+
+def tool_message(call: ToolCall, result: ToolResult) -> Message:
+    """The transcript message that carries a tool's result back to the model."""
+    return Message(role="tool", tool_call_id=call.id, name=call.name, content=result.as_text())
 
 
 def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:

@@ -1,7 +1,9 @@
 """Seed 000's ``DistributedAgent`` (``cloudagents.gcp``) on the emulators: the Quick Start as
 written, tools, guardrails, handoffs, budgets and errors, and the example scripts.
 
-Only the emulators are started (no services): the SDK path records runs itself.
+Only the emulators are started (no services): ``DistributedAgent.run`` drives the run executor
+and the tool invoker in process, on the Firestore and GCS adapters, and publishes what leaves the
+process (handoff offers, the tool audit trail) to Pub/Sub.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore, pubsub_v1, storage  # type: ignore[attr-defined]
 
 from cloudagents.adapters.gcp_clients import build_gcp_deps
+from cloudagents.bootstrap import sdk_clients
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import ConfigurationError
 from cloudagents.gcp import Budget, DistributedAgent, LoopExit, Tool
@@ -184,7 +187,7 @@ async def test_quick_start_as_written(emulators: EmulatorStack, db: firestore.Cl
 async def test_a_tool_round_runs_the_tool_and_publishes_an_audit_record(
     emulators: EmulatorStack, db: firestore.Client
 ) -> None:
-    audit = pull_subscription(f"{WORKSPACE}-tools")
+    audit = pull_subscription(f"{WORKSPACE}-tools-audit")
     seen: list[dict[str, Any]] = []
 
     async def llm_client(request: dict[str, Any]) -> dict[str, Any]:
@@ -217,15 +220,16 @@ async def test_a_tool_round_runs_the_tool_and_publishes_an_audit_record(
         "finish",
     ]
     (message,) = pull(audit, 1)
-    assert message.attributes["kind"] == "audit"
     record = json.loads(message.data)
-    assert {k: record[k] for k in ("run_id", "agent_id", "seq", "index", "tool", "is_error")} == {
+    assert record == {
         "run_id": "sdk-tool-run",
         "agent_id": "sdk-calc",
         "seq": 0,
         "index": 0,
         "tool": "calculator",
+        "idempotency_key": "sdk-tool-run:0:0",
         "is_error": False,
+        "attempts": 1,
     }
     await agent.aclose()
 
@@ -429,8 +433,7 @@ def test_missing_topic_outside_the_emulators_names_it_and_terraform(
     emulators: EmulatorStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     agent = new_agent("sdk-prod", workspace_topic="nowhere")
-    agent._publisher = pubsub_v1.PublisherClient()  # built while the emulator variable is set
-    agent._storage = storage.Client(project=PROJECT, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    agent._clients = sdk_clients(PROJECT)  # built while the emulator variables are set
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST")
     with pytest.raises(ConfigurationError, match=r"topics/nowhere does not exist.*Terraform"):
         agent._ensure_resources()
@@ -442,8 +445,7 @@ def test_missing_bucket_outside_the_emulators_names_it_and_terraform(
     agent = DistributedAgent(
         "sdk-prod", "x", "gpt-4", project_id="other-project", workspace_topic=WORKSPACE
     )
-    agent._publisher = pubsub_v1.PublisherClient()
-    agent._storage = storage.Client(project=PROJECT, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    agent._clients = sdk_clients(PROJECT)
     monkeypatch.delenv("STORAGE_EMULATOR_HOST")
     with pytest.raises(ConfigurationError, match=r"gs://other-project-agent-context.*Terraform"):
         agent._ensure_resources()

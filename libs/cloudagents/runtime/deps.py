@@ -29,14 +29,15 @@ from cloudagents.topology import Topology
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
-ModelFactory = Callable[[AgentDefinition], ModelClient]
+ModelFactory = Callable[[AgentDefinition, str], ModelClient]
+"""The model client for a step of ``agent`` in the run named by the second argument."""
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def default_model_factory(agent: AgentDefinition) -> ModelClient:
+def default_model_factory(agent: AgentDefinition, run_id: str) -> ModelClient:
     return build_model_client(agent.model)
 
 
