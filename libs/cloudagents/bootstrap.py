@@ -154,11 +154,11 @@ def sdk_clients(project: str) -> SdkClients:
     return SdkClients(project, publisher, storage, PubSubEventBus(publisher, project))
 
 
-async def close_firestore(db: Any) -> None:
-    """Close a Firestore client ``build_sdk_deps`` built (in the loop it was built in)."""
+async def close_sdk_deps(deps: Deps) -> None:
+    """Close the Firestore client ``build_sdk_deps`` built (in the loop it was built in)."""
     from cloudagents.adapters import gcp_clients
 
-    await gcp_clients.close_firestore(db)
+    await gcp_clients.close_firestore(getattr(deps.runs, "client", None))
 
 
 def build_sdk_deps(
@@ -168,10 +168,10 @@ def build_sdk_deps(
     clients: SdkClients,
     tools: ToolRegistry,
     model_factory: ModelFactory,
-) -> tuple[Deps, Any]:
-    """Firestore and GCS adapters for ``DistributedAgent.run`` (a Firestore client built here, in
-    the running loop, which its gRPC channel is bound to), and that client. Agent definitions
-    stay in process: an SDK agent is not offered handoffs by the services' broker."""
+) -> Deps:
+    """Firestore and GCS adapters for ``DistributedAgent.run``, on a Firestore client built here,
+    in the running loop, which its gRPC channel is bound to (``close_sdk_deps`` closes it).
+    Agent definitions stay in process: the services' broker offers SDK agents no handoffs."""
     from cloudagents.adapters import gcp_clients
     from cloudagents.adapters.firestore.budgets import FirestoreCostLedger, FirestoreRateLimiter
     from cloudagents.adapters.firestore.stores import (
@@ -183,7 +183,7 @@ def build_sdk_deps(
     from cloudagents.adapters.gcs import GcsBlobStore
 
     db = gcp_clients.firestore_client(settings.project)
-    deps = Deps(
+    return Deps(
         settings=settings,
         topology=build_topology(
             settings.project, settings.workspace, settings.location, check_names=False
@@ -201,7 +201,6 @@ def build_sdk_deps(
         tools=tools,
         model_factory=model_factory,
     )
-    return deps, db
 
 
 async def get_deps(service_name: str = "cloudagents") -> Deps:

@@ -29,7 +29,7 @@ from typing import Any
 
 from cloudagents.adapters.llm.callable import CallableModel, LLMCallable
 from cloudagents.adapters.llm.factory import build_model_client
-from cloudagents.bootstrap import SdkClients, build_sdk_deps, close_firestore, sdk_clients
+from cloudagents.bootstrap import SdkClients, build_sdk_deps, close_sdk_deps, sdk_clients
 from cloudagents.context import snapshot_object_name
 from cloudagents.domain.agents import AgentDefinition, ModelConfig, Provider
 from cloudagents.domain.intents import IntentionMessage
@@ -37,8 +37,6 @@ from cloudagents.domain.policy import Budget, GuardrailConfig, RetryConfig
 from cloudagents.domain.results import LoopExit, LoopResult
 from cloudagents.ports.model import ModelClient
 from cloudagents.runner import run_settings, run_variables
-from cloudagents.runtime.deps import Deps, ModelFactory
-from cloudagents.runtime.dispatcher import InProcessDispatcher
 from cloudagents.runtime.driver import LocalDriver
 from cloudagents.tools import Tool, ToolRegistry, ToolSource
 
@@ -97,7 +95,6 @@ class _Backend:
 
     loop: asyncio.AbstractEventLoop
     driver: LocalDriver
-    firestore: Any
 
 
 class DistributedAgent:
@@ -124,6 +121,12 @@ class DistributedAgent:
         snapshot_messages: int = 20,
         retry: RetryConfig | Mapping[str, Any] | None = None,
     ) -> None:
+        if not project_id:
+            raise ValueError("project_id is required")
+        if not workspace_topic:
+            raise ValueError("workspace_topic is required")
+        if snapshot_messages < 1:
+            raise ValueError("snapshot_messages must be at least 1")
         self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry.from_mapping(tools)
         config = ModelConfig(provider="callable", name=model) if isinstance(model, str) else model
         definition: dict[str, Any] = {
@@ -138,13 +141,24 @@ class DistributedAgent:
             definition["guardrails"] = GuardrailConfig.model_validate(guardrails)
         if retry is not None:
             definition["retry"] = RetryConfig.model_validate(retry)
-        self._setup(
-            AgentDefinition.model_validate(definition),
-            project_id=project_id,
-            workspace_topic=workspace_topic,
+        self.definition = AgentDefinition.model_validate(definition)
+        self.agent_id = agent_id
+        self.project_id = project_id
+        self.workspace_topic = workspace_topic
+        self.snapshot_messages = snapshot_messages
+        self.resources = WorkspaceResources.for_workspace(project_id, workspace_topic)
+        self._settings = run_settings(
+            project=project_id,
+            workspace=workspace_topic,
             snapshot_messages=snapshot_messages,
-            model_name=model if isinstance(model, str) else None,
+            backend="gcp",
         )
+        self._model_name = model if isinstance(model, str) else None
+        self._inferred: ModelClient | None = None
+        self._clients: SdkClients | None = None
+        self._backend: _Backend | None = None
+        self._checking: asyncio.Task[None] | None = None
+        self._resources_checked = False
 
     @classmethod
     def from_definition(
@@ -158,51 +172,18 @@ class DistributedAgent:
     ) -> DistributedAgent:
         """An agent from a full ``AgentDefinition`` (output schema, timeouts, generation, ...);
         the tools passed are offered to the model besides the definition's."""
-        agent = cls.__new__(cls)
-        agent.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry.from_mapping(tools)
+        agent = cls(
+            definition.id,
+            definition.instructions,
+            definition.model,
+            project_id,
+            workspace_topic,
+            tools=tools,
+            snapshot_messages=snapshot_messages,
+        )
         offered = list(dict.fromkeys([*definition.tools, *(t.name for t in agent.tools)]))
-        agent._setup(
-            definition.model_copy(update={"tools": offered}),
-            project_id=project_id,
-            workspace_topic=workspace_topic,
-            snapshot_messages=snapshot_messages,
-            model_name=None,
-        )
+        agent.definition = definition.model_copy(update={"tools": offered})
         return agent
-
-    def _setup(
-        self,
-        definition: AgentDefinition,
-        *,
-        project_id: str,
-        workspace_topic: str,
-        snapshot_messages: int,
-        model_name: str | None,
-    ) -> None:
-        if not project_id:
-            raise ValueError("project_id is required")
-        if not workspace_topic:
-            raise ValueError("workspace_topic is required")
-        if snapshot_messages < 1:
-            raise ValueError("snapshot_messages must be at least 1")
-        self.definition = definition
-        self.agent_id = definition.id
-        self.project_id = project_id
-        self.workspace_topic = workspace_topic
-        self.snapshot_messages = snapshot_messages
-        self.resources = WorkspaceResources.for_workspace(project_id, workspace_topic)
-        self._settings = run_settings(
-            project=project_id,
-            workspace=workspace_topic,
-            snapshot_messages=snapshot_messages,
-            backend="gcp",
-        )
-        self._model_name = model_name
-        self._inferred: ModelClient | None = None
-        self._clients: SdkClients | None = None
-        self._backend: _Backend | None = None
-        self._checking: asyncio.Task[None] | None = None
-        self._resources_checked = False
 
     @property
     def budget(self) -> Budget:
@@ -258,21 +239,14 @@ class DistributedAgent:
         backend = self._backend
         if backend is None or backend.loop is not loop:
             # No await between the check and the assignment: concurrent first runs share one.
-            holder: list[Any] = []
-
-            def build(dispatcher: InProcessDispatcher, models: ModelFactory) -> Deps:
-                deps, db = build_sdk_deps(
-                    self._settings,
-                    dispatcher,
-                    clients=clients,
-                    tools=self.tools,
-                    model_factory=models,
-                )
-                holder.append(db)
-                return deps
-
-            driver = LocalDriver(build, outward=clients.outward)
-            backend = self._backend = _Backend(loop, driver, holder[0])
+            settings, tools = self._settings, self.tools
+            driver = LocalDriver(
+                lambda dispatcher, models: build_sdk_deps(
+                    settings, dispatcher, clients=clients, tools=tools, model_factory=models
+                ),
+                outward=clients.outward,
+            )
+            backend = self._backend = _Backend(loop, driver)
             self._checking = None
         if not self._resources_checked:
             if self._checking is None:
@@ -299,7 +273,7 @@ class DistributedAgent:
         if clients is not None:
             await clients.aclose()
         if backend is not None and backend.loop is asyncio.get_running_loop():
-            await close_firestore(backend.firestore)
+            await close_sdk_deps(backend.driver.deps)
 
     async def __aenter__(self) -> DistributedAgent:
         return self

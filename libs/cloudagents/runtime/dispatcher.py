@@ -204,8 +204,11 @@ class InProcessDispatcher:
                     run = await self.deps.runs.get_run(run_id)
                     if run is not None and run.finished:
                         return run
-                    if not lane.tasks and not lane.timers:
-                        raise RunNotSettled(self._why(run_id, lane, run))
+                    # Given up on (a dead letter) or nothing left that could move it: in
+                    # process there is no one to replay it later, so say why now.
+                    if not lane.tasks and (lane.dead or not lane.timers):
+                        cause = lane.dead[-1].error if lane.dead else None
+                        raise RunNotSettled(self._why(run_id, lane, run)) from cause
                 await lane.changed.wait()
         finally:
             lane.close()
@@ -221,7 +224,7 @@ class InProcessDispatcher:
     def _why(run_id: str, lane: _Lane, run: RunRecord | None) -> str:
         if lane.dead:
             last = lane.dead[-1]
-            return f"run {run_id!r} cannot finish: {last.what} failed: {last.error!r}"
+            return f"run {run_id!r} cannot finish: {last.what} failed: {last.error}"
         status = run.status.value if run is not None else "missing"
         return f"run {run_id!r} is {status} with nothing left to deliver"
 
