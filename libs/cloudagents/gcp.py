@@ -22,7 +22,6 @@ bucket are created on first use; in production they come from Terraform and a mi
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +35,7 @@ from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.policy import Budget, GuardrailConfig, RetryConfig
 from cloudagents.domain.results import LoopExit, LoopResult
 from cloudagents.ports.model import ModelClient
-from cloudagents.runner import run_settings, run_variables
-from cloudagents.runtime.driver import LocalDriver
+from cloudagents.runtime.driver import LocalDriver, run_settings
 from cloudagents.tools import Tool, ToolRegistry, ToolSource
 
 __all__ = [
@@ -213,22 +211,17 @@ class DistributedAgent:
         ``context["llm_client"]`` is the model; other context entries are template variables,
         stored on the run. ``guardrails`` overrides the agent's for this run.
         """
-        context = dict(context or {})
-        model = self._model(context.get("llm_client"))
+        model = self._model((context or {}).get("llm_client"))
         backend = await self._ready()
-        run = await backend.driver.run(
+        return await backend.driver.run_seed(
             self.definition,
             message,
-            run_id=run_id or f"run-{uuid.uuid4().hex[:16]}",
-            variables=run_variables(context),
+            context,
+            guardrails=guardrails,
+            run_id=run_id,
             source="sdk",
-            guardrails=(
-                GuardrailConfig.model_validate(guardrails) if guardrails is not None else None
-            ),
             model=model,
         )
-        assert run.result is not None  # a finished run carries its result
-        return run.result
 
     async def _ready(self) -> _Backend:
         """The driver of this event loop (built on first use); the resources checked once."""

@@ -7,8 +7,6 @@ process (``runtime/driver.py``), on in-memory adapters, until the run ends, and 
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,9 +22,7 @@ from cloudagents.domain.results import LoopResult
 from cloudagents.ports.budgets import CostLedger, RateLimiter
 from cloudagents.ports.bus import EventBus
 from cloudagents.ports.model import ModelClient
-from cloudagents.runtime.dispatcher import WAKE_URL
-from cloudagents.runtime.driver import LocalDriver
-from cloudagents.settings import Backend, Settings
+from cloudagents.runtime.driver import LocalDriver, run_settings
 from cloudagents.tools import ToolRegistry, ToolSource
 
 Clock = Callable[[], datetime]
@@ -45,31 +41,6 @@ def load_definitions(path: str | Path) -> list[AgentDefinition]:
         data = data["agents"]
     items = data if isinstance(data, list) else [data]
     return [AgentDefinition.model_validate(item) for item in items]
-
-
-def run_variables(context: Mapping[str, Any]) -> dict[str, Any]:
-    """The template variables of a seed-000 ``context``: every entry but ``llm_client``, as JSON
-    (stored on the run; a value JSON cannot hold is kept as its ``str``, which is also what a
-    template renders of it)."""
-    return {
-        str(key): json.loads(json.dumps(value, default=str))
-        for key, value in context.items()
-        if key != "llm_client"
-    }
-
-
-def run_settings(
-    *, project: str, workspace: str, snapshot_messages: int = 20, backend: Backend = "memory"
-) -> Settings:
-    """The settings of in-process runs: wake-ups are timers of this process."""
-    return Settings(
-        project=project,
-        workspace=workspace,
-        backend=backend,
-        tool_modules=(),
-        wake_url=WAKE_URL,
-        snapshot_messages=snapshot_messages,
-    )
 
 
 class Agent:
@@ -127,19 +98,13 @@ class Agent:
     ) -> LoopResult:
         """Run to an exit. ``context["llm_client"]`` overrides the model; other context keys are
         template variables for ``user_template``. ``guardrails`` overrides the definition's."""
-        context = dict(context or {})
-        llm_client = context.get("llm_client")
-        agent = self.definition.model_copy(update={"tools": self.offered_tools(self.definition)})
-        run = await self._driver.run(
-            agent,
+        llm_client = (context or {}).get("llm_client")
+        return await self._driver.run_seed(
+            self.definition.model_copy(update={"tools": self.offered_tools(self.definition)}),
             message,
-            run_id=run_id or f"run-{uuid.uuid4().hex[:16]}",
-            variables=run_variables(context),
+            context,
+            guardrails=guardrails,
+            run_id=run_id,
             source="inprocess",
-            guardrails=(
-                GuardrailConfig.model_validate(guardrails) if guardrails is not None else None
-            ),
             model=CallableModel(llm_client) if llm_client is not None else None,
         )
-        assert run.result is not None  # a finished run carries its result
-        return run.result

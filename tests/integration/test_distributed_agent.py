@@ -9,22 +9,18 @@ process (handoff offers, the tool audit trail) to Pub/Sub.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
 import pytest
-from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import firestore, pubsub_v1, storage  # type: ignore[attr-defined]
+from google.cloud import firestore, storage  # type: ignore[attr-defined]
 
 from cloudagents.adapters.gcp_clients import build_gcp_deps
 from cloudagents.bootstrap import sdk_clients
@@ -37,6 +33,7 @@ from cloudagents.settings import Settings
 from cloudagents.tools import ToolRegistry
 from cloudagents.topology import build_topology
 from tests.fakes.llm_api_servers import fake_llm_server
+from tests.integration.pubsub import pull, pull_subscription
 
 pytestmark = pytest.mark.integration
 
@@ -59,37 +56,6 @@ def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorStac
 @pytest.fixture(scope="module")
 def db(emulators: EmulatorStack) -> firestore.Client:
     return firestore.Client(project=PROJECT)
-
-
-def pull_subscription(topic: str) -> str:
-    """A fresh pull subscription on ``topic`` (created first if needed); returns its path."""
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    topic_path = publisher.topic_path(PROJECT, topic)
-    with contextlib.suppress(gexc.AlreadyExists):
-        publisher.create_topic(name=topic_path)
-    path = subscriber.subscription_path(PROJECT, f"{topic}-test-{uuid.uuid4().hex[:6]}")
-    subscriber.create_subscription(name=path, topic=topic_path)
-    return str(path)
-
-
-def pull(subscription: str, count: int, timeout: float = 10.0) -> list[Any]:
-    subscriber = pubsub_v1.SubscriberClient()
-    received: list[Any] = []
-    deadline = time.monotonic() + timeout
-    while len(received) < count and time.monotonic() < deadline:
-        response = subscriber.pull(
-            request={"subscription": subscription, "max_messages": 10}, timeout=5
-        )
-        if response.received_messages:
-            subscriber.acknowledge(
-                request={
-                    "subscription": subscription,
-                    "ack_ids": [m.ack_id for m in response.received_messages],
-                }
-            )
-        received.extend(m.message for m in response.received_messages)
-    return received
 
 
 def blob(uri: str) -> dict[str, Any]:
@@ -187,7 +153,7 @@ async def test_quick_start_as_written(emulators: EmulatorStack, db: firestore.Cl
 async def test_a_tool_round_runs_the_tool_and_publishes_an_audit_record(
     emulators: EmulatorStack, db: firestore.Client
 ) -> None:
-    audit = pull_subscription(f"{WORKSPACE}-tools-audit")
+    audit = pull_subscription(PROJECT, f"{WORKSPACE}-tools-audit")
     seen: list[dict[str, Any]] = []
 
     async def llm_client(request: dict[str, Any]) -> dict[str, Any]:
@@ -273,7 +239,7 @@ async def test_guardrails_block_the_input_and_risky_tools(
 async def test_a_handoff_target_reply_offers_the_task(
     emulators: EmulatorStack, db: firestore.Client
 ) -> None:
-    offers = pull_subscription(f"{WORKSPACE}-handoff")
+    offers = pull_subscription(PROJECT, f"{WORKSPACE}-handoff")
 
     async def llm_client(request: dict[str, Any]) -> dict[str, Any]:
         target = {"required_capabilities": ["image_processing", "ocr"], "ttl_seconds": 300}

@@ -15,21 +15,15 @@ with it (``-k services`` needs no emulators).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
-import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
-import httpx
 import pytest
-from functions_framework.aio import create_asgi_app
 
 from cloudagents import Agent, AgentDefinition
 from cloudagents.adapters.memory.messaging import InMemoryEventBus
@@ -39,11 +33,11 @@ from cloudagents.gcp import DistributedAgent
 from cloudagents.local.emulators import EmulatorStack, start_stack
 from cloudagents.ports.stores import HandoffStore, RunStore
 from tests.integration.parity_tools import TOOLS
-from tests.services.conftest import SERVICES, TOKEN, Pump
+from tests.integration.pubsub import pull, pull_subscription
+from tests.services.conftest import TOKEN, Pump, service_clients
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "parity-project"
 WORKSPACE = "parity"
 NO_RETRY_WAIT = {"max_attempts": 2, "backoff_seconds": 0}
@@ -290,13 +284,7 @@ async def services(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Pump]:
     }.items():
         monkeypatch.setenv(name, value)
     reset_deps()
-    clients = {}
-    for name in SERVICES:
-        app = create_asgi_app(name, str(ROOT / "services" / name / "main.py"))
-        headers = {"Authorization": f"Bearer {TOKEN}"} if name == "api" else {}
-        clients[name] = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://svc", headers=headers
-        )
+    clients = service_clients()
     yield Pump(await get_deps(), clients)
     for client in clients.values():
         await client.aclose()
@@ -328,41 +316,6 @@ def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorStac
         stack.stop()
 
 
-def pull_subscription(topic: str) -> str:
-    """A fresh pull subscription on ``topic`` (created first if needed); returns its path."""
-    from google.api_core import exceptions as gexc
-    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
-
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    topic_path = publisher.topic_path(PROJECT, topic)
-    with contextlib.suppress(gexc.AlreadyExists):
-        publisher.create_topic(name=topic_path)
-    path = subscriber.subscription_path(PROJECT, f"{topic}-parity-{uuid.uuid4().hex[:6]}")
-    subscriber.create_subscription(name=path, topic=topic_path)
-    return str(path)
-
-
-def pull(subscription: str, count: int, timeout: float = 10.0) -> list[bytes]:
-    """``count`` messages from the subscription (and, for a moment, any more that come)."""
-    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
-
-    subscriber = pubsub_v1.SubscriberClient()
-    received: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = subscriber.pull(
-            request={"subscription": subscription, "max_messages": 10}, timeout=2
-        )
-        if response.received_messages:
-            ack_ids = [m.ack_id for m in response.received_messages]
-            subscriber.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids})
-        received.extend(m.message.data for m in response.received_messages)
-        if len(received) >= count:
-            deadline = min(deadline, time.monotonic() + 1.0)  # a duplicate would come now
-    return received
-
-
 async def through_distributed_agent(name: str, expected: dict[str, list[Any]]) -> dict[str, Any]:
     from google.cloud import firestore
 
@@ -370,7 +323,7 @@ async def through_distributed_agent(name: str, expected: dict[str, list[Any]]) -
 
     scenario = SCENARIOS[name]
     subscriptions = {
-        role: await asyncio.to_thread(pull_subscription, topic)
+        role: await asyncio.to_thread(pull_subscription, PROJECT, topic)
         for role, topic in ((r, f"{WORKSPACE}-{r.replace('_', '-')}") for r in OUTWARD)
     }
     definition = scenario.definition(agent_id_of(name))
@@ -391,8 +344,8 @@ async def through_distributed_agent(name: str, expected: dict[str, list[Any]]) -
     sent: list[tuple[str, bytes]] = []
     for role, subscription in subscriptions.items():
         topic = f"{WORKSPACE}-{role.replace('_', '-')}"
-        data = await asyncio.to_thread(pull, subscription, len(expected[role]))
-        sent.extend((topic, item) for item in data)
+        data = await asyncio.to_thread(pull, subscription, len(expected[role]), linger=1.0)
+        sent.extend((topic, item.data) for item in data)
     return {"runs": outcomes, "published": published(sent)}
 
 

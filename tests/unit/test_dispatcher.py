@@ -8,27 +8,11 @@ from typing import Any
 
 import pytest
 
-from cloudagents import Agent, AgentDefinition, LoopExit, Tool
+from cloudagents import Agent, LoopExit, Tool
 from cloudagents.domain.errors import TransientError
 from cloudagents.ports.stores import StepCommit
 from cloudagents.runtime.dispatcher import RunNotSettled
-
-
-def add(a: int, b: int) -> int:
-    """Add two numbers."""
-    return a + b
-
-
-def scripted(*turns: dict[str, Any], **overrides: Any) -> AgentDefinition:
-    data: dict[str, Any] = {
-        "id": "calc",
-        "instructions": "You add numbers.",
-        "model": {"provider": "scripted", "name": "scripted-demo", "script": list(turns)},
-        "tools": ["add"],
-    }
-    data.update(overrides)
-    return AgentDefinition.model_validate(data)
-
+from tests.unit.test_runner import add, scripted
 
 TWO_CALLS = {
     "tool_calls": [

@@ -10,21 +10,50 @@ services.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cloudagents.adapters.llm.factory import build_model_client
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.policy import GuardrailConfig
+from cloudagents.domain.results import LoopResult
 from cloudagents.domain.runs import RunRecord
 from cloudagents.ports.bus import EventBus
 from cloudagents.ports.model import ModelClient
 from cloudagents.runtime.deps import Deps, ModelFactory
-from cloudagents.runtime.dispatcher import InProcessDispatcher
+from cloudagents.runtime.dispatcher import WAKE_URL, InProcessDispatcher
+from cloudagents.settings import Backend, Settings
 from cloudagents.telemetry import tracer
 
 DepsBuilder = Callable[[InProcessDispatcher, ModelFactory], Deps]
 """Builds the ``Deps`` of a driver: its ``bus`` and ``tasks`` are the dispatcher given."""
+
+
+def run_settings(
+    *, project: str, workspace: str, snapshot_messages: int = 20, backend: Backend = "memory"
+) -> Settings:
+    """The settings of in-process runs: wake-ups are timers of this process."""
+    return Settings(
+        project=project,
+        workspace=workspace,
+        backend=backend,
+        tool_modules=(),
+        wake_url=WAKE_URL,
+        snapshot_messages=snapshot_messages,
+    )
+
+
+def run_variables(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The template variables of a seed-000 ``context``: every entry but ``llm_client``, as JSON
+    (stored on the run; a value JSON cannot hold is kept as its ``str``, which is also what a
+    template renders of it)."""
+    return {
+        str(key): json.loads(json.dumps(value, default=str))
+        for key, value in context.items()
+        if key != "llm_client"
+    }
 
 
 class LocalDriver:
@@ -91,3 +120,31 @@ class LocalDriver:
         finally:
             self._models.pop(run_id, None)
             dispatcher.close(run_id)
+
+    async def run_seed(
+        self,
+        agent: AgentDefinition,
+        message: str,
+        context: Mapping[str, Any] | None,
+        *,
+        guardrails: GuardrailConfig | Mapping[str, Any] | None,
+        run_id: str | None,
+        source: str,
+        model: ModelClient | None,
+    ) -> LoopResult:
+        """Seed 000's ``run(message, context, guardrails=...)``: the context's entries (but the
+        ``llm_client``) are template variables, ``guardrails`` replace the agent's for this run;
+        returns the ``LoopResult`` the executor committed."""
+        run = await self.run(
+            agent,
+            message,
+            run_id=run_id or f"run-{uuid.uuid4().hex[:16]}",
+            variables=run_variables(context or {}),
+            source=source,
+            guardrails=(
+                GuardrailConfig.model_validate(guardrails) if guardrails is not None else None
+            ),
+            model=model,
+        )
+        assert run.result is not None  # a finished run carries its result
+        return run.result
