@@ -10,6 +10,14 @@ expected to differ is normalised: timestamps, and the project in ``gs://`` URIs.
 
 The ``Agent.run`` outcome is the reference; the services and ``DistributedAgent`` tests compare
 with it (``-k services`` needs no emulators).
+
+Checked to fail when one path behaves differently (each change made alone, run, reverted): the
+dispatcher sending snapshots outward instead of to the snapshotter (every scenario fails); the
+executor not counting a handoff's depth in process only (``handoff``); ``Agent.run`` given a fresh
+cost ledger per run (``daily-cost-cap``); the tool invoker service ignoring all but the first
+call of a step (``parallel-tools``); the dispatcher delivering only the first call of a step
+(``parallel-tools``); ``DistributedAgent`` dropping its agent's ``max_chain_depth``
+(``handoff``, on the emulators).
 """
 
 from __future__ import annotations

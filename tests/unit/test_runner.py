@@ -5,6 +5,7 @@ back from its records (``agent.driver.deps.runs``), as for a service run."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -104,6 +105,18 @@ async def test_guardrail_block_on_input_passed_at_run_time() -> None:
     assert result.payload["reason"] == "user input matches blocked pattern 'illegal'"
     assert result.errors == ["user input matches blocked pattern 'illegal'"]
     assert result.iterations == 0
+
+
+async def test_run_time_guardrails_belong_to_that_run_only() -> None:
+    agent = Agent(scripted(FINAL_TURN))
+    blocked, free = await asyncio.gather(
+        agent.run("illegal", guardrails={"blocked_patterns": ["illegal"]}, run_id="g1"),
+        agent.run("illegal", run_id="g2"),
+    )
+    assert (blocked.exit, free.exit) == (LoopExit.GUARDRAIL_BLOCK, LoopExit.SATISFIED)
+    stored = await agent.driver.deps.runs.get_run("g1")
+    assert stored is not None and stored.guardrails is not None
+    assert stored.guardrails.blocked_patterns == ["illegal"]
 
 
 async def test_guardrail_block_on_risky_tool() -> None:
