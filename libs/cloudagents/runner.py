@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from cloudagents.adapters.llm.callable import CallableModel
+from cloudagents.adapters.memory.messaging import InMemoryEventBus
 from cloudagents.bootstrap import build_local_deps
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.policy import GuardrailConfig
@@ -73,7 +74,7 @@ class Agent:
                 rate_limiter=rate_limiter,
                 clock=clock,
             ),
-            outward=outward,
+            outward=outward if outward is not None else InMemoryEventBus(),
             model_client=model_client,
         )
 

@@ -10,8 +10,8 @@ messages between them. It is the ``EventBus`` and the ``TaskQueue`` of their ``D
 * a wake-up task (``Deps.schedule_wake``) is delivered to the wake-up handler at its time, by an
   asyncio timer (a duplicate name while one is pending is dropped, as Cloud Tasks does);
 * any other topic (handoff offers, the tool audit trail), and any message of a run not driven
-  here, goes to the ``outward`` bus: Pub/Sub for ``DistributedAgent``, by default an
-  ``InMemoryEventBus`` that keeps them for inspection.
+  here, goes to the ``outward`` bus: Pub/Sub for ``DistributedAgent``; for ``Agent.run`` by
+  default an ``InMemoryEventBus`` that keeps them for inspection.
 
 Order is kept per run: each run has a lane, worked by one task, that delivers its executor,
 snapshot and outward messages one after the other in publish order (so a handoff offer leaves
@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cloudagents.adapters.memory.messaging import InMemoryEventBus
 from cloudagents.domain.errors import PermanentMessageError
 from cloudagents.domain.runs import RunRecord, SnapshotMessage, StepMessage, ToolMessage, WakeUp
 from cloudagents.ports.bus import EventBus
@@ -102,11 +101,11 @@ class InProcessDispatcher:
     def __init__(
         self,
         *,
-        outward: EventBus | None = None,
+        outward: EventBus,
         max_attempts: int = 5,
         backoff_seconds: float = 0.05,
     ) -> None:
-        self.outward: EventBus = outward if outward is not None else InMemoryEventBus()
+        self.outward = outward
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.dead_letters: list[DeadLetter] = []

@@ -15,14 +15,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cloudagents.adapters.llm.factory import build_model_client
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.policy import GuardrailConfig
 from cloudagents.domain.results import LoopResult
 from cloudagents.domain.runs import RunRecord
 from cloudagents.ports.bus import EventBus
 from cloudagents.ports.model import ModelClient
-from cloudagents.runtime.deps import Deps, ModelFactory
+from cloudagents.runtime.deps import Deps, ModelFactory, default_model_factory
 from cloudagents.runtime.dispatcher import WAKE_URL, InProcessDispatcher
 from cloudagents.settings import Backend, Settings
 from cloudagents.telemetry import tracer
@@ -63,7 +62,7 @@ class LocalDriver:
         self,
         build: DepsBuilder,
         *,
-        outward: EventBus | None = None,
+        outward: EventBus,
         model_client: ModelClient | None = None,
     ) -> None:
         self.model_client = model_client
@@ -75,7 +74,7 @@ class LocalDriver:
     def _model_for(self, agent: AgentDefinition, run_id: str) -> ModelClient:
         """The run's own model (a seed-000 ``llm_client``), the driver's, or the definition's."""
         model = self._models.get(run_id) or self.model_client
-        return model if model is not None else build_model_client(agent.model)
+        return model if model is not None else default_model_factory(agent, run_id)
 
     async def run(
         self,
