@@ -4,8 +4,8 @@ block, error handling and a handoff.
 Run it against the local emulators with their ``*_EMULATOR_HOST`` variables exported (see
 ``examples/quickstart.py``): every run is recorded in Firestore (``agent_runs``,
 ``interactions``, ``handoff_offers``), its context snapshots go to
-``gs://{project}-agent-context``, tool audit records to ``{workspace}-tools`` and handoff offers to
-``{workspace}-handoff``. The LLM clients here are scripted functions: no model, no key.
+``gs://{project}-agent-context``, tool audit records to ``{workspace}-tools-audit`` and handoff
+offers to ``{workspace}-handoff``. The LLM clients here are scripted functions: no model, no key.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ async def main() -> None:
     result = await agent.run(message="What is 2+2?", context={"llm_client": answering_llm})
     report("basic", result)
 
-    # Tool execution: the calculator runs within the budget; an audit record goes to -tools
+    # Tool execution: the calculator runs within the budget; an audit record goes to -tools-audit
     result = await agent.run(
         message="What is (17 + 25) * 3?", context={"llm_client": calculating_llm}
     )

@@ -4,18 +4,24 @@ the adapters).
 
 ``get_deps()`` builds, once per process and inside the running event loop, the adapters the
 settings ask for (the Google Cloud clients for ``gcp``, in-memory fakes for ``memory``) and the
-tool registry from ``CLOUDAGENTS_TOOL_MODULES``. On the emulators the clients find
-``FIRESTORE_EMULATOR_HOST``, ``PUBSUB_EMULATOR_HOST`` and ``STORAGE_EMULATOR_HOST`` themselves;
-Cloud Tasks has no such variable in its client, so ``CLOUD_TASKS_EMULATOR_HOST`` selects an
-insecure gRPC channel here.
+tool registry from ``CLOUDAGENTS_TOOL_MODULES``. ``build_local_deps`` and ``build_sdk_deps``
+build the ``Deps`` of in-process runs (``Agent.run``: memory adapters; ``DistributedAgent.run``:
+Firestore and GCS), whose bus and task queue are an ``InProcessDispatcher``. On the emulators
+the clients find ``FIRESTORE_EMULATOR_HOST``, ``PUBSUB_EMULATOR_HOST`` and
+``STORAGE_EMULATOR_HOST`` themselves; Cloud Tasks has no such variable in its client, so
+``CLOUD_TASKS_EMULATOR_HOST`` selects an insecure gRPC channel here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import inspect
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cloudagents.adapters.llm.factory import build_model_client
@@ -34,8 +40,11 @@ from cloudagents.adapters.memory.stores import (
 )
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import ConfigurationError
+from cloudagents.ports.budgets import CostLedger, RateLimiter
+from cloudagents.ports.bus import EventBus
 from cloudagents.ports.model import ModelClient
-from cloudagents.runtime.deps import Deps
+from cloudagents.runtime.deps import Deps, ModelFactory
+from cloudagents.runtime.dispatcher import InProcessDispatcher
 from cloudagents.settings import Settings
 from cloudagents.telemetry import configure
 from cloudagents.tools import Tool, ToolRegistry
@@ -61,7 +70,15 @@ def load_tools(modules: tuple[str, ...]) -> ToolRegistry:
     return registry
 
 
-def default_model_factory(agent: AgentDefinition) -> ModelClient:
+TERRAFORM_HINT = (
+    "Topics and the bucket are created by Terraform (terraform/environments/*, generated from "
+    "cloudagents.topology); apply it for this project and workspace, or set "
+    "PUBSUB_EMULATOR_HOST / STORAGE_EMULATOR_HOST to run against the local emulators, where "
+    "they are created on first use."
+)
+
+
+def default_model_factory(agent: AgentDefinition, run_id: str) -> ModelClient:
     """The provider client an agent's ``model`` names (``adapters/llm``)."""
     return build_model_client(agent.model)
 
@@ -170,6 +187,14 @@ def publish_message(project: str, topic: str, data: bytes, *, timeout: float = 3
     return str(future.result(timeout=timeout))
 
 
+async def close_firestore(db: Any) -> None:
+    """Close an async Firestore client's channel (in the event loop it was built in)."""
+    with contextlib.suppress(Exception):
+        closing = db._firestore_api.transport.close()
+        if inspect.isawaitable(closing):
+            await closing
+
+
 # Dependencies ---------------------------------------------------------------------------------
 
 
@@ -196,6 +221,129 @@ def build_deps(settings: Settings) -> Deps:
             model_factory=default_model_factory,
         )
     return build_gcp_deps(settings, topology, tools)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_local_deps(
+    settings: Settings,
+    dispatcher: InProcessDispatcher,
+    *,
+    tools: ToolRegistry,
+    model_factory: ModelFactory,
+    cost_ledger: CostLedger | None = None,
+    rate_limiter: RateLimiter | None = None,
+    clock: Callable[[], datetime] = _utcnow,
+) -> Deps:
+    """In-memory adapters for ``Agent.run``; messages and wake-ups go through ``dispatcher``."""
+    runs = InMemoryRunStore()
+    return Deps(
+        settings=settings,
+        topology=build_topology(settings.project, settings.workspace, settings.location),
+        runs=runs,
+        handoffs=InMemoryHandoffStore(runs),
+        audit=InMemoryAuditStore(),
+        agents=InMemoryAgentStore(),
+        dead_letters=InMemoryDeadLetterStore(),
+        bus=dispatcher,
+        blobs=InMemoryBlobStore(),
+        tasks=dispatcher,
+        cost_ledger=cost_ledger or InMemoryCostLedger(clock=clock),
+        rate_limiter=rate_limiter or InMemoryRateLimiter(),
+        tools=tools,
+        model_factory=model_factory,
+        clock=clock,
+    )
+
+
+@dataclass
+class SdkClients:
+    """The Pub/Sub and Cloud Storage clients of one ``DistributedAgent`` (not bound to an event
+    loop, unlike the Firestore client ``build_sdk_deps`` builds), and the Pub/Sub bus over the
+    publisher: where a run's handoff offers and tool audit records leave the process."""
+
+    project: str
+    publisher: Any
+    storage: Any
+    outward: EventBus
+
+    def ensure_resources(self, topics: tuple[str, ...], bucket: str) -> None:
+        """The topics and the bucket exist: created on the emulators, else a clear error."""
+        from cloudagents.adapters.provisioning import ensure_resources
+
+        ensure_resources(
+            self.project,
+            topics,
+            bucket,
+            publisher=self.publisher,
+            storage=self.storage,
+            create_topics=bool(os.environ.get("PUBSUB_EMULATOR_HOST")),
+            create_bucket=bool(os.environ.get("STORAGE_EMULATOR_HOST")),
+            hint=TERRAFORM_HINT,
+        )
+
+    async def aclose(self) -> None:
+        """Flush what the publisher holds and release both clients."""
+        await asyncio.to_thread(self.publisher.stop)
+        with contextlib.suppress(Exception):
+            self.storage.close()
+
+
+def sdk_clients(project: str) -> SdkClients:
+    """Build the clients of a ``DistributedAgent`` for ``project``."""
+    from cloudagents.adapters.pubsub import PubSubEventBus
+
+    publisher = publisher_client()
+    storage = storage_client(project)
+    return SdkClients(project, publisher, storage, PubSubEventBus(publisher, project))
+
+
+async def close_sdk_deps(deps: Deps) -> None:
+    """Close the Firestore client ``build_sdk_deps`` built (in the loop it was built in)."""
+    await close_firestore(getattr(deps.runs, "client", None))
+
+
+def build_sdk_deps(
+    settings: Settings,
+    dispatcher: InProcessDispatcher,
+    *,
+    clients: SdkClients,
+    tools: ToolRegistry,
+    model_factory: ModelFactory,
+) -> Deps:
+    """Firestore and GCS adapters for ``DistributedAgent.run``, on a Firestore client built here,
+    in the running loop, which its gRPC channel is bound to (``close_sdk_deps`` closes it).
+    Agent definitions stay in process: the services' broker offers SDK agents no handoffs."""
+    from cloudagents.adapters.firestore.budgets import FirestoreCostLedger, FirestoreRateLimiter
+    from cloudagents.adapters.firestore.stores import (
+        FirestoreAuditStore,
+        FirestoreDeadLetterStore,
+        FirestoreHandoffStore,
+        FirestoreRunStore,
+    )
+    from cloudagents.adapters.gcs import GcsBlobStore
+
+    db = firestore_client(settings.project)
+    return Deps(
+        settings=settings,
+        topology=build_topology(
+            settings.project, settings.workspace, settings.location, check_names=False
+        ),
+        runs=FirestoreRunStore(db),
+        agents=InMemoryAgentStore(),
+        dead_letters=FirestoreDeadLetterStore(db),
+        handoffs=FirestoreHandoffStore(db),
+        audit=FirestoreAuditStore(db),
+        bus=dispatcher,
+        blobs=GcsBlobStore(clients.storage),
+        tasks=dispatcher,
+        cost_ledger=FirestoreCostLedger(db),
+        rate_limiter=FirestoreRateLimiter(db),
+        tools=tools,
+        model_factory=model_factory,
+    )
 
 
 async def get_deps(service_name: str = "cloudagents") -> Deps:

@@ -131,6 +131,7 @@ class Tool:
         self.timeout_seconds = timeout_seconds
         self.idempotent = idempotent
         self.arguments = arguments_model(function, param_docs)
+        self._spec: ToolSpec | None = None
 
     @property
     def parameters(self) -> dict[str, Any]:
@@ -141,12 +142,15 @@ class Tool:
         return schema
 
     def spec(self) -> ToolSpec:
-        return ToolSpec(
-            name=self.name,
-            description=self.description,
-            parameters=self.parameters,
-            risk_level=self.risk_level,
-        )
+        """What the model is told of the tool (built once: every step of every run asks)."""
+        if self._spec is None:
+            self._spec = ToolSpec(
+                name=self.name,
+                description=self.description,
+                parameters=self.parameters,
+                risk_level=self.risk_level,
+            )
+        return self._spec
 
     def to_mcp_format(self) -> dict[str, Any]:
         """The tool as an MCP tool listing entry, with its risk level (seed 000)."""

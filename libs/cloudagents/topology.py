@@ -154,14 +154,20 @@ _WORKSPACE = re.compile(r"^[a-z][a-z0-9-]{2,9}$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 
 
-def build_topology(project: str, workspace: str, location: str = "us-central1") -> Topology:
-    """The topology for ``workspace`` (the intents topic name) in ``project``."""
-    if not _WORKSPACE.match(workspace):
+def build_topology(
+    project: str, workspace: str, location: str = "us-central1", *, check_names: bool = True
+) -> Topology:
+    """The topology for ``workspace`` (the intents topic name) in ``project``.
+
+    ``check_names=False`` accepts any workspace name Pub/Sub accepts: seed 000's
+    ``DistributedAgent`` names its workspace freely (``my-workspace``); only a workspace that
+    Terraform deploys services for needs the short names checked here."""
+    if check_names and not _WORKSPACE.match(workspace):
         raise ValueError(
             f"workspace {workspace!r} is not valid: 3-10 characters, a lowercase letter first, "
             "then lowercase letters, digits and -"
         )
-    if not _PROJECT.match(project):
+    if check_names and not _PROJECT.match(project):
         raise ValueError(f"project id {project!r} is not valid: 6-30 lowercase letters, digits, -")
     ws = workspace
     main_topics = (

@@ -15,8 +15,6 @@ async def tool_invoker(request: Request) -> Response:
     deps = await get_deps("tool_invoker")
 
     async def apply(message: PushMessage) -> str:
-        if message.attributes.get("kind") == "audit":
-            return "ignored-audit"  # seed 000's SDK audit trail shares {ws}-tools
         return await ToolInvoker(deps).handle(parse_json_model(ToolMessage, message.data))
 
     return await handle_push(request, deps, request.url.path, apply)

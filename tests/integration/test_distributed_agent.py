@@ -1,30 +1,28 @@
 """Seed 000's ``DistributedAgent`` (``cloudagents.gcp``) on the emulators: the Quick Start as
 written, tools, guardrails, handoffs, budgets and errors, and the example scripts.
 
-Only the emulators are started (no services): the SDK path records runs itself.
+Only the emulators are started (no services): ``DistributedAgent.run`` drives the run executor
+and the tool invoker in process, on the Firestore and GCS adapters, and publishes what leaves the
+process (handoff offers, the tool audit trail) to Pub/Sub.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
 import pytest
-from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import firestore, pubsub_v1, storage  # type: ignore[attr-defined]
+from google.cloud import firestore, storage  # type: ignore[attr-defined]
 
-from cloudagents.bootstrap import build_gcp_deps
+from cloudagents.bootstrap import build_gcp_deps, sdk_clients
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import ConfigurationError
 from cloudagents.gcp import Budget, DistributedAgent, LoopExit, Tool
@@ -34,6 +32,7 @@ from cloudagents.settings import Settings
 from cloudagents.tools import ToolRegistry
 from cloudagents.topology import build_topology
 from tests.fakes.llm_api_servers import fake_llm_server
+from tests.integration.pubsub import pull, pull_subscription
 
 pytestmark = pytest.mark.integration
 
@@ -56,37 +55,6 @@ def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorStac
 @pytest.fixture(scope="module")
 def db(emulators: EmulatorStack) -> firestore.Client:
     return firestore.Client(project=PROJECT)
-
-
-def pull_subscription(topic: str) -> str:
-    """A fresh pull subscription on ``topic`` (created first if needed); returns its path."""
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    topic_path = publisher.topic_path(PROJECT, topic)
-    with contextlib.suppress(gexc.AlreadyExists):
-        publisher.create_topic(name=topic_path)
-    path = subscriber.subscription_path(PROJECT, f"{topic}-test-{uuid.uuid4().hex[:6]}")
-    subscriber.create_subscription(name=path, topic=topic_path)
-    return str(path)
-
-
-def pull(subscription: str, count: int, timeout: float = 10.0) -> list[Any]:
-    subscriber = pubsub_v1.SubscriberClient()
-    received: list[Any] = []
-    deadline = time.monotonic() + timeout
-    while len(received) < count and time.monotonic() < deadline:
-        response = subscriber.pull(
-            request={"subscription": subscription, "max_messages": 10}, timeout=5
-        )
-        if response.received_messages:
-            subscriber.acknowledge(
-                request={
-                    "subscription": subscription,
-                    "ack_ids": [m.ack_id for m in response.received_messages],
-                }
-            )
-        received.extend(m.message for m in response.received_messages)
-    return received
 
 
 def blob(uri: str) -> dict[str, Any]:
@@ -184,7 +152,7 @@ async def test_quick_start_as_written(emulators: EmulatorStack, db: firestore.Cl
 async def test_a_tool_round_runs_the_tool_and_publishes_an_audit_record(
     emulators: EmulatorStack, db: firestore.Client
 ) -> None:
-    audit = pull_subscription(f"{WORKSPACE}-tools")
+    audit = pull_subscription(PROJECT, f"{WORKSPACE}-tools-audit")
     seen: list[dict[str, Any]] = []
 
     async def llm_client(request: dict[str, Any]) -> dict[str, Any]:
@@ -217,15 +185,16 @@ async def test_a_tool_round_runs_the_tool_and_publishes_an_audit_record(
         "finish",
     ]
     (message,) = pull(audit, 1)
-    assert message.attributes["kind"] == "audit"
     record = json.loads(message.data)
-    assert {k: record[k] for k in ("run_id", "agent_id", "seq", "index", "tool", "is_error")} == {
+    assert record == {
         "run_id": "sdk-tool-run",
         "agent_id": "sdk-calc",
         "seq": 0,
         "index": 0,
         "tool": "calculator",
+        "idempotency_key": "sdk-tool-run:0:0",
         "is_error": False,
+        "attempts": 1,
     }
     await agent.aclose()
 
@@ -269,7 +238,7 @@ async def test_guardrails_block_the_input_and_risky_tools(
 async def test_a_handoff_target_reply_offers_the_task(
     emulators: EmulatorStack, db: firestore.Client
 ) -> None:
-    offers = pull_subscription(f"{WORKSPACE}-handoff")
+    offers = pull_subscription(PROJECT, f"{WORKSPACE}-handoff")
 
     async def llm_client(request: dict[str, Any]) -> dict[str, Any]:
         target = {"required_capabilities": ["image_processing", "ocr"], "ttl_seconds": 300}
@@ -429,8 +398,7 @@ def test_missing_topic_outside_the_emulators_names_it_and_terraform(
     emulators: EmulatorStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     agent = new_agent("sdk-prod", workspace_topic="nowhere")
-    agent._publisher = pubsub_v1.PublisherClient()  # built while the emulator variable is set
-    agent._storage = storage.Client(project=PROJECT, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    agent._clients = sdk_clients(PROJECT)  # built while the emulator variables are set
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST")
     with pytest.raises(ConfigurationError, match=r"topics/nowhere does not exist.*Terraform"):
         agent._ensure_resources()
@@ -442,8 +410,7 @@ def test_missing_bucket_outside_the_emulators_names_it_and_terraform(
     agent = DistributedAgent(
         "sdk-prod", "x", "gpt-4", project_id="other-project", workspace_topic=WORKSPACE
     )
-    agent._publisher = pubsub_v1.PublisherClient()
-    agent._storage = storage.Client(project=PROJECT, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    agent._clients = sdk_clients(PROJECT)
     monkeypatch.delenv("STORAGE_EMULATOR_HOST")
     with pytest.raises(ConfigurationError, match=r"gs://other-project-agent-context.*Terraform"):
         agent._ensure_resources()

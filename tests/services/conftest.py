@@ -95,6 +95,16 @@ async def stack(
     monkeypatch.setenv("CLOUDAGENTS_PUSH_AUTH", "off")
     monkeypatch.setenv("CLOUDAGENTS_API_TOKENS", f"tester={TOKEN},outsider={OUTSIDER_TOKEN}")
     reset_deps()
+    clients = service_clients()
+    deps = await get_deps()
+    yield clients, Pump(deps, clients)
+    for client in clients.values():
+        await client.aclose()
+    reset_deps()
+
+
+def service_clients() -> dict[str, httpx.AsyncClient]:
+    """An HTTP client on each service's functions-framework app (the api's with a token)."""
     clients = {}
     for name in SERVICES:
         app = create_asgi_app(name, str(ROOT / "services" / name / "main.py"))
@@ -102,11 +112,7 @@ async def stack(
         clients[name] = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://svc", headers=headers
         )
-    deps = await get_deps()
-    yield clients, Pump(deps, clients)
-    for client in clients.values():
-        await client.aclose()
-    reset_deps()
+    return clients
 
 
 def scripted_agent(agent_id: str = "calc", **overrides: Any) -> dict[str, Any]:

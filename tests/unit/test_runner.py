@@ -1,7 +1,11 @@
-"""The in-process runner: every exit, end to end, with scripted and callable models."""
+"""The in-process runner: every exit, end to end, with scripted and callable models.
+
+``Agent.run`` drives the run executor and the tool invoker in process, so what a run did is read
+back from its records (``agent.driver.deps.runs``), as for a service run."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,11 +13,9 @@ import pytest
 
 from cloudagents import Agent, AgentDefinition, LoopExit, Tool, load_definitions
 from cloudagents.adapters.memory.budgets import InMemoryCostLedger, InMemoryRateLimiter
-from cloudagents.domain.messages import Message, ModelResponse, ToolCall
-from cloudagents.domain.results import RunProgress
-from cloudagents.engine.step import StepOutcome, reservation_hold_seconds
-from cloudagents.ports.observer import RunObserver
-from cloudagents.tools import ToolResult
+from cloudagents.domain.events import ToolResultEvent
+from cloudagents.domain.messages import Message
+from cloudagents.engine.step import reservation_hold_seconds
 
 
 def add(a: int, b: int) -> int:
@@ -37,46 +39,32 @@ TOOL_TURN = {"tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 2}}], "to
 FINAL_TURN = {"content": "2+2=4", "total_tokens": 20}
 
 
-class Recorder(RunObserver):
-    def __init__(self) -> None:
-        self.steps: list[str] = []
-        self.tools: list[tuple[str, Any]] = []
-        self.transcript: list[Message] = []
+async def decisions(agent: Agent, run_id: str) -> list[str]:
+    return [i.decision for i in await agent.driver.deps.runs.interactions(run_id)]
 
-    async def step(
-        self,
-        run_id: str,
-        reply: ModelResponse,
-        outcome: StepOutcome,
-        progress: RunProgress,
-        messages: list[Message],
-    ) -> None:
-        self.steps.append(type(outcome).__name__)
 
-    async def tool_called(self, run_id: str, call: ToolCall, result: ToolResult) -> None:
-        self.tools.append((call.name, result.content))
+async def tool_results(agent: Agent, run_id: str) -> list[tuple[str, Any]]:
+    events = await agent.driver.deps.runs.events(run_id)
+    return [(e.tool_name, e.result) for e in events if isinstance(e, ToolResultEvent)]
 
-    async def finished(self, run_id: str, result: Any, messages: list[Message]) -> None:
-        self.transcript = list(messages)
+
+async def transcript(agent: Agent, run_id: str) -> list[Message]:
+    return await agent.driver.deps.runs.messages(run_id)
 
 
 async def test_satisfied_after_a_tool_call() -> None:
-    recorder = Recorder()
-    agent = Agent(scripted(TOOL_TURN, FINAL_TURN), tools=[Tool("add", add)], observer=recorder)
-    result = await agent.run("What is 2+2?")
+    agent = Agent(scripted(TOOL_TURN, FINAL_TURN), tools=[Tool("add", add)])
+    result = await agent.run("What is 2+2?", run_id="r")
     assert result.exit is LoopExit.SATISFIED
     assert result.payload == {"answer": "2+2=4"}
     assert (result.iterations, result.total_tokens, result.tool_calls) == (2, 50, 1)
-    assert recorder.steps == ["CallTools", "Finish"]
-    assert recorder.tools == [("add", 4)]
-    assert [m.role for m in recorder.transcript] == [
-        "system",
-        "user",
-        "assistant",
-        "tool",
-        "assistant",
-    ]
-    assert recorder.transcript[3].content == "4"
+    assert await decisions(agent, "r") == ["tools:add", "finish"]
+    assert await tool_results(agent, "r") == [("add", 4)]
+    messages = await transcript(agent, "r")
+    assert [m.role for m in messages] == ["system", "user", "assistant", "tool", "assistant"]
+    assert messages[3].content == "4"
+    run = await agent.driver.deps.runs.get_run("r")
+    assert run is not None and run.source == "inprocess" and run.result == result
 
 
 async def test_max_iters() -> None:
@@ -119,6 +107,18 @@ async def test_guardrail_block_on_input_passed_at_run_time() -> None:
     assert result.iterations == 0
 
 
+async def test_run_time_guardrails_belong_to_that_run_only() -> None:
+    agent = Agent(scripted(FINAL_TURN))
+    blocked, free = await asyncio.gather(
+        agent.run("illegal", guardrails={"blocked_patterns": ["illegal"]}, run_id="g1"),
+        agent.run("illegal", run_id="g2"),
+    )
+    assert (blocked.exit, free.exit) == (LoopExit.GUARDRAIL_BLOCK, LoopExit.SATISFIED)
+    stored = await agent.driver.deps.runs.get_run("g1")
+    assert stored is not None and stored.guardrails is not None
+    assert stored.guardrails.blocked_patterns == ["illegal"]
+
+
 async def test_guardrail_block_on_risky_tool() -> None:
     agent = Agent(scripted(TOOL_TURN), tools=[Tool("add", add, "high")])
     result = await agent.run("add")
@@ -130,10 +130,56 @@ async def test_guardrail_block_on_risky_tool() -> None:
 
 async def test_handoff_without_a_broker_returns_the_target() -> None:
     turn = {"handoff_target": {"required_capabilities": ["ocr"], "ttl_seconds": 60}}
-    result = await Agent(scripted(turn)).run("read this scan")
+    agent = Agent(scripted(turn))
+    result = await agent.run("read this scan", run_id="h")
     assert result.exit is LoopExit.HANDOFF
     assert result.payload["handoff_target"]["required_capabilities"] == ["ocr"]  # type: ignore[index]
+    assert result.payload["offer_id"] == "offer-h-0"
     assert result.errors == []  # a handoff passes the work on; it is not an error
+    offer = await agent.driver.deps.handoffs.get_offer("offer-h-0")
+    assert offer is not None and offer.chain_depth == 1 and offer.status == "open"
+    # The offer leaves through the outbox, after the snapshot it points to.
+    outward = agent.driver.dispatcher.outward
+    assert [m.topic for m in outward.published] == ["local-handoff"]  # type: ignore[attr-defined]
+    assert offer.context_uri in agent.driver.deps.blobs.objects  # type: ignore[attr-defined]
+
+
+async def test_a_handoff_past_max_chain_depth_is_refused() -> None:
+    turn = {"handoff_target": {"required_capabilities": ["ocr"]}}
+    result = await Agent(scripted(turn, max_chain_depth=0)).run("read this scan")
+    assert result.exit is LoopExit.ERROR
+    assert result.errors == ["handoff refused: chain depth 1 exceeds max_chain_depth=0"]
+
+
+async def test_a_tool_sees_its_idempotency_key() -> None:
+    from cloudagents.tools import idempotency_key
+
+    seen: list[str | None] = []
+
+    def keyed(a: int, b: int) -> int:
+        """Add, noting the key."""
+        seen.append(idempotency_key())
+        return a + b
+
+    agent = Agent(scripted(TOOL_TURN, FINAL_TURN), tools=[Tool("add", keyed)])
+    assert (await agent.run("2+2", run_id="k")).exit is LoopExit.SATISFIED
+    assert seen == ["k:0:0"]
+
+
+async def test_the_model_text_is_streamed_as_events() -> None:
+    from cloudagents.domain.events import ContentChunk
+
+    agent = Agent(scripted({"content": "a reply longer than one scripted chunk of text"}))
+    await agent.run("hi", run_id="s")
+    chunks = [e for e in await agent.driver.deps.runs.events("s") if isinstance(e, ContentChunk)]
+    assert "".join(c.chunk for c in chunks) == "a reply longer than one scripted chunk of text"
+
+
+async def test_tool_audit_records_leave_on_the_audit_topic() -> None:
+    agent = Agent(scripted(TOOL_TURN, FINAL_TURN), tools=[Tool("add", add)])
+    await agent.run("2+2", run_id="a")
+    outward = agent.driver.dispatcher.outward
+    assert [m.topic for m in outward.published] == ["local-tools-audit"]  # type: ignore[attr-defined]
 
 
 async def test_token_budget_exceeded() -> None:
@@ -244,11 +290,12 @@ async def test_a_leaked_reservation_blocks_the_cap_only_until_its_hold_passes() 
 
 async def test_unknown_tool_gives_the_model_an_error() -> None:
     turn = {"tool_calls": [{"name": "nope", "arguments": {}}]}
-    recorder = Recorder()
-    agent = Agent(scripted(turn, FINAL_TURN), tools=[Tool("add", add)], observer=recorder)
-    result = await agent.run("x")
+    agent = Agent(scripted(turn, FINAL_TURN), tools=[Tool("add", add)])
+    result = await agent.run("x", run_id="u")
     assert result.exit is LoopExit.SATISFIED
-    assert recorder.tools == [("nope", "tool 'nope' is not available to this agent")]
+    assert await tool_results(agent, "u") == [
+        ("nope", "tool 'nope' is not available to this agent")
+    ]
 
 
 async def test_seed_quick_start_with_a_plain_async_llm_client() -> None:
@@ -367,14 +414,13 @@ async def test_the_seeds_own_tool_class_is_accepted() -> None:
         model={"provider": "callable", "name": "gpt-4"},  # type: ignore[arg-type]
     )
     tools = {"calculator": SeedTool("calculator", my_calc_function, "low")}
-    recorder = Recorder()
-    agent = Agent(definition, tools=tools, observer=recorder)
+    agent = Agent(definition, tools=tools)
     registered = agent.tools.get("calculator")
     assert registered is not None and registered.risk_level == "low"
     assert registered.to_mcp_format()["name"] == "calculator"
-    result = await agent.run("6*7?", context={"llm_client": llm_client})
+    result = await agent.run("6*7?", context={"llm_client": llm_client}, run_id="c")
     assert result.exit is LoopExit.SATISFIED and result.errors == []
-    assert recorder.tools == [("calculator", 42)]
+    assert await tool_results(agent, "c") == [("calculator", 42)]
     assert [t["function"]["name"] for t in seen[0]["tools"]] == ["calculator"]
 
 
@@ -393,11 +439,11 @@ async def test_the_seeds_tool_keeps_its_risk_level_and_the_key_names_a_nameless_
 
 
 async def test_a_passed_tool_is_offered_without_listing_it_in_the_definition() -> None:
-    recorder = Recorder()
     definition = scripted(TOOL_TURN, FINAL_TURN, tools=[])
-    result = await Agent(definition, tools={"add": add}, observer=recorder).run("2+2?")
+    agent = Agent(definition, tools={"add": add})
+    result = await agent.run("2+2?", run_id="p")
     assert result.exit is LoopExit.SATISFIED and result.errors == []
-    assert recorder.tools == [("add", 4)]
+    assert await tool_results(agent, "p") == [("add", 4)]
 
 
 async def test_offered_tools_are_the_definitions_then_the_passed_ones() -> None:
@@ -448,25 +494,14 @@ def test_distributed_agent_accepts_the_seeds_tool_class() -> None:
         (({"content": "x", "fail_with": "auth", "fail_times": 1},), {}, LoopExit.ERROR),
     ],
 )
-async def test_the_gcp_observer_stores_the_reason_in_errors(
+async def test_the_stored_run_has_the_reason_in_errors(
     turns: tuple[dict[str, Any], ...], overrides: dict[str, Any], exit: LoopExit
 ) -> None:
-    from cloudagents.adapters.memory.messaging import InMemoryBlobStore, InMemoryEventBus
-    from cloudagents.adapters.memory.stores import InMemoryRunStore
-    from cloudagents.gcp import GcpRunObserver, WorkspaceResources
-
-    runs = InMemoryRunStore()
-    observer = GcpRunObserver(
-        runs,
-        InMemoryEventBus(),
-        InMemoryBlobStore(),
-        WorkspaceResources.for_workspace("demo-project", "demo"),
-    )
-    agent = Agent(scripted(*turns, **overrides), tools=[Tool("add", add)], observer=observer)
+    agent = Agent(scripted(*turns, **overrides), tools=[Tool("add", add)])
     result = await agent.run("go", run_id="run-1")
     assert result.exit is exit
     assert result.errors == [result.payload["reason"]]
-    stored = await runs.get_run("run-1")
+    stored = await agent.driver.deps.runs.get_run("run-1")
     assert stored is not None and stored.result is not None
     assert stored.result.errors == result.errors
     assert stored.progress.errors == result.errors

@@ -16,6 +16,7 @@ from pydantic import Field, JsonValue, model_validator
 
 from cloudagents.domain.base import Model, Persisted
 from cloudagents.domain.messages import ToolCall, Usage
+from cloudagents.domain.policy import GuardrailConfig
 from cloudagents.domain.results import LoopResult, RunProgress
 
 OutboxTopic = Literal["intents", "steps", "tools", "tools_audit", "handoff", "snapshots", "wakeups"]
@@ -98,6 +99,9 @@ class RunRecord(Persisted):
         default=None, description="what became of this run's offer: open, claimed, expired"
     )
     chain_depth: int = Field(default=0, ge=0)
+    guardrails: GuardrailConfig | None = Field(
+        default=None, description="this run's guardrails, replacing the agent's (seed 000)"
+    )
     snapshot: SnapshotPointer | None = None
     traceparent: str | None = None
     deadline_at: datetime | None = Field(

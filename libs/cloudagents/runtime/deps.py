@@ -28,7 +28,8 @@ from cloudagents.topology import Topology
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
-ModelFactory = Callable[[AgentDefinition], ModelClient]
+ModelFactory = Callable[[AgentDefinition, str], ModelClient]
+"""The model client for a step of ``agent`` in the run named by the second argument."""
 
 
 def _utcnow() -> datetime:

@@ -34,6 +34,7 @@ from cloudagents.domain.events import (
 from cloudagents.domain.handoffs import HandoffOffer, HandoffTarget, OfferMessage
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.messages import Message, ModelResponse, tool_message
+from cloudagents.domain.policy import GuardrailConfig
 from cloudagents.domain.results import LoopExit, LoopResult, RunProgress
 from cloudagents.domain.runs import (
     Interaction,
@@ -117,11 +118,13 @@ async def start_run(
     chain_depth: int = 0,
     prior_messages: list[Message] | None = None,
     prior_agent: str | None = None,
+    guardrails: GuardrailConfig | None = None,
 ) -> bool:
     """Create the run document and its opening transcript; ``False`` if it already existed.
 
     ``prior_messages`` (a handoff's transferred context) go between the instructions and the
     new user message; the other agent's replies among them are named after ``prior_agent``.
+    ``guardrails`` replace the agent's for this run (seed 000's ``run(guardrails=...)``).
     """
     if await deps.runs.get_run(run_id) is not None:
         # A redelivered intent or offer: look before writing. A create that fails on an existing
@@ -151,6 +154,7 @@ async def start_run(
         parent_run_id=parent_run_id,
         chain_depth=chain_depth,
         traceparent=None,
+        guardrails=guardrails,
     )
     return await deps.runs.create_run(run, opening)
 
@@ -200,8 +204,7 @@ class RunExecutor:
         agent = await self.deps.agents.get_agent(start.agent_id)
         if agent is None:
             raise PermanentMessageError(f"unknown agent {start.agent_id!r}")
-        await start_run(
-            self.deps,
+        return await self.begin(
             run_id=intent.run_id,
             agent=agent,
             message=start.message,
@@ -209,16 +212,37 @@ class RunExecutor:
             source="pubsub" if intent.source_agent != "api" else "api",
             parent_run_id=start.parent_run_id,
         )
+
+    async def begin(
+        self,
+        *,
+        run_id: str,
+        agent: AgentDefinition,
+        message: str,
+        variables: dict[str, Any],
+        source: str,
+        parent_run_id: str | None = None,
+        guardrails: GuardrailConfig | None = None,
+    ) -> str:
+        """Create the run (once), schedule its deadline wake-up and apply its first step: what
+        an intent does, and what ``Agent.run`` and ``DistributedAgent.run`` do in process."""
+        await start_run(
+            self.deps,
+            run_id=run_id,
+            agent=agent,
+            message=message,
+            variables=variables,
+            source=source,
+            parent_run_id=parent_run_id,
+            guardrails=guardrails,
+        )
         # The run's deadline wake-up, on every delivery of the intent (a duplicate is harmless,
         # a missing one is a run nobody ends): it ends the run at timeout_seconds whatever it is
         # waiting for, even if every message of the run is lost.
         await self.deps.schedule_wake(
-            WakeUp(
-                run_id=intent.run_id,
-                at=self.deps.clock() + timedelta(seconds=agent.timeout_seconds),
-            )
+            WakeUp(run_id=run_id, at=self.deps.clock() + timedelta(seconds=agent.timeout_seconds))
         )
-        return await self.handle_step(StepMessage(run_id=intent.run_id, seq=0))
+        return await self.handle_step(StepMessage(run_id=run_id, seq=0))
 
     async def handle_step(self, message: StepMessage) -> str:
         """Apply step ``message.seq`` of the run, or recognise a stale/duplicate message."""
@@ -250,6 +274,8 @@ class RunExecutor:
         if agent is None:
             gone = Stop(LoopExit.ERROR, f"agent {run.agent_id!r} no longer exists")
             return await self._commit(*self._plan_stop(run, run.progress, [], gone))
+        if run.guardrails is not None:
+            agent = agent.model_copy(update={"guardrails": run.guardrails})
         if (overdue := timed_out(run, self.deps.clock())) is not None:
             return await self._commit(*self._plan_stop(run, run.progress, [], overdue))
         transcript = await self.transcripts.read(self.deps.runs, run)
@@ -259,6 +285,11 @@ class RunExecutor:
             results = await self._tool_results(run)
             new_messages.extend(results)
             transcript.extend(results)
+            # Counted when their results are applied: a run that ends waiting for a tool (its
+            # deadline) has not executed it (seed 000: ``tool_calls`` is "tools executed").
+            progress = progress.model_copy(
+                update={"tool_calls": progress.tool_calls + len(results)}
+            )
         if blocked := check_before_model_call(agent, progress, transcript):
             return await self._commit(*self._plan_stop(run, progress, new_messages, blocked))
         day = self.deps.clock().date().isoformat()
@@ -303,7 +334,9 @@ class RunExecutor:
         reserve: float,
     ) -> tuple[ModelResponse, float, str] | ModelError:
         model = RetryingModel(
-            self.deps.model_factory(agent), agent.retry, timeout_seconds=agent.model.timeout_seconds
+            self.deps.model_factory(agent, run.run_id),
+            agent.retry,
+            timeout_seconds=agent.model.timeout_seconds,
         )
         request = build_request(agent, transcript, self.deps.tools.specs())
         chunks = _ChunkBatcher(self.deps, run.run_id, run.seq)
@@ -432,9 +465,7 @@ class RunExecutor:
                     expected_seq=seq,
                     new_messages=new_messages,
                     status=RunStatus.WAITING_TOOLS,
-                    progress=progress.model_copy(
-                        update={"tool_calls": progress.tool_calls + len(calls)}
-                    ),
+                    progress=progress,
                     pending=[
                         PendingItem(
                             kind="tool_call", id=tool_call_doc_id(seq, r.index), deadline=deadline
@@ -489,6 +520,7 @@ class RunExecutor:
             "offer_id": offer.offer_id,
             "required_capabilities": list(target.required_capabilities),
             "expires_at": offer.expires_at.isoformat(),
+            "handoff_target": target.model_dump(mode="json", exclude_none=True),
         }
         result = progress.result(LoopExit.HANDOFF, payload)
         seq = run.seq
