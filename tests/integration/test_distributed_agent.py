@@ -187,6 +187,7 @@ async def test_a_tool_round_runs_the_tool_and_publishes_an_audit_record(
     (message,) = pull(audit, 1)
     record = json.loads(message.data)
     assert record == {
+        "schema_version": 1,
         "run_id": "sdk-tool-run",
         "agent_id": "sdk-calc",
         "seq": 0,
@@ -272,7 +273,7 @@ async def test_a_handoff_target_reply_offers_the_task(
     )
     assert run["snapshot"]["uri"] == offer["context_uri"]
     (message,) = pull(offers, 1)
-    assert json.loads(message.data) == {"offer_id": offer_id}
+    assert json.loads(message.data) == {"schema_version": 1, "offer_id": offer_id}
     await agent.aclose()
 
 

@@ -384,7 +384,7 @@ async def test_every_scenario_ends_as_intended() -> None:
         ("multiply", "parity-parallel-tools-0:0:1"),
     ]
     assert (await through_agent_run("handoff"))["published"]["handoff"] == [
-        {"offer_id": "offer-parity-handoff-0-0"}
+        {"schema_version": 1, "offer_id": "offer-parity-handoff-0-0"}
     ]
 
 
