@@ -10,6 +10,7 @@ from pydantic import Field
 
 from cloudagents.domain.base import Persisted
 from cloudagents.domain.messages import Message
+from cloudagents.domain.runs import snapshot_object_name
 from cloudagents.ports.bus import BlobStore
 
 
@@ -22,10 +23,6 @@ class ContextSnapshot(Persisted):
     message_count: int
     messages: list[Message]
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-
-
-def snapshot_object_name(run_id: str, seq: int) -> str:
-    return f"runs/{run_id}/snapshots/{seq:06d}.json"
 
 
 async def save_snapshot(blobs: BlobStore, bucket: str, snapshot: ContextSnapshot) -> str:

@@ -35,11 +35,11 @@ from cloudagents.bootstrap import (
     default_model_factory,
     sdk_clients,
 )
-from cloudagents.context import snapshot_object_name
 from cloudagents.domain.agents import AgentDefinition, ModelConfig, Provider
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.policy import Budget, GuardrailConfig, RetryConfig
 from cloudagents.domain.results import LoopExit, LoopResult
+from cloudagents.domain.runs import snapshot_object_name
 from cloudagents.ports.model import ModelClient
 from cloudagents.runtime.driver import LocalDriver, run_settings
 from cloudagents.tools import Tool, ToolRegistry, ToolSource

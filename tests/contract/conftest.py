@@ -64,6 +64,7 @@ from cloudagents.domain.runs import (
     RunStatus,
     ToolCallRecord,
 )
+from cloudagents.domain.steps import StepCommit
 from cloudagents.local.emulators import EmulatorStack, start_stack
 from cloudagents.ports.budgets import CostLedger, RateLimiter
 from cloudagents.ports.bus import BlobStore, EventBus, TaskQueue
@@ -72,7 +73,6 @@ from cloudagents.ports.stores import (
     DeadLetterStore,
     HandoffStore,
     RunStore,
-    StepCommit,
 )
 
 PROJECT = "contract-project"

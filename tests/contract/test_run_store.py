@@ -19,7 +19,8 @@ from cloudagents.domain.runs import (
     RunStatus,
     SnapshotPointer,
 )
-from cloudagents.ports.stores import RunStore, StepCommit
+from cloudagents.domain.steps import StepCommit
+from cloudagents.ports.stores import RunStore
 from tests.contract.conftest import (
     make_run,
     new_id,

@@ -10,7 +10,7 @@ import pytest
 
 from cloudagents import Agent, LoopExit, Tool
 from cloudagents.domain.errors import TransientError
-from cloudagents.ports.stores import StepCommit
+from cloudagents.domain.steps import StepCommit
 from cloudagents.runtime.dispatcher import RunNotSettled
 from tests.unit.test_runner import add, scripted
 

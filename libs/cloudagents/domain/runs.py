@@ -181,6 +181,11 @@ class ToolCallRecord(Persisted):
         )
 
 
+def snapshot_object_name(run_id: str, seq: int) -> str:
+    """The Cloud Storage object of a run's context snapshot as of step ``seq``."""
+    return f"runs/{run_id}/snapshots/{seq:06d}.json"
+
+
 def tool_call_doc_id(seq: int, index: int) -> str:
     return f"{seq:06d}-{index:03d}"
 

@@ -12,63 +12,44 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from datetime import datetime, timedelta
-from typing import Any, assert_never
+from datetime import timedelta
+from typing import Any
 
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from cloudagents.context import snapshot_object_name
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import ModelError, PermanentMessageError
 from cloudagents.domain.events import (
-    Completed,
     ContentChunk,
-    Failed,
-    HandoffEvent,
-    RunEvent,
     ThinkingStatus,
-    ToolCallEvent,
     event_id,
 )
-from cloudagents.domain.handoffs import HandoffOffer, HandoffTarget, OfferMessage
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.messages import Message, ModelResponse, tool_message
 from cloudagents.domain.policy import GuardrailConfig
-from cloudagents.domain.results import LoopExit, LoopResult, RunProgress
+from cloudagents.domain.results import LoopExit
 from cloudagents.domain.runs import (
-    Interaction,
     ModelCallRecord,
-    OutboxMessage,
-    PendingItem,
     RunRecord,
     RunStatus,
-    SnapshotMessage,
     StepMessage,
-    ToolCallRecord,
-    ToolMessage,
     WakeUp,
-    tool_call_doc_id,
 )
-from cloudagents.engine import pricing, waits
+from cloudagents.domain.steps import StepCommit
+from cloudagents.engine import plan, pricing, waits
 from cloudagents.engine.step import (
-    CallTools,
-    Finish,
-    HandOff,
-    RunAgain,
-    StepOutcome,
     Stop,
     account,
     build_request,
     check_before_model_call,
     check_daily_cost,
     decide,
-    describe,
     initial_messages,
     reservation_hold_seconds,
 )
 from cloudagents.faults import crash_point
-from cloudagents.ports.stores import RunStore, StepCommit
+from cloudagents.ports.stores import RunStore
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.retrying import RetryingModel
 from cloudagents.telemetry import genai_attributes, tracer
@@ -76,33 +57,6 @@ from cloudagents.telemetry import genai_attributes, tracer
 log = logging.getLogger(__name__)
 CHUNK_FLUSH_CHARS = 400
 CHUNK_FLUSH_SECONDS = 0.25
-
-
-def step_message(run_id: str, seq: int) -> OutboxMessage:
-    return OutboxMessage.of("steps", StepMessage(run_id=run_id, seq=seq))
-
-
-def snapshot_message(run_id: str, seq: int) -> OutboxMessage:
-    return OutboxMessage.of("snapshots", SnapshotMessage(run_id=run_id, seq=seq))
-
-
-def wake_message(run: RunRecord, seq: int, now: datetime, wake_seconds: float) -> OutboxMessage:
-    """The wake-up a step that waits commits with itself: ``wake_seconds`` from now, or the
-    run's deadline if that comes first (``runtime/wakeups.py`` says what it does)."""
-    at = now + timedelta(seconds=wake_seconds)
-    if run.deadline_at is not None:
-        at = min(at, run.deadline_at)
-    wake = WakeUp(run_id=run.run_id, seq=seq, at=at)
-    return OutboxMessage.of("wakeups", wake)
-
-
-def timed_out(run: RunRecord, now: datetime, waiting_for: str | None = None) -> Stop | None:
-    """``Stop(ERROR)`` with the reason once a run is past its deadline, else ``None``."""
-    if run.deadline_at is None or now < run.deadline_at:
-        return None
-    timeout = (run.deadline_at - run.created_at).total_seconds()
-    doing = f"waiting for {waiting_for}" if waiting_for else f"at step {run.seq}"
-    return Stop(LoopExit.ERROR, f"timed out after {timeout:g} s {doing}")
 
 
 async def start_run(
@@ -267,17 +221,19 @@ class RunExecutor:
 
     async def stop(self, run: RunRecord, stop: Stop) -> str:
         """End the run at its current step with ``stop`` (a timeout, from its wake-up)."""
-        return await self._commit(*self._plan_stop(run, run.progress, [], stop))
+        return await self._commit(*plan.plan_stop(self._context(), run, run.progress, [], stop))
 
     async def _step(self, run: RunRecord) -> str:
         agent = await self.deps.agents.get_agent(run.agent_id)
         if agent is None:
             gone = Stop(LoopExit.ERROR, f"agent {run.agent_id!r} no longer exists")
-            return await self._commit(*self._plan_stop(run, run.progress, [], gone))
+            return await self._commit(*plan.plan_stop(self._context(), run, run.progress, [], gone))
         if run.guardrails is not None:
             agent = agent.model_copy(update={"guardrails": run.guardrails})
-        if (overdue := timed_out(run, self.deps.clock())) is not None:
-            return await self._commit(*self._plan_stop(run, run.progress, [], overdue))
+        if (overdue := plan.timed_out(run, self.deps.clock())) is not None:
+            return await self._commit(
+                *plan.plan_stop(self._context(), run, run.progress, [], overdue)
+            )
         transcript = await self.transcripts.read(self.deps.runs, run)
         new_messages: list[Message] = []
         progress = run.progress
@@ -291,25 +247,33 @@ class RunExecutor:
                 update={"tool_calls": progress.tool_calls + len(results)}
             )
         if blocked := check_before_model_call(agent, progress, transcript):
-            return await self._commit(*self._plan_stop(run, progress, new_messages, blocked))
+            return await self._commit(
+                *plan.plan_stop(self._context(), run, progress, new_messages, blocked)
+            )
         day = self.deps.clock().date().isoformat()
         reserve = pricing.max_call_cost(agent.model, agent.generation.max_tokens)
         if agent.budget.max_daily_cost is not None:
             spent = await self.deps.cost_ledger.spent(agent.id, day)
             if capped := check_daily_cost(agent, spent, reserve):
-                return await self._commit(*self._plan_stop(run, progress, new_messages, capped))
+                return await self._commit(
+                    *plan.plan_stop(self._context(), run, progress, new_messages, capped)
+                )
         reply_or_error = await self._call_model(run, agent, transcript, day, reserve)
         if isinstance(reply_or_error, ModelError):
             progress = progress.model_copy(
                 update={"errors": [*progress.errors, str(reply_or_error)]}
             )
             stop = Stop(LoopExit.ERROR, str(reply_or_error))
-            return await self._commit(*self._plan_stop(run, progress, new_messages, stop))
+            return await self._commit(
+                *plan.plan_stop(self._context(), run, progress, new_messages, stop)
+            )
         reply, cost, attempt_id = reply_or_error
         progress = account(progress, reply, cost)
         outcome = decide(agent, progress, reply, self.deps.tools.specs())
         new_messages.append(reply.as_message())
-        commit, label = self._plan_outcome(run, agent, progress, new_messages, reply, outcome)
+        commit, label = plan.plan_outcome(
+            self._context(), run, agent, progress, new_messages, reply, outcome
+        )
         return await self._commit(
             commit.model_copy(update={"applied_model_call": attempt_id}), label
         )
@@ -379,244 +343,12 @@ class RunExecutor:
         crash_point("executor.after_model_call")
         return reply, actual, attempt_id
 
-    def _plan_outcome(
-        self,
-        run: RunRecord,
-        agent: AgentDefinition,
-        progress: RunProgress,
-        new_messages: list[Message],
-        reply: ModelResponse,
-        outcome: StepOutcome,
-    ) -> tuple[StepCommit, str]:
-        seq = run.seq
-        interaction = Interaction(
-            run_id=run.run_id,
-            agent_id=run.agent_id,
-            seq=seq,
-            decision=describe(outcome),
-            total_tokens=reply.usage.total_tokens,
-            tool_calls=[c.name for c in reply.tool_calls],
+    def _context(self) -> plan.StepContext:
+        return plan.StepContext(
+            now=self.deps.clock(),
+            wake_seconds=self.deps.settings.wake_seconds,
+            context_bucket=self.deps.topology.context_bucket,
         )
-        match outcome:
-            case Finish(payload):
-                result = progress.result(LoopExit.SATISFIED, payload)
-                return self._plan_finish(run, progress, new_messages, result, interaction)
-            case Stop():
-                return self._plan_stop(run, progress, new_messages, outcome, interaction)
-            case RunAgain(feedback):
-                if feedback:
-                    new_messages.append(Message(role="user", content=feedback))
-                commit = StepCommit(
-                    run_id=run.run_id,
-                    expected_seq=seq,
-                    new_messages=new_messages,
-                    status=RunStatus.RUNNING,
-                    progress=progress,
-                    outbox=[
-                        step_message(run.run_id, seq + 1),
-                        snapshot_message(run.run_id, seq + 1),
-                    ],
-                    interaction=interaction,
-                )
-                return commit, "run-again"
-            case CallTools(calls):
-                records = [
-                    ToolCallRecord(
-                        run_id=run.run_id,
-                        seq=seq,
-                        index=i,
-                        call=call,
-                        idempotency_key=f"{run.run_id}:{seq}:{i}",
-                    )
-                    for i, call in enumerate(calls)
-                ]
-                outbox = [
-                    OutboxMessage.of(
-                        "tools", ToolMessage(run_id=run.run_id, seq=seq, index=r.index)
-                    )
-                    for r in records
-                ]
-                events: list[RunEvent] = [
-                    ToolCallEvent(
-                        run_id=run.run_id,
-                        seq=seq,
-                        id=event_id(seq, "b", i),
-                        call_id=r.call.id,
-                        tool_name=r.call.name,
-                        arguments=r.call.arguments,
-                    )
-                    for i, r in enumerate(records)
-                ]
-                events.append(
-                    ThinkingStatus(
-                        run_id=run.run_id,
-                        seq=seq,
-                        id=event_id(seq, "b", len(records)),
-                        status="running tools: "
-                        + ", ".join(f"{r.call.name}#{r.index}" for r in records),
-                    )
-                )
-                wake = wake_message(
-                    run, seq + 1, self.deps.clock(), self.deps.settings.wake_seconds
-                )
-                deadline = run.deadline_at  # a tool call is waited for until the run times out
-                commit = StepCommit(
-                    run_id=run.run_id,
-                    expected_seq=seq,
-                    new_messages=new_messages,
-                    status=RunStatus.WAITING_TOOLS,
-                    progress=progress,
-                    pending=[
-                        PendingItem(
-                            kind="tool_call", id=tool_call_doc_id(seq, r.index), deadline=deadline
-                        )
-                        for r in records
-                    ],
-                    tool_calls=records,
-                    outbox=[*outbox, snapshot_message(run.run_id, seq + 1), wake],
-                    interaction=interaction,
-                    events=events,
-                )
-                return commit, f"tools:{len(records)}"
-            case HandOff(target):
-                return self._plan_handoff(run, agent, progress, new_messages, target, interaction)
-            case _:
-                assert_never(outcome)
-
-    def _plan_handoff(
-        self,
-        run: RunRecord,
-        agent: AgentDefinition,
-        progress: RunProgress,
-        new_messages: list[Message],
-        target: HandoffTarget,
-        interaction: Interaction,
-    ) -> tuple[StepCommit, str]:
-        depth = run.chain_depth + 1
-        if depth > agent.max_chain_depth:
-            stop = Stop(
-                LoopExit.ERROR,
-                f"handoff refused: chain depth {depth} exceeds "
-                f"max_chain_depth={agent.max_chain_depth}",
-            )
-            return self._plan_stop(run, progress, new_messages, stop, interaction)
-        now = self.deps.clock()
-        offer = HandoffOffer(
-            offer_id=f"offer-{run.run_id}-{run.seq}",
-            source_run_id=run.run_id,
-            source_agent=run.agent_id,
-            required_capabilities=target.required_capabilities,
-            message=target.message,
-            preferred_agent=target.preferred_agent,
-            context_uri=(
-                f"gs://{self.deps.topology.context_bucket}/"
-                f"{snapshot_object_name(run.run_id, run.seq + 1)}"
-            ),
-            chain_depth=depth,
-            created_at=now,
-            expires_at=now + timedelta(seconds=target.ttl_seconds),
-        )
-        payload: dict[str, Any] = {
-            "offer_id": offer.offer_id,
-            "required_capabilities": list(target.required_capabilities),
-            "expires_at": offer.expires_at.isoformat(),
-            "handoff_target": target.model_dump(mode="json", exclude_none=True),
-        }
-        result = progress.result(LoopExit.HANDOFF, payload)
-        seq = run.seq
-        events: list[RunEvent] = [
-            HandoffEvent(
-                run_id=run.run_id,
-                seq=seq,
-                id=event_id(seq, "b", 0),
-                offer_id=offer.offer_id,
-                required_capabilities=list(target.required_capabilities),
-            ),
-            Completed(
-                run_id=run.run_id,
-                seq=seq,
-                id=event_id(seq, "b", 1),
-                exit=result.exit.value,
-                total_tokens=progress.total_tokens,
-                prompt_tokens=progress.prompt_tokens,
-                completion_tokens=progress.completion_tokens,
-            ),
-        ]
-        commit = StepCommit(
-            run_id=run.run_id,
-            expected_seq=seq,
-            new_messages=new_messages,
-            status=RunStatus.FINISHED,
-            progress=progress,
-            result=result,
-            # The snapshot first: the broker transfers the context from it.
-            outbox=[
-                snapshot_message(run.run_id, seq + 1),
-                OutboxMessage.of("handoff", OfferMessage(offer_id=offer.offer_id)),
-            ],
-            interaction=interaction,
-            events=events,
-            handoff_offer=offer,
-        )
-        return commit, "handoff"
-
-    def _plan_stop(
-        self,
-        run: RunRecord,
-        progress: RunProgress,
-        new_messages: list[Message],
-        stop: Stop,
-        interaction: Interaction | None = None,
-    ) -> tuple[StepCommit, str]:
-        # Every stop's reason is also in ``errors`` (and on the stored progress), once.
-        progress = progress.with_reason(stop.exit, stop.reason)
-        result = progress.result(stop.exit, {"reason": stop.reason})
-        return self._plan_finish(run, progress, new_messages, result, interaction)
-
-    def _plan_finish(
-        self,
-        run: RunRecord,
-        progress: RunProgress,
-        new_messages: list[Message],
-        result: LoopResult,
-        interaction: Interaction | None,
-    ) -> tuple[StepCommit, str]:
-        seq = run.seq
-        final_text = next(
-            (m.content or "" for m in reversed(new_messages) if m.role == "assistant"), ""
-        )
-        event: RunEvent
-        if result.exit in (LoopExit.SATISFIED, LoopExit.HANDOFF):
-            event = Completed(
-                run_id=run.run_id,
-                seq=seq,
-                id=event_id(seq, "b", 0),
-                exit=result.exit.value,
-                final_response=final_text,
-                total_tokens=result.total_tokens,
-                prompt_tokens=progress.prompt_tokens,
-                completion_tokens=progress.completion_tokens,
-            )
-        else:
-            event = Failed(
-                run_id=run.run_id,
-                seq=seq,
-                id=event_id(seq, "b", 0),
-                exit=result.exit.value,
-                error=str(result.payload.get("reason", "")),
-            )
-        commit = StepCommit(
-            run_id=run.run_id,
-            expected_seq=seq,
-            new_messages=new_messages,
-            status=RunStatus.FINISHED,
-            progress=progress,
-            result=result,
-            outbox=[snapshot_message(run.run_id, seq + 1)],
-            interaction=interaction,
-            events=[event],
-        )
-        return commit, f"finished:{result.exit.value}"
 
     async def _commit(self, commit: StepCommit, label: str) -> str:
         committed = await self.deps.runs.commit_step(commit)

@@ -40,8 +40,9 @@ from cloudagents.domain.runs import (
     WakeUp,
 )
 from cloudagents.engine import waits
+from cloudagents.engine.plan import step_message, timed_out
 from cloudagents.runtime.deps import Deps
-from cloudagents.runtime.executor import RunExecutor, step_message, timed_out
+from cloudagents.runtime.executor import RunExecutor
 
 log = logging.getLogger(__name__)
 # Past a lease, give the holder's own redelivery a moment before dispatching the call again.

@@ -45,8 +45,9 @@ from cloudagents.domain.runs import (
     tool_call_doc_id,
     utcnow,
 )
+from cloudagents.domain.steps import StepCommit
 from cloudagents.engine import waits
-from cloudagents.ports.stores import Claim, StepCommit, ToolClaim, ToolFinish
+from cloudagents.ports.stores import Claim, ToolClaim, ToolFinish
 
 _R = TypeVar("_R")
 
