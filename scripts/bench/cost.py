@@ -91,6 +91,20 @@ PUBSUB_MIN_BYTES = 1000
 PRICES_DATE = "2026-11-22"
 
 
+def create_queues(topology: Any) -> None:
+    """The bench workspace's Cloud Tasks queues (the stack's emulator was started with its own
+    workspace's queues only); existing ones are kept."""
+    from google.api_core import exceptions as gexc
+
+    from cloudagents.bootstrap import tasks_client
+
+    client = tasks_client()
+    parent = f"projects/{topology.project}/locations/{topology.location}"
+    for queue in topology.queues:
+        with contextlib.suppress(gexc.AlreadyExists):
+            client.create_queue(parent=parent, queue={"name": f"{parent}/queues/{queue.name}"})
+
+
 class CountingBus:
     """Wraps the Pub/Sub adapter to record each message's topic and billable size."""
 
@@ -262,9 +276,12 @@ class Harness:
                 "CLOUDAGENTS_API_TOKENS": f"bench={self.token}",
                 "CLOUDAGENTS_PUSH_AUTH": "off",
                 "CLOUDAGENTS_TRACE_EXPORTER": "none",
+                # Wake-up tasks come back to this bench's executor, not to the stack's.
+                "CLOUDAGENTS_WAKE_URL": self.urls["run_executor"],
             }
         )
         await asyncio.to_thread(create_topology, self.topology, self.urls)
+        await asyncio.to_thread(create_queues, self.topology)
         metrics.OPERATIONS = self.counter
         reset_deps()
         deps = await get_deps("bench-cost")
