@@ -13,7 +13,7 @@ from google.api_core import exceptions as gexc
 from google.protobuf import duration_pb2
 
 from cloudagents.domain.errors import ConfigurationError
-from cloudagents.topology import Topology
+from cloudagents.topology import DeadLetterSink, PushSubscription, Topology
 
 log = logging.getLogger(__name__)
 
@@ -33,34 +33,31 @@ def create_topology(
     for topic in topology.topics:
         with contextlib.suppress(gexc.AlreadyExists):
             publisher.create_topic(name=publisher.topic_path(project, topic.name))
-    for sub in topology.subscriptions:
-        request: dict[str, Any] = {
+
+    def push(sub: PushSubscription | DeadLetterSink) -> dict[str, Any]:
+        return {
             "name": subscriber.subscription_path(project, sub.name),
             "topic": publisher.topic_path(project, sub.topic),
             "push_config": {"push_endpoint": service_urls[sub.service].rstrip("/") + sub.path},
             "ack_deadline_seconds": sub.ack_deadline_seconds,
-            "dead_letter_policy": {
-                "dead_letter_topic": publisher.topic_path(project, sub.dead_letter_topic),
-                "max_delivery_attempts": sub.max_delivery_attempts,
-            },
             "retry_policy": {
                 "minimum_backoff": duration_pb2.Duration(seconds=sub.minimum_backoff_seconds),
                 "maximum_backoff": duration_pb2.Duration(seconds=sub.maximum_backoff_seconds),
             },
         }
-        with contextlib.suppress(gexc.AlreadyExists):
-            subscriber.create_subscription(request=request)
-    for sink in topology.dead_letter_sinks:
-        request = {
-            "name": subscriber.subscription_path(project, sink.name),
-            "topic": publisher.topic_path(project, sink.topic),
-            "push_config": {"push_endpoint": service_urls[sink.service].rstrip("/") + sink.path},
-            "ack_deadline_seconds": sink.ack_deadline_seconds,
-            "retry_policy": {
-                "minimum_backoff": duration_pb2.Duration(seconds=sink.minimum_backoff_seconds),
-                "maximum_backoff": duration_pb2.Duration(seconds=sink.maximum_backoff_seconds),
+
+    requests = [
+        {
+            **push(sub),
+            "dead_letter_policy": {
+                "dead_letter_topic": publisher.topic_path(project, sub.dead_letter_topic),
+                "max_delivery_attempts": sub.max_delivery_attempts,
             },
         }
+        for sub in topology.subscriptions
+    ]
+    requests += [push(sink) for sink in topology.dead_letter_sinks]  # no dead-letter policy
+    for request in requests:
         with contextlib.suppress(gexc.AlreadyExists):
             subscriber.create_subscription(request=request)
     for name, topic_name in topology.pull_subscriptions:

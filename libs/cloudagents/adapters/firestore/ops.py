@@ -96,20 +96,37 @@ async def transact(client: Any, apply: Callable[[Any], Awaitable[_T]]) -> _T:
     the Firestore emulator can leave holding locks), and attempts are spaced by jittered
     exponential backoff rather than retried at once. Contention that outlasts every attempt
     becomes a ``TransientError`` (the message is redelivered) rather than a crash."""
+    return await _retrying(
+        lambda: apply(client.transaction(max_attempts=1)),
+        lost=_lost_to_contention,
+        metric="firestore.transaction_retry",
+        what="transaction attempts",
+    )
+
+
+async def _retrying(
+    once: Callable[[], Awaitable[_T]],
+    *,
+    lost: Callable[[BaseException], bool],
+    metric: str,
+    what: str,
+) -> _T:
+    """``once()`` until it does not lose to another writer, spaced by jittered exponential
+    backoff; ``TRANSACTION_ATTEMPTS`` lost in a row become a ``TransientError``."""
     delay = BACKOFF_FIRST_SECONDS
     last: BaseException | None = None
     for _ in range(TRANSACTION_ATTEMPTS):
         try:
-            return await apply(client.transaction(max_attempts=1))
+            return await once()
         except Exception as error:
-            if not _lost_to_contention(error):
+            if not lost(error):
                 raise
             last = error
-        count("firestore.transaction_retry")
+        count(metric)
         await asyncio.sleep(random.uniform(0, delay))
         delay = min(delay * 2, BACKOFF_MAX_SECONDS)
     raise TransientError(
-        f"Firestore contention: lost {TRANSACTION_ATTEMPTS} transaction attempts ({last})"
+        f"Firestore contention: lost {TRANSACTION_ATTEMPTS} {what} ({last})"
     ) from last
 
 
@@ -158,23 +175,14 @@ async def guarded(client: Any, attempt: Callable[[Guarded], Awaitable[_T]]) -> _
     lock between its reads and its commit: of attempts that read one version, exactly one
     applies. Production Firestore serialises transactions fairly, but the guarded batch is also
     cheaper there (no transaction round trips)."""
-    delay = BACKOFF_FIRST_SECONDS
-    last: BaseException | None = None
-    for _ in range(TRANSACTION_ATTEMPTS):
+
+    async def once() -> _T:
         writes = Guarded(client)
         answer = await attempt(writes)
-        if not writes.writes:
-            return answer
-        try:
+        if writes.writes:
             await writes.batch.commit()
-            return answer
-        except Exception as error:
-            if not _lost_a_guard(error):
-                raise
-            last = error
-        count("firestore.guard_retry")
-        await asyncio.sleep(random.uniform(0, delay))
-        delay = min(delay * 2, BACKOFF_MAX_SECONDS)
-    raise TransientError(
-        f"Firestore contention: lost {TRANSACTION_ATTEMPTS} guarded writes ({last})"
-    ) from last
+        return answer
+
+    return await _retrying(
+        once, lost=_lost_a_guard, metric="firestore.guard_retry", what="guarded writes"
+    )
