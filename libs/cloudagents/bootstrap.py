@@ -40,6 +40,7 @@ from cloudagents.adapters.memory.stores import (
 )
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import ConfigurationError
+from cloudagents.functions import FunctionRepository, FunctionStore, InMemoryFunctionRepository
 from cloudagents.ports.budgets import CostLedger, RateLimiter
 from cloudagents.ports.bus import EventBus
 from cloudagents.ports.model import ModelClient
@@ -146,6 +147,7 @@ def build_gcp_deps(settings: Settings, topology: Topology, tools: ToolRegistry) 
     from cloudagents.adapters.pubsub import PubSubEventBus
 
     db = firestore_client(settings.project)
+    blobs = GcsBlobStore(storage_client(settings.project))
     return Deps(
         settings=settings,
         topology=topology,
@@ -155,15 +157,34 @@ def build_gcp_deps(settings: Settings, topology: Topology, tools: ToolRegistry) 
         handoffs=FirestoreHandoffStore(db),
         audit=FirestoreAuditStore(db),
         bus=PubSubEventBus(publisher_client(), settings.project),
-        blobs=GcsBlobStore(storage_client(settings.project)),
+        blobs=blobs,
         tasks=CloudTasksQueue(
             tasks_client(), settings.project, settings.location, settings.tasks_service_account
         ),
         cost_ledger=FirestoreCostLedger(db),
         rate_limiter=FirestoreRateLimiter(db),
         tools=tools,
+        functions=FunctionStore(_firestore_functions(db, blobs, topology.context_bucket)),
         model_factory=default_model_factory,
     )
+
+
+def _firestore_functions(db: Any, blobs: Any, bucket: str) -> FunctionRepository:
+    from cloudagents.adapters.firestore.functions import FirestoreFunctionRepository
+
+    return FirestoreFunctionRepository(db, blobs, bucket)
+
+
+def function_repository(project: str, bucket: str | None = None) -> FunctionRepository:
+    """Seed 002's ``session`` for ``FunctionStore(session)``: stored functions in Firestore
+    (large code in ``bucket``, by default the project's context bucket) of ``project``, over
+    clients built here, in the running event loop."""
+    from cloudagents.adapters.gcs import GcsBlobStore
+
+    blobs = GcsBlobStore(storage_client(project))
+    if bucket is None:
+        bucket = build_topology(project, "functions", check_names=False).context_bucket
+    return _firestore_functions(firestore_client(project), blobs, bucket)
 
 
 def provision_emulators(topology: Topology, service_urls: Mapping[str, str]) -> None:
@@ -218,6 +239,7 @@ def build_deps(settings: Settings) -> Deps:
             cost_ledger=InMemoryCostLedger(),
             rate_limiter=InMemoryRateLimiter(),
             tools=tools,
+            functions=FunctionStore(InMemoryFunctionRepository()),
             model_factory=default_model_factory,
         )
     return build_gcp_deps(settings, topology, tools)
@@ -236,8 +258,11 @@ def build_local_deps(
     cost_ledger: CostLedger | None = None,
     rate_limiter: RateLimiter | None = None,
     clock: Callable[[], datetime] = _utcnow,
+    functions: FunctionStore | None = None,
 ) -> Deps:
-    """In-memory adapters for ``Agent.run``; messages and wake-ups go through ``dispatcher``."""
+    """In-memory adapters for ``Agent.run``; messages and wake-ups go through ``dispatcher``.
+    ``functions``: the stored functions its agents may name (by default an empty, in-memory
+    store)."""
     runs = InMemoryRunStore()
     return Deps(
         settings=settings,
@@ -253,6 +278,7 @@ def build_local_deps(
         cost_ledger=cost_ledger or InMemoryCostLedger(clock=clock),
         rate_limiter=rate_limiter or InMemoryRateLimiter(),
         tools=tools,
+        functions=functions or FunctionStore(InMemoryFunctionRepository()),
         model_factory=model_factory,
         clock=clock,
     )
@@ -326,22 +352,25 @@ def build_sdk_deps(
     from cloudagents.adapters.gcs import GcsBlobStore
 
     db = firestore_client(settings.project)
+    topology = build_topology(
+        settings.project, settings.workspace, settings.location, check_names=False
+    )
+    blobs = GcsBlobStore(clients.storage)
     return Deps(
         settings=settings,
-        topology=build_topology(
-            settings.project, settings.workspace, settings.location, check_names=False
-        ),
+        topology=topology,
         runs=FirestoreRunStore(db),
         agents=InMemoryAgentStore(),
         dead_letters=FirestoreDeadLetterStore(db),
         handoffs=FirestoreHandoffStore(db),
         audit=FirestoreAuditStore(db),
         bus=dispatcher,
-        blobs=GcsBlobStore(clients.storage),
+        blobs=blobs,
         tasks=dispatcher,
         cost_ledger=FirestoreCostLedger(db),
         rate_limiter=FirestoreRateLimiter(db),
         tools=tools,
+        functions=FunctionStore(_firestore_functions(db, blobs, topology.context_bucket)),
         model_factory=model_factory,
     )
 

@@ -20,6 +20,7 @@ from cloudagents.bootstrap import build_local_deps, default_model_factory
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.policy import GuardrailConfig
 from cloudagents.domain.results import LoopResult
+from cloudagents.functions import FunctionStore
 from cloudagents.ports.budgets import CostLedger, RateLimiter
 from cloudagents.ports.bus import EventBus
 from cloudagents.ports.model import ModelClient
@@ -58,7 +59,10 @@ class Agent:
         rate_limiter: RateLimiter | None = None,
         clock: Clock = _utcnow,
         outward: EventBus | None = None,
+        functions: FunctionStore | None = None,
     ) -> None:
+        """``functions``: where the stored functions the definition names among its tools are
+        (seed 002; by default an empty in-memory store)."""
         self.definition = definition
         self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry.from_mapping(tools)
         self.model_client = model_client
@@ -73,6 +77,7 @@ class Agent:
                 cost_ledger=cost_ledger,
                 rate_limiter=rate_limiter,
                 clock=clock,
+                functions=functions,
             ),
             outward=outward if outward is not None else InMemoryEventBus(),
             default_model=default_model_factory,

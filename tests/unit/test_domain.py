@@ -22,6 +22,7 @@ from cloudagents.domain.handoffs import HandoffTarget, OfferMessage
 from cloudagents.domain.messages import GenerationParams, Message, ToolCall
 from cloudagents.domain.runs import (
     OutboxMessage,
+    RunRecord,
     SnapshotMessage,
     StepMessage,
     ToolAuditMessage,
@@ -213,3 +214,12 @@ def test_run_events_are_a_discriminated_union() -> None:
     assert isinstance(event, ContentChunk)
     with pytest.raises(ValidationError):
         RUN_EVENT_ADAPTER.validate_python({"type": "nope", "run_id": "r"})
+
+
+def test_a_run_without_pinned_functions_is_written_as_before_the_field() -> None:
+    plain = RunRecord(run_id="r", agent_id="a")
+    assert "functions" not in plain.model_dump(mode="json")
+    pinned = RunRecord(run_id="r", agent_id="a", functions={"hypot": "ab" * 32})
+    data = pinned.model_dump(mode="json")
+    assert data["functions"] == {"hypot": "ab" * 32}
+    assert RunRecord.model_validate(data) == pinned

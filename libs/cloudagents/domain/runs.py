@@ -12,7 +12,13 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, JsonValue, model_validator
+from pydantic import (
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from cloudagents.domain.base import Model, Persisted
 from cloudagents.domain.messages import ToolCall, Usage
@@ -102,6 +108,11 @@ class RunRecord(Persisted):
     guardrails: GuardrailConfig | None = Field(
         default=None, description="this run's guardrails, replacing the agent's (seed 000)"
     )
+    functions: dict[str, str] = Field(
+        default_factory=dict,
+        description="the stored functions among the agent's tools, pinned when the run started: "
+        "tool name -> version hash (the versions every step offers and every call executes)",
+    )
     snapshot: SnapshotPointer | None = None
     traceparent: str | None = None
     deadline_at: datetime | None = Field(
@@ -123,6 +134,15 @@ class RunRecord(Persisted):
             legacy = data.pop("pending_tool_calls", None) or []
             data.setdefault("pending", [{"kind": "tool_call", "id": i} for i in legacy])
             data["schema_version"] = 2
+        return data
+
+    @model_serializer(mode="wrap")
+    def _omit_no_functions(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A run without stored functions is written exactly as before the field existed, so a
+        # release that predates it (extra fields forbidden) still reads it during a rollout.
+        data = handler(self)
+        if not self.functions and isinstance(data, dict):
+            data.pop("functions", None)
         return data
 
     @property

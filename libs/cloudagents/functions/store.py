@@ -11,6 +11,7 @@ Two ways to execute, one path underneath:
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from typing import Any
 
 import jsonschema
@@ -27,10 +28,13 @@ from cloudagents.functions.versions import (
     FunctionOutcome,
     FunctionVersion,
 )
-from cloudagents.sandbox import Sandbox
+from cloudagents.sandbox import Sandbox, shared_sandbox
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MIN_HASH_PREFIX = 8
+_FULL_HASH = re.compile(r"^[0-9a-f]{64}$")
+# Versions are immutable, so a cached one is never stale; the bound only caps memory.
+_VERSION_CACHE = 256
 
 
 class FunctionExecutionError(RuntimeError):
@@ -52,11 +56,34 @@ def _schema_problem(schema: dict[str, Any], value: Any) -> str | None:
 
 
 class FunctionStore:
-    """Stores validated, versioned functions and executes them one fresh sandbox per call."""
+    """Stores validated, versioned functions and executes them one fresh sandbox per call.
 
-    def __init__(self, repository: FunctionRepository, sandbox: Sandbox) -> None:
+    ``FunctionStore(repository)`` is seed 002's ``FunctionStore(session)``: the repository is
+    where versions live (``InMemoryFunctionRepository``, or ``FirestoreFunctionRepository`` from
+    ``cloudagents.bootstrap.function_repository``); the sandbox is the process's shared one
+    unless another is given.
+    """
+
+    def __init__(self, repository: FunctionRepository, sandbox: Sandbox | None = None) -> None:
         self._repository = repository
-        self._sandbox = sandbox
+        self._sandbox = sandbox if sandbox is not None else shared_sandbox()
+        self._versions: OrderedDict[str, FunctionVersion] = OrderedDict()
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return self._sandbox
+
+    async def get_version(self, version_hash: str) -> FunctionVersion | None:
+        """A version by its full hash (cached in process: versions never change)."""
+        version = self._versions.get(version_hash)
+        if version is None:
+            version = await self._repository.get_version(version_hash)
+            if version is None:
+                return None
+            self._versions[version_hash] = version
+            while len(self._versions) > _VERSION_CACHE:
+                self._versions.popitem(last=False)
+        return version
 
     async def store_function(
         self,
@@ -109,8 +136,16 @@ class FunctionStore:
         return existing or version
 
     async def get_function(self, ref: str) -> FunctionVersion:
-        """Resolve ``name`` (its current version) or ``name@hash`` (a hash prefix of 8+ chars)."""
+        """Resolve ``name`` (its current version) or ``name@hash`` (a hash prefix of 8+ chars).
+
+        A full hash is looked up directly, not among the alias's (bounded) history: that is
+        how a run's pinned versions are found however often the name has moved since."""
         name, _, wanted = ref.partition("@")
+        if _FULL_HASH.match(wanted):
+            pinned = await self.get_version(wanted)
+            if pinned is None or pinned.name != name:
+                raise FunctionNotFound(f"{name!r} has no version {wanted}")
+            return pinned
         alias = await self._repository.get_alias(name)
         if alias is None:
             raise FunctionNotFound(f"no function named {name!r}")
@@ -121,7 +156,7 @@ class FunctionStore:
             if len(wanted) < _MIN_HASH_PREFIX or len(set(matches)) != 1:
                 raise FunctionNotFound(f"{name!r} has no single version matching {wanted!r}")
             version_hash = matches[0]
-        version = await self._repository.get_version(version_hash)
+        version = await self.get_version(version_hash)
         if version is None:
             raise FunctionNotFound(f"version {version_hash} of {name!r} is missing")
         return version

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.runs import OutboxMessage, WakeUp
+from cloudagents.functions import FunctionStore
 from cloudagents.ports.budgets import CostLedger, RateLimiter
 from cloudagents.ports.bus import BlobStore, EventBus, TaskQueue
 from cloudagents.ports.model import ModelClient
@@ -53,6 +54,8 @@ class Deps:
     cost_ledger: CostLedger
     rate_limiter: RateLimiter
     tools: ToolRegistry
+    functions: FunctionStore
+    """Stored functions (seed 002): agents name them among their tools (``runtime/toolbox.py``)."""
     model_factory: ModelFactory
     clock: Clock = field(default=_utcnow)
 

@@ -26,7 +26,7 @@ from cloudagents.domain.events import (
     event_id,
 )
 from cloudagents.domain.intents import IntentionMessage
-from cloudagents.domain.messages import Message, ModelResponse, tool_message
+from cloudagents.domain.messages import Message, ModelResponse, ToolSpec, tool_message
 from cloudagents.domain.policy import GuardrailConfig
 from cloudagents.domain.results import LoopExit
 from cloudagents.domain.runs import (
@@ -52,6 +52,7 @@ from cloudagents.faults import crash_point
 from cloudagents.ports.stores import RunStore
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.retrying import RetryingModel
+from cloudagents.runtime.toolbox import pin_functions, run_specs, tool_names
 from cloudagents.telemetry import genai_attributes, tracer
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ async def start_run(
     ``prior_messages`` (a handoff's transferred context) go between the instructions and the
     new user message; the other agent's replies among them are named after ``prior_agent``.
     ``guardrails`` replace the agent's for this run (seed 000's ``run(guardrails=...)``).
+    The stored functions among the agent's tools are pinned on the run here
+    (``toolbox.pin_functions``), whoever starts it: the api, an intent, a handoff, ``Agent.run``.
     """
     if await deps.runs.get_run(run_id) is not None:
         # A redelivered intent or offer: look before writing. A create that fails on an existing
@@ -96,6 +99,7 @@ async def start_run(
             if m.role != "system"
         ]
         opening = [opening[0], *carried, *opening[1:]]
+    functions = await pin_functions(deps, agent)
     now = deps.clock()
     run = RunRecord(
         run_id=run_id,
@@ -109,6 +113,7 @@ async def start_run(
         chain_depth=chain_depth,
         traceparent=None,
         guardrails=guardrails,
+        functions=functions,
     )
     return await deps.runs.create_run(run, opening)
 
@@ -258,7 +263,8 @@ class RunExecutor:
                 return await self._commit(
                     *plan.plan_stop(self._context(), run, progress, new_messages, capped)
                 )
-        reply_or_error = await self._call_model(run, agent, transcript, day, reserve)
+        specs = await run_specs(self.deps, run)
+        reply_or_error = await self._call_model(run, agent, transcript, day, reserve, specs)
         if isinstance(reply_or_error, ModelError):
             progress = progress.model_copy(
                 update={"errors": [*progress.errors, str(reply_or_error)]}
@@ -269,7 +275,7 @@ class RunExecutor:
             )
         reply, cost, attempt_id = reply_or_error
         progress = account(progress, reply, cost)
-        outcome = decide(agent, progress, reply, self.deps.tools.specs())
+        outcome = decide(agent, progress, reply, specs)
         new_messages.append(reply.as_message())
         commit, label = plan.plan_outcome(
             self._context(), run, agent, progress, new_messages, reply, outcome
@@ -296,13 +302,14 @@ class RunExecutor:
         transcript: list[Message],
         day: str,
         reserve: float,
+        specs: dict[str, ToolSpec],
     ) -> tuple[ModelResponse, float, str] | ModelError:
         model = RetryingModel(
             self.deps.model_factory(agent, run.run_id),
             agent.retry,
             timeout_seconds=agent.model.timeout_seconds,
         )
-        request = build_request(agent, transcript, self.deps.tools.specs())
+        request = build_request(agent, transcript, specs, offer=tool_names(agent))
         chunks = _ChunkBatcher(self.deps, run.run_id, run.seq)
         reservation = await self.deps.cost_ledger.reserve(
             agent.id, day, reserve, hold_seconds=reservation_hold_seconds(agent)

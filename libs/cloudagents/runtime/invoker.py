@@ -42,6 +42,7 @@ from cloudagents.engine import waits
 from cloudagents.faults import crash_point
 from cloudagents.ports.stores import ToolClaim
 from cloudagents.runtime.deps import Deps
+from cloudagents.runtime.toolbox import run_tool, tool_names
 from cloudagents.telemetry import tracer
 from cloudagents.tools import ToolResult, idempotency_scope
 
@@ -93,8 +94,8 @@ class ToolInvoker:
 
     async def _execute(self, run: RunRecord, record: ToolCallRecord) -> ToolResult:
         agent = await self.deps.agents.get_agent(run.agent_id)
-        tool = self.deps.tools.get(record.call.name)
-        if agent is None or tool is None or record.call.name not in agent.tools:
+        tool = await run_tool(self.deps, run, record)
+        if agent is None or tool is None or record.call.name not in tool_names(agent):
             return ToolResult(f"tool {record.call.name!r} is not available to this agent", True)
         lease = tool.timeout_seconds + self.deps.settings.tool_lease_grace_seconds
         if not tool.idempotent and ToolClaim.decide(record, utcnow(), lease)[1] == "held":

@@ -6,7 +6,7 @@
 
 from cloudagents.sandbox.launcher import BwrapLauncher, UidPool, processes_of_uid
 from cloudagents.sandbox.results import ErrorKind, LimitName, SandboxLimits, SandboxResult
-from cloudagents.sandbox.sandbox import Sandbox, SandboxStatus
+from cloudagents.sandbox.sandbox import Sandbox, SandboxStatus, shared_sandbox
 
 __all__ = [
     "BwrapLauncher",
@@ -18,4 +18,5 @@ __all__ = [
     "SandboxStatus",
     "UidPool",
     "processes_of_uid",
+    "shared_sandbox",
 ]

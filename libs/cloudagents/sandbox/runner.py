@@ -12,6 +12,7 @@ the real ``__import__``; the namespaces, seccomp filter, uid and rlimits around 
 """
 
 from __future__ import annotations
+import __future__
 
 import builtins
 import json
@@ -92,7 +93,15 @@ def execute(code_path: str, request: dict[str, Any]) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": "__cloudagents_function__", "__file__": code_path}
     try:
         with open(code_path, encoding="utf-8") as source:
-            code = compile(source.read(), code_path, "exec")
+            # Annotations stay strings, as the validator read them: never evaluated, so
+            # ``-> List[str]`` needs no ``typing`` import (which the allow-list may not have).
+            code = compile(
+                source.read(),
+                code_path,
+                "exec",
+                flags=__future__.annotations.compiler_flag,
+                dont_inherit=True,
+            )
         exec(code, namespace)
         entry = namespace.get(request["entry"])
         if not callable(entry):

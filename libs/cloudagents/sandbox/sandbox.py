@@ -391,3 +391,15 @@ def _error_kind(kind: str) -> ErrorKind:
         "import_not_allowed": "import_not_allowed",
     }
     return known.get(kind, "error")
+
+
+_shared: Sandbox | None = None
+
+
+def shared_sandbox() -> Sandbox:
+    """The process's one ``Sandbox`` (its uid slots are the process's: two ``Sandbox`` objects
+    in one process would hand the same uid to two concurrent calls)."""
+    global _shared
+    if _shared is None:
+        _shared = Sandbox()
+    return _shared
