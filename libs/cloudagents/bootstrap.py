@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import importlib
 import inspect
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,8 +52,12 @@ from cloudagents.telemetry import configure
 from cloudagents.tools import Tool, ToolRegistry
 from cloudagents.topology import Topology, build_topology
 
+log = logging.getLogger(__name__)
 _deps: Deps | None = None
 _lock = asyncio.Lock()
+# The services that execute stored functions (the tool path, and the api's execute-for-testing)
+# run the sandbox's canary when they start, so its verdict is in the first log lines.
+SANDBOX_SERVICES = frozenset({"tool_invoker", "api"})
 
 
 def load_tools(modules: tuple[str, ...]) -> ToolRegistry:
@@ -383,7 +388,16 @@ async def get_deps(service_name: str = "cloudagents") -> Deps:
             if _deps is None:
                 settings = Settings.from_env(service_name=service_name)
                 configure(settings.service_name, settings.trace_exporter, settings.project)
-                _deps = build_deps(settings)
+                deps = build_deps(settings)
+                if service_name in SANDBOX_SERVICES:
+                    status = await deps.functions.sandbox.check()
+                    log.log(
+                        logging.INFO if status.available else logging.WARNING,
+                        "function sandbox %s",
+                        "available" if status.available else f"unavailable: {status.reason}",
+                        extra={"fields": {"sandbox": status.model_dump(mode="json")}},
+                    )
+                _deps = deps
     return _deps
 
 

@@ -1,4 +1,6 @@
-"""The ``cloudagents`` command: the local stack, agents, runs, events and dead letters.
+"""The ``cloudagents`` command: the local stack, agents, runs, events, dead letters, functions.
+
+Stored functions' commands are in ``cli_functions.py``.
 
 Exit codes: 0 success (a run that ends SATISFIED or HANDOFF), 1 a run that ended otherwise,
 2 bad usage or input, 3 the api or the stack cannot be reached, 4 a wait timed out.
@@ -23,6 +25,7 @@ from typing import Any
 import httpx
 import yaml
 
+from cloudagents.cli_functions import add_function_commands
 from cloudagents.client import ApiError, CloudAgentsClient
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4
@@ -469,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = letters_sub.add_parser(name)
         sub.add_argument("letter_id")
         sub.set_defaults(handler=handler)
+    add_function_commands(commands, api_client)
     return parser
 
 

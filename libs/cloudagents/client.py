@@ -17,6 +17,8 @@ class ApiError(Exception):
 
     def __init__(self, status: int, body: Any) -> None:
         message = body.get("error") if isinstance(body, dict) else str(body)
+        if isinstance(body, dict) and "reason" in body:  # refused function code
+            message = f"{message}: line {body.get('line')}: {body['reason']}"
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.body = body
@@ -258,3 +260,38 @@ class CloudAgentsClient:
 
     def dead_letters(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/dead-letters")["dead_letters"])
+
+    # Stored functions (seed 002) ------------------------------------------------------------
+
+    def store_function(self, function: dict[str, Any]) -> dict[str, Any]:
+        """``POST /functions``; refused code raises ``ApiError`` whose body has line, reason."""
+        return dict(self._call("POST", "/functions", json=function))
+
+    def list_functions(self) -> dict[str, Any]:
+        """``{"functions": [...], "sandbox": status or None}``."""
+        return dict(self._call("GET", "/functions"))
+
+    def get_function(self, name: str, version: str | None = None) -> dict[str, Any]:
+        params = {"version": version} if version else None
+        return dict(self._call("GET", f"/functions/{name}", params=params))
+
+    def function_versions(self, name: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/functions/{name}/versions")["versions"])
+
+    def execute_function(
+        self, name: str, args: dict[str, Any], version: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"args": args}
+        if version:
+            body["version"] = version
+        return dict(self._call("POST", f"/functions/{name}/execute", json=body))
+
+    def function_executions(
+        self, *, function: str | None = None, agent: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if function:
+            params["function"] = function
+        if agent:
+            params["agent"] = agent
+        return list(self._call("GET", "/function-executions", params=params)["executions"])

@@ -1,4 +1,5 @@
-"""The HTTP api: start, read, list and cancel runs; register and list agents; dead letters.
+"""The HTTP api: start, read, list and cancel runs; register and list agents; dead letters;
+stored functions (``functions_api.py``).
 
 Starting a run creates its document and publishes an ``IntentionMessage`` to the workspace topic,
 exactly what a caller publishing the intent directly would do; the executor takes it from there.
@@ -26,6 +27,7 @@ from cloudagents.runtime.auth import AuthError, Principal, authenticate, may_sta
 from cloudagents.runtime.broker import HandoffBroker
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import start_run
+from cloudagents.runtime.functions_api import FUNCTION_ROUTES
 from cloudagents.runtime.openapi import openapi_document
 from cloudagents.runtime.streaming import (
     agent_stream_route,
@@ -308,6 +310,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("GET", re.compile(r"^/dead-letters$"), list_dead_letters_route),
     ("GET", re.compile(r"^/dead-letters/(?P<letter_id>[^/]+)$"), get_dead_letter_route),
     ("POST", re.compile(r"^/dead-letters/(?P<letter_id>[^/]+)/replay$"), replay_dead_letter_route),
+    *FUNCTION_ROUTES,
 ]
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
 # The GET stream routes that accept ``?token=`` (EventSource cannot set headers).

@@ -52,6 +52,7 @@ def _path_param(name: str) -> dict[str, Any]:
 @cache
 def openapi_document() -> dict[str, Any]:
     from cloudagents.runtime.api import StartRunRequest
+    from cloudagents.runtime.functions_api import function_paths
 
     start = _schema(StartRunRequest)
     agent = _schema(AgentDefinition)
@@ -238,5 +239,6 @@ def openapi_document() -> dict[str, Any]:
                     "responses": _responses(202, 401, 404, 409),
                 }
             },
+            **function_paths(_responses, _path_param),
         },
     }
