@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,9 +23,10 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore, storage  # type: ignore[attr-defined]
 
-from cloudagents.bootstrap import build_gcp_deps, sdk_clients
+from cloudagents.bootstrap import build_gcp_deps, close_firestore, function_repository, sdk_clients
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import ConfigurationError
+from cloudagents.functions import FunctionStore
 from cloudagents.gcp import Budget, DistributedAgent, LoopExit, Tool
 from cloudagents.local.emulators import EmulatorStack, start_stack
 from cloudagents.runtime.broker import HandoffBroker
@@ -451,3 +453,46 @@ def test_example_script_covers_each_exit(emulators: EmulatorStack) -> None:
     ]
     assert "[tool] Payload: {'answer': '(17 + 25) * 3 = 126'}" in lines
     assert any(line.startswith("[error] Diagnostics: ") for line in lines)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("bwrap") is None,
+    reason="stored functions run in the bubblewrap sandbox: needs root and bubblewrap",
+)
+async def test_a_stored_function_in_firestore_is_a_tool_of_a_distributed_agent(
+    emulators: EmulatorStack, db: firestore.Client
+) -> None:
+    """Stored in the project's function store (Firestore), named among the definition's tools:
+    the run pins the version and the call runs in the sandbox, recorded in the history."""
+    repository = function_repository(PROJECT)
+    store = FunctionStore(repository)
+    code = "import math\n\ndef hypot(a: float, b: float) -> float:\n    return math.hypot(a, b)\n"
+    version = await store.store_function("hypot", code, config={"allowed_imports": ["math"]})
+
+    async def llm_client(request: dict[str, Any]) -> dict[str, Any]:
+        results = [m["content"] for m in request["messages"] if m["role"] == "tool"]
+        if not results:
+            call = {"id": "call-1", "name": "hypot", "arguments": {"a": 3, "b": 4}}
+            return {"tool_calls": [call], "usage": {"total_tokens": 10}}
+        return {"done": True, "content": f"hypot = {results[0]}", "usage": {"total_tokens": 10}}
+
+    definition = AgentDefinition(
+        id="sdk-geometry",
+        instructions="You use hypot.",
+        model={"provider": "callable", "name": "gpt-4"},  # type: ignore[arg-type]
+        tools=["hypot"],
+    )
+    agent = DistributedAgent.from_definition(
+        definition, project_id=PROJECT, workspace_topic=WORKSPACE
+    )
+    result = await agent.run("3 and 4?", {"llm_client": llm_client}, run_id="sdk-function-run")
+    assert result.exit is LoopExit.SATISFIED and result.payload == {"answer": "hypot = 5.0"}
+    assert run_doc(db, "sdk-function-run")["functions"] == {"hypot": version.hash}
+    [record] = await store.history(agent="sdk-geometry")
+    assert (record.run_id, record.tool_call_id, record.exit_kind) == (
+        "sdk-function-run",
+        "000000-000",
+        "ok",
+    )
+    await agent.aclose()
+    await close_firestore(getattr(repository, "client", None))
