@@ -223,3 +223,52 @@ def test_a_run_without_pinned_functions_is_written_as_before_the_field() -> None
     data = pinned.model_dump(mode="json")
     assert data["functions"] == {"hypot": "ab" * 32}
     assert RunRecord.model_validate(data) == pinned
+
+
+def test_seed_002_definition_fields_are_accepted_in_this_definitions_terms() -> None:
+    """Seed 002's ``Agent(...)`` example and its "Agent Configuration" block, with a model."""
+    seed = {
+        "name": "SearchAgent",
+        "description": "Handles search queries",
+        "system_prompt": "You are a search assistant...",
+        "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}},
+        "output_schema": {"type": "object", "properties": {"hits": {"type": "array"}}},
+        "config_data": {
+            "type": "agent",
+            "capabilities": ["search", "filter"],
+            "max_chain_depth": 3,
+            "chain_strategy": "sequential",
+            "temperature": 0.7,
+            "top_p": 1.0,
+            "presence_penalty": 0.0,
+            "frequency_penalty": 0.0,
+        },
+        "max_chain_depth": 3,
+        "model": {"provider": "scripted", "name": "s", "script": [{"content": "ok"}]},
+    }
+    agent = AgentDefinition.model_validate(seed)
+    assert (agent.id, agent.name, agent.instructions) == (
+        "search-agent",
+        "SearchAgent",
+        "You are a search assistant...",
+    )
+    assert agent.capabilities == ["search", "filter"] and agent.max_chain_depth == 3
+    assert agent.chain_strategy == "sequential"
+    assert agent.generation.model_dump(exclude_none=True, exclude_defaults=True) == {
+        "temperature": 0.7,
+        "top_p": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+    }
+    stored = agent.model_dump(mode="json")
+    assert "config_data" not in stored and "chain_strategy" not in stored
+    assert AgentDefinition.model_validate(stored) == agent
+    for bad, message in (
+        ({"config_data": {"chain_strategy": "parallel"}}, "sequential"),
+        ({"config_data": {"type": "tool"}}, "config_data.type"),
+        ({"config_data": {"max_chain_depth": 5}}, "differ"),
+        ({"config_data": {"colour": "red"}}, "colour"),
+        ({"instructions": "other"}, "system_prompt and instructions differ"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            AgentDefinition.model_validate({**seed, **bad})

@@ -6,11 +6,13 @@ parameters, tools, capabilities, peers, schemas, budget, guardrails, retries and
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import (
+    BaseModel,
     Field,
     JsonValue,
     SerializerFunctionWrapHandler,
@@ -31,6 +33,16 @@ Provider = Literal[
 OpenAI-compatible endpoint. ``google``, ``gemini``, ``ollama`` and ``custom`` speak the OpenAI API
 at another ``base_url``."""
 AGENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+ChainStrategy = Literal["sequential"]
+"""How a chain of agents proceeds: ``sequential``, one agent at a time (see ``chain_strategy``)."""
+# Seed 002's ``config_data`` keys that are generation parameters here.
+_SEED_GENERATION_KEYS = (
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "max_tokens",
+)
 
 _SIMPLE_TYPES: dict[str, str] = {
     "str": "string",
@@ -184,6 +196,42 @@ def schema_to_json_schema(spec: Any) -> dict[str, Any] | None:
     raise ValueError("a schema is a list of field names, a name->type mapping, or a JSON Schema")
 
 
+def agent_id_from_name(name: str) -> str:
+    """An agent id from a display name: ``SearchAgent`` -> ``search-agent``."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", name.strip())
+    return re.sub(r"[^a-z0-9_-]+", "-", words.lower()).strip("-_")[:63]
+
+
+def _from_config_data(config: dict[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields seed 002's ``config_data`` sets; a key given twice must agree."""
+    kind = config.pop("type", "agent")
+    if kind != "agent":
+        raise ValueError(f"config_data.type must be 'agent', not {kind!r}")
+    update: dict[str, Any] = {}
+    capabilities = [str(c) for c in config.pop("capabilities", [])]
+    update["capabilities"] = list(dict.fromkeys([*data.get("capabilities", []), *capabilities]))
+    for key in ("max_chain_depth", "chain_strategy"):
+        if key in config:
+            value = config.pop(key)
+            if key in data and data[key] != value:
+                raise ValueError(f"config_data.{key} and {key} differ: give one of them")
+            update[key] = value
+    generation = data.get("generation") or {}
+    if isinstance(generation, BaseModel):
+        generation = generation.model_dump(exclude_defaults=True)
+    generation = dict(generation)
+    for key in _SEED_GENERATION_KEYS:
+        if key in config:
+            value = config.pop(key)
+            if generation.get(key, value) != value:
+                raise ValueError(f"config_data.{key} and generation.{key} differ")
+            generation[key] = value
+    update["generation"] = generation
+    if config:
+        raise ValueError(f"config_data has keys this release does not know: {sorted(config)}")
+    return update
+
+
 class AgentDefinition(Persisted):
     """An agent as stored in ``agents/{id}`` and loaded from YAML."""
 
@@ -209,6 +257,46 @@ class AgentDefinition(Persisted):
     allowed_callers: list[str] = Field(
         default_factory=lambda: ["*"], description="principals that may start runs of this agent"
     )
+    chain_strategy: ChainStrategy = Field(
+        default="sequential",
+        description="seed 002: how a chain of agents proceeds. 'sequential' (the only one): a "
+        "run that hands off ends HANDOFF and exactly one agent (the offer is claimed once) "
+        "continues with the context, one after another, at most max_chain_depth handoffs deep",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_002_fields(cls, data: Any) -> Any:
+        """Seed 002's definition fields, in this definition's terms: ``system_prompt`` is
+        ``instructions``; ``config_data`` holds ``capabilities``, ``max_chain_depth``,
+        ``chain_strategy`` and generation parameters (``temperature``, ``top_p``,
+        ``presence_penalty``, ``frequency_penalty``); without an ``id``, the ``name`` makes one
+        (``SearchAgent`` -> ``search-agent``). What is stored is the canonical form."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "system_prompt" in data:
+            prompt = data.pop("system_prompt")
+            if data.get("instructions", prompt) != prompt:
+                raise ValueError("system_prompt and instructions differ: give one of them")
+            data["instructions"] = prompt
+        if "config_data" in data:
+            config = data.pop("config_data")
+            if not isinstance(config, dict):
+                raise ValueError("config_data is a mapping")
+            data.update(_from_config_data(dict(config), data))
+        if "id" not in data and isinstance(data.get("name"), str):
+            data["id"] = agent_id_from_name(data["name"])
+        return data
+
+    @model_serializer(mode="wrap")
+    def _omit_default_chain_strategy(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Stored exactly as before the field existed while it has its default, so a release
+        # that predates it (extra fields forbidden) still reads the definition.
+        data = handler(self)
+        if self.chain_strategy == "sequential" and isinstance(data, dict):
+            data.pop("chain_strategy", None)
+        return data
 
     @field_validator("input_schema", "output_schema", mode="before")
     @classmethod
