@@ -170,6 +170,21 @@ def cmd_agents_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_agents_delete(args: argparse.Namespace) -> int:
+    api_client(args).delete_agent(args.agent_id)
+    out(f"deleted agent {args.agent_id}")
+    return EXIT_OK
+
+
+def cmd_agents_history(args: argparse.Namespace) -> int:
+    history = api_client(args).agent_versions(args.agent_id)
+    for version in history["versions"]:
+        definition = version["definition"]
+        what = "deleted" if definition is None else f"{definition['model']['name']}"
+        out(f"v{version['version']:<4} {version['created_at']}  {what}")
+    return EXIT_OK
+
+
 # ---- runs ------------------------------------------------------------------------------------
 
 
@@ -432,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = agents.add_parser("show")
     show.add_argument("agent_id")
     show.set_defaults(handler=cmd_agents_show)
+    for name, handler in (("delete", cmd_agents_delete), ("history", cmd_agents_history)):
+        sub = agents.add_parser(name)
+        sub.add_argument("agent_id")
+        sub.set_defaults(handler=handler)
 
     run = commands.add_parser("run", help="start a run and print its LoopResult")
     run.add_argument("agent_id")

@@ -80,6 +80,13 @@ class CloudAgentsClient:
     def get_agent(self, agent_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/agents/{agent_id}"))
 
+    def delete_agent(self, agent_id: str) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/agents/{agent_id}"))
+
+    def agent_versions(self, agent_id: str) -> dict[str, Any]:
+        """``{agent_id, created_at, updated_at, deleted, versions: [...]}``, oldest first."""
+        return dict(self._call("GET", f"/agents/{agent_id}/versions"))
+
     def start_run(
         self,
         agent_id: str,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from cloudagents.domain.agents import AgentDefinition
@@ -107,3 +109,28 @@ async def test_list_agents_sorted_by_id(agent_store: AgentStore) -> None:
     assert listed[0] == definitions[1]
     ids = [d.id for d in await agent_store.list_agents()]
     assert ids == sorted(ids)
+
+
+async def test_history_versions_changes_and_deletions(agent_store: AgentStore) -> None:
+    agent_id = new_id("agent")
+    first = full_definition(agent_id)
+    second = AgentDefinition.model_validate({"id": agent_id, "model": {"name": "gpt-4o-mini"}})
+    await agent_store.put_agent(first)
+    await agent_store.put_agent(first)  # unchanged: no new version
+    await agent_store.put_agent(second)
+    assert await agent_store.delete_agent(agent_id) is True
+    assert await agent_store.get_agent(agent_id) is None
+    assert agent_id not in [d.id for d in await agent_store.list_agents()]
+    assert await agent_store.delete_agent(agent_id) is False  # nothing to delete: no version
+    await agent_store.put_agent(first)
+    history = await agent_store.agent_history(agent_id)
+    assert [(v.version, v.definition) for v in history] == [
+        (1, first),
+        (2, second),
+        (3, None),
+        (4, first),
+    ]
+    assert [v.deleted for v in history] == [False, False, True, False]
+    assert all(a.created_at <= b.created_at for a, b in itertools.pairwise(history))
+    assert await agent_store.get_agent(agent_id) == first
+    assert await agent_store.agent_history(new_id("missing")) == []

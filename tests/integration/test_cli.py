@@ -325,3 +325,23 @@ def test_follow_reconnects_from_the_last_event_id_after_a_dropped_connection() -
     got = list(client.follow("r1", on_reconnect=lambda after, _: reconnects.append(after)))
     assert got == events
     assert seen_ids == [None, "000000-b0001"] and reconnects == ["000000-b0001"]
+
+
+def test_agents_history_and_delete(run_cli: Cli, tmp_path: Path) -> None:
+    """A definition's versions on Firestore: applied twice unchanged is one version, changed
+    is a second, deleted is a third without a definition."""
+    definition = scripted("cli-doomed", CALC)
+    path = tmp_path / "doomed.yaml"
+    for instructions in ("One.", "One.", "Two."):
+        path.write_text(yaml.safe_dump({**definition, "instructions": instructions}))
+        assert run_cli("agents", "apply", "-f", str(path))[0] == cli.EXIT_OK
+    assert run_cli("agents", "delete", "cli-doomed")[:2] == (
+        cli.EXIT_OK,
+        "deleted agent cli-doomed\n",
+    )
+    code, out, _ = run_cli("agents", "history", "cli-doomed")
+    assert code == cli.EXIT_OK
+    assert [line.split()[0] for line in out.splitlines()] == ["v1", "v2", "v3"]
+    assert out.splitlines()[-1].endswith("deleted") and "scripted-cli" in out.splitlines()[0]
+    code, _, err = run_cli("agents", "delete", "cli-doomed")
+    assert code == cli.EXIT_USAGE and "HTTP 404" in err

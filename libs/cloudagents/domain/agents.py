@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import (
@@ -25,6 +26,7 @@ from cloudagents.domain.base import Model, Persisted
 from cloudagents.domain.handoffs import HandoffTarget
 from cloudagents.domain.messages import GenerationParams
 from cloudagents.domain.policy import Budget, GuardrailConfig, RetryConfig
+from cloudagents.domain.runs import utcnow
 
 Provider = Literal[
     "openai", "anthropic", "google", "gemini", "ollama", "custom", "scripted", "callable"
@@ -326,3 +328,32 @@ class AgentDefinition(Persisted):
         if missing:
             raise ValueError(f"user_template needs variables {missing} that were not given")
         return self.user_template.format(**values)
+
+
+class AgentVersion(Persisted):
+    """``agents/{id}/versions/{version:06d}``: one version of a definition (seed 002's history).
+
+    A ``put`` that changes the definition adds one; a ``delete`` adds one without a definition.
+    The agent's ``created_at`` is its first version's, its ``updated_at`` its last's."""
+
+    agent_id: str
+    version: int = Field(ge=1)
+    definition: AgentDefinition | None = Field(description="None: the agent was deleted")
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def deleted(self) -> bool:
+        return self.definition is None
+
+    @staticmethod
+    def next_after(
+        history: list[AgentVersion], agent_id: str, definition: AgentDefinition | None
+    ) -> AgentVersion | None:
+        """The version to append for ``definition`` (None: a deletion), or None when it would
+        not change anything: the same definition again, or deleting what is not there."""
+        last = history[-1] if history else None
+        if (last.definition if last else None) == definition:
+            return None
+        return AgentVersion(
+            agent_id=agent_id, version=(last.version + 1) if last else 1, definition=definition
+        )

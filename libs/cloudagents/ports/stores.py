@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 
 from pydantic import JsonValue
 
-from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.agents import AgentDefinition, AgentVersion
 from cloudagents.domain.events import RunEvent
 from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
@@ -185,13 +185,24 @@ class RunStore(Protocol):
 
 
 class AgentStore(Protocol):
-    """``agents/{id}``: agent definitions."""
+    """``agents/{id}``: agent definitions, each with its history of versions."""
 
-    async def put_agent(self, definition: AgentDefinition) -> None: ...
+    async def put_agent(self, definition: AgentDefinition) -> None:
+        """Store or replace; a changed definition appends a version to its history."""
+        ...
 
     async def get_agent(self, agent_id: str) -> AgentDefinition | None: ...
 
     async def list_agents(self) -> list[AgentDefinition]: ...
+
+    async def delete_agent(self, agent_id: str) -> bool:
+        """Remove the definition (its history stays, ending with the deletion); ``False`` if
+        there was none. A run of a deleted agent ends ``ERROR`` at its next step."""
+        ...
+
+    async def agent_history(self, agent_id: str) -> list[AgentVersion]:
+        """Every version of the definition, oldest first (a deletion has no definition)."""
+        ...
 
 
 class AuditStore(Protocol):

@@ -1,5 +1,5 @@
 """The HTTP api: start, read, list and cancel runs; register and list agents; dead letters;
-stored functions (``functions_api.py``).
+deleting agents and their history (``agents_api.py``); stored functions (``functions_api.py``).
 
 Starting a run creates its document and publishes an ``IntentionMessage`` to the workspace topic,
 exactly what a caller publishing the intent directly would do; the executor takes it from there.
@@ -23,6 +23,7 @@ from cloudagents.domain.agents import AGENT_ID_PATTERN, AgentDefinition
 from cloudagents.domain.errors import PermanentMessageError
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.runs import AuditRecord, OutboxMessage, RunRecord, RunStatus
+from cloudagents.runtime.agents_api import AGENT_HISTORY_ROUTES
 from cloudagents.runtime.auth import AuthError, Principal, authenticate, may_start
 from cloudagents.runtime.broker import HandoffBroker
 from cloudagents.runtime.deps import Deps
@@ -310,6 +311,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("GET", re.compile(r"^/dead-letters$"), list_dead_letters_route),
     ("GET", re.compile(r"^/dead-letters/(?P<letter_id>[^/]+)$"), get_dead_letter_route),
     ("POST", re.compile(r"^/dead-letters/(?P<letter_id>[^/]+)/replay$"), replay_dead_letter_route),
+    *AGENT_HISTORY_ROUTES,
     *FUNCTION_ROUTES,
 ]
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})

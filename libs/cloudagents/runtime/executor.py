@@ -162,6 +162,12 @@ class RunExecutor:
             raise PermanentMessageError(f"intent payload is not a run start: {exc}") from exc
         agent = await self.deps.agents.get_agent(start.agent_id)
         if agent is None:
+            run = await self.deps.runs.get_run(intent.run_id)
+            if run is not None and not run.finished:
+                # ``POST /runs`` created it, then the agent was deleted: end it, with the reason,
+                # rather than leave a queued run that no step will ever move.
+                gone = Stop(LoopExit.ERROR, f"agent {start.agent_id!r} no longer exists")
+                return await self.stop(run, gone)
             raise PermanentMessageError(f"unknown agent {start.agent_id!r}")
         return await self.begin(
             run_id=intent.run_id,

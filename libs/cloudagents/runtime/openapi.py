@@ -51,6 +51,7 @@ def _path_param(name: str) -> dict[str, Any]:
 
 @cache
 def openapi_document() -> dict[str, Any]:
+    from cloudagents.runtime.agents_api import agent_history_paths
     from cloudagents.runtime.api import StartRunRequest
     from cloudagents.runtime.functions_api import function_paths
 
@@ -218,8 +219,12 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "parameters": [_path_param("agent_id")],
                     "responses": _responses(200, 401, 404),
-                }
+                },
+                **agent_history_paths(_responses, _path_param)["/agents/{agent_id}"],
             },
+            "/agents/{agent_id}/versions": agent_history_paths(_responses, _path_param)[
+                "/agents/{agent_id}/versions"
+            ],
             "/handoffs/{offer_id}": {
                 "get": {
                     "parameters": [_path_param("offer_id")],

@@ -24,9 +24,10 @@ from cloudagents.adapters.firestore.ops import (
     from_doc,
     guarded,
     to_doc,
+    transact,
     written,
 )
-from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.agents import AgentDefinition, AgentVersion
 from cloudagents.domain.errors import PermanentMessageError, TransientError
 from cloudagents.domain.events import RUN_EVENT_ADAPTER, RunEvent
 from cloudagents.domain.handoffs import HandoffOffer
@@ -55,6 +56,7 @@ RUNS = "agent_runs"
 INTERACTIONS = "interactions"
 OFFERS = "handoff_offers"
 AGENTS = "agents"
+AGENT_VERSIONS = "agent_versions"
 DEAD_LETTERS = "dead_letters"
 AUDIT = "audit_log"
 
@@ -436,18 +438,67 @@ class FirestoreRunStore:
 
 
 class FirestoreAgentStore:
-    """Agent definitions in ``agents/{id}``."""
+    """Agent definitions in ``agents/{id}``; their history in ``agent_versions/{id}``
+    (``{latest, updated_at}``) and ``agent_versions/{id}/versions/{version:06d}``.
+
+    ``agents/{id}`` holds the definition alone, exactly as before versions existed. A put or a
+    delete is one transaction over the three documents: it reads the latest version, appends
+    one only if the definition changed, and writes (or deletes) ``agents/{id}``."""
 
     def __init__(self, client: firestore.AsyncClient) -> None:
+        self.client = client
         self.collection = client.collection(AGENTS)
+        self.versions = client.collection(AGENT_VERSIONS)
 
     async def put_agent(self, definition: AgentDefinition) -> None:
         try:
-            await written(self.collection.document(definition.id)).set(
-                to_doc(definition.model_dump(mode="json"))
-            )
+            to_doc(definition.model_dump(mode="json"))
         except ValueError as exc:  # e.g. an integer beyond Firestore's 64 bits
             raise PermanentMessageError(f"the definition cannot be stored: {exc}") from exc
+        await self._append(definition.id, definition)
+
+    async def delete_agent(self, agent_id: str) -> bool:
+        return await self._append(agent_id, None)
+
+    async def agent_history(self, agent_id: str) -> list[AgentVersion]:
+        query = self.versions.document(agent_id).collection("versions")
+        return [
+            AgentVersion.model_validate(from_doc(d.to_dict())) async for d in counted_stream(query)
+        ]
+
+    async def _append(self, agent_id: str, definition: AgentDefinition | None) -> bool:
+        """Write ``definition`` (None: delete) and its version; whether there was one to write
+        or delete."""
+        meta_ref = self.versions.document(agent_id)
+        agent_ref = self.collection.document(agent_id)
+
+        @firestore.async_transactional
+        async def apply(transaction: Any) -> bool:
+            meta = await counted_get(meta_ref, transaction)
+            current = await counted_get(agent_ref, transaction)
+            latest = int((meta.to_dict() or {}).get("latest", 0)) if meta.exists else 0
+            history: list[AgentVersion] = []
+            if latest:
+                last = await counted_get(
+                    meta_ref.collection("versions").document(f"{latest:06d}"), transaction
+                )
+                if last.exists:
+                    history.append(AgentVersion.model_validate(from_doc(last.to_dict())))
+            version = AgentVersion.next_after(history, agent_id, definition)
+            if version is not None:
+                version_ref = meta_ref.collection("versions").document(f"{version.version:06d}")
+                written(transaction).create(version_ref, to_doc(version.model_dump(mode="json")))
+                written(transaction).set(
+                    meta_ref, {"latest": version.version, "updated_at": version.created_at}
+                )
+            if definition is None:
+                if current.exists:
+                    written(transaction).delete(agent_ref)
+                return bool(current.exists)
+            written(transaction).set(agent_ref, to_doc(definition.model_dump(mode="json")))
+            return True
+
+        return await transact(self.client, apply)
 
     async def get_agent(self, agent_id: str) -> AgentDefinition | None:
         snap = await counted_get(self.collection.document(agent_id))

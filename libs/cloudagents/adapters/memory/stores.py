@@ -8,7 +8,7 @@ from datetime import datetime
 
 from pydantic import JsonValue
 
-from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.agents import AgentDefinition, AgentVersion
 from cloudagents.domain.events import RunEvent
 from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
@@ -269,10 +269,29 @@ class InMemoryAgentStore:
     """Agent definitions in a dict."""
 
     def __init__(self, definitions: list[AgentDefinition] | None = None) -> None:
-        self.agents = {d.id: d for d in definitions or []}
+        self.agents: dict[str, AgentDefinition] = {}
+        self.history: dict[str, list[AgentVersion]] = {}
+        for definition in definitions or []:
+            self._append(definition.id, definition)
+
+    def _append(self, agent_id: str, definition: AgentDefinition | None) -> bool:
+        versions = self.history.setdefault(agent_id, [])
+        version = AgentVersion.next_after(versions, agent_id, definition)
+        if version is not None:
+            versions.append(version)
+        if definition is None:
+            return self.agents.pop(agent_id, None) is not None
+        self.agents[agent_id] = definition
+        return True
 
     async def put_agent(self, definition: AgentDefinition) -> None:
-        self.agents[definition.id] = definition
+        self._append(definition.id, definition)
+
+    async def delete_agent(self, agent_id: str) -> bool:
+        return self._append(agent_id, None)
+
+    async def agent_history(self, agent_id: str) -> list[AgentVersion]:
+        return list(self.history.get(agent_id, []))
 
     async def get_agent(self, agent_id: str) -> AgentDefinition | None:
         return self.agents.get(agent_id)

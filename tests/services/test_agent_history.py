@@ -1,0 +1,64 @@
+"""Agents as data through the api: versions with history, DELETE /agents/{id}."""
+
+from __future__ import annotations
+
+import httpx
+
+from cloudagents.adapters.memory.stores import InMemoryAuditStore
+from tests.services.conftest import OUTSIDER_TOKEN, Pump, scripted_agent
+
+Stack = tuple[dict[str, httpx.AsyncClient], Pump]
+
+
+async def test_versions_history_and_delete(stack: Stack) -> None:
+    clients, pump = stack
+    api = clients["api"]
+    first = scripted_agent("versioned")
+    second = scripted_agent("versioned", instructions="You count.")
+    for definition in (first, first, second):
+        assert (await api.post("/agents", json=definition)).status_code == 201
+    history = (await api.get("/agents/versioned/versions")).json()
+    assert [(v["version"], v["definition"]["instructions"]) for v in history["versions"]] == [
+        (1, first["instructions"]),
+        (2, "You count."),
+    ]
+    assert history["created_at"] <= history["updated_at"] and history["deleted"] is False
+    deleted = await api.delete("/agents/versioned")
+    assert (deleted.status_code, deleted.json()) == (200, {"deleted": "versioned"})
+    assert (await api.get("/agents/versioned")).status_code == 404
+    assert (await api.delete("/agents/versioned")).status_code == 404
+    after = (await api.get("/agents/versioned/versions")).json()
+    assert [(v["version"], v["deleted"]) for v in after["versions"]][-1] == (3, True)
+    assert after["deleted"] is True
+    refused = await api.post("/runs", json={"agent_id": "versioned", "message": "hi"})
+    assert refused.status_code == 404
+    assert (await api.get("/agents/nobody/versions")).status_code == 404
+    audit = pump.deps.audit
+    assert isinstance(audit, InMemoryAuditStore)
+    assert [(r.action, r.target) for r in audit.records if r.action.startswith("DELETE")] == [
+        ("DELETE /agents/versioned", "versioned")
+    ]
+
+
+async def test_a_run_of_an_agent_deleted_under_it_ends_with_the_reason(stack: Stack) -> None:
+    clients, pump = stack
+    api = clients["api"]
+    await api.post("/agents", json=scripted_agent("doomed"))
+    run_id = (await api.post("/runs", json={"agent_id": "doomed", "message": "6*7"})).json()[
+        "run_id"
+    ]
+    await api.delete("/agents/doomed")
+    await pump.run()
+    result = (await api.get(f"/runs/{run_id}")).json()["result"]
+    assert result["exit"] == "ERROR" and "no longer exists" in str(result["payload"])
+
+
+async def test_delete_needs_authentication(stack: Stack) -> None:
+    clients, _ = stack
+    api = clients["api"]
+    await api.post("/agents", json=scripted_agent("kept"))
+    anonymous = httpx.AsyncClient(transport=api._transport, base_url="http://svc")
+    assert (await anonymous.delete("/agents/kept")).status_code == 401
+    outsider = {"Authorization": f"Bearer {OUTSIDER_TOKEN}"}
+    assert (await api.get("/agents/kept", headers=outsider)).status_code == 200
+    assert (await api.get("/agents/kept")).status_code == 200
