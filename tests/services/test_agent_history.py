@@ -62,3 +62,35 @@ async def test_delete_needs_authentication(stack: Stack) -> None:
     outsider = {"Authorization": f"Bearer {OUTSIDER_TOKEN}"}
     assert (await api.get("/agents/kept", headers=outsider)).status_code == 200
     assert (await api.get("/agents/kept")).status_code == 200
+
+
+async def test_execution_history_with_the_durations_of_each_call(stack: Stack) -> None:
+    clients, pump = stack
+    api = clients["api"]
+    await api.post("/agents", json=scripted_agent("timed"))
+    run_id = (await api.post("/runs", json={"agent_id": "timed", "message": "6*7"})).json()[
+        "run_id"
+    ]
+    await pump.run()
+    calls = (await api.get(f"/runs/{run_id}/calls")).json()
+    assert [(c["seq"], c["applied"]) for c in calls["model_calls"]] == [(0, True), (1, True)]
+    assert all(c["duration_ms"] >= 0 and c["total_tokens"] == 10 for c in calls["model_calls"])
+    [tool] = calls["tool_calls"]
+    assert (tool["tool"], tool["status"], tool["is_error"], tool["attempts"]) == (
+        "calculator",
+        "done",
+        False,
+        1,
+    )
+    assert tool["duration_ms"] >= 0
+    history = (await api.get("/agents/timed/executions")).json()
+    [run] = history["runs"]
+    assert (run["run_id"], run["exit"], run["iterations"], run["tool_calls"]) == (
+        run_id,
+        "SATISFIED",
+        2,
+        1,
+    )
+    assert run["total_tokens"] == 20 and run["duration_s"] >= 0
+    assert history["function_executions"] == []
+    assert (await api.get("/runs/nope/calls")).status_code == 404

@@ -156,6 +156,12 @@ async def test_a_stored_function_as_a_tool_through_the_services(stack: Stack) ->
     assert run["result"]["exit"] == "SATISFIED" and run["functions"] == {"hypot": version["hash"]}
     calls = await pump.deps.runs.tool_calls(run_id, 0)
     assert [(c.result, c.is_error) for c in calls] == [(5.0, False)]
+    [execution] = (await api.get(f"/runs/{run_id}/calls")).json()["function_executions"]
+    assert (execution["function"], execution["exit_kind"]) == ("hypot", "ok")
+    assert execution["duration_ms"] > 0
+    per_agent = (await api.get("/agents/geometry/executions")).json()
+    assert per_agent["runs"][0]["functions"] == {"hypot": version["hash"]}
+    assert per_agent["function_executions"] == [execution]
     by_agent = (await api.get("/function-executions", params={"agent": "geometry"})).json()
     assert [
         (e["run_id"], e["tool_call_id"], e["version_hash"]) for e in by_agent["executions"]

@@ -232,6 +232,9 @@ class ModelCallRecord(Persisted):
     usage: Usage
     cost_usd: float
     applied: bool = False
+    duration_ms: float | None = Field(
+        default=None, description="the call's wall-clock time, retries included (seed 002)"
+    )
     created_at: datetime = Field(default_factory=utcnow)
 
 

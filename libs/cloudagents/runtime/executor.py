@@ -325,7 +325,9 @@ class RunExecutor:
             try:
                 # Before the call, so it sorts first among the step's phase-``a`` events.
                 await chunks.status(f"calling model {agent.model.name}")
+                started = time.perf_counter()
                 reply = await model(request, on_chunk=chunks.add)
+                duration_ms = (time.perf_counter() - started) * 1000
             except ModelError as error:
                 span.set_status(trace.StatusCode.ERROR, str(error))
                 await self.deps.cost_ledger.settle(agent.id, day, reservation, 0.0)
@@ -351,6 +353,7 @@ class RunExecutor:
                 model=agent.model.name,
                 usage=reply.usage,
                 cost_usd=actual,
+                duration_ms=duration_ms,
             )
         )
         crash_point("executor.after_model_call")

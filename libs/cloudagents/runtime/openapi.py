@@ -222,9 +222,11 @@ def openapi_document() -> dict[str, Any]:
                 },
                 **agent_history_paths(_responses, _path_param)["/agents/{agent_id}"],
             },
-            "/agents/{agent_id}/versions": agent_history_paths(_responses, _path_param)[
-                "/agents/{agent_id}/versions"
-            ],
+            **{
+                path: operations
+                for path, operations in agent_history_paths(_responses, _path_param).items()
+                if path != "/agents/{agent_id}"
+            },
             "/handoffs/{offer_id}": {
                 "get": {
                     "parameters": [_path_param("offer_id")],
