@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from cloudagents.domain.approvals import ApprovalPolicy
 from cloudagents.domain.base import Model, Persisted
 from cloudagents.domain.handoffs import HandoffTarget
 from cloudagents.domain.messages import GenerationParams
@@ -203,6 +204,9 @@ class AgentDefinition(Persisted):
     output_schema: dict[str, JsonValue] | None = None
     budget: Budget = Field(default_factory=Budget)
     guardrails: GuardrailConfig = Field(default_factory=GuardrailConfig)
+    approval: ApprovalPolicy | None = Field(
+        default=None, description="which tool calls wait for a person (domain/approvals.py)"
+    )
     retry: RetryConfig = Field(default_factory=RetryConfig)
     timeout_seconds: float = Field(default=600.0, gt=0, le=24 * 3600)
     max_chain_depth: int = Field(default=3, ge=0, le=20)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.approvals import ApprovalRecord
 from cloudagents.domain.runs import OutboxMessage, WakeUp
 from cloudagents.ports.budgets import CostLedger, RateLimiter
 from cloudagents.ports.bus import BlobStore, EventBus, TaskQueue
@@ -55,6 +56,9 @@ class Deps:
     tools: ToolRegistry
     model_factory: ModelFactory
     clock: Clock = field(default=_utcnow)
+    on_approval: Callable[[ApprovalRecord], Awaitable[None]] | None = None
+    """Told of each approval a committed step requested (the in-process approval callback);
+    the services leave it unset: people decide through the api and the CLI."""
 
     async def publish(self, messages: list[OutboxMessage]) -> None:
         """Publish an outbox, in order, carrying the current trace context. A ``wakeups``
