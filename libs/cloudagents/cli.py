@@ -185,6 +185,12 @@ def format_event(event: dict[str, Any]) -> str | None:
         case "handoff":
             caps = ",".join(event.get("required_capabilities", []))
             return f"  {step} handoff {event['status']}: offer {event['offer_id']} needs [{caps}]"
+        case "approval_requested":
+            return (
+                f"  {step} approval needed for {event['tool_name']}"
+                f"({json.dumps(event['arguments'])}): cloudagents approvals approve "
+                f"{event['run_id']}:{event['approval_id']}  (expires {event['expires_at']})"
+            )
         case "completed":
             return f"  {step} completed: {event['exit']} ({event['total_tokens']} tokens)"
         case "failed":
@@ -477,6 +483,11 @@ def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
 def api_client(args: argparse.Namespace) -> CloudAgentsClient:
     url = args.api or os.environ.get("CLOUDAGENTS_API_URL")
     token = args.token or os.environ.get("CLOUDAGENTS_API_TOKEN")
+    if url and not token:
+        # The local stack's api named by the environment (as `up` leaves it): its token.
+        state = load_state()
+        if state is not None and state.api_url.rstrip("/") == url.rstrip("/"):
+            token = state.api_token
     if not url:
         state = load_state()
         if state is None:
