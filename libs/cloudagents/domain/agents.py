@@ -214,6 +214,15 @@ class AgentDefinition(Persisted):
         default_factory=lambda: ["*"], description="principals that may start runs of this agent"
     )
 
+    @model_serializer(mode="wrap")
+    def _omit_no_approval(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Without a policy a definition is stored as before ``approval`` existed, so a release
+        # that predates it (extra fields forbidden) still reads it during a rollout.
+        data = handler(self)
+        if self.approval is None and isinstance(data, dict):
+            data.pop("approval", None)
+        return data
+
     @field_validator("input_schema", "output_schema", mode="before")
     @classmethod
     def _normalise_schema(cls, value: Any) -> Any:
