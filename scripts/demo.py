@@ -4,6 +4,7 @@ Starts the local stack (or reuses a running one), then:
   1. a run started over HTTP (POST /runs) that calls a tool,
   2. a run started by publishing an IntentionMessage to the workspace topic on Pub/Sub,
   3. a run that hands its task to another agent by capability,
+  4. a run whose refund waits for a person, approved with `cloudagents approvals approve`,
 following each run's events live and printing every LoopResult.
 """
 
@@ -86,6 +87,23 @@ def main() -> int:
     failures += print_result(target)
     chain = " -> ".join(f"{link['agent_id']} ({link['exit']})" for link in target["handoff_chain"])
     print(f"handoff chain: {chain}")
+
+    banner("4. a run that waits for approval: 'refunds' calls refund_order (high risk)")
+    run_id = client.start_run("refunds", "Order A-1001 arrived damaged; please refund it.")
+    deadline = time.monotonic() + 60
+    while client.get_run(run_id)["status"] != "waiting_approval":
+        if time.monotonic() > deadline:
+            print(f"run {run_id} never waited for approval")
+            return 1
+        time.sleep(0.2)
+    print(f"run {run_id} is waiting_approval; its other tool call ran meanwhile.")
+    print("$ cloudagents approvals list")
+    cli(["approvals", "list"])
+    print(f"$ cloudagents approvals approve {run_id} --reason 'damage confirmed'")
+    if cli(["approvals", "approve", run_id, "--reason", "damage confirmed"]) != 0:
+        return 1
+    follow_run(client, run_id)
+    failures += print_result(client.wait(run_id))
 
     banner("done")
     print(f"api: {state.api_url}   logs: {state.log_dir}")

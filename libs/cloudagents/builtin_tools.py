@@ -1,4 +1,5 @@
-"""Tools every deployment has: safe arithmetic, the current time, text statistics.
+"""Tools every deployment has: safe arithmetic, the current time, text statistics, and a
+demonstration refund that needs approval.
 
 Services load tool modules named in ``CLOUDAGENTS_TOOL_MODULES`` (this one by default); a module
 contributes every module-level ``Tool`` it defines.
@@ -75,3 +76,19 @@ def word_count(text: str) -> dict[str, int]:
 
 
 BUILTIN_TOOLS: tuple[Tool, ...] = (calculator, utc_now, word_count)
+
+
+@tool(risk_level="high", idempotent=False, timeout_seconds=10)
+def refund_order(order_id: str, amount_eur: float) -> dict[str, Any]:
+    """Refund an order (a demonstration tool: it confirms the refund and moves no money).
+
+    High risk and not idempotent: an agent whose approval policy reaches ``high`` waits for a
+    person before each call (``cloudagents approvals approve``).
+
+    Args:
+        order_id: the order to refund
+        amount_eur: how much to refund, in euros
+    """
+    if amount_eur <= 0:
+        raise ValueError("amount_eur must be positive")
+    return {"order_id": order_id, "refunded_eur": round(amount_eur, 2), "status": "refunded"}

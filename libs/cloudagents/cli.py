@@ -1,6 +1,5 @@
-"""The ``cloudagents`` command: the local stack, agents, runs, events, dead letters, functions.
-
-Stored functions' commands are in ``cli_functions.py``.
+"""The ``cloudagents`` command: the local stack, agents, runs, events, approvals, dead letters,
+functions (their commands are in ``cli_functions.py``).
 
 Exit codes: 0 success (a run that ends SATISFIED or HANDOFF), 1 a run that ended otherwise,
 2 bad usage or input, 3 the api or the stack cannot be reached, 4 a wait timed out.
@@ -203,6 +202,12 @@ def format_event(event: dict[str, Any]) -> str | None:
         case "handoff":
             caps = ",".join(event.get("required_capabilities", []))
             return f"  {step} handoff {event['status']}: offer {event['offer_id']} needs [{caps}]"
+        case "approval_requested":
+            return (
+                f"  {step} approval needed for {event['tool_name']}"
+                f"({json.dumps(event['arguments'])}): cloudagents approvals approve "
+                f"{event['run_id']}:{event['approval_id']}  (expires {event['expires_at']})"
+            )
         case "completed":
             return f"  {step} completed: {event['exit']} ({event['total_tokens']} tokens)"
         case "failed":
@@ -344,6 +349,12 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
             f"dead letter {letter['id']}{replayed}: {letter['reason']}  "
             f"-> cloudagents dead-letters replay {letter['id']}"
         )
+    if run["status"] == "waiting_approval":
+        for approval in client.approvals(status="pending", run_id=run["run_id"]):
+            out(
+                f"waiting for approval: {approval_line(approval)}  -> cloudagents approvals "
+                f"approve {approval['run_id']}:{approval['approval_id']}"
+            )
     out("transcript:")
     for message in transcript["messages"]:
         text = message.get("content") or ""
@@ -372,6 +383,87 @@ def cmd_events(args: argparse.Namespace) -> int:
     for event in client.events(args.run_id):
         line = format_event(event) or f"  [step {event['seq']}] chunk: {event['chunk']!r}"
         out(line)
+    return EXIT_OK
+
+
+def approval_line(approval: dict[str, Any]) -> str:
+    arguments = json.dumps(approval.get("edited_arguments") or approval["arguments"])
+    return (
+        f"{approval['run_id']}:{approval['approval_id']:<12} {approval['status']:<9} "
+        f"{approval['tool']}({arguments})  expires {approval['expires_at']}"
+    )
+
+
+def approval_address(args: argparse.Namespace, client: CloudAgentsClient) -> tuple[str, str]:
+    """``RUN:APPROVAL`` (as ``approvals list`` prints it), ``RUN APPROVAL``, or ``RUN`` alone
+    when the run has exactly one pending approval."""
+    run_id, approval_id = args.run_id, args.approval_id
+    if approval_id is None and ":" in run_id:
+        run_id, _, approval_id = run_id.rpartition(":")
+    if approval_id is None:
+        pending = client.approvals(status="pending", run_id=run_id)
+        if len(pending) != 1:
+            raise ValueError(
+                f"run {run_id} has {len(pending)} pending approvals: name one "
+                "(cloudagents approvals list --run RUN)"
+            )
+        approval_id = pending[0]["approval_id"]
+    return run_id, approval_id
+
+
+def cmd_approvals_list(args: argparse.Namespace) -> int:
+    status = None if args.status == "all" else args.status
+    found = api_client(args).approvals(status=status, run_id=args.run)
+    for approval in found:
+        out(approval_line(approval))
+    if not found:
+        err(f"no {args.status if args.status != 'all' else ''} approvals".replace("  ", " "))
+    return EXIT_OK
+
+
+def cmd_approvals_show(args: argparse.Namespace) -> int:
+    client = api_client(args)
+    approval = client.approval(*approval_address(args, client))
+    out(approval_line(approval))
+    out(f"  why: {approval['reason_required']} (risk {approval['risk']})")
+    out(
+        f"  approvers: {', '.join(approval['approvers'])}  quorum {approval['quorum']}  "
+        f"on timeout: {approval['on_timeout']}"
+    )
+    for decision in approval["decisions"]:
+        reason = f": {decision['reason']}" if decision.get("reason") else ""
+        out(f"  {decision['verdict']} by {decision['principal']} at {decision['at']}{reason}")
+    return EXIT_OK
+
+
+def cmd_approvals_decide(args: argparse.Namespace) -> int:
+    client = api_client(args)
+    run_id, approval_id = approval_address(args, client)
+    arguments = json.loads(args.arguments) if getattr(args, "arguments", None) else None
+    if arguments is not None and not isinstance(arguments, dict):
+        raise ValueError("--arguments is a JSON object")
+    try:
+        approval = client.decide(
+            run_id,
+            approval_id,
+            args.decision,
+            reason=args.reason or "",
+            arguments=arguments,
+            remember=getattr(args, "remember", None),
+        )
+    except ApiError as exc:
+        if exc.status == 409 and isinstance(exc.body, dict) and "approval" in exc.body:
+            final = exc.body["approval"]
+            who = ", ".join(final.get("decided_by") or []) or "the expiry"
+            err(f"approval {run_id}:{approval_id} is already {final['status']} (by {who})")
+            return EXIT_USAGE
+        raise
+    who = ", ".join(approval["decided_by"])
+    if approval["status"] == "pending":
+        count = sum(1 for d in approval["decisions"] if d["verdict"] == "approve")
+        out(f"{run_id}:{approval_id}: approval {count} of {approval['quorum']} recorded")
+    else:
+        out(f"{run_id}:{approval_id}: {approval['status']} by {who}")
     return EXIT_OK
 
 
@@ -408,6 +500,11 @@ def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
 def api_client(args: argparse.Namespace) -> CloudAgentsClient:
     url = args.api or os.environ.get("CLOUDAGENTS_API_URL")
     token = args.token or os.environ.get("CLOUDAGENTS_API_TOKEN")
+    if url and not token:
+        # The local stack's api named by the environment (as `up` leaves it): its token.
+        state = load_state()
+        if state is not None and state.api_url.rstrip("/") == url.rstrip("/"):
+            token = state.api_token
     if not url:
         state = load_state()
         if state is None:
@@ -466,7 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing = runs.add_parser("list")
     listing.add_argument("--agent")
-    listing.add_argument("--status", choices=("queued", "running", "waiting_tools", "finished"))
+    listing.add_argument(
+        "--status", choices=("queued", "running", "waiting_tools", "waiting_approval", "finished")
+    )
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(handler=cmd_runs_list)
     for name, handler in (("show", cmd_runs_show), ("cancel", cmd_runs_cancel)):
@@ -483,6 +582,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     events.add_argument("--timeout", type=float, default=600.0)
     events.set_defaults(handler=cmd_events)
+
+    approvals = commands.add_parser("approvals", help="tool calls waiting for a person")
+    approvals_sub = approvals.add_subparsers(dest="approvals_command", required=True)
+    approvals_list = approvals_sub.add_parser("list", help="the inbox (default: pending)")
+    approvals_list.add_argument(
+        "--status", default="pending", choices=("pending", "approved", "rejected", "expired", "all")
+    )
+    approvals_list.add_argument("--run", help="only this run's approvals")
+    approvals_list.set_defaults(handler=cmd_approvals_list)
+    for name, handler in (
+        ("show", cmd_approvals_show),
+        ("approve", cmd_approvals_decide),
+        ("reject", cmd_approvals_decide),
+    ):
+        sub = approvals_sub.add_parser(name)
+        sub.add_argument("run_id", help="RUN, RUN:APPROVAL (as listed) or RUN with APPROVAL")
+        sub.add_argument("approval_id", nargs="?", help="{seq:06d}-{index:03d}")
+        if name != "show":
+            sub.set_defaults(decision=name)
+            sub.add_argument("--reason", default="")
+        if name == "approve":
+            sub.add_argument("--arguments", help="edited arguments, a JSON object")
+            sub.add_argument("--remember", choices=("run", "agent"))
+        sub.set_defaults(handler=handler)
 
     letters = commands.add_parser("dead-letters", help="messages that could never be applied")
     letters_sub = letters.add_subparsers(dest="dl_command", required=True)

@@ -268,6 +268,37 @@ class CloudAgentsClient:
     def dead_letters(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/dead-letters")["dead_letters"])
 
+    def approvals(
+        self, *, status: str | None = None, run_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """A run's approvals, or the inbox across runs (``status="pending"``)."""
+        if run_id is not None:
+            found = self._call("GET", f"/runs/{run_id}/approvals")["approvals"]
+            return [a for a in found if status is None or a["status"] == status]
+        params = {"status": status} if status else {}
+        return list(self._call("GET", "/approvals", params=params)["approvals"])
+
+    def approval(self, run_id: str, approval_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/runs/{run_id}/approvals/{approval_id}"))
+
+    def decide(
+        self,
+        run_id: str,
+        approval_id: str,
+        decision: str,
+        *,
+        reason: str = "",
+        arguments: dict[str, Any] | None = None,
+        remember: str | None = None,
+    ) -> dict[str, Any]:
+        """Approve or reject a gated call; a decided one raises ``ApiError`` 409."""
+        body: dict[str, Any] = {"decision": decision, "reason": reason}
+        if arguments is not None:
+            body["arguments"] = arguments
+        if remember is not None:
+            body["remember"] = remember
+        return dict(self._call("POST", f"/runs/{run_id}/approvals/{approval_id}", json=body))
+
     # Stored functions (seed 002) ------------------------------------------------------------
 
     def store_function(self, function: dict[str, Any]) -> dict[str, Any]:

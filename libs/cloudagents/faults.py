@@ -20,6 +20,7 @@ POINTS = (
     "invoker.after_finish",  # the result is recorded, the wake-up not yet published
     "snapshotter.after_write",  # the object is written, the pointer not yet recorded
     "broker.after_claim",  # the offer is claimed, the target run not yet started
+    "approvals.after_decide",  # an approval is decided, its tool call not yet dispatched
 )
 
 

@@ -41,7 +41,7 @@ from cloudagents.domain.policy import Budget, GuardrailConfig, RetryConfig
 from cloudagents.domain.results import LoopExit, LoopResult
 from cloudagents.domain.runs import snapshot_object_name
 from cloudagents.ports.model import ModelClient
-from cloudagents.runtime.driver import LocalDriver, run_settings
+from cloudagents.runtime.driver import ApprovalCallback, LocalDriver, run_settings
 from cloudagents.tools import Tool, ToolRegistry, ToolSource
 
 __all__ = [
@@ -211,11 +211,14 @@ class DistributedAgent:
         *,
         guardrails: GuardrailConfig | Mapping[str, Any] | None = None,
         run_id: str | None = None,
+        approval: ApprovalCallback | None = None,
     ) -> LoopResult:
         """Run to an exit and return the ``LoopResult``; everything is recorded on GCP as it goes.
 
         ``context["llm_client"]`` is the model; other context entries are template variables,
-        stored on the run. ``guardrails`` overrides the agent's for this run.
+        stored on the run. ``guardrails`` overrides the agent's for this run. ``approval``
+        answers the approvals of gated calls (the approval documents are in Firestore, as the
+        services write them); without it they are asked on the terminal, else rejected.
         """
         model = self._model((context or {}).get("llm_client"))
         backend = await self._ready()
@@ -227,6 +230,7 @@ class DistributedAgent:
             run_id=run_id,
             source="sdk",
             model=model,
+            approval=approval,
         )
 
     async def _ready(self) -> _Backend:

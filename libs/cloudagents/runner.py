@@ -24,7 +24,7 @@ from cloudagents.functions import FunctionStore
 from cloudagents.ports.budgets import CostLedger, RateLimiter
 from cloudagents.ports.bus import EventBus
 from cloudagents.ports.model import ModelClient
-from cloudagents.runtime.driver import LocalDriver, run_settings
+from cloudagents.runtime.driver import ApprovalCallback, LocalDriver, run_settings
 from cloudagents.tools import ToolRegistry, ToolSource
 
 Clock = Callable[[], datetime]
@@ -102,9 +102,12 @@ class Agent:
         *,
         guardrails: GuardrailConfig | Mapping[str, Any] | None = None,
         run_id: str | None = None,
+        approval: ApprovalCallback | None = None,
     ) -> LoopResult:
         """Run to an exit. ``context["llm_client"]`` overrides the model; other context keys are
-        template variables for ``user_template``. ``guardrails`` overrides the definition's."""
+        template variables for ``user_template``. ``guardrails`` overrides the definition's.
+        ``approval`` answers the approvals of gated tool calls (``runtime/driver.py``); without
+        it they are asked on the terminal when there is one, else rejected."""
         llm_client = (context or {}).get("llm_client")
         return await self._driver.run_seed(
             self.definition.model_copy(update={"tools": self.offered_tools(self.definition)}),
@@ -114,4 +117,5 @@ class Agent:
             run_id=run_id,
             source="inprocess",
             model=CallableModel(llm_client) if llm_client is not None else None,
+            approval=approval,
         )

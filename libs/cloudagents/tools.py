@@ -23,6 +23,60 @@ from cloudagents.domain.messages import ToolSpec, result_text
 from cloudagents.domain.policy import RISK_ORDER, RiskLevel
 
 ToolFunction = Callable[..., Any] | Callable[..., Awaitable[Any]]
+ApprovalPredicate = Callable[[Mapping[str, Any]], bool]
+"""Says from a call's arguments whether it waits for a person (``needs_approval``)."""
+_APPROVAL_PREDICATES: dict[str, ApprovalPredicate] = {}
+
+
+def approval_predicate(name: str) -> Callable[[ApprovalPredicate], ApprovalPredicate]:
+    """Register a predicate an agent definition names in ``approval.tools``::
+
+    @approval_predicate("large_refund")
+    def large_refund(args): return args["amount"] > 100
+    """
+
+    def register(function: ApprovalPredicate) -> ApprovalPredicate:
+        existing = _APPROVAL_PREDICATES.get(name)
+        if existing is not None and existing is not function:
+            raise ValueError(f"a different approval predicate {name!r} is already registered")
+        _APPROVAL_PREDICATES[name] = function
+        return function
+
+    return register
+
+
+def get_approval_predicate(name: str) -> ApprovalPredicate | None:
+    return _APPROVAL_PREDICATES.get(name)
+
+
+def needs_approval(
+    tool: Tool | None, rule: str | None, arguments: Mapping[str, Any]
+) -> bool | None:
+    """What a call's own approval rule says: the agent policy's ``tools`` entry (``always``,
+    ``never`` or a predicate's name) if it has one, else the tool's ``needs_approval``;
+    ``None`` when neither has a rule. A predicate that raises (or is unknown) says ``True``:
+    when in doubt, a person looks."""
+    if rule == "always":
+        return True
+    if rule == "never":
+        return False
+    predicate: ApprovalPredicate | bool | None
+    if rule is not None:
+        predicate = get_approval_predicate(rule)
+        if predicate is None:
+            return True
+    else:
+        predicate = tool.needs_approval if tool is not None else None
+    if predicate is None or predicate is False:
+        return None
+    if predicate is True:
+        return True
+    try:
+        return bool(predicate(dict(arguments)))
+    except Exception:
+        return True
+
+
 _IDEMPOTENCY_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "cloudagents_idempotency_key", default=None
 )
@@ -116,6 +170,7 @@ class Tool:
         description: str | None = None,
         timeout_seconds: float = 30.0,
         idempotent: bool = True,
+        needs_approval: bool | ApprovalPredicate = False,
     ) -> None:
         if not _NAME.match(name):
             raise ValueError(f"tool name {name!r} must match {_NAME.pattern}")
@@ -130,6 +185,8 @@ class Tool:
         self.description = description if description is not None else doc_description
         self.timeout_seconds = timeout_seconds
         self.idempotent = idempotent
+        # True, or a predicate over the arguments: a call waits for a person (domain/approvals)
+        self.needs_approval = needs_approval
         self.arguments = arguments_model(function, param_docs)
         self._spec: ToolSpec | None = None
 
@@ -200,6 +257,7 @@ def tool(
     risk_level: RiskLevel = "low",
     timeout_seconds: float = 30.0,
     idempotent: bool = True,
+    needs_approval: bool | ApprovalPredicate = False,
 ) -> Callable[[ToolFunction], Tool]: ...
 def tool(
     function: ToolFunction | None = None,
@@ -209,6 +267,7 @@ def tool(
     risk_level: RiskLevel = "low",
     timeout_seconds: float = 30.0,
     idempotent: bool = True,
+    needs_approval: bool | ApprovalPredicate = False,
 ) -> Tool | Callable[[ToolFunction], Tool]:
     """Decorator making a function a ``Tool``: ``@tool`` or ``@tool(risk_level="high")``."""
 
@@ -219,6 +278,7 @@ def tool(
             risk_level,
             timeout_seconds=timeout_seconds,
             idempotent=idempotent,
+            needs_approval=needs_approval,
         )
 
     return wrap(function) if function is not None else wrap
@@ -252,6 +312,7 @@ def as_tool(item: object, name: str | None = None) -> Tool:
             function,
             cast(RiskLevel, risk),
             description=description if isinstance(description, str) else None,
+            needs_approval=getattr(item, "needs_approval", False) or False,
         )
     if callable(item):
         return Tool(name or str(getattr(item, "__name__", "tool")), item)

@@ -41,6 +41,8 @@ WAKE_SECONDS = 10
 # Tools-per-minute windows are this long here (production: 60 s), so a backlog of rate-limited
 # calls crosses many windows in seconds.
 RATE_WINDOW_SECONDS = 10
+# The api's principals: the first is the suite's own; alice and bob decide approvals.
+APPROVER_TOKENS = {"alice": "alice-token-0123456789abcdef", "bob": "bob-token-0123456789abcdef"}
 
 
 def scale() -> str:
@@ -77,6 +79,12 @@ class FaultStack:
                 "CLOUDAGENTS_TOOL_LEASE_GRACE_SECONDS": "5",
                 "CLOUDAGENTS_WAKE_SECONDS": str(WAKE_SECONDS),
                 "CLOUDAGENTS_RATE_WINDOW_SECONDS": str(RATE_WINDOW_SECONDS),
+                "CLOUDAGENTS_API_TOKENS": ",".join(
+                    [
+                        "faults=faults-token-0123456789abcdef",
+                        *(f"{who}={token}" for who, token in APPROVER_TOKENS.items()),
+                    ]
+                ),
             },
         )
         self._saved_env: dict[str, str] = {}

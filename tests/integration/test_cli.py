@@ -327,6 +327,72 @@ def test_follow_reconnects_from_the_last_event_id_after_a_dropped_connection() -
     assert seen_ids == [None, "000000-b0001"] and reconnects == ["000000-b0001"]
 
 
+def refunding(agent_id: str) -> dict[str, Any]:
+    return {
+        "id": agent_id,
+        "instructions": "You refund orders.",
+        "model": {
+            "provider": "scripted",
+            "name": "scripted-cli",
+            "script": [
+                {
+                    "tool_calls": [
+                        {
+                            "name": "refund_order",
+                            "arguments": {"order_id": "A-1", "amount_eur": 9.5},
+                        }
+                    ]
+                },
+                {"content": "refunded"},
+            ],
+        },
+        "tools": ["refund_order"],
+        "approval": {"threshold": "high", "timeout_seconds": 300},
+    }
+
+
+def waiting_for_approval(api: httpx.Client, run_id: str) -> None:
+    wait_until(
+        lambda: api.get(f"/runs/{run_id}").json().get("status") == "waiting_approval",
+        timeout=60,
+        what=f"run {run_id} to wait for approval",
+    )
+
+
+def test_approvals_list_show_approve_and_reject(run_cli: Cli, api: httpx.Client) -> None:
+    register(api, refunding("cli-refunds"))
+    approved = api.post("/runs", json={"agent_id": "cli-refunds", "message": "refund A-1"})
+    rejected = api.post("/runs", json={"agent_id": "cli-refunds", "message": "refund A-1"})
+    approved_id, rejected_id = approved.json()["run_id"], rejected.json()["run_id"]
+    for run_id in (approved_id, rejected_id):
+        waiting_for_approval(api, run_id)
+    code, out, _ = run_cli("approvals", "list")
+    assert code == cli.EXIT_OK
+    assert f"{approved_id}:000000-000" in out and "refund_order" in out and "pending" in out
+    code, out, _ = run_cli("runs", "show", approved_id)
+    assert code == cli.EXIT_OK and "waiting for approval" in out
+    assert f"cloudagents approvals approve {approved_id}:000000-000" in out
+    code, out, _ = run_cli("approvals", "show", approved_id)
+    assert code == cli.EXIT_OK and "risk 'high'" in out and "quorum 1" in out
+    code, out, _ = run_cli("approvals", "approve", approved_id, "--reason", "checked")
+    assert code == cli.EXIT_OK and "approved by" in out, out
+    code, out, err = run_cli("approvals", "approve", approved_id, "000000-000")
+    assert code == cli.EXIT_USAGE and "already approved" in err
+    code, out, _ = run_cli(
+        "approvals", "reject", f"{rejected_id}:000000-000", "--reason", "duplicate order"
+    )
+    assert code == cli.EXIT_OK and "rejected by" in out
+    assert wait_for_run(api, approved_id)["result"]["exit"] == "SATISFIED"
+    finished = wait_for_run(api, rejected_id)
+    assert finished["result"]["exit"] == "SATISFIED"
+    transcript = api.get(f"/runs/{rejected_id}/messages").json()["messages"]
+    assert any("duplicate order" in (m.get("content") or "") for m in transcript)
+    code, out, _ = run_cli("approvals", "list", "--status", "all", "--run", approved_id)
+    assert code == cli.EXIT_OK and "approved" in out
+    code, _, err = run_cli("approvals", "approve", approved_id)
+    assert code == cli.EXIT_USAGE and "0 pending approvals" in err
+
+
 def test_agents_history_and_delete(run_cli: Cli, tmp_path: Path) -> None:
     """A definition's versions on Firestore: applied twice unchanged is one version, changed
     is a second, deleted is a third without a definition."""

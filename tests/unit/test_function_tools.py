@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from cloudagents import Agent, AgentDefinition, LoopExit
+from cloudagents.domain.approvals import ApprovalPolicy, ApprovalRecord
 from cloudagents.domain.events import ToolResultEvent
 from cloudagents.functions import FunctionStore, InMemoryFunctionRepository
 from cloudagents.sandbox import BwrapLauncher, Sandbox
@@ -174,3 +175,29 @@ async def test_a_sandbox_whose_canary_fails_runs_no_user_code() -> None:
     assert status is not None and not status.available and "environment" in status.reason
     [record] = await store.history(function="hypot")
     assert (record.exit_kind, record.output_bytes) == ("sandbox_unavailable", 0)
+
+
+async def test_an_approval_policy_gates_a_stored_function_like_a_tool() -> None:
+    """A rule for the function's name gates it; rejected, it never runs (no execution), and
+    the model reads why; approved, it runs once in the sandbox."""
+    store = FunctionStore(InMemoryFunctionRepository())
+    await store.store_function("hypot", HYPOT, config={"allowed_imports": ["math"]})
+    definition = callable_agent("gated", ["hypot"]).model_copy(
+        update={"approval": ApprovalPolicy.model_validate({"tools": {"hypot": "always"}})}
+    )
+    agent = Agent(definition, functions=store)
+    seen: list[str] = []
+
+    def reject(approval: ApprovalRecord) -> dict[str, str]:
+        seen.append(approval.tool)
+        return {"decision": "reject", "reason": "not today", "principal": "bob"}
+
+    llm = calls_then_answers("hypot", {"a": 3, "b": 4}, [])
+    await agent.run("go", context={"llm_client": llm}, run_id="a1", approval=reject)
+    [(_, content, is_error)] = await tool_results(agent, "a1")
+    assert seen == ["hypot"] and is_error and "rejected by bob: not today" in content
+    assert await store.history(function="hypot") == []
+    llm = calls_then_answers("hypot", {"a": 3, "b": 4}, [])
+    await agent.run("go", context={"llm_client": llm}, run_id="a2", approval=lambda a: True)
+    assert await tool_results(agent, "a2") == [("hypot", 5.0, False)]
+    assert [r.run_id for r in await store.history(function="hypot")] == ["a2"]

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from cloudagents.domain.approvals import ApprovalPolicy
 from cloudagents.domain.base import Model, Persisted
 from cloudagents.domain.handoffs import HandoffTarget
 from cloudagents.domain.messages import GenerationParams
@@ -253,6 +254,9 @@ class AgentDefinition(Persisted):
     output_schema: dict[str, JsonValue] | None = None
     budget: Budget = Field(default_factory=Budget)
     guardrails: GuardrailConfig = Field(default_factory=GuardrailConfig)
+    approval: ApprovalPolicy | None = Field(
+        default=None, description="which tool calls wait for a person (domain/approvals.py)"
+    )
     retry: RetryConfig = Field(default_factory=RetryConfig)
     timeout_seconds: float = Field(default=600.0, gt=0, le=24 * 3600)
     max_chain_depth: int = Field(default=3, ge=0, le=20)
@@ -292,12 +296,16 @@ class AgentDefinition(Persisted):
         return data
 
     @model_serializer(mode="wrap")
-    def _omit_default_chain_strategy(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # Stored exactly as before the field existed while it has its default, so a release
-        # that predates it (extra fields forbidden) still reads the definition.
+    def _omit_fields_at_their_default(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Without a policy, and with the default chain strategy, a definition is stored as
+        # before ``approval`` and ``chain_strategy`` existed, so a release that predates them
+        # (extra fields forbidden) still reads it during a rollout.
         data = handler(self)
-        if self.chain_strategy == "sequential" and isinstance(data, dict):
-            data.pop("chain_strategy", None)
+        if isinstance(data, dict):
+            if self.approval is None:
+                data.pop("approval", None)
+            if self.chain_strategy == "sequential":
+                data.pop("chain_strategy", None)
         return data
 
     @field_validator("input_schema", "output_schema", mode="before")

@@ -49,6 +49,19 @@ class HandoffEvent(_Event):
     status: str = "offered"
 
 
+class ApprovalRequested(_Event):
+    """A tool call waits for a person (written with the step that made it)."""
+
+    type: Literal["approval_requested"] = "approval_requested"
+    approval_id: str
+    call_id: str
+    tool_name: str
+    arguments: dict[str, JsonValue] = Field(default_factory=dict)
+    risk: str = "low"
+    expires_at: datetime
+    approvers: list[str] = Field(default_factory=list)
+
+
 class Completed(_Event):
     type: Literal["completed"] = "completed"
     exit: str
@@ -70,6 +83,7 @@ RunEvent = Annotated[
     | ToolCallEvent
     | ToolResultEvent
     | HandoffEvent
+    | ApprovalRequested
     | Completed
     | Failed,
     Field(discriminator="type"),

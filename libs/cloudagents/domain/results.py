@@ -20,6 +20,7 @@ class LoopExit(StrEnum):
     HANDOFF = "HANDOFF"
     CANCELLED = "CANCELLED"
     BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+    APPROVAL_TIMEOUT = "APPROVAL_TIMEOUT"  # an approval expired under ``on_timeout: halt``
 
 
 class LoopResult(Model):

@@ -39,6 +39,7 @@ class RunStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     WAITING_TOOLS = "waiting_tools"
+    WAITING_APPROVAL = "waiting_approval"  # waiting, and at least one call awaits a person
     FINISHED = "finished"
 
 
@@ -181,6 +182,9 @@ class ToolCallRecord(Persisted):
     # that window.
     deferred_until: datetime | None = None
     rate_window: int | None = None
+    # A gated call (``domain/approvals.py``): ``required`` until decided; the invoker runs a
+    # call only when this is ``None`` or ``approved``.
+    approval: Literal["required", "approved", "rejected", "expired"] | None = None
 
     @property
     def doc_id(self) -> str:
@@ -276,7 +280,8 @@ class WakeUp(Persisted):
 
     ``seq``: the step the run waited at when the wake-up was scheduled (``None``: the run's
     deadline, whatever step it is at). ``item``: a tool call (``{seq:06d}-{index:03d}``) deferred
-    by the tools-per-minute limit, to be dispatched again. ``gen`` numbers the wake-ups of one
+    by the tools-per-minute limit, to be dispatched again. ``approval``: the expiry of an
+    approval (``{seq:06d}-{index:03d}``). ``gen`` numbers the wake-ups of one
     wait: each is handled once (``RunStore.claim_wake``) and schedules the next, later one."""
 
     run_id: str = Field(min_length=1, max_length=128)
@@ -285,6 +290,9 @@ class WakeUp(Persisted):
     at: datetime | None = None
     gen: int = Field(
         default=0, ge=0, le=1000, description="how many wake-ups of this wait came before"
+    )
+    approval: str | None = Field(
+        default=None, max_length=64, description="an approval to expire at ``at`` if undecided"
     )
 
 

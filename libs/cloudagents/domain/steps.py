@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from cloudagents.domain.approvals import ApprovalRecord
 from cloudagents.domain.base import Model
 from cloudagents.domain.events import RunEvent
 from cloudagents.domain.handoffs import HandoffOffer
@@ -36,6 +37,9 @@ class StepCommit(Model):
     interaction: Interaction | None = None
     events: list[RunEvent] = Field(default_factory=list)
     handoff_offer: HandoffOffer | None = None
+    approvals: list[ApprovalRecord] = Field(
+        default_factory=list, description="the approval documents of the step's gated calls"
+    )
     applied_model_call: str | None = Field(
         default=None, description="the model call whose reply this step applies"
     )

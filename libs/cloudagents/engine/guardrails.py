@@ -29,11 +29,18 @@ def check_input(config: GuardrailConfig, messages: Iterable[Message]) -> str | N
     return None
 
 
-def check_tool_call(config: GuardrailConfig, call: ToolCall, spec: ToolSpec | None) -> str | None:
-    """Reason to block a tool call: its risk is above the threshold, or its arguments match."""
+def check_tool_call(
+    config: GuardrailConfig, call: ToolCall, spec: ToolSpec | None, *, gated: bool = False
+) -> str | None:
+    """Reason to block a tool call: its risk is above the threshold, or its arguments match.
+    A ``gated`` call waits for a person instead: its risk is theirs to judge, not a block."""
     if not config.enabled:
         return None
-    if spec is not None and RISK_ORDER[spec.risk_level] > RISK_ORDER[config.risk_threshold]:
+    if (
+        not gated
+        and spec is not None
+        and RISK_ORDER[spec.risk_level] > RISK_ORDER[config.risk_threshold]
+    ):
         return (
             f"tool {call.name!r} has risk {spec.risk_level!r}, above the threshold "
             f"{config.risk_threshold!r}"

@@ -9,12 +9,14 @@ reads a clock, a store or the network (``StepContext`` carries what the plan nee
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.events import (
+    ApprovalRequested,
     Completed,
     Failed,
     HandoffEvent,
@@ -24,7 +26,7 @@ from cloudagents.domain.events import (
     event_id,
 )
 from cloudagents.domain.handoffs import HandoffOffer, HandoffTarget, OfferMessage
-from cloudagents.domain.messages import Message, ModelResponse
+from cloudagents.domain.messages import Message, ModelResponse, ToolCall
 from cloudagents.domain.results import LoopExit, LoopResult, RunProgress
 from cloudagents.domain.runs import (
     Interaction,
@@ -38,9 +40,10 @@ from cloudagents.domain.runs import (
     ToolMessage,
     WakeUp,
     snapshot_object_name,
-    tool_call_doc_id,
 )
 from cloudagents.domain.steps import StepCommit
+from cloudagents.engine import approvals, waits
+from cloudagents.engine.approvals import Gate
 from cloudagents.engine.step import (
     CallTools,
     Finish,
@@ -133,67 +136,129 @@ def plan_outcome(
                 interaction=interaction,
             )
             return commit, "run-again"
-        case CallTools(calls):
-            records = [
-                ToolCallRecord(
-                    run_id=run.run_id,
-                    seq=seq,
-                    index=i,
-                    call=call,
-                    idempotency_key=f"{run.run_id}:{seq}:{i}",
-                )
-                for i, call in enumerate(calls)
-            ]
-            outbox = [
-                OutboxMessage.of("tools", ToolMessage(run_id=run.run_id, seq=seq, index=r.index))
-                for r in records
-            ]
-            events: list[RunEvent] = [
-                ToolCallEvent(
-                    run_id=run.run_id,
-                    timestamp=at.now,
-                    seq=seq,
-                    id=event_id(seq, "b", i),
-                    call_id=r.call.id,
-                    tool_name=r.call.name,
-                    arguments=r.call.arguments,
-                )
-                for i, r in enumerate(records)
-            ]
-            events.append(
-                ThinkingStatus(
-                    run_id=run.run_id,
-                    timestamp=at.now,
-                    seq=seq,
-                    id=event_id(seq, "b", len(records)),
-                    status="running tools: "
-                    + ", ".join(f"{r.call.name}#{r.index}" for r in records),
-                )
+        case CallTools(calls, gated):
+            return plan_tool_calls(
+                at, run, agent, progress, new_messages, calls, gated, interaction
             )
-            wake = wake_message(run, seq + 1, at.now, at.wake_seconds)
-            deadline = run.deadline_at  # a tool call is waited for until the run times out
-            commit = StepCommit(
-                run_id=run.run_id,
-                expected_seq=seq,
-                new_messages=new_messages,
-                status=RunStatus.WAITING_TOOLS,
-                progress=progress,
-                pending=[
-                    PendingItem(
-                        kind="tool_call", id=tool_call_doc_id(seq, r.index), deadline=deadline
-                    )
-                    for r in records
-                ],
-                tool_calls=records,
-                outbox=[*outbox, snapshot_message(run.run_id, seq + 1), wake],
-                interaction=interaction,
-                events=events,
-            )
-            return commit, f"tools:{len(records)}"
         case HandOff(target):
             return plan_handoff(at, run, agent, progress, new_messages, target, interaction)
         case _:
             assert_never(outcome)
+
+
+def plan_tool_calls(
+    at: StepContext,
+    run: RunRecord,
+    agent: AgentDefinition,
+    progress: RunProgress,
+    new_messages: list[Message],
+    calls: tuple[ToolCall, ...],
+    gated: Mapping[int, Gate],
+    interaction: Interaction,
+) -> Plan:
+    """The step waits for its tool calls: each is dispatched at once, except a gated one, which
+    gets an approval document, an ``approval`` pending item (deadline: its expiry) and an expiry
+    wake-up instead, and is dispatched once approved (``engine/approvals.py``)."""
+    seq = run.seq
+    records = [
+        ToolCallRecord(
+            run_id=run.run_id,
+            seq=seq,
+            index=i,
+            call=call,
+            idempotency_key=f"{run.run_id}:{seq}:{i}",
+            approval="required" if i in gated else None,
+        )
+        for i, call in enumerate(calls)
+    ]
+    requests = [
+        approvals.request(run, agent.approval, r, gated[r.index], at.now)
+        for r in records
+        if r.index in gated
+    ]
+    expiry = {a.approval_id: a.expires_at for a in requests}
+    deadline = run.deadline_at  # a tool call is waited for until the run times out
+    pending = [
+        PendingItem(kind="approval", id=r.doc_id, deadline=expiry[r.doc_id])
+        if r.doc_id in expiry
+        else PendingItem(kind="tool_call", id=r.doc_id, deadline=deadline)
+        for r in records
+    ]
+    dispatch = [
+        OutboxMessage.of("tools", ToolMessage(run_id=run.run_id, seq=seq, index=r.index))
+        for r in records
+        if r.doc_id not in expiry
+    ]
+    expiries = [
+        OutboxMessage.of(
+            "wakeups",
+            WakeUp(run_id=run.run_id, seq=seq + 1, approval=a.approval_id, at=a.expires_at),
+        )
+        for a in requests
+    ]
+    events: list[RunEvent] = [
+        ToolCallEvent(
+            run_id=run.run_id,
+            timestamp=at.now,
+            seq=seq,
+            id=event_id(seq, "b", i),
+            call_id=r.call.id,
+            tool_name=r.call.name,
+            arguments=r.call.arguments,
+        )
+        for i, r in enumerate(records)
+    ]
+    events.extend(
+        ApprovalRequested(
+            run_id=run.run_id,
+            timestamp=at.now,
+            seq=seq,
+            id=event_id(seq, "b", len(events)),
+            approval_id=a.approval_id,
+            call_id=a.call_id,
+            tool_name=a.tool,
+            arguments=a.arguments,
+            risk=a.risk,
+            expires_at=a.expires_at,
+            approvers=a.approvers,
+        )
+        for a in requests
+    )
+    running = ", ".join(f"{r.call.name}#{r.index}" for r in records if r.doc_id not in expiry)
+    waiting = ", ".join(f"{a.tool}#{a.index}" for a in requests)
+    status = "; ".join(
+        part
+        for part in (
+            f"running tools: {running}" if running else "",
+            f"waiting for approval: {waiting}" if waiting else "",
+        )
+        if part
+    )
+    events.append(
+        ThinkingStatus(
+            run_id=run.run_id,
+            timestamp=at.now,
+            seq=seq,
+            id=event_id(seq, "b", len(events)),
+            status=status,
+        )
+    )
+    wake = wake_message(run, seq + 1, at.now, at.wake_seconds)
+    commit = StepCommit(
+        run_id=run.run_id,
+        expected_seq=seq,
+        new_messages=new_messages,
+        status=waits.status_of(pending),
+        progress=progress,
+        pending=pending,
+        tool_calls=records,
+        approvals=requests,
+        outbox=[*dispatch, snapshot_message(run.run_id, seq + 1), wake, *expiries],
+        interaction=interaction,
+        events=events,
+    )
+    label = f"tools:{len(records)}" + (f" awaiting-approval:{len(requests)}" if requests else "")
+    return commit, label
 
 
 def plan_handoff(

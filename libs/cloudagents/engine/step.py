@@ -8,9 +8,9 @@ cloud.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, assert_never
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, assert_never
 
 import jsonschema
 
@@ -26,6 +26,9 @@ from cloudagents.domain.messages import (
 from cloudagents.domain.results import LoopExit, RunProgress
 from cloudagents.engine import guardrails
 
+if TYPE_CHECKING:
+    from cloudagents.engine.approvals import Gate
+
 
 @dataclass(frozen=True)
 class Finish:
@@ -36,9 +39,11 @@ class Finish:
 
 @dataclass(frozen=True)
 class CallTools:
-    """Run these tool calls, give the results to the model, and step again."""
+    """Run these tool calls, give the results to the model, and step again. ``gated``: the
+    calls (by index) that wait for a person first, and why (``engine/approvals.py``)."""
 
     calls: tuple[ToolCall, ...]
+    gated: Mapping[int, Gate] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -170,8 +175,13 @@ def decide(
     progress: RunProgress,
     reply: ModelResponse,
     tools: Mapping[str, ToolSpec],
+    gated: Mapping[int, Gate] | None = None,
+    cleared: Collection[int] = (),
 ) -> StepOutcome:
-    """What to do with a model reply. ``progress`` already includes this reply's usage."""
+    """What to do with a model reply. ``progress`` already includes this reply's usage.
+    ``gated``: the reply's tool calls (by index) that wait for a person; ``cleared``: those a
+    remembered approval covers. Neither is blocked by its risk: a person judges it."""
+    gated = gated or {}
     over_budget = (
         agent.budget.max_tokens_per_run is not None
         and progress.total_tokens > agent.budget.max_tokens_per_run
@@ -181,10 +191,13 @@ def decide(
     if reply.tool_calls:
         if over_budget:
             return _over_budget(agent, progress)
-        for call in reply.tool_calls:
-            if reason := guardrails.check_tool_call(agent.guardrails, call, tools.get(call.name)):
+        for i, call in enumerate(reply.tool_calls):
+            spec = tools.get(call.name)
+            if reason := guardrails.check_tool_call(
+                agent.guardrails, call, spec, gated=i in gated or i in cleared
+            ):
                 return Stop(LoopExit.GUARDRAIL_BLOCK, reason)
-        return CallTools(tuple(reply.tool_calls))
+        return CallTools(tuple(reply.tool_calls), dict(gated))
     if reply.done is False:
         return _over_budget(agent, progress) if over_budget else RunAgain()
     if reason := guardrails.check_output(agent.guardrails, reply.content_text()):
@@ -226,8 +239,9 @@ def describe(outcome: StepOutcome) -> str:
     match outcome:
         case Finish():
             return "finish"
-        case CallTools(calls):
-            return "tools:" + ",".join(call.name for call in calls)
+        case CallTools(calls, gated):
+            label = "tools:" + ",".join(call.name for call in calls)
+            return label + (f" (awaiting approval: {len(gated)})" if gated else "")
         case HandOff(target):
             return "handoff:" + ",".join(target.required_capabilities)
         case RunAgain():

@@ -24,7 +24,14 @@ from cloudagents.domain.runs import (
     RunStatus,
 )
 
-WAITING_STATUSES = frozenset({RunStatus.WAITING_TOOLS})
+WAITING_STATUSES = frozenset({RunStatus.WAITING_TOOLS, RunStatus.WAITING_APPROVAL})
+
+
+def status_of(pending: list[PendingItem]) -> RunStatus:
+    """A waiting run's status: ``waiting_approval`` while any approval is open."""
+    if any(p.kind == "approval" for p in pending):
+        return RunStatus.WAITING_APPROVAL
+    return RunStatus.WAITING_TOOLS
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ expected ``seq`` and applies everything or nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -13,6 +14,7 @@ from typing import Literal, Protocol
 from pydantic import JsonValue
 
 from cloudagents.domain.agents import AgentDefinition, AgentVersion
+from cloudagents.domain.approvals import ApprovalGrant, ApprovalRecord, ApprovalStatus
 from cloudagents.domain.events import RunEvent
 from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
@@ -28,6 +30,10 @@ from cloudagents.domain.runs import (
     ToolCallRecord,
 )
 from cloudagents.domain.steps import StepCommit
+from cloudagents.engine.approvals import ApprovalChange
+
+ApprovalRule = Callable[[ApprovalRecord, RunRecord, ToolCallRecord], ApprovalChange]
+"""``engine.approvals.change`` with its action and time bound: what to write, from what is read."""
 
 ClaimOutcome = Literal["first", "taken_over", "held", "done"]
 
@@ -176,6 +182,28 @@ class RunStore(Protocol):
         ...
 
     async def interactions(self, run_id: str) -> list[Interaction]: ...
+
+    async def get_approval(self, run_id: str, approval_id: str) -> ApprovalRecord | None: ...
+
+    async def list_approvals(
+        self, *, run_id: str | None = None, status: ApprovalStatus | None = None, limit: int = 100
+    ) -> list[ApprovalRecord]:
+        """Approvals, oldest request first: one run's, or across runs (the inbox)."""
+        ...
+
+    async def change_approval(
+        self, run_id: str, approval_id: str, rule: ApprovalRule
+    ) -> ApprovalChange | None:
+        """Read the approval, its run and its tool call, and write what ``rule`` returns
+        (approval, call, run, events, grant) at once, only if none of the three changed since
+        read. ``None`` if any of them does not exist."""
+        ...
+
+    async def approval_grants(
+        self, run_id: str, agent_id: str, tools: list[str]
+    ) -> list[ApprovalGrant]:
+        """The remembered approvals for ``tools`` in this run or for this agent."""
+        ...
 
     async def claim_wake(self, run_id: str, key: str) -> bool:
         """Mark the wake-up ``key`` of the run as handled; ``False`` if it already was. One

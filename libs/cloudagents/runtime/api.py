@@ -1,5 +1,6 @@
-"""The HTTP api: start, read, list and cancel runs; register and list agents; dead letters;
-deleting agents and their history (``agents_api.py``); stored functions (``functions_api.py``).
+"""The HTTP api: start, read, list and cancel runs; register and list agents; decide approvals;
+dead letters; deleting agents and their history (``agents_api.py``); stored functions
+(``functions_api.py``).
 
 Starting a run creates its document and publishes an ``IntentionMessage`` to the workspace topic,
 exactly what a caller publishing the intent directly would do; the executor takes it from there.
@@ -20,10 +21,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cloudagents.domain.agents import AGENT_ID_PATTERN, AgentDefinition
+from cloudagents.domain.approvals import ApprovalRecord
 from cloudagents.domain.errors import PermanentMessageError
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.runs import AuditRecord, OutboxMessage, RunRecord, RunStatus
 from cloudagents.runtime.agents_api import AGENT_HISTORY_ROUTES
+from cloudagents.runtime.approvals import ApprovalError, Approvals
 from cloudagents.runtime.auth import AuthError, Principal, authenticate, may_start
 from cloudagents.runtime.broker import HandoffBroker
 from cloudagents.runtime.deps import Deps
@@ -40,6 +43,18 @@ from cloudagents.telemetry import tracer
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Request, Deps, dict[str, str], Principal], Awaitable[Response]]
+
+
+class DecideApprovalRequest(BaseModel):
+    """``POST /runs/{run_id}/approvals/{approval_id}`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+    decision: Literal["approve", "reject"]
+    reason: str = Field(default="", max_length=2000)
+    arguments: dict[str, JsonValue] | None = Field(
+        default=None, description="edited arguments (approve only), checked against the tool"
+    )
+    remember: Literal["run", "agent"] | None = None
 
 
 class StartRunRequest(BaseModel):
@@ -287,6 +302,67 @@ async def replay_dead_letter_route(
     return JSONResponse({"replayed": letter.id, "topic": topic, "message_id": message_id}, 202)
 
 
+def approval_view(approval: ApprovalRecord) -> dict[str, Any]:
+    return approval.model_dump(mode="json")
+
+
+async def decide_approval_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    """Approve or reject one gated call: 200 with the approval; 409 with its final state if it
+    was already decided or expired; 403 for a principal who may not decide it."""
+    body = DecideApprovalRequest.model_validate(await _json_body(request))
+    try:
+        approval = await Approvals(deps).decide(
+            params["run_id"],
+            params["approval_id"],
+            principal=principal.id,
+            verdict=body.decision,
+            reason=body.reason,
+            arguments=body.arguments,
+            remember=body.remember,
+        )
+    except ApprovalError as exc:
+        extra = {"approval": approval_view(exc.approval)} if exc.approval is not None else {}
+        return error(exc.status, str(exc), **extra)
+    return JSONResponse(approval_view(approval))
+
+
+async def get_approval_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    approval = await deps.runs.get_approval(params["run_id"], params["approval_id"])
+    return one(approval, "approval", params["approval_id"])
+
+
+async def run_approvals_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    run = await deps.runs.get_run(params["run_id"])
+    if run is None:
+        return error(404, f"unknown run {params['run_id']!r}")
+    found = await deps.runs.list_approvals(run_id=run.run_id)
+    return JSONResponse({"approvals": [approval_view(a) for a in found]})
+
+
+APPROVAL_STATUSES = ("pending", "approved", "rejected", "expired")
+
+
+async def list_approvals_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    """The inbox: approvals across runs, ``?status=pending`` for those waiting for someone."""
+    status = request.query_params.get("status")
+    if status is not None and status not in APPROVAL_STATUSES:
+        return error(400, f"status must be one of {list(APPROVAL_STATUSES)}")
+    try:
+        limit = min(max(int(request.query_params.get("limit", "100")), 1), 500)
+    except ValueError:
+        return error(400, "limit must be an integer")
+    found = await deps.runs.list_approvals(status=status, limit=limit)  # type: ignore[arg-type]
+    return JSONResponse({"approvals": [approval_view(a) for a in found]})
+
+
 async def health_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
@@ -303,6 +379,18 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/events$"), events_route),
     ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/events/stream$"), event_stream_route),
     ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/events/ws$"), websocket_required_route),
+    ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/approvals$"), run_approvals_route),
+    (
+        "GET",
+        re.compile(r"^/runs/(?P<run_id>[^/]+)/approvals/(?P<approval_id>[^/]+)$"),
+        get_approval_route,
+    ),
+    (
+        "POST",
+        re.compile(r"^/runs/(?P<run_id>[^/]+)/approvals/(?P<approval_id>[^/]+)$"),
+        decide_approval_route,
+    ),
+    ("GET", re.compile(r"^/approvals$"), list_approvals_route),
     ("GET", re.compile(r"^/agent-stream/(?P<run_id>[^/]+)$"), agent_stream_route),
     ("POST", re.compile(r"^/agents$"), put_agent_route),
     ("GET", re.compile(r"^/agents$"), list_agents_route),

@@ -23,7 +23,12 @@ from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import start_run
 
 log = logging.getLogger(__name__)
-BUSY_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING_TOOLS)
+BUSY_STATUSES = (
+    RunStatus.QUEUED,
+    RunStatus.RUNNING,
+    RunStatus.WAITING_TOOLS,
+    RunStatus.WAITING_APPROVAL,
+)
 
 
 def capable(agent: AgentDefinition, offer: HandoffOffer) -> bool:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.approvals import ApprovalRecord
 from cloudagents.domain.runs import OutboxMessage, WakeUp
 from cloudagents.functions import FunctionStore
 from cloudagents.ports.budgets import CostLedger, RateLimiter
@@ -58,6 +59,9 @@ class Deps:
     """Stored functions (seed 002): agents name them among their tools (``runtime/toolbox.py``)."""
     model_factory: ModelFactory
     clock: Clock = field(default=_utcnow)
+    on_approval: Callable[[ApprovalRecord], Awaitable[None]] | None = None
+    """Told of each approval a committed step requested (the in-process approval callback);
+    the services leave it unset: people decide through the api and the CLI."""
 
     async def publish(self, messages: list[OutboxMessage]) -> None:
         """Publish an outbox, in order, carrying the current trace context. A ``wakeups``

@@ -213,6 +213,10 @@ class InProcessDispatcher:
             lane.close()
             self._lanes.pop(run_id, None)
 
+    def spawn(self, run_id: str, what: str, work: Work) -> None:
+        """Deliver ``work`` for the run beside its lane (as a tool call is), at least once."""
+        self._spawn(run_id, what, work)
+
     def close(self, run_id: str) -> None:
         """Forget a run that will not be settled (its driver gave up)."""
         lane = self._lanes.pop(run_id, None)

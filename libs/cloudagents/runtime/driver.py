@@ -10,24 +10,80 @@ services.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
+import logging
+import sys
 import uuid
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
 
 from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.approvals import ApprovalRecord
+from cloudagents.domain.errors import PermanentMessageError
 from cloudagents.domain.policy import GuardrailConfig
 from cloudagents.domain.results import LoopResult
 from cloudagents.domain.runs import RunRecord
 from cloudagents.ports.bus import EventBus
 from cloudagents.ports.model import ModelClient
+from cloudagents.runtime.approvals import ApprovalError, Approvals
 from cloudagents.runtime.deps import Deps, ModelFactory
 from cloudagents.runtime.dispatcher import WAKE_URL, InProcessDispatcher
 from cloudagents.settings import Backend, Settings
 from cloudagents.telemetry import tracer
 
+log = logging.getLogger(__name__)
 DepsBuilder = Callable[[InProcessDispatcher, ModelFactory], Deps]
 """Builds the ``Deps`` of a driver: its ``bus`` and ``tasks`` are the dispatcher given."""
+Answer = bool | str | Mapping[str, Any] | None
+ApprovalCallback = Callable[[ApprovalRecord], Answer | Awaitable[Answer]]
+"""``run(..., approval=callback)``: called with each approval a step requests; answers ``True``
+or ``"approve"``, ``False`` or ``"reject"``, or a mapping ``{"decision": "approve"|"reject",
+"reason": ..., "arguments": {...edited...}, "principal": ..., "remember": "run"|"agent"}``;
+``None`` leaves it to expire (``on_timeout``)."""
+IN_PROCESS_PRINCIPAL = "local"
+
+
+def _decision(answer: Answer) -> dict[str, Any] | None:
+    """A callback's answer as ``Approvals.decide`` keywords (``None``: no decision)."""
+    if answer is None:
+        return None
+    if isinstance(answer, bool):
+        return {"verdict": "approve" if answer else "reject"}
+    if isinstance(answer, str):
+        verdict = answer.strip().lower()
+        if verdict in ("approve", "approved", "yes", "y"):
+            return {"verdict": "approve"}
+        if verdict in ("reject", "rejected", "no", "n"):
+            return {"verdict": "reject"}
+        raise ValueError(f"an approval answer is approve or reject, not {answer!r}")
+    decision = dict(answer)
+    verdict = str(decision.pop("decision", decision.pop("verdict", "")))
+    if verdict not in ("approve", "reject"):
+        raise ValueError(f"an approval answer needs decision approve or reject, got {verdict!r}")
+    return {"verdict": verdict, **decision}
+
+
+def terminal_approval(approval: ApprovalRecord) -> Answer:
+    """Ask on the terminal: ``y`` approves, anything else rejects with it as the reason."""
+    arguments = json.dumps(approval.arguments, ensure_ascii=False)
+    print(
+        f"\n[approval] {approval.tool}({arguments}) needs approval: {approval.reason_required}",
+        file=sys.stderr,
+    )
+    reply = input("approve? [y/N, or a reason to reject] ").strip()
+    if reply.lower() in ("y", "yes"):
+        return True
+    return {"decision": "reject", "reason": reply or "rejected on the terminal"}
+
+
+def no_approver(approval: ApprovalRecord) -> Answer:
+    """No callback and no terminal: nobody can approve, so the call is rejected at once."""
+    return {
+        "decision": "reject",
+        "reason": "no approval callback was given to run() and there is no terminal to ask on",
+    }
 
 
 def run_settings(
@@ -71,7 +127,49 @@ class LocalDriver:
         self._models: dict[str, ModelClient] = {}
         self.dispatcher = InProcessDispatcher(outward=outward)
         self.deps = build(self.dispatcher, self._model_for)
+        self.deps.on_approval = self._on_approval
         self.dispatcher.bind(self.deps)
+        self.approvals = Approvals(self.deps, self.dispatcher.executor)
+        self._approvers: dict[str, ApprovalCallback] = {}
+
+    async def _on_approval(self, approval: ApprovalRecord) -> None:
+        """Ask the run's approval callback (beside the run's lane, as a person would answer
+        later) and apply its answer through the same ``Approvals.decide`` as the api."""
+        callback = self._approvers.get(approval.run_id)
+        if callback is None:
+            callback = terminal_approval if sys.stdin.isatty() else no_approver
+
+        async def ask() -> str:
+            if inspect.iscoroutinefunction(callback):
+                answer = await callback(approval)
+            elif callback is terminal_approval:
+                answer = await asyncio.to_thread(callback, approval)
+            else:
+                answer = callback(approval)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+            decision = _decision(answer)
+            if decision is None:
+                return "left to expire"
+            verdict: Literal["approve", "reject"] = decision.pop("verdict")
+            principal = str(decision.pop("principal", IN_PROCESS_PRINCIPAL))
+            try:
+                decided = await self.approvals.decide(
+                    approval.run_id,
+                    approval.approval_id,
+                    principal=principal,
+                    verdict=verdict,
+                    **decision,
+                )
+            except ApprovalError as exc:
+                if exc.status == 409:
+                    return f"already settled: {exc}"
+                raise PermanentMessageError(
+                    f"approval {approval.approval_id} ({approval.tool}): {exc}"
+                ) from exc
+            return decided.status
+
+        self.dispatcher.spawn(approval.run_id, f"approval {approval.approval_id}", ask)
 
     def _model_for(self, agent: AgentDefinition, run_id: str) -> ModelClient:
         """The run's own model (a seed-000 ``llm_client``), the driver's, or the definition's
@@ -89,12 +187,16 @@ class LocalDriver:
         source: str,
         guardrails: GuardrailConfig | None = None,
         model: ModelClient | None = None,
+        approval: ApprovalCallback | None = None,
     ) -> RunRecord:
         """Run ``agent`` on ``message`` to its end. A ``run_id`` that already exists is not run
-        again (as a redelivered intent): its finished record is returned."""
+        again (as a redelivered intent): its finished record is returned. ``approval``
+        answers the run's approvals (default: the terminal when interactive, else reject)."""
         await self.deps.agents.put_agent(agent)
         if model is not None:
             self._models[run_id] = model
+        if approval is not None:
+            self._approvers[run_id] = approval
         dispatcher = self.dispatcher
         dispatcher.open(run_id)
         try:
@@ -121,6 +223,7 @@ class LocalDriver:
                 return await dispatcher.settle(run_id)
         finally:
             self._models.pop(run_id, None)
+            self._approvers.pop(run_id, None)
             dispatcher.close(run_id)
 
     async def run_seed(
@@ -133,6 +236,7 @@ class LocalDriver:
         run_id: str | None,
         source: str,
         model: ModelClient | None,
+        approval: ApprovalCallback | None = None,
     ) -> LoopResult:
         """Seed 000's ``run(message, context, guardrails=...)``: the context's entries (but the
         ``llm_client``) are template variables, ``guardrails`` replace the agent's for this run;
@@ -147,6 +251,7 @@ class LocalDriver:
                 GuardrailConfig.model_validate(guardrails) if guardrails is not None else None
             ),
             model=model,
+            approval=approval,
         )
         assert run.result is not None  # a finished run carries its result
         return run.result

@@ -19,6 +19,7 @@ from opentelemetry import trace
 from pydantic import ValidationError
 
 from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.approvals import ApprovalRecord
 from cloudagents.domain.errors import ModelError, PermanentMessageError
 from cloudagents.domain.events import (
     ContentChunk,
@@ -26,18 +27,19 @@ from cloudagents.domain.events import (
     event_id,
 )
 from cloudagents.domain.intents import IntentionMessage
-from cloudagents.domain.messages import Message, ModelResponse, ToolSpec, tool_message
+from cloudagents.domain.messages import Message, ModelResponse, ToolCall, ToolSpec, tool_message
 from cloudagents.domain.policy import GuardrailConfig
 from cloudagents.domain.results import LoopExit
 from cloudagents.domain.runs import (
+    AuditRecord,
     ModelCallRecord,
     RunRecord,
-    RunStatus,
     StepMessage,
     WakeUp,
 )
 from cloudagents.domain.steps import StepCommit
-from cloudagents.engine import plan, pricing, waits
+from cloudagents.engine import approvals, plan, pricing, waits
+from cloudagents.engine.approvals import Gate
 from cloudagents.engine.step import (
     Stop,
     account,
@@ -54,6 +56,7 @@ from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.retrying import RetryingModel
 from cloudagents.runtime.toolbox import pin_functions, run_specs, tool_names
 from cloudagents.telemetry import genai_attributes, tracer
+from cloudagents.tools import needs_approval
 
 log = logging.getLogger(__name__)
 CHUNK_FLUSH_CHARS = 400
@@ -248,7 +251,7 @@ class RunExecutor:
         transcript = await self.transcripts.read(self.deps.runs, run)
         new_messages: list[Message] = []
         progress = run.progress
-        if run.status is RunStatus.WAITING_TOOLS:
+        if run.status in waits.WAITING_STATUSES:
             results = await self._tool_results(run)
             new_messages.extend(results)
             transcript.extend(results)
@@ -281,7 +284,8 @@ class RunExecutor:
             )
         reply, cost, attempt_id = reply_or_error
         progress = account(progress, reply, cost)
-        outcome = decide(agent, progress, reply, specs)
+        gated, cleared = await self._gates(run, agent, reply.tool_calls, specs)
+        outcome = decide(agent, progress, reply, specs, gated, cleared)
         new_messages.append(reply.as_message())
         commit, label = plan.plan_outcome(
             self._context(), run, agent, progress, new_messages, reply, outcome
@@ -289,6 +293,40 @@ class RunExecutor:
         return await self._commit(
             commit.model_copy(update={"applied_model_call": attempt_id}), label
         )
+
+    async def _gates(
+        self,
+        run: RunRecord,
+        agent: AgentDefinition,
+        calls: list[ToolCall],
+        specs: dict[str, ToolSpec],
+    ) -> tuple[dict[int, Gate], set[int]]:
+        """The calls of a reply that wait for a person, by index (``engine/approvals.py``):
+        the tool's own rule or the policy's decide; and those a remembered approval covers.
+        The decision is stored on the step's tool-call records, so a redelivered step never
+        decides differently: only one commit of the step applies. A stored function of the run
+        (``specs``, ``toolbox.run_specs``) is gated like a tool: by the policy's rule for its
+        name, else by its risk against the threshold (it has no rule of its own)."""
+        policy = agent.approval
+        gates: dict[int, Gate] = {}
+        for i, call in enumerate(calls):
+            spec = specs.get(call.name)
+            if spec is None:
+                continue  # not a tool here: the invoker answers with an error, nobody is asked
+            tool = None if call.name in run.functions else self.deps.tools.get(call.name)
+            rule = policy.tools.get(call.name) if policy is not None else None
+            says = needs_approval(tool, rule, call.arguments)
+            source = f"the approval rule {rule!r}" if rule else f"tool {call.name!r}"
+            if (found := approvals.gate(policy, call, spec.risk_level, says, source)) is not None:
+                gates[i] = found
+        cleared: set[int] = set()
+        if gates:
+            names = sorted({calls[i].name for i in gates})
+            grants = await self.deps.runs.approval_grants(run.run_id, agent.id, names)
+            now = self.deps.clock()
+            cleared = {i for i in gates if approvals.granted(grants, calls[i].name, now)}
+            gates = {i: g for i, g in gates.items() if i not in cleared}
+        return gates, cleared
 
     async def _tool_results(self, run: RunRecord) -> list[Message]:
         calls = await self.deps.runs.tool_calls(run.run_id, run.seq - 1)
@@ -375,6 +413,8 @@ class RunExecutor:
         if committed.finished:
             self.transcripts.forget(commit.run_id)
         await self.deps.publish(committed.outbox)
+        if commit.approvals:
+            await self._requested(commit.approvals)
         log.info(
             "step committed",
             extra={
@@ -382,6 +422,26 @@ class RunExecutor:
             },
         )
         return label
+
+    async def _requested(self, requests: list[ApprovalRecord]) -> None:
+        """Audit each approval the step requested (an entry named after the approval, so a
+        repeat writes the same one) and tell the in-process approval callback, if any."""
+        for approval in requests:
+            await self.deps.audit.record_audit(
+                AuditRecord(
+                    id=f"approval-requested-{approval.doc_id}".replace(":", "-"),
+                    action="approval requested",
+                    outcome="allowed",
+                    status=202,
+                    principal=approval.started_by,
+                    target=approval.run_id,
+                    reason=f"approval {approval.approval_id} of {approval.tool}: "
+                    f"{approval.reason_required}; expires {approval.expires_at.isoformat()}",
+                    created_at=approval.requested_at,
+                )
+            )
+            if self.deps.on_approval is not None:
+                await self.deps.on_approval(approval)
 
 
 class _ChunkBatcher:

@@ -75,6 +75,9 @@ class ToolInvoker:
             return await self._finish(record, run, peeked=True)
         if run.finished:
             return "run-finished"
+        if record.approval not in (None, "approved"):
+            # Gated and not approved (a stray dispatch): a decision dispatches it, or settles it.
+            return "awaiting-approval"
         with tracer.start_as_current_span(
             f"execute_tool {record.call.name}",
             attributes={

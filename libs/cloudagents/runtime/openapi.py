@@ -52,16 +52,19 @@ def _path_param(name: str) -> dict[str, Any]:
 @cache
 def openapi_document() -> dict[str, Any]:
     from cloudagents.runtime.agents_api import agent_history_paths
-    from cloudagents.runtime.api import StartRunRequest
+    from cloudagents.runtime.api import DecideApprovalRequest, StartRunRequest
     from cloudagents.runtime.functions_api import function_paths
 
     start = _schema(StartRunRequest)
     agent = _schema(AgentDefinition)
+    decide = _schema(DecideApprovalRequest)
     components: dict[str, Any] = {"Error": _ERROR}
-    for schema in (start, agent):
+    for schema in (start, agent, decide):
         components.update(schema.pop("$defs", {}))
     components["StartRunRequest"] = start
     components["AgentDefinition"] = agent
+    components["DecideApprovalRequest"] = decide
+    approval_params = [_path_param("run_id"), _path_param("approval_id")]
     auth: list[dict[str, list[str]]] = [{"bearer": []}]
     run_param = [_path_param("run_id")]
     return {
@@ -96,7 +99,13 @@ def openapi_document() -> dict[str, Any]:
                             "in": "query",
                             "schema": {
                                 "type": "string",
-                                "enum": ["queued", "running", "waiting_tools", "finished"],
+                                "enum": [
+                                    "queued",
+                                    "running",
+                                    "waiting_tools",
+                                    "waiting_approval",
+                                    "finished",
+                                ],
                             },
                         },
                         {
@@ -231,6 +240,50 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "parameters": [_path_param("offer_id")],
                     "responses": _responses(200, 401, 404),
+                }
+            },
+            "/runs/{run_id}/approvals": {
+                "get": {
+                    "summary": "A run's approvals",
+                    "parameters": run_param,
+                    "responses": _responses(200, 401, 404),
+                }
+            },
+            "/runs/{run_id}/approvals/{approval_id}": {
+                "get": {"parameters": approval_params, "responses": _responses(200, 401, 404)},
+                "post": {
+                    "summary": "Approve or reject a gated tool call (409: already decided)",
+                    "parameters": approval_params,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/DecideApprovalRequest"}
+                            }
+                        },
+                    },
+                    "responses": _responses(200, 400, 401, 403, 404, 409, 422),
+                },
+            },
+            "/approvals": {
+                "get": {
+                    "summary": "Approvals across runs (the inbox)",
+                    "parameters": [
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "schema": {
+                                "type": "string",
+                                "enum": ["pending", "approved", "rejected", "expired"],
+                            },
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                        },
+                    ],
+                    "responses": _responses(200, 400, 401),
                 }
             },
             "/dead-letters": {"get": {"responses": _responses(200, 401)}},

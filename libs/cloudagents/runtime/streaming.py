@@ -95,6 +95,14 @@ def agent_stream_json(event: RunEvent) -> dict[str, Any]:
             )
         case "handoff":
             view.update(status=event.status, offerId=event.offer_id)
+        case "approval_requested":
+            view.update(
+                toolName=event.tool_name,
+                arguments=event.arguments,
+                approvalId=event.approval_id,
+                status="waiting_approval",
+                expiresAt=event.expires_at.isoformat(),
+            )
         case "completed":
             view.update(
                 status=event.exit,

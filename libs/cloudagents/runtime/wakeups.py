@@ -34,13 +34,13 @@ from datetime import datetime, timedelta
 from cloudagents.domain.runs import (
     OutboxMessage,
     RunRecord,
-    RunStatus,
     ToolCallRecord,
     ToolMessage,
     WakeUp,
 )
 from cloudagents.engine import waits
 from cloudagents.engine.plan import step_message, timed_out
+from cloudagents.runtime.approvals import ApprovalError, Approvals
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import RunExecutor
 
@@ -80,6 +80,8 @@ class WakeUps:
         if run.finished:
             return "finished"
         now = self.deps.clock()
+        if wake.approval is not None:
+            return await self._expire(run.run_id, wake.approval)
         if wake.item is not None:
             return await self._dispatch_deferred(run, wake.item)
         if wake.seq is not None and wake.seq != run.seq:
@@ -106,11 +108,30 @@ class WakeUps:
             return "duplicate"  # another copy of this wake-up did the work and scheduled the next
         return await self._wake_waiting(run, now, wake.gen)
 
+    async def _expire(self, run_id: str, approval_id: str) -> str:
+        try:
+            return "approval-" + await Approvals(self.deps, self.executor).expire(
+                run_id, approval_id
+            )
+        except ApprovalError:
+            return "approval-gone"
+
     async def _time_out(self, run: RunRecord, now: datetime) -> str:
         waiting_for = None
-        if run.status is RunStatus.WAITING_TOOLS:
+        if run.status in waits.WAITING_STATUSES:
             names = ", ".join(f"{c.call.name}#{c.index}" for c in await self._pending(run))
-            waiting_for = f"tool calls: {names or 'nothing'}"
+            asked = ", ".join(p.id for p in run.pending if p.kind == "approval")
+            waiting_for = (
+                " and ".join(
+                    part
+                    for part in (
+                        f"tool calls: {names}" if names else "",
+                        f"approvals: {asked}" if asked else "",
+                    )
+                    if part
+                )
+                or "tool calls: nothing"
+            )
         overdue = timed_out(run, now, waiting_for)
         assert overdue is not None
         return await self.executor.stop(run, overdue)
@@ -122,6 +143,10 @@ class WakeUps:
     async def _wake_waiting(self, run: RunRecord, now: datetime, gen: int) -> str:
         if run.deadline_at is not None and now >= run.deadline_at:
             return await self._time_out(run, now)
+        for item in run.pending:
+            if item.kind == "approval" and item.deadline is not None and item.deadline <= now:
+                # Its expiry task is late or lost: expire it here (the same guarded write).
+                await self._expire(run.run_id, item.id)
         pending = await self._pending(run)
         quiet = (now - run.updated_at).total_seconds() >= self.deps.settings.wake_seconds
         if not run.pending and not quiet:

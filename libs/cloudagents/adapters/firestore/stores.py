@@ -28,6 +28,13 @@ from cloudagents.adapters.firestore.ops import (
     written,
 )
 from cloudagents.domain.agents import AgentDefinition, AgentVersion
+from cloudagents.domain.approvals import (
+    ApprovalGrant,
+    ApprovalRecord,
+    ApprovalStatus,
+    approval_doc_id,
+    grant_doc_id,
+)
 from cloudagents.domain.errors import PermanentMessageError, TransientError
 from cloudagents.domain.events import RUN_EVENT_ADAPTER, RunEvent
 from cloudagents.domain.handoffs import HandoffOffer
@@ -48,7 +55,8 @@ from cloudagents.domain.runs import (
 )
 from cloudagents.domain.steps import StepCommit
 from cloudagents.engine import waits
-from cloudagents.ports.stores import Claim, ToolClaim, ToolFinish
+from cloudagents.engine.approvals import ApprovalChange
+from cloudagents.ports.stores import ApprovalRule, Claim, ToolClaim, ToolFinish
 
 _R = TypeVar("_R")
 
@@ -59,6 +67,8 @@ AGENTS = "agents"
 AGENT_VERSIONS = "agent_versions"
 DEAD_LETTERS = "dead_letters"
 AUDIT = "audit_log"
+APPROVALS = "approvals"
+GRANTS = "approval_grants"
 
 
 def _message_doc(index: int, message: Message) -> dict[str, Any]:
@@ -199,6 +209,11 @@ class FirestoreRunStore:
                 writes.set(
                     self.client.collection(OFFERS).document(commit.handoff_offer.offer_id),
                     _offer_doc(commit.handoff_offer),
+                )
+            for approval in commit.approvals:
+                writes.set(
+                    self.client.collection(APPROVALS).document(approval.doc_id),
+                    to_doc(approval.model_dump(mode="json")),
                 )
             if commit.applied_model_call:
                 call_doc = ref.collection("model_calls").document(commit.applied_model_call)
@@ -427,6 +442,90 @@ class FirestoreRunStore:
             Interaction.model_validate(from_doc(d.to_dict())) async for d in counted_stream(query)
         ]
         return sorted(found, key=lambda i: i.seq)
+
+    def _approval_ref(self, run_id: str, approval_id: str) -> Any:
+        return self.client.collection(APPROVALS).document(approval_doc_id(run_id, approval_id))
+
+    async def get_approval(self, run_id: str, approval_id: str) -> ApprovalRecord | None:
+        snap = await counted_get(self._approval_ref(run_id, approval_id))
+        return ApprovalRecord.model_validate(from_doc(snap.to_dict())) if snap.exists else None
+
+    async def list_approvals(
+        self, *, run_id: str | None = None, status: ApprovalStatus | None = None, limit: int = 100
+    ) -> list[ApprovalRecord]:
+        # One equality filter at most, so no composite index: sorted here.
+        query: Any = self.client.collection(APPROVALS)
+        if run_id is not None:
+            query = query.where(filter=firestore.FieldFilter("run_id", "==", run_id))
+        elif status is not None:
+            query = query.where(filter=firestore.FieldFilter("status", "==", status))
+        found = [
+            ApprovalRecord.model_validate(from_doc(d.to_dict()))
+            async for d in counted_stream(query)
+        ]
+        found = [a for a in found if status is None or a.status == status]
+        found.sort(key=lambda a: (a.requested_at, a.doc_id))
+        return found[:limit]
+
+    async def change_approval(
+        self, run_id: str, approval_id: str, rule: ApprovalRule
+    ) -> ApprovalChange | None:
+        approval_ref = self._approval_ref(run_id, approval_id)
+        run_ref = self._run_ref(run_id)
+        seq_text, _, index_text = approval_id.partition("-")
+        if not (seq_text.isdigit() and index_text.isdigit()):
+            return None
+        call_ref = self._call_ref(run_id, int(seq_text), int(index_text))
+
+        async def apply(writes: Guarded) -> ApprovalChange | None:
+            approval_snap = await counted_get(approval_ref)
+            run_snap = await counted_get(run_ref)
+            call_snap = await counted_get(call_ref)
+            if not (approval_snap.exists and run_snap.exists and call_snap.exists):
+                return None
+            change = rule(
+                ApprovalRecord.model_validate(from_doc(approval_snap.to_dict())),
+                RunRecord.model_validate(from_doc(run_snap.to_dict())),
+                ToolCallRecord.model_validate(from_doc(call_snap.to_dict())),
+            )
+            if change.written:
+                writes.update_if_unchanged(
+                    approval_ref, to_doc(change.approval.model_dump(mode="json")), approval_snap
+                )
+            if change.call is not None:
+                writes.update_if_unchanged(
+                    call_ref, to_doc(change.call.model_dump(mode="json")), call_snap
+                )
+            if change.run is not None:
+                writes.update_if_unchanged(
+                    run_ref, to_doc(change.run.model_dump(mode="json")), run_snap
+                )
+            for event in change.events:
+                writes.set(
+                    run_ref.collection("events").document(event.id),
+                    to_doc(event.model_dump(mode="json")),
+                )
+            if change.grant is not None:
+                writes.set(
+                    self.client.collection(GRANTS).document(change.grant.doc_id),
+                    to_doc(change.grant.model_dump(mode="json")),
+                )
+            return change
+
+        result: ApprovalChange | None = await guarded(self.client, apply)
+        return result
+
+    async def approval_grants(
+        self, run_id: str, agent_id: str, tools: list[str]
+    ) -> list[ApprovalGrant]:
+        ids = [grant_doc_id("run", run_id, t) for t in tools]
+        ids += [grant_doc_id("agent", agent_id, t) for t in tools]
+        found = []
+        for doc_id in ids:
+            snap = await counted_get(self.client.collection(GRANTS).document(doc_id))
+            if snap.exists:
+                found.append(ApprovalGrant.model_validate(from_doc(snap.to_dict())))
+        return found
 
     async def claim_wake(self, run_id: str, key: str) -> bool:
         doc = self._run_ref(run_id).collection("wakeups").document(key)

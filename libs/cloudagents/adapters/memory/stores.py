@@ -9,6 +9,12 @@ from datetime import datetime
 from pydantic import JsonValue
 
 from cloudagents.domain.agents import AgentDefinition, AgentVersion
+from cloudagents.domain.approvals import (
+    ApprovalGrant,
+    ApprovalRecord,
+    ApprovalStatus,
+    grant_doc_id,
+)
 from cloudagents.domain.events import RunEvent
 from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
@@ -28,7 +34,8 @@ from cloudagents.domain.runs import (
 )
 from cloudagents.domain.steps import StepCommit
 from cloudagents.engine import waits
-from cloudagents.ports.stores import Claim, ToolClaim, ToolFinish
+from cloudagents.engine.approvals import ApprovalChange
+from cloudagents.ports.stores import ApprovalRule, Claim, ToolClaim, ToolFinish
 
 
 class InMemoryRunStore:
@@ -44,6 +51,8 @@ class InMemoryRunStore:
         self.event_records: defaultdict[str, dict[str, RunEvent]] = defaultdict(dict)
         self.offers: dict[str, HandoffOffer] = {}
         self.wakes: set[tuple[str, str]] = set()
+        self.approval_records: dict[str, ApprovalRecord] = {}
+        self.grants: dict[str, ApprovalGrant] = {}
 
     async def create_run(self, run: RunRecord, messages: list[Message]) -> bool:
         async with self._lock:
@@ -103,6 +112,8 @@ class InMemoryRunStore:
                 self.event_records[run.run_id][event.id] = event
             if commit.handoff_offer is not None:
                 self.offers[commit.handoff_offer.offer_id] = commit.handoff_offer
+            for approval in commit.approvals:
+                self.approval_records[approval.doc_id] = approval
             applied = self.model_call_records.get((run.run_id, commit.applied_model_call or ""))
             if applied is not None:
                 self.model_call_records[(run.run_id, applied.attempt_id)] = applied.model_copy(
@@ -257,6 +268,54 @@ class InMemoryRunStore:
     async def interactions(self, run_id: str) -> list[Interaction]:
         found = [i for key, i in self.interaction_records.items() if i.run_id == run_id]
         return sorted(found, key=lambda i: i.seq)
+
+    async def get_approval(self, run_id: str, approval_id: str) -> ApprovalRecord | None:
+        found = self.approval_records.get(f"{run_id}:{approval_id}")
+        return found.model_copy(deep=True) if found else None
+
+    async def list_approvals(
+        self, *, run_id: str | None = None, status: ApprovalStatus | None = None, limit: int = 100
+    ) -> list[ApprovalRecord]:
+        found = [
+            a
+            for a in self.approval_records.values()
+            if (run_id is None or a.run_id == run_id) and (status is None or a.status == status)
+        ]
+        found.sort(key=lambda a: (a.requested_at, a.doc_id))
+        return [a.model_copy(deep=True) for a in found[:limit]]
+
+    async def change_approval(
+        self, run_id: str, approval_id: str, rule: ApprovalRule
+    ) -> ApprovalChange | None:
+        async with self._lock:
+            approval = self.approval_records.get(f"{run_id}:{approval_id}")
+            run = self.runs.get(run_id)
+            call = self.calls.get((run_id, approval_id))
+            if approval is None or run is None or call is None:
+                return None
+            change = rule(
+                approval.model_copy(deep=True),
+                run.model_copy(deep=True),
+                call.model_copy(deep=True),
+            )
+            if change.written:
+                self.approval_records[approval.doc_id] = change.approval
+            if change.call is not None:
+                self.calls[(run_id, approval_id)] = change.call
+            if change.run is not None:
+                self.runs[run_id] = change.run
+            for event in change.events:
+                self.event_records[run_id][event.id] = event
+            if change.grant is not None:
+                self.grants[change.grant.doc_id] = change.grant
+            return change
+
+    async def approval_grants(
+        self, run_id: str, agent_id: str, tools: list[str]
+    ) -> list[ApprovalGrant]:
+        keys = [grant_doc_id("run", run_id, t) for t in tools]
+        keys += [grant_doc_id("agent", agent_id, t) for t in tools]
+        return [self.grants[k].model_copy(deep=True) for k in keys if k in self.grants]
 
     async def claim_wake(self, run_id: str, key: str) -> bool:
         if (run_id, key) in self.wakes:
