@@ -93,6 +93,8 @@ bench: install
 		else echo "==> no PostgreSQL and not root: LangGraph uses its SQLite saver"; fi; \
 	fi
 	@$(PY) scripts/bench/run.py $(BENCH_ARGS)
+	@echo "==> a sandboxed stored-function call against an in-process tool call (docs/functions.md)"
+	@$(PY) scripts/bench/sandbox_cost.py || echo "==> sandbox unavailable (needs root and bubblewrap): skipped"
 
 # `make faults`: the fault-injection suite (tests/faults, docs/reliability.md) at its long size;
 # `make test` runs it at its default size. Figures: bench-results/fault-figures.{json,md}.
