@@ -7,15 +7,16 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from cloudagents import Agent, AgentDefinition, LoopExit
+from cloudagents import Agent, AgentDefinition, LoopExit, Tool
 from cloudagents.domain.approvals import ApprovalPolicy, ApprovalRecord
 from cloudagents.domain.events import ToolResultEvent
 from cloudagents.functions import FunctionStore, InMemoryFunctionRepository
-from cloudagents.sandbox import BwrapLauncher, Sandbox
+from cloudagents.sandbox import BwrapLauncher, Sandbox, UidPool
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("bwrap") is None,
@@ -163,7 +164,8 @@ async def test_a_sandbox_whose_canary_fails_runs_no_user_code() -> None:
     uses): the canary sees it and every call is ``sandbox_unavailable``, with no fallback."""
     launcher = BwrapLauncher.discover()
     assert launcher is not None
-    leaky = Sandbox(launcher=BwrapLauncher(**{**launcher.__dict__, "clear_env": False}))
+    # Its own uid slot, as the escape suite's weakened sandbox: never the shared sandbox's uids.
+    leaky = Sandbox(launcher=replace(launcher, clear_env=False), pool=UidPool(61110, size=1))
     store = FunctionStore(InMemoryFunctionRepository(), leaky)
     await store.store_function("hypot", HYPOT, config={"allowed_imports": ["math"]})
     agent = Agent(callable_agent("closed", ["hypot"]), functions=store)
@@ -201,3 +203,31 @@ async def test_an_approval_policy_gates_a_stored_function_like_a_tool() -> None:
     await agent.run("go", context={"llm_client": llm}, run_id="a2", approval=lambda a: True)
     assert await tool_results(agent, "a2") == [("hypot", 5.0, False)]
     assert [r.run_id for r in await store.history(function="hypot")] == ["a2"]
+
+
+async def test_which_names_are_stored_functions() -> None:
+    """A registered tool's name is that tool, a name nothing has is not offered, and
+    ``name@hash`` is the stored function even where a tool has the name."""
+    store = FunctionStore(InMemoryFunctionRepository())
+    version = await store.store_function("hypot", HYPOT, config={"allowed_imports": ["math"]})
+
+    def hypot(a: float, b: float) -> str:
+        """A registered tool of the same name."""
+        return "registered"
+
+    seen: list[dict[str, Any]] = []
+    plain = Agent(
+        callable_agent("names", ["hypot", "ghost"]), tools=[Tool("hypot", hypot)], functions=store
+    )
+    llm = calls_then_answers("hypot", {"a": 3, "b": 4}, seen)
+    await plain.run("go", context={"llm_client": llm}, run_id="n1")
+    assert await tool_results(plain, "n1") == [("hypot", "registered", False)]
+    assert [t["function"]["name"] for t in seen[0]["tools"]] == ["hypot"]
+    run = await plain.driver.deps.runs.get_run("n1")
+    assert run is not None and run.functions == {}
+    pinned = Agent(
+        callable_agent("names", [version.ref]), tools=[Tool("hypot", hypot)], functions=store
+    )
+    llm = calls_then_answers("hypot", {"a": 3, "b": 4}, [])
+    await pinned.run("go", context={"llm_client": llm}, run_id="n2")
+    assert await tool_results(pinned, "n2") == [("hypot", 5.0, False)]
