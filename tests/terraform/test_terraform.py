@@ -682,6 +682,8 @@ def test_cloud_run_module_scales_to_zero_and_mounts_secrets() -> None:
     ((_, _, service),) = [r for r in resources(doc) if r[0] == "google_cloud_run_v2_service"]
     template = one_block(service, "template")
     assert expr(template["service_account"]) == "var.service_account_email"
+    # The function sandbox needs the second generation (a full kernel, not gVisor).
+    assert template["execution_environment"] == "EXECUTION_ENVIRONMENT_GEN2"
     container = one_block(template, "containers")
     dynamic_env = [d["env"] for d in container.get("dynamic", []) if "env" in d]
     secret_env = [d for d in dynamic_env if expr(d["for_each"]) == "var.secret_env"]

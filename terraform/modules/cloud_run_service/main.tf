@@ -16,6 +16,9 @@ resource "google_cloud_run_v2_service" "this" {
     timeout                          = "${var.timeout_seconds}s"
     max_instance_request_concurrency = var.concurrency
     labels                           = var.labels
+    # The function sandbox (bubblewrap: user namespaces, mounts, seccomp) needs a full Linux
+    # kernel, which the second generation gives; the first runs on gVisor (docs/functions.md).
+    execution_environment = "EXECUTION_ENVIRONMENT_GEN2"
 
     scaling {
       min_instance_count = var.scaling.min_instances
