@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from cloudagents.local.stack import StackState
+from cloudagents.runtime.ui import viewer_link
 from tests.integration.conftest import register, wait_for_run
 
 if TYPE_CHECKING:
@@ -77,6 +78,13 @@ function hideThinkingIndicator() { seen.hidden += 1; }
 function showFinalResponse(text) { seen.finals.push(text); }
 function showError(error) { seen.errors.push(error); }
 function handleAgentEvent(agentEvent) { seen.sse.push(agentEvent); }
+// The test's own watch on the sockets the snippets open: how they close, how often they fail.
+window.WebSocket = class extends WebSocket {
+  constructor(...args) { super(...args); this.addEventListener('close', e => { seen.wsClose = e.code; }); }
+};
+window.EventSource = class extends EventSource {
+  constructor(...args) { super(...args); this.addEventListener('error', () => { seen.sseErrors += 1; }); }
+};
 """
 
 
@@ -197,6 +205,24 @@ def test_a_wrong_token_is_refused_and_the_page_asks_again(page: Page) -> None:
     page.wait_for_selector("#login-error:has-text('refused the token')")
     assert page.is_visible("#login-view") and not page.is_visible("#runs-view")
     assert page.evaluate("sessionStorage.getItem('cloudagents.token')") is None
+
+
+def test_the_link_cloudagents_up_prints_signs_in_and_drops_the_token_from_the_address(
+    page: Page, stack_state: StackState
+) -> None:
+    assert stack_state.api_token
+    page.goto(
+        viewer_link(stack_state.api_url, stack_state.api_token).removeprefix(stack_state.api_url)
+    )
+    page.wait_for_selector("#runs-view:not([hidden])")
+    assert stack_state.api_token not in page.url and page.url.endswith("/ui#/")
+    assert page.evaluate("sessionStorage.getItem('cloudagents.token')") == stack_state.api_token
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    assert cookies["cloudagents_token"]["value"] == stack_state.api_token
+    assert cookies["cloudagents_token"]["sameSite"] == "Strict"
+    page.click("#logout")
+    page.wait_for_selector("#login-view:not([hidden])")
+    assert "cloudagents_token" not in {c["name"] for c in page.context.cookies()}
 
 
 def test_a_run_started_from_the_page_streams_to_its_end_and_shows_the_result(
@@ -353,8 +379,6 @@ def run_seed_snippets(page: Page, stack_state: StackState, run_id: str) -> None:
         content=SEED_WEBSOCKET.replace("localhost:4000", host).replace("abc-123", run_id)
     )
     page.add_script_tag(content=SEED_EVENT_SOURCE.replace("abc-123", run_id))
-    page.evaluate("ws.addEventListener('close', e => { seen.wsClose = e.code; })")
-    page.evaluate("eventSource.addEventListener('error', () => { seen.sseErrors += 1; })")
 
 
 def test_seed_004s_websocket_and_event_source_clients_run_as_written(
@@ -410,3 +434,74 @@ def test_seed_004s_clients_without_a_session_are_refused(
         page.context.close()
     assert seen["wsClose"] == 4401
     assert seen["sse"] == [] and seen["chunks"] == [] and seen["finals"] == []
+
+
+def test_a_handoff_shows_its_chain_and_run_tree_on_both_runs(
+    page: Page, api: httpx.Client, stack_state: StackState
+) -> None:
+    register(
+        api,
+        {
+            "id": "ui-reader",
+            "instructions": "You read what you are handed.",
+            "model": {
+                "provider": "scripted",
+                "name": "scripted-reader",
+                "script": [{"content": "read: 42"}],
+            },
+            "capabilities": ["ui-viewer-ocr"],
+        },
+    )
+    register(
+        api,
+        {
+            "id": "ui-triage",
+            "instructions": "You hand scanned documents on.",
+            "model": {
+                "provider": "scripted",
+                "name": "scripted-triage",
+                "script": [
+                    {
+                        "content": "Handing this to a reader.",
+                        "handoff_target": {
+                            "required_capabilities": ["ui-viewer-ocr"],
+                            "ttl_seconds": 60,
+                            "message": "Read the scan.",
+                        },
+                    }
+                ],
+            },
+            "capabilities": ["ui-viewer-triage"],
+            "max_chain_depth": 2,
+        },
+    )
+    source_id = start(api, "ui-triage", "a scanned page")
+    source = wait_for_run(api, source_id)
+    assert source["result"]["exit"] == "HANDOFF"
+    target_id = wait_until_child(api, source_id)
+    wait_for_run(api, target_id)
+    sign_in(page, stack_state.api_token)
+    for shown_id in (target_id, source_id):
+        page.goto(f"/ui#/runs/{shown_id}")
+        page.wait_for_selector(f"#run-id:has-text('{shown_id}')")
+        page.wait_for_selector("#run-tree li li")
+        chain = page.eval_on_selector_all("#handoff-chain li", "l => l.map(i => i.dataset.runId)")
+        assert chain == [source_id, target_id]
+        tree = page.eval_on_selector_all("#run-tree li", "l => l.map(i => i.dataset.runId)")
+        assert tree == [source_id, target_id]  # the source is the root, the target its child
+        assert page.get_attribute(f"#run-tree li[data-run-id='{shown_id}']", "class") == "current"
+    screenshot(page, "run-handoff.png")
+    page.click(f"#handoff-chain li[data-run-id='{target_id}'] a")
+    page.wait_for_selector(f"#run-id:has-text('{target_id}')")
+    page.wait_for_selector("#run-view[data-stream-state=completed]")
+    assert page.text_content("#result-text") == "read: 42"
+
+
+def wait_until_child(api: httpx.Client, run_id: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        children = api.get(f"/runs/{run_id}").json()["child_run_ids"]
+        if children:
+            return str(children[-1])
+        assert time.monotonic() < deadline, f"{run_id} handed to no run in {timeout}s"
+        time.sleep(0.1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
+from urllib.parse import quote
 
 from starlette.responses import JSONResponse, Response
 
@@ -27,6 +28,13 @@ _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+
+
+def viewer_link(api_url: str, token: str | None) -> str:
+    """The viewer's address; with ``token``, one that signs in: the token rides in the fragment,
+    which browsers never send to a server, and the page removes it from the address bar."""
+    base = api_url.rstrip("/") + UI_PATH
+    return f"{base}#token={quote(token, safe='')}" if token else base
 
 
 def is_ui_path(path: str) -> bool:
