@@ -185,17 +185,17 @@ def stored_events(api: httpx.Client, run_id: str) -> list[dict[str, Any]]:
 
 
 def test_the_page_and_its_files_come_from_the_api_without_a_token(stack_state: StackState) -> None:
-    base = stack_state.api_url
-    page = httpx.get(f"{base}/ui")
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "script-src 'self'" in page.headers["content-security-policy"]
-    for asset, kind in (("app.js", "text/javascript"), ("app.css", "text/css")):
-        assert f'"/ui/{asset}"' in page.text
-        response = httpx.get(f"{base}/ui/{asset}")
-        assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
-    assert "http://" not in page.text and "https://" not in page.text  # no CDN
-    assert httpx.get(f"{base}/ui/secrets.txt").status_code == 404
-    assert httpx.get(f"{base}/runs").status_code == 401  # the data still needs the token
+    with httpx.Client(base_url=stack_state.api_url, timeout=30.0) as anonymous:
+        page = anonymous.get("/ui")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        for asset, kind in (("app.js", "text/javascript"), ("app.css", "text/css")):
+            assert f'"/ui/{asset}"' in page.text
+            response = anonymous.get(f"/ui/{asset}")
+            assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
+        assert "http://" not in page.text and "https://" not in page.text  # no CDN
+        assert anonymous.get("/ui/secrets.txt").status_code == 404
+        assert anonymous.get("/runs").status_code == 401  # the data still needs the token
 
 
 def test_a_wrong_token_is_refused_and_the_page_asks_again(page: Page) -> None:

@@ -558,7 +558,7 @@ function onAgentEvent(runId, event) {
     case "completed":
     case "failed":
       $("thinking").hidden = true;
-      if (event.eventType === "completed") $("live-response").textContent = event.final_response || "";
+      if (event.final_response) $("live-response").textContent = event.final_response;
       setStreamState(event.eventType === "completed" ? "completed" : "failed");
       stopStreamOnly();
       reloadSoon(runId);
