@@ -594,8 +594,8 @@ function follow(runId) {
 async function cancelRun() {
   if (!currentRun) return;
   try {
-    await api("POST", `/runs/${encodeURIComponent(currentRun)}/cancel`);
-    reloadSoon(currentRun);
+    const run = await api("POST", `/runs/${encodeURIComponent(currentRun)}/cancel`);
+    renderSummary(run); // the stream's failed event follows once the hub reads the run again
   } catch (err) {
     setError("run-error", err.message);
   }
