@@ -5,9 +5,11 @@ api's own origin."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from cloudagents.runtime.streaming import ASGIApp
 from tests.services.conftest import TOKEN
+from tests.services.test_hub_graphql import GraphQLSession
 from tests.services.test_streaming_services import (  # fixtures, used by name
     Stack,
     WebSocketSession,
@@ -86,3 +88,23 @@ async def test_a_websocket_takes_the_cookie_only_from_the_apis_own_origin(
     async with WebSocketSession(ws_app, path, headers=[cookie]) as ws:  # no Origin at all
         closed = await ws.receive()
     assert closed["type"] == "websocket.close" and closed["code"] == 4401
+
+
+async def test_a_graphql_websocket_takes_the_cookie_only_from_the_apis_own_origin(
+    stack: Stack, ws_app: ASGIApp
+) -> None:
+    cookie = (b"cookie", COOKIE.encode())
+    async with GraphQLSession(ws_app, headers=[cookie, (b"origin", b"http://svc")]) as session:
+        assert (await session.init({}))["type"] == "websocket.send"  # connection_ack
+        await session.send(
+            {"id": "1", "type": "subscribe", "payload": {"query": "{ agents { id } }"}}
+        )
+        answer = await session.receive_json()
+    assert answer["type"] == "next" and "errors" not in answer["payload"], answer
+    async with GraphQLSession(ws_app, headers=[cookie]) as session:  # no Origin: no cookie
+        closed = await session.init({})
+    assert (closed["type"], closed["code"]) == ("websocket.close", 4403)
+    # Another origin: strawberry itself refuses the handshake (its allowed_origins check).
+    with pytest.raises(AssertionError, match=r"websocket\.close"):
+        async with GraphQLSession(ws_app, headers=[cookie, (b"origin", b"https://evil.example")]):
+            pass
