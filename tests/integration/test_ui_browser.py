@@ -205,6 +205,7 @@ def test_a_wrong_token_is_refused_and_the_page_asks_again(page: Page) -> None:
     page.wait_for_selector("#login-error:has-text('refused the token')")
     assert page.is_visible("#login-view") and not page.is_visible("#runs-view")
     assert page.evaluate("sessionStorage.getItem('cloudagents.token')") is None
+    screenshot(page, "sign-in-refused.png")
 
 
 def test_the_link_cloudagents_up_prints_signs_in_and_drops_the_token_from_the_address(
@@ -532,6 +533,7 @@ def test_the_start_form_refuses_bad_variables_and_a_run_can_be_cancelled_from_it
     page.wait_for_selector("#start-error:has-text('variables are not JSON')")
     assert page.url.endswith("#/new")  # nothing was started
     page.fill("#start-variables", '{"topic": "patience"}')
+    screenshot(page, "start-form.png")
     page.click("#start-submit")
     page.wait_for_url("**/ui#/runs/*")
     run_id = page.text_content("#run-id") or ""
