@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from cloudagents.runtime.streaming import ASGIApp
+from cloudagents.runtime.ui import viewer_link
 from tests.services.conftest import TOKEN
 from tests.services.test_hub_graphql import GraphQLSession
 from tests.services.test_streaming_services import (  # fixtures, used by name
@@ -108,3 +109,10 @@ async def test_a_graphql_websocket_takes_the_cookie_only_from_the_apis_own_origi
     with pytest.raises(AssertionError, match=r"websocket\.close"):
         async with GraphQLSession(ws_app, headers=[cookie, (b"origin", b"https://evil.example")]):
             pass
+
+
+def test_the_sign_in_link_carries_the_token_in_the_fragment_quoted() -> None:
+    assert viewer_link("http://127.0.0.1:8080/", "a b+/&c") == (
+        "http://127.0.0.1:8080/ui#token=a%20b%2B%2F%26c"
+    )
+    assert viewer_link("http://127.0.0.1:8080", None) == "http://127.0.0.1:8080/ui"
