@@ -44,8 +44,10 @@ def app(stack: Stack) -> ASGIApp:
 class GraphQLSession:
     """A ``graphql-transport-ws`` client driving the ASGI app in this event loop."""
 
-    def __init__(self, app: ASGIApp, query: str = "") -> None:
-        self.app, self.query = app, query
+    def __init__(
+        self, app: ASGIApp, query: str = "", headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        self.app, self.query, self.headers = app, query, headers or []
         self.to_app: asyncio.Queue[Message] = asyncio.Queue()
         self.from_app: asyncio.Queue[Message] = asyncio.Queue()
 
@@ -59,7 +61,11 @@ class GraphQLSession:
             "raw_path": b"/graphql",
             "query_string": self.query.encode(),
             "root_path": "",
-            "headers": [(b"host", b"svc"), (b"sec-websocket-protocol", b"graphql-transport-ws")],
+            "headers": [
+                (b"host", b"svc"),
+                (b"sec-websocket-protocol", b"graphql-transport-ws"),
+                *self.headers,
+            ],
             "server": ("svc", 80),
             "client": ("127.0.0.1", 50002),
             "subprotocols": ["graphql-transport-ws"],

@@ -36,6 +36,7 @@ from cloudagents.runtime.streaming import (
     wants_event_stream,
     websocket_required_route,
 )
+from cloudagents.runtime.ui import is_ui_path, ui_response
 from cloudagents.telemetry import tracer
 from cloudagents.tools import get_approval_predicate
 
@@ -452,6 +453,8 @@ async def audit(
 async def handle_api(request: Request, deps: Deps) -> Response:
     """Authenticate, route, and map errors: 400/422 list the problems, 401/403 are audited."""
     path = request.url.path.rstrip("/") or "/"
+    if is_ui_path(path) and request.method in ("GET", "HEAD"):
+        return ui_response(path)  # static files; the page's data comes through the routes below
     if path in PUBLIC_PATHS:
         if path == "/openapi.json":
             return JSONResponse(openapi_document())
