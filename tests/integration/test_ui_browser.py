@@ -343,22 +343,54 @@ def test_the_runs_list_filters_by_agent_and_status(
     assert page.text_content("#run-id") == run_a
 
 
-def test_the_approvals_panel_follows_what_the_api_answers(
+def test_a_pending_approval_is_approved_from_the_page(
     page: Page, api: httpx.Client, stack_state: StackState
 ) -> None:
-    """Hidden while the api has no approvals routes (404); a list of the pending ones once it
-    has."""
+    """A run waiting for approval is in the panel with its tool and arguments; Approve (with a
+    reason) decides it through ``POST /runs/{id}/approvals/{approval_id}`` and the run ends."""
+    register(
+        api,
+        {
+            "id": "ui-refunds",
+            "instructions": "You refund orders.",
+            "model": {
+                "provider": "scripted",
+                "name": "scripted-ui",
+                "script": [
+                    {
+                        "tool_calls": [
+                            {
+                                "name": "refund_order",
+                                "arguments": {"order_id": "UI-7", "amount_eur": 12.5},
+                            }
+                        ]
+                    },
+                    {"content": "refunded UI-7"},
+                ],
+            },
+            "tools": ["refund_order"],
+            "approval": {"threshold": "high", "timeout_seconds": 300},
+        },
+    )
+    run_id = api.post("/runs", json={"agent_id": "ui-refunds", "message": "refund"}).json()[
+        "run_id"
+    ]
+    deadline = time.monotonic() + 60
+    while api.get(f"/runs/{run_id}").json()["status"] != "waiting_approval":
+        assert time.monotonic() < deadline, "the run never waited for approval"
+        time.sleep(0.2)
     sign_in(page, stack_state.api_token)
-    answer = api.get("/approvals?status=pending")
-    page.wait_for_load_state("networkidle")
-    if answer.status_code == 404:
-        assert not page.is_visible("#approvals")
-    else:
-        assert answer.status_code == 200, answer.text
-        body = answer.json()
-        pending = body if isinstance(body, list) else body.get("approvals", body.get("items", []))
-        assert page.is_visible("#approvals") == bool(pending)
-        assert len(page.query_selector_all("#approval-list li")) == len(pending)
+    item = f"#approval-list li[data-run-id='{run_id}']"
+    page.wait_for_selector(item)
+    assert page.is_visible("#approvals")
+    text = page.text_content(item) or ""
+    assert "refund_order" in text and "UI-7" in text
+    page.fill(f"{item} .approval-reason", "customer called")
+    page.click(f"{item} button.approve")
+    page.wait_for_selector(item, state="detached")
+    assert wait_for_run(api, run_id)["result"]["exit"] == "SATISFIED"
+    (approval,) = api.get(f"/runs/{run_id}/approvals").json()["approvals"]
+    assert approval["status"] == "approved" and approval["decision_reason"] == "customer called"
 
 
 # ---- seed 004's clients, as written -----------------------------------------------------------

@@ -204,16 +204,18 @@ async function loadApprovals() {
         setError("approval-error", err.message);
       }
     };
-    const what = item.tool_name || item.summary || item.description || item.kind || "";
+    const what = item.tool || item.tool_name || item.summary || item.description || item.kind || "";
     list.append(
       el(
         "li",
-        { class: "approval", "data-approval-id": approvalId },
+        { class: "approval", "data-approval-id": approvalId, "data-run-id": runId },
         runLink(runId),
         " ",
         el("strong", {}, what),
         " ",
         item.arguments ? el("code", {}, JSON.stringify(item.arguments)) : null,
+        " ",
+        item.expires_at ? el("span", { class: "expires" }, `expires ${item.expires_at}`) : null,
         " ",
         reason,
         el("button", { type: "button", class: "approve", onclick: decide("approve") }, "Approve"),
