@@ -30,7 +30,8 @@ $(STAMP): $(UV) pyproject.toml uv.lock
 	@$(UV) sync --frozen --quiet
 	@touch $(STAMP)
 
-# The function sandbox (docs/functions.md) needs bubblewrap; as root on Debian it is installed here.
+# The function sandbox (docs/functions.md) needs bubblewrap, the run viewer's browser tests Debian's
+# chromium (driven by Playwright, no browser download); as root on Debian both are installed here.
 install: $(STAMP)
 	@if ! command -v bwrap >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -38,6 +39,13 @@ install: $(STAMP)
 			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 				bubblewrap >/dev/null) || echo "==> bubblewrap not installed: the sandbox tests skip"; \
 		else echo "==> no bwrap and not root: the sandbox suite skips, stored functions fail closed"; fi; \
+	fi
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "==> installing chromium (Debian) for the run viewer's browser tests"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				chromium >/dev/null) || echo "==> chromium not installed: the browser tests skip"; \
+		else echo "==> no chromium and not root: the browser tests (tests/integration/test_ui_browser.py) skip"; fi; \
 	fi
 	@$(PY) -c "from cloudagents.local.emulators import ensure_tasks_emulator_venv as e; \
 	from pathlib import Path; e(Path('.'))"

@@ -18,6 +18,7 @@ import uuid
 from cloudagents.cli import follow_run, load_state, print_result, publish_intent
 from cloudagents.cli import main as cli
 from cloudagents.client import CloudAgentsClient
+from cloudagents.runtime.ui import viewer_link
 
 
 def banner(text: str) -> None:
@@ -107,6 +108,7 @@ def main() -> int:
 
     banner("done")
     print(f"api: {state.api_url}   logs: {state.log_dir}")
+    print(f"run viewer: {viewer_link(state.api_url, state.api_token)}")
     print("try: .venv/bin/cloudagents run arithmetic 'What is 2**10?' --follow")
     print("stop the stack: make down")
     return 1 if failures else 0

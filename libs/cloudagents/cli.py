@@ -62,6 +62,7 @@ def err(text: str) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from cloudagents.local.stack import LocalStack, stack_is_healthy
+    from cloudagents.runtime.ui import viewer_link
 
     state = load_state()
     if state is not None and stack_is_healthy(state):
@@ -69,6 +70,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"the local stack is already running (api {state.api_url}); `cloudagents down` stops it"
         )
         print_env(state)
+        out(f"run viewer: {viewer_link(state.api_url, state.api_token)}")
         return EXIT_OK
     stack = LocalStack(project=args.project, workspace=args.workspace)
     state = stack.start()
@@ -84,6 +86,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     for name, service in state.services.items():
         out(f"  {name:<20} {service.url}   log: {service.log_path}")
     print_env(state)
+    out(f"run viewer: {viewer_link(state.api_url, state.api_token)}")
     out(f"logs: {state.log_dir}    stop everything: cloudagents down (or make down)")
     return EXIT_OK
 

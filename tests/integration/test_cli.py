@@ -111,6 +111,7 @@ def test_status_and_up_on_the_running_stack(run_cli: Cli) -> None:
     code, out, _ = run_cli("up", api=False)
     assert code == cli.EXIT_OK
     assert "already running" in out and f"CLOUDAGENTS_API_URL={run_cli.state.api_url}" in out
+    assert f"run viewer: {run_cli.state.api_url}/ui#token=" in out
 
 
 def test_agents_apply_list_show(run_cli: Cli, agents_file: Path) -> None:

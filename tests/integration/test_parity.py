@@ -17,7 +17,8 @@ executor not counting a handoff's depth in process only (``handoff``); ``Agent.r
 cost ledger per run (``daily-cost-cap``); the tool invoker service ignoring all but the first
 call of a step (``parallel-tools``); the dispatcher delivering only the first call of a step
 (``parallel-tools``); ``DistributedAgent`` dropping its agent's ``max_chain_depth``
-(``handoff``, on the emulators).
+(``handoff``, on the emulators). The approval scenarios answer each approval with the
+in-process callback and, in the services, with ``POST /runs/{id}/approvals/{approval_id}``.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ class Scenario:
     turns: list[dict[str, Any]]
     messages: tuple[str, ...] = ("go",)
     overrides: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] | None = None
+    """The answer to every approval the run asks for: the in-process callback's, and the body
+    the services test POSTs to ``/runs/{id}/approvals/{approval_id}`` (as ``tester``)."""
+
+    def approval(self, request: Any) -> dict[str, Any] | None:
+        return None if self.decision is None else {**self.decision, "principal": "tester"}
 
     def definition(self, agent_id: str) -> AgentDefinition:
         data: dict[str, Any] = {
@@ -135,6 +142,19 @@ SCENARIOS: dict[str, Scenario] = {
                 "properties": {"answer": {"type": "number"}},
             }
         },
+    ),
+    "approval-edited": Scenario(
+        [
+            turn(tool_calls=[call("add", a=2, b=3), call("multiply", a=4, b=5)]),
+            turn(content="5 and 24"),
+        ],
+        overrides={"approval": {"threshold": None, "tools": {"multiply": "always"}}},
+        decision={"decision": "approve", "reason": "fine", "arguments": {"a": 4, "b": 6}},
+    ),
+    "approval-rejected": Scenario(
+        [turn(tool_calls=[call("wipe")]), turn(content="not wiped")],
+        overrides={"approval": {"threshold": "high"}},
+        decision={"decision": "reject", "reason": "never wipe"},
     ),
     "provider-error-retried": Scenario([turn(content="ok", fail_with="rate_limit", fail_times=1)]),
     "provider-error-exhausted": Scenario([turn(content="never", fail_with="server", fail_times=5)]),
@@ -267,7 +287,7 @@ async def through_agent_run(name: str) -> dict[str, Any]:
     deps = agent.driver.deps
     runs = []
     for index, message in enumerate(scenario.messages):
-        result = await agent.run(message, run_id=run_id_of(name, index))
+        result = await agent.run(message, run_id=run_id_of(name, index), approval=scenario.approval)
         found = await outcome(deps.runs, deps.handoffs, run_id_of(name, index))
         assert found["result"] == normalised(result.model_dump(mode="json"))
         runs.append(found)
@@ -309,6 +329,14 @@ async def through_services(name: str, pump: Pump) -> dict[str, Any]:
         body = {"agent_id": agent_id_of(name), "message": message, "run_id": run_id_of(name, index)}
         assert (await api.post("/runs", json=body)).status_code == 202
         await pump.run()
+        if scenario.decision is not None:
+            run_id = run_id_of(name, index)
+            for approval in (await api.get(f"/runs/{run_id}/approvals")).json()["approvals"]:
+                decided = await api.post(
+                    f"/runs/{run_id}/approvals/{approval['approval_id']}", json=scenario.decision
+                )
+                assert decided.status_code == 200, decided.text
+            await pump.run()
         outcomes.append(await outcome(pump.deps.runs, pump.deps.handoffs, run_id_of(name, index)))
     sent = published([(m.topic, m.data) for m in pump.bus.published])
     return {"runs": outcomes, "published": sent}
@@ -343,7 +371,9 @@ async def through_distributed_agent(name: str, expected: dict[str, list[Any]]) -
     outcomes = []
     try:
         for index, message in enumerate(scenario.messages):
-            result = await agent.run(message, run_id=run_id_of(name, index))
+            result = await agent.run(
+                message, run_id=run_id_of(name, index), approval=scenario.approval
+            )
             found = await outcome(runs, FirestoreHandoffStore(db), run_id_of(name, index))
             assert found["result"] == normalised(result.model_dump(mode="json"))
             outcomes.append(found)
@@ -371,6 +401,8 @@ async def test_every_scenario_ends_as_intended() -> None:
         "token-budget": ["BUDGET_EXCEEDED"],
         "daily-cost-cap": ["SATISFIED", "SATISFIED", "BUDGET_EXCEEDED"],
         "output-schema-retry": ["SATISFIED"],
+        "approval-edited": ["SATISFIED"],
+        "approval-rejected": ["SATISFIED"],
         "provider-error-retried": ["SATISFIED"],
         "provider-error-exhausted": ["ERROR"],
     }
@@ -383,6 +415,13 @@ async def test_every_scenario_ends_as_intended() -> None:
         ("add", "parity-parallel-tools-0:0:0"),
         ("multiply", "parity-parallel-tools-0:0:1"),
     ]
+    edited = (await through_agent_run("approval-edited"))["runs"][0]["tool_calls"]
+    assert [(c["call"]["name"], c["result"], c["approval"]) for c in edited] == [
+        ("add", 5, None),
+        ("multiply", 24, "approved"),
+    ]
+    (wiped,) = (await through_agent_run("approval-rejected"))["runs"][0]["tool_calls"]
+    assert "rejected by tester: never wipe" in wiped["result"] and wiped["approval"] == "rejected"
     assert (await through_agent_run("handoff"))["published"]["handoff"] == [
         {"schema_version": 1, "offer_id": "offer-parity-handoff-0-0"}
     ]

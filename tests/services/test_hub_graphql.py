@@ -17,7 +17,7 @@ from cloudagents.domain.events import ContentChunk, ToolCallEvent
 from cloudagents.domain.runs import PendingItem, RunRecord, RunStatus
 from cloudagents.runtime.hub import EventHub, HubSettings, RunFeed, Subscription, hub_for
 from cloudagents.runtime.streaming import ASGIApp, build_api_app
-from tests.services.conftest import TOKEN, Pump
+from tests.services.conftest import TOKEN, Pump, scripted_agent
 from tests.services.test_streaming_services import (
     API_SOURCE,
     StreamingASGITransport,
@@ -44,8 +44,10 @@ def app(stack: Stack) -> ASGIApp:
 class GraphQLSession:
     """A ``graphql-transport-ws`` client driving the ASGI app in this event loop."""
 
-    def __init__(self, app: ASGIApp, query: str = "") -> None:
-        self.app, self.query = app, query
+    def __init__(
+        self, app: ASGIApp, query: str = "", headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        self.app, self.query, self.headers = app, query, headers or []
         self.to_app: asyncio.Queue[Message] = asyncio.Queue()
         self.from_app: asyncio.Queue[Message] = asyncio.Queue()
 
@@ -59,7 +61,11 @@ class GraphQLSession:
             "raw_path": b"/graphql",
             "query_string": self.query.encode(),
             "root_path": "",
-            "headers": [(b"host", b"svc"), (b"sec-websocket-protocol", b"graphql-transport-ws")],
+            "headers": [
+                (b"host", b"svc"),
+                (b"sec-websocket-protocol", b"graphql-transport-ws"),
+                *self.headers,
+            ],
             "server": ("svc", 80),
             "client": ("127.0.0.1", 50002),
             "subprotocols": ["graphql-transport-ws"],
@@ -476,3 +482,61 @@ async def test_graphql_mutation_over_the_websocket_is_the_same_principal(
         assert result["payload"] == {"data": {"startRun": {"runId": "ws-run"}}}, result
     run = (await clients["api"].get("/runs/ws-run")).json()
     assert run["principal"] == "tester"
+
+
+async def test_graphql_lists_and_decides_approvals(stack: Stack, app: ASGIApp) -> None:
+    clients, pump = stack
+    agent = scripted_agent(
+        "gql-refunds",
+        model={
+            "provider": "scripted",
+            "name": "scripted-refunds",
+            "script": [
+                {
+                    "tool_calls": [
+                        {"name": "refund_order", "arguments": {"order_id": "A", "amount_eur": 5}}
+                    ]
+                },
+                {"content": "refunded"},
+            ],
+        },
+        tools=["refund_order"],
+        approval={"threshold": "high"},
+    )
+    assert (await clients["api"].post("/agents", json=agent)).status_code == 201
+    started = await clients["api"].post("/runs", json={"agent_id": "gql-refunds", "message": "go"})
+    run_id = started.json()["run_id"]
+    await pump.run()
+    http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://svc",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+
+    async def gql(query: str, **variables: Any) -> dict[str, Any]:
+        response = await http.post("/graphql", json={"query": query, "variables": variables})
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    inbox = await gql('{ approvals(status: "pending") { runId approvalId tool status risk } }')
+    assert inbox["data"]["approvals"] == [
+        {
+            "runId": run_id,
+            "approvalId": "000000-000",
+            "tool": "refund_order",
+            "status": "pending",
+            "risk": "high",
+        }
+    ]
+    decide = (
+        'mutation($r: String!) { decideApproval(runId: $r, approvalId: "000000-000", '
+        'decision: "approve", reason: "ok") { status decidedBy } }'
+    )
+    decided = await gql(decide, r=run_id)
+    assert decided["data"]["decideApproval"] == {"status": "approved", "decidedBy": ["tester"]}
+    again = await gql(decide, r=run_id)
+    assert "409: approval 000000-000 is already approved" in again["errors"][0]["message"]
+    await pump.run()
+    run = (await clients["api"].get(f"/runs/{run_id}")).json()
+    assert run["result"]["exit"] == "SATISFIED"
+    await http.aclose()

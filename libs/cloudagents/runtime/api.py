@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cloudagents.domain.agents import AGENT_ID_PATTERN, AgentDefinition
-from cloudagents.domain.approvals import ApprovalRecord
+from cloudagents.domain.approvals import ALWAYS, NEVER, ApprovalRecord
 from cloudagents.domain.errors import PermanentMessageError
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.runs import AuditRecord, OutboxMessage, RunRecord, RunStatus
@@ -39,7 +39,9 @@ from cloudagents.runtime.streaming import (
     wants_event_stream,
     websocket_required_route,
 )
+from cloudagents.runtime.ui import is_ui_path, ui_response
 from cloudagents.telemetry import tracer
+from cloudagents.tools import get_approval_predicate
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Request, Deps, dict[str, str], Principal], Awaitable[Response]]
@@ -243,10 +245,24 @@ async def put_agent_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
     definition = AgentDefinition.model_validate(await _json_body(request))
+    if problem := unknown_approval_rule(definition):
+        return error(422, "invalid request", problems=[problem])
     await deps.agents.put_agent(definition)
     await audit(deps, request, principal, "allowed", 201, definition.id, "agent registered")
     await HandoffBroker(deps).offer_open_offers_to(definition)
     return JSONResponse(definition.model_dump(mode="json"), status_code=201)
+
+
+def unknown_approval_rule(definition: AgentDefinition) -> dict[str, str] | None:
+    """A policy rule naming a predicate no tool module registered (it would ask every time)."""
+    policy = definition.approval
+    for tool_name, rule in (policy.tools if policy is not None else {}).items():
+        if rule not in (ALWAYS, NEVER) and get_approval_predicate(rule) is None:
+            return {
+                "loc": f"approval.tools.{tool_name}",
+                "msg": f"{rule!r} is not always, never or a registered approval predicate",
+            }
+    return None
 
 
 async def list_agents_route(
@@ -442,6 +458,8 @@ async def audit(
 async def handle_api(request: Request, deps: Deps) -> Response:
     """Authenticate, route, and map errors: 400/422 list the problems, 401/403 are audited."""
     path = request.url.path.rstrip("/") or "/"
+    if is_ui_path(path) and request.method in ("GET", "HEAD"):
+        return ui_response(path)  # static files; the page's data comes through the routes below
     if path in PUBLIC_PATHS:
         if path == "/openapi.json":
             return JSONResponse(openapi_document())

@@ -70,15 +70,22 @@ def _verify_google_token(token: str, audience: str | None) -> dict[str, Any]:
     return claims
 
 
+# Set by the run viewer (``/ui``) for the streams a browser opens without headers.
+TOKEN_COOKIE = "cloudagents_token"
+
+
 async def authenticate(
     request: Request, settings: Settings, *, query_token: bool = False
 ) -> Principal:
     """The api caller, or ``AuthError(401)``. With ``query_token`` (only the SSE stream routes:
-    a browser's ``EventSource`` cannot send headers) ``?token=`` counts as the bearer token when
-    there is no ``Authorization`` header; it names the same principals and is never logged."""
+    a browser's ``EventSource`` cannot send headers) ``?token=``, or else the ``cloudagents_token``
+    cookie the run viewer sets, counts as the bearer token when there is no ``Authorization``
+    header; it names the same principals and is never logged. The cookie is honoured on those
+    read-only GET routes alone (and on WebSockets from the api's own origin,
+    ``streaming.as_http_request``), so a page on another site cannot act with it (no CSRF)."""
     token = bearer(request)
     if token is None and query_token:
-        token = request.query_params.get("token") or None
+        token = request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE) or None
     if settings.api_tokens:
         known = parse_tokens(settings.api_tokens)
         if token is not None:

@@ -26,8 +26,10 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.approvals import ApprovalRecord
 from cloudagents.domain.events import RunEvent
 from cloudagents.domain.runs import RunRecord, RunStatus
+from cloudagents.runtime.approvals import ApprovalError, Approvals
 from cloudagents.runtime.auth import AuthError, Principal, authenticate
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.hub import hub_for
@@ -166,6 +168,49 @@ class StartedRun:
 
 
 @strawberry.type
+class Approval:
+    """A tool call waiting for (or decided by) a person."""
+
+    run_id: str
+    approval_id: str
+    agent_id: str
+    tool: str
+    arguments: JSON
+    edited_arguments: JSON | None
+    risk: str
+    reason_required: str
+    status: str
+    requested_at: datetime
+    expires_at: datetime
+    on_timeout: str
+    approvers: list[str]
+    quorum: int
+    decided_by: list[str]
+    decision_reason: str
+
+    @staticmethod
+    def of(approval: ApprovalRecord) -> Approval:
+        return Approval(
+            run_id=approval.run_id,
+            approval_id=approval.approval_id,
+            agent_id=approval.agent_id,
+            tool=approval.tool,
+            arguments=cast(JSON, approval.arguments),
+            edited_arguments=cast(JSON, approval.edited_arguments),
+            risk=approval.risk,
+            reason_required=approval.reason_required,
+            status=approval.status,
+            requested_at=approval.requested_at,
+            expires_at=approval.expires_at,
+            on_timeout=approval.on_timeout,
+            approvers=list(approval.approvers),
+            quorum=approval.quorum,
+            decided_by=list(approval.decided_by),
+            decision_reason=approval.decision_reason,
+        )
+
+
+@strawberry.type
 class Query:
     @strawberry.field
     async def agents(self, info: Info[Context, None]) -> list[Agent]:
@@ -221,6 +266,25 @@ class Query:
         stored = await info.context.deps.runs.events(run_id, after=after)
         return [AgentStreamEvent.of(e) for e in stored]
 
+    @strawberry.field
+    async def approvals(
+        self,
+        info: Info[Context, None],
+        status: str | None = None,
+        run_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Approval]:
+        """Approvals across runs (``status: "pending"`` is the inbox), or one run's."""
+        _principal(info)
+        if status is not None and status not in ("pending", "approved", "rejected", "expired"):
+            raise ValueError("status is one of pending, approved, rejected, expired")
+        found = await info.context.deps.runs.list_approvals(
+            run_id=run_id,
+            status=status,  # type: ignore[arg-type]
+            limit=min(max(limit, 1), 500),
+        )
+        return [Approval.of(a) for a in found]
+
 
 @strawberry.type
 class Mutation:
@@ -247,6 +311,35 @@ class Mutation:
         if status != 202:
             raise ValueError(data["error"])
         return StartedRun(run_id=data["run_id"], created=data["created"])
+
+    @strawberry.mutation
+    async def decide_approval(
+        self,
+        info: Info[Context, None],
+        run_id: str,
+        approval_id: str,
+        decision: str,
+        reason: str = "",
+        arguments: JSON | None = None,
+    ) -> Approval:
+        """Approve or reject a gated call, as ``POST /runs/{id}/approvals/{approval_id}``."""
+        principal = _principal(info)
+        if decision not in ("approve", "reject"):
+            raise ValueError("decision is approve or reject")
+        if arguments is not None and not isinstance(arguments, dict):
+            raise ValueError("arguments is an object")
+        try:
+            decided = await Approvals(info.context.deps).decide(
+                run_id,
+                approval_id,
+                principal=principal.id,
+                verdict=decision,  # type: ignore[arg-type]
+                reason=reason,
+                arguments=cast(dict[str, Any] | None, arguments),
+            )
+        except ApprovalError as exc:
+            raise ValueError(f"{exc.status}: {exc}") from exc
+        return Approval.of(decided)
 
     @strawberry.mutation
     async def cancel_run(self, info: Info[Context, None], run_id: str) -> Run | None:

@@ -27,6 +27,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,7 +36,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cloudagents.domain.events import RunEvent
-from cloudagents.runtime.auth import AuthError, Principal, authenticate
+from cloudagents.runtime.auth import TOKEN_COOKIE, AuthError, Principal, authenticate
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.follow import RunEventFollower, gap_free_prefix
 from cloudagents.runtime.hub import Subscription, hub_for
@@ -220,12 +221,22 @@ async def websocket_required_route(
 # ---- WebSocket -----------------------------------------------------------------------------
 
 
+def _same_origin(websocket: WebSocket) -> bool:
+    """The handshake comes from a page the api served: its ``Origin`` names the ``Host``."""
+    origin, host = websocket.headers.get("origin"), websocket.headers.get("host")
+    return bool(origin and host) and urlsplit(origin).netloc == host
+
+
 def as_http_request(websocket: WebSocket) -> Request:
     """The handshake as an HTTP ``GET`` for the api's authentication and audit; ``?token=``
-    (browsers cannot set headers on a WebSocket) becomes the bearer token."""
+    (browsers cannot set headers on a WebSocket) becomes the bearer token, or else the run
+    viewer's ``cloudagents_token`` cookie, if the page that opens the socket is the api's own
+    (browsers send cookies on cross-site WebSocket handshakes that no CORS check stops)."""
     scope = dict(websocket.scope)
     headers = list(scope.get("headers", []))
     token = websocket.query_params.get("token")
+    if not token and _same_origin(websocket):
+        token = websocket.cookies.get(TOKEN_COOKIE)
     if token and not any(name.lower() == b"authorization" for name, _ in headers):
         headers.append((b"authorization", f"Bearer {token}".encode("latin-1")))
     scope.update(type="http", method="GET", headers=headers)
