@@ -189,3 +189,8 @@ def test_stored_functions_through_the_cli_and_the_services(
     code, out, _ = run_cli("functions", "history", "--agent", "geometry-it")
     assert code == 0 and len(out.splitlines()) == 1
     assert f"run={run['run_id']} call=000000-000" in out and " ok " in out
+    # The deploy smoke test's first check: both services that execute functions ran the canary
+    # when they started and logged its verdict.
+    for service in ("api", "tool_invoker"):
+        log = Path(stack_state.services[service].log_path).read_text(errors="replace")
+        assert "function sandbox available" in log, f"{service}: no canary verdict in its log"
