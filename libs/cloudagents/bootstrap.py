@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 _deps: Deps | None = None
 _lock = asyncio.Lock()
 # The services that execute stored functions (the tool path, and the api's execute-for-testing)
-# run the sandbox's canary when they start, so its verdict is in the first log lines.
+# run the sandbox's canary when they build their dependencies, so its verdict is logged early.
 SANDBOX_SERVICES = frozenset({"tool_invoker", "api"})
 
 
