@@ -45,6 +45,7 @@ from cloudagents.domain.runs import (
     Interaction,
     ModelCallRecord,
     OutboxMessage,
+    PendingKind,
     RunRecord,
     RunStatus,
     SnapshotPointer,
@@ -295,6 +296,7 @@ class FirestoreRunStore:
         result_uri: str | None,
         events: list[RunEvent],
         wake: OutboxMessage,
+        kind: PendingKind = "tool_call",
     ) -> ToolFinish | None:
         run_ref = self._run_ref(run_id)
         call_ref = self._call_ref(run_id, seq, index)
@@ -308,7 +310,7 @@ class FirestoreRunStore:
             run = RunRecord.model_validate(from_doc(run_snap.to_dict()))
             barrier = waits.resolve(
                 run,
-                "tool_call",
+                kind,
                 call.doc_id,
                 seq=seq,
                 already_resolved=call.status == "done",

@@ -25,6 +25,7 @@ from cloudagents.domain.runs import (
     Interaction,
     ModelCallRecord,
     OutboxMessage,
+    PendingKind,
     RunRecord,
     RunStatus,
     SnapshotPointer,
@@ -179,6 +180,7 @@ class InMemoryRunStore:
         result_uri: str | None,
         events: list[RunEvent],
         wake: OutboxMessage,
+        kind: PendingKind = "tool_call",
     ) -> ToolFinish | None:
         async with self._lock:
             key = (run_id, tool_call_doc_id(seq, index))
@@ -187,7 +189,7 @@ class InMemoryRunStore:
                 return None
             barrier = waits.resolve(
                 run,
-                "tool_call",
+                kind,
                 call.doc_id,
                 seq=seq,
                 already_resolved=call.status == "done",
