@@ -96,8 +96,15 @@ class RunStore(Protocol):
     async def get_run(self, run_id: str) -> RunRecord | None: ...
 
     async def list_runs(
-        self, *, agent_id: str | None = None, status: RunStatus | None = None, limit: int = 50
-    ) -> list[RunRecord]: ...
+        self,
+        *,
+        agent_id: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        parent_run_id: str | None = None,
+    ) -> list[RunRecord]:
+        """Newest first; ``parent_run_id``: the runs it started (calls and handoffs)."""
+        ...
 
     async def messages(self, run_id: str, *, start: int = 0) -> list[Message]: ...
 

@@ -117,14 +117,21 @@ class FirestoreRunStore:
         return RunRecord.model_validate(from_doc(snap.to_dict())) if snap.exists else None
 
     async def list_runs(
-        self, *, agent_id: str | None = None, status: RunStatus | None = None, limit: int = 50
+        self,
+        *,
+        agent_id: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        parent_run_id: str | None = None,
     ) -> list[RunRecord]:
         query: Any = self.runs
+        if parent_run_id is not None:
+            query = query.where(filter=firestore.FieldFilter("parent_run_id", "==", parent_run_id))
         if agent_id is not None:
             query = query.where(filter=firestore.FieldFilter("agent_id", "==", agent_id))
         if status is not None:
             query = query.where(filter=firestore.FieldFilter("status", "==", status.value))
-        if agent_id is None and status is None:
+        if agent_id is None and status is None and parent_run_id is None:
             query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
             return [
                 RunRecord.model_validate(from_doc(d.to_dict())) async for d in counted_stream(query)

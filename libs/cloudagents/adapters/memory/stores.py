@@ -68,13 +68,19 @@ class InMemoryRunStore:
         return run.model_copy(deep=True) if run else None
 
     async def list_runs(
-        self, *, agent_id: str | None = None, status: RunStatus | None = None, limit: int = 50
+        self,
+        *,
+        agent_id: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        parent_run_id: str | None = None,
     ) -> list[RunRecord]:
         runs = [
             r
             for r in self.runs.values()
             if (agent_id is None or r.agent_id == agent_id)
             and (status is None or r.status == status)
+            and (parent_run_id is None or r.parent_run_id == parent_run_id)
         ]
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return [r.model_copy(deep=True) for r in runs[:limit]]
