@@ -299,6 +299,10 @@ class CloudAgentsClient:
             body["remember"] = remember
         return dict(self._call("POST", f"/runs/{run_id}/approvals/{approval_id}", json=body))
 
+    def tree(self, run_id: str) -> dict[str, Any]:
+        """The run and the runs below it (agent-to-agent calls and handoffs)."""
+        return dict(self._call("GET", f"/runs/{run_id}/tree"))
+
     # Stored functions (seed 002) ------------------------------------------------------------
 
     def store_function(self, function: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from cloudagents.runtime.streaming import (
     wants_event_stream,
     websocket_required_route,
 )
+from cloudagents.runtime.trees import cancel_tree, run_tree
 from cloudagents.runtime.ui import is_ui_path, ui_response
 from cloudagents.telemetry import tracer
 from cloudagents.tools import get_approval_predicate
@@ -206,10 +207,20 @@ async def list_runs_route(
 async def cancel_run_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
-    run = await deps.runs.cancel_run(params["run_id"], "cancelled by request")
+    run = await cancel_tree(deps, params["run_id"], "cancelled by request")
     if run is None:
         return error(404, f"unknown run {params['run_id']!r}")
     return JSONResponse(run_view(run))
+
+
+async def tree_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    """The run and the runs below it: agent-to-agent calls (``how: call``) and handoffs."""
+    tree = await run_tree(deps, params["run_id"])
+    if tree is None:
+        return error(404, f"unknown run {params['run_id']!r}")
+    return JSONResponse(tree)
 
 
 async def messages_route(
@@ -391,6 +402,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("GET", re.compile(r"^/runs$"), list_runs_route),
     ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)$"), get_run_route),
     ("POST", re.compile(r"^/runs/(?P<run_id>[^/]+)/cancel$"), cancel_run_route),
+    ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/tree$"), tree_route),
     ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/messages$"), messages_route),
     ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/events$"), events_route),
     ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/events/stream$"), event_stream_route),

@@ -34,6 +34,7 @@ from cloudagents.runtime.auth import AuthError, Principal, authenticate
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.hub import hub_for
 from cloudagents.runtime.streaming import agent_stream_json, as_http_request
+from cloudagents.runtime.trees import cancel_tree
 
 
 @dataclass
@@ -344,7 +345,7 @@ class Mutation:
     @strawberry.mutation
     async def cancel_run(self, info: Info[Context, None], run_id: str) -> Run | None:
         _principal(info)
-        cancelled = await info.context.deps.runs.cancel_run(run_id, "cancelled by request")
+        cancelled = await cancel_tree(info.context.deps, run_id, "cancelled by request")
         return Run.of(cancelled) if cancelled else None
 
 

@@ -123,6 +123,13 @@ def openapi_document() -> dict[str, Any]:
             "/runs/{run_id}/cancel": {
                 "post": {"parameters": run_param, "responses": _responses(200, 401, 404)}
             },
+            "/runs/{run_id}/tree": {
+                "get": {
+                    "summary": "The run and the runs below it (calls and handoffs)",
+                    "parameters": run_param,
+                    "responses": _responses(200, 401, 404),
+                }
+            },
             "/runs/{run_id}/messages": {
                 "get": {"parameters": run_param, "responses": _responses(200, 401, 404)}
             },
