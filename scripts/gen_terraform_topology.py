@@ -50,6 +50,8 @@ FIRESTORE_TTL_FIELDS: tuple[tuple[str, str], ...] = (
     # Cost reservations left behind by a killed executor stop counting at expires_at already;
     # the policy deletes them (budgets/{agent}:{day}/reservations/{id}).
     ("reservations", "expires_at"),
+    # Stored functions' execution history (ExecutionRecord.expire_at: 90 days).
+    ("function_executions", "expire_at"),
 )
 
 

@@ -855,6 +855,7 @@ def test_firestore_native_with_ttl_policies() -> None:
             ("dead_letters", "expire_at"),
             ("audit_log", "expire_at"),
             ("slots", "expire_at"),
+            ("function_executions", "expire_at"),
         } <= ttl
     call = module_call(load_dir(STACK), "firestore")
     assert expr(call["ttl_fields"]) == "var.firestore_ttl_fields"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, JsonValue
@@ -16,6 +16,8 @@ from cloudagents.domain.runs import utcnow
 from cloudagents.functions.config import FunctionConfig
 from cloudagents.sandbox.results import ErrorKind, LimitName
 
+EXECUTION_RETENTION_DAYS = 90
+"""How long an execution record is kept (``ExecutionRecord.expire_at``, a Firestore TTL)."""
 # The interpreter line the sandbox runs (Debian's /usr/bin/python3, python:3.11-slim's).
 SANDBOX_PYTHON = "3.11"
 
@@ -110,6 +112,10 @@ class ExecutionRecord(Persisted):
     tool_call_id: str | None = None
     agent: str | None = None
     started_at: datetime = Field(default_factory=utcnow)
+    expire_at: datetime = Field(
+        default_factory=lambda: utcnow() + timedelta(days=EXECUTION_RETENTION_DAYS),
+        description="Firestore's TTL policy on function_executions deletes the record after this",
+    )
 
 
 class FunctionOutcome(Model):
