@@ -231,3 +231,16 @@ async def test_which_names_are_stored_functions() -> None:
     llm = calls_then_answers("hypot", {"a": 3, "b": 4}, [])
     await pinned.run("go", context={"llm_client": llm}, run_id="n2")
     assert await tool_results(pinned, "n2") == [("hypot", 5.0, False)]
+
+
+async def test_a_function_that_requires_context_gets_its_run() -> None:
+    store = FunctionStore(InMemoryFunctionRepository())
+    code = "def whoami(context: dict) -> str:\n    return context['agent_id'] + '/' + context['run_id']\n"
+    await store.store_function("whoami", code, config={"requires_context": True})
+    seen: list[dict[str, Any]] = []
+    agent = Agent(callable_agent("ctx-agent", ["whoami"]), functions=store)
+    await agent.run(
+        "who?", context={"llm_client": calls_then_answers("whoami", {}, seen)}, run_id="x1"
+    )
+    assert await tool_results(agent, "x1") == [("whoami", "ctx-agent/x1", False)]
+    assert seen[0]["tools"][0]["function"]["parameters"]["properties"] == {}
