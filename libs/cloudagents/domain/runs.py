@@ -112,6 +112,9 @@ class RunRecord(Persisted):
         default_factory=list, description="the agents that called down to this run, root first"
     )
     call_depth: int = Field(default=0, ge=0, description="agent-to-agent calls above this run")
+    conversation_id: str | None = Field(
+        default=None, description="the conversation this run continues and appends to"
+    )
     child_run_ids: list[str] = Field(default_factory=list)
     handoff_offer_id: str | None = None
     handoff_status: str | None = Field(

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from cloudagents.domain.agents import AGENT_ID_PATTERN, AgentDefinition
 from cloudagents.domain.approvals import ALWAYS, NEVER, ApprovalRecord
+from cloudagents.domain.conversations import CONVERSATION_ID_PATTERN, ConversationBusy
 from cloudagents.domain.errors import PermanentMessageError
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.runs import AuditRecord, OutboxMessage, RunRecord, RunStatus
@@ -66,6 +67,11 @@ class StartRunRequest(BaseModel):
     variables: dict[str, JsonValue] = Field(default_factory=dict)
     run_id: str | None = Field(
         default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$"
+    )
+    conversation_id: str | None = Field(
+        default=None,
+        pattern=CONVERSATION_ID_PATTERN,
+        description="continue this conversation: one run at a time (409 while one runs)",
     )
 
 
@@ -115,21 +121,26 @@ async def launch_run(
         return 403, {"error": f"{principal.id} may not start runs of agent {agent.id!r}"}
     run_id = body.run_id or f"run-{uuid.uuid4().hex}"
     with tracer.start_as_current_span("agent.run.start", attributes={"cloudagents.run_id": run_id}):
-        created = await start_run(
-            deps,
-            run_id=run_id,
-            agent=agent,
-            message=body.message,
-            variables=dict(body.variables),
-            source="api",
-            principal=principal.id,
-        )
+        try:
+            created = await start_run(
+                deps,
+                run_id=run_id,
+                agent=agent,
+                message=body.message,
+                variables=dict(body.variables),
+                source="api",
+                principal=principal.id,
+                conversation_id=body.conversation_id,
+            )
+        except ConversationBusy as busy:
+            return 409, {"error": str(busy), "active_run_id": busy.run_id}
         intent = IntentionMessage.for_run(
             run_id=run_id,
             agent_id=agent.id,
             message=body.message,
             source_agent="api",
             variables=body.variables,
+            conversation_id=body.conversation_id,
         )
         await deps.publish([OutboxMessage(topic="intents", data=intent.model_dump(mode="json"))])
     await audit(deps, request, principal, "allowed", 202, run_id, f"agent {agent.id}")
@@ -286,6 +297,19 @@ async def get_agent_route(
     return one(await deps.agents.get_agent(params["agent_id"]), "agent", params["agent_id"])
 
 
+async def get_conversation_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    """A conversation: which runs it had, which holds it, and its messages (the last 200)."""
+    conversation = await deps.runs.get_conversation(params["conversation_id"])
+    if conversation is None:
+        return error(404, f"unknown conversation {params['conversation_id']!r}")
+    messages = await deps.runs.conversation_messages(conversation.conversation_id, last=200)
+    view = conversation.model_dump(mode="json")
+    view["messages"] = [m.model_dump(mode="json", exclude_defaults=True) for m in messages]
+    return JSONResponse(view)
+
+
 async def get_handoff_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
@@ -421,6 +445,11 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("GET", re.compile(r"^/agents$"), list_agents_route),
     ("GET", re.compile(r"^/agents/(?P<agent_id>[^/]+)$"), get_agent_route),
     ("GET", re.compile(r"^/handoffs/(?P<offer_id>[^/]+)$"), get_handoff_route),
+    (
+        "GET",
+        re.compile(r"^/conversations/(?P<conversation_id>[^/]+)$"),
+        get_conversation_route,
+    ),
     ("GET", re.compile(r"^/dead-letters$"), list_dead_letters_route),
     ("GET", re.compile(r"^/dead-letters/(?P<letter_id>[^/]+)$"), get_dead_letter_route),
     ("POST", re.compile(r"^/dead-letters/(?P<letter_id>[^/]+)/replay$"), replay_dead_letter_route),

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.approvals import ApprovalRecord
+from cloudagents.domain.conversations import CONVERSATION_WINDOW
 from cloudagents.domain.errors import ModelError, PermanentMessageError
 from cloudagents.domain.events import (
     ContentChunk,
@@ -85,6 +86,7 @@ async def start_run(
     prior_agent: str | None = None,
     guardrails: GuardrailConfig | None = None,
     parent_call: ParentCall | None = None,
+    conversation_id: str | None = None,
 ) -> bool:
     """Create the run document and its opening transcript; ``False`` if it already existed.
 
@@ -101,6 +103,15 @@ async def start_run(
         opening = initial_messages(agent, message, variables)
     except (KeyError, ValueError) as exc:
         raise PermanentMessageError(f"cannot build the first message: {exc}") from exc
+    if conversation_id is not None:
+        # The conversation's last turns come first; the claim (ConversationBusy while another
+        # run holds it) appends this run's message, and its finishing commit its answer.
+        window = await deps.runs.conversation_messages(conversation_id, last=CONVERSATION_WINDOW)
+        await deps.runs.claim_conversation(
+            conversation_id, run_id=run_id, agent_id=agent.id, message=opening[-1]
+        )
+        prior_messages = [*window, *(prior_messages or [])]
+        prior_agent = prior_agent or agent.id
     if prior_messages:
         carried = [
             m.model_copy(update={"name": m.name or prior_agent}) if m.role == "assistant" else m
@@ -137,6 +148,7 @@ async def start_run(
         chain_depth=chain_depth,
         traceparent=None,
         guardrails=guardrails,
+        conversation_id=conversation_id,
         **tree,
     )
     return await deps.runs.create_run(run, opening)
@@ -195,6 +207,7 @@ class RunExecutor:
             source="pubsub" if intent.source_agent != "api" else "api",
             parent_run_id=start.parent_run_id,
             parent_call=start.parent_call,
+            conversation_id=start.conversation_id,
         )
 
     async def begin(
@@ -209,6 +222,7 @@ class RunExecutor:
         guardrails: GuardrailConfig | None = None,
         parent_call: ParentCall | None = None,
         prior_messages: list[Message] | None = None,
+        conversation_id: str | None = None,
     ) -> str:
         """Create the run (once), schedule its deadline wake-up and apply its first step: what
         an intent does, and what ``Agent.run`` and ``DistributedAgent.run`` do in process.
@@ -226,6 +240,7 @@ class RunExecutor:
             parent_call=parent_call,
             prior_messages=prior_messages,
             prior_agent=agent.id,
+            conversation_id=conversation_id,
         )
         # The run's deadline wake-up, on every delivery of the intent (a duplicate is harmless,
         # a missing one is a run nobody ends): it ends the run at timeout_seconds whatever it is

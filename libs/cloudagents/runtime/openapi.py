@@ -86,7 +86,7 @@ def openapi_document() -> dict[str, Any]:
                             }
                         },
                     },
-                    "responses": _responses(202, 400, 401, 403, 404, 422),
+                    "responses": _responses(202, 400, 401, 403, 404, 409, 422),
                 },
                 "get": {
                     "summary": "List runs",
@@ -120,6 +120,13 @@ def openapi_document() -> dict[str, Any]:
             },
             "/runs/{run_id}/cancel": {
                 "post": {"parameters": run_param, "responses": _responses(200, 401, 404)}
+            },
+            "/conversations/{conversation_id}": {
+                "get": {
+                    "summary": "A conversation: its runs, its holder and its messages",
+                    "parameters": [_path_param("conversation_id")],
+                    "responses": _responses(200, 401, 404),
+                }
             },
             "/runs/{run_id}/tree": {
                 "get": {
