@@ -36,7 +36,7 @@ from cloudagents.domain.messages import (
     tool_message,
 )
 from cloudagents.domain.policy import GuardrailConfig
-from cloudagents.domain.results import LoopExit
+from cloudagents.domain.results import LoopExit, RunProgress
 from cloudagents.domain.runs import (
     AuditRecord,
     ModelCallRecord,
@@ -131,9 +131,17 @@ async def start_run(
         tree = {
             "parent_call": parent_call,
             "root_run_id": caller.root_run_id or caller.run_id,
+            "root_agent_id": caller.root_agent_id or caller.agent_id,
             "call_path": [*caller.call_path, caller.agent_id],
             "call_depth": caller.call_depth + 1,
         }
+        # The tree shares its root's token budget: a call may use what its caller has left.
+        caller_agent = await deps.agents.get_agent(caller.agent_id)
+        cap = caller.token_budget
+        if cap is None and caller_agent is not None:
+            cap = caller_agent.budget.max_tokens_per_run
+        if cap is not None:
+            tree["token_budget"] = max(cap - caller.progress.total_tokens, 0)
         if caller.deadline_at is not None:
             deadline = min(deadline, caller.deadline_at)
     run = RunRecord(
@@ -282,6 +290,13 @@ class RunExecutor:
             return await self._commit(*plan.plan_stop(self._context(), run, run.progress, [], gone))
         if run.guardrails is not None:
             agent = agent.model_copy(update={"guardrails": run.guardrails})
+        if run.token_budget is not None:
+            own = agent.budget.max_tokens_per_run
+            share = max(run.token_budget, 1)
+            tree_cap = share if own is None else min(own, share)
+            agent = agent.model_copy(
+                update={"budget": agent.budget.model_copy(update={"max_tokens_per_run": tree_cap})}
+            )
         if (overdue := plan.timed_out(run, self.deps.clock())) is not None:
             return await self._commit(
                 *plan.plan_stop(self._context(), run, run.progress, [], overdue)
@@ -290,13 +305,20 @@ class RunExecutor:
         new_messages: list[Message] = []
         progress = run.progress
         if run.status in waits.WAITING_STATUSES:
-            results = await self._tool_results(run)
+            results, below = await self._tool_results(run)
             new_messages.extend(results)
             transcript.extend(results)
             # Counted when their results are applied: a run that ends waiting for a tool (its
             # deadline) has not executed it (seed 000: ``tool_calls`` is "tools executed").
+            # The calls' child runs are charged to this run: a tree spends its root's budget.
             progress = progress.model_copy(
-                update={"tool_calls": progress.tool_calls + len(results)}
+                update={
+                    "tool_calls": progress.tool_calls + len(results),
+                    "total_tokens": progress.total_tokens + below.total_tokens,
+                    "prompt_tokens": progress.prompt_tokens + below.prompt_tokens,
+                    "completion_tokens": progress.completion_tokens + below.completion_tokens,
+                    "cost_usd": progress.cost_usd + below.cost_usd,
+                }
             )
         if blocked := check_before_model_call(agent, progress, transcript):
             return await self._commit(
@@ -304,14 +326,17 @@ class RunExecutor:
             )
         day = self.deps.clock().date().isoformat()
         reserve = pricing.max_call_cost(agent.model, agent.generation.max_tokens)
-        if agent.budget.max_daily_cost is not None:
-            spent = await self.deps.cost_ledger.spent(agent.id, day)
-            if capped := check_daily_cost(agent, spent, reserve):
+        payers = await self._payers(run, agent)
+        for payer in payers:
+            spent = await self.deps.cost_ledger.spent(payer.id, day)
+            if capped := check_daily_cost(payer, spent, reserve):
                 return await self._commit(
                     *plan.plan_stop(self._context(), run, progress, new_messages, capped)
                 )
         peers = await self._peers(agent)
-        reply_or_error = await self._call_model(run, agent, transcript, day, reserve, peers)
+        reply_or_error = await self._call_model(
+            run, agent, transcript, day, reserve, peers, [p.id for p in payers]
+        )
         if isinstance(reply_or_error, ModelError):
             progress = progress.model_copy(
                 update={"errors": [*progress.errors, str(reply_or_error)]}
@@ -333,6 +358,16 @@ class RunExecutor:
         return await self._commit(
             commit.model_copy(update={"applied_model_call": attempt_id}), label
         )
+
+    async def _payers(self, run: RunRecord, agent: AgentDefinition) -> list[AgentDefinition]:
+        """Whose daily cost caps a model call of this run counts against: its agent's, and in
+        a tree of calls its root agent's too (a fan-out cannot spend past the root's cap)."""
+        payers = [agent] if agent.budget.max_daily_cost is not None else []
+        if run.root_agent_id is not None and run.root_agent_id != agent.id:
+            root = await self.deps.agents.get_agent(run.root_agent_id)
+            if root is not None and root.budget.max_daily_cost is not None:
+                payers.append(root)
+        return payers
 
     async def _peers(self, agent: AgentDefinition) -> dict[str, AgentDefinition]:
         """The registered definitions of the agent's ``allowed_peers`` (one tool each)."""
@@ -383,16 +418,30 @@ class RunExecutor:
             gates = {i: g for i, g in gates.items() if i not in cleared}
         return gates, cleared
 
-    async def _tool_results(self, run: RunRecord) -> list[Message]:
+    async def _tool_results(self, run: RunRecord) -> tuple[list[Message], RunProgress]:
+        """The step's tool results as messages, and what the calls' child runs spent."""
         calls = await self.deps.runs.tool_calls(run.run_id, run.seq - 1)
         messages = []
+        below = RunProgress()
         for record in calls:
+            if record.child_run_id is not None and record.status == "done":
+                child = await self.deps.runs.get_run(record.child_run_id)
+                if child is not None:
+                    spent = child.progress
+                    below = below.model_copy(
+                        update={
+                            "total_tokens": below.total_tokens + spent.total_tokens,
+                            "prompt_tokens": below.prompt_tokens + spent.prompt_tokens,
+                            "completion_tokens": below.completion_tokens + spent.completion_tokens,
+                            "cost_usd": below.cost_usd + spent.cost_usd,
+                        }
+                    )
             result = record.result
             if record.result_uri:
                 blob = await self.deps.blobs.get(record.result_uri)
                 result = blob.decode() if blob is not None else f"(missing {record.result_uri})"
             messages.append(tool_message(record.call, result))
-        return messages
+        return messages, below
 
     async def _call_model(
         self,
@@ -402,6 +451,7 @@ class RunExecutor:
         day: str,
         reserve: float,
         peers: dict[str, AgentDefinition],
+        ledgers: list[str],
     ) -> tuple[ModelResponse, float, str] | ModelError:
         model = RetryingModel(
             self.deps.model_factory(agent, run.run_id),
@@ -411,9 +461,11 @@ class RunExecutor:
         specs, offer = self._offered(agent, peers)
         request = build_request(agent, transcript, specs, offer)
         chunks = _ChunkBatcher(self.deps, run.run_id, run.seq)
-        reservation = await self.deps.cost_ledger.reserve(
-            agent.id, day, reserve, hold_seconds=reservation_hold_seconds(agent)
-        )
+        hold = reservation_hold_seconds(agent)
+        reservations = {
+            key: await self.deps.cost_ledger.reserve(key, day, reserve, hold_seconds=hold)
+            for key in ledgers
+        }
         actual = 0.0
         with tracer.start_as_current_span(f"chat {agent.model.name}") as span:
             try:
@@ -422,11 +474,13 @@ class RunExecutor:
                 reply = await model(request, on_chunk=chunks.add)
             except ModelError as error:
                 span.set_status(trace.StatusCode.ERROR, str(error))
-                await self.deps.cost_ledger.settle(agent.id, day, reservation, 0.0)
+                for key, reservation in reservations.items():
+                    await self.deps.cost_ledger.settle(key, day, reservation, 0.0)
                 return error
             # Settle first: the call is paid for whatever fails after it.
             actual = pricing.cost_of(agent.model, reply.usage)
-            await self.deps.cost_ledger.settle(agent.id, day, reservation, actual)
+            for key, reservation in reservations.items():
+                await self.deps.cost_ledger.settle(key, day, reservation, actual)
             await chunks.flush()
             span.set_attributes(
                 genai_attributes(
