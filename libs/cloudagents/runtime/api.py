@@ -4,7 +4,7 @@ handlers that turn a request into a call of a use case, and its outcome into a r
 The use cases live elsewhere (``runtime/commands.py``: start and cancel runs, register agents,
 replay dead letters; ``runtime/approvals.py``: decide approvals; ``runtime/streaming.py``: the
 event streams). The OpenAPI document is generated from the table (``runtime/openapi.py``) and
-served at ``/openapi.json``. A route is added by writing its
+served at ``/openapi.json``, and as Swagger UI at ``/docs``. A route is added by writing its
 handler and one ``Route(...)`` line in :data:`ROUTES`.
 """
 
@@ -43,6 +43,8 @@ from cloudagents.runtime.streaming import (
     wants_event_stream,
     websocket_required_route,
 )
+from cloudagents.runtime.swagger import FILES as DOCS_FILES
+from cloudagents.runtime.swagger import docs_route
 from cloudagents.runtime.ui import ASSETS as UI_FILES
 from cloudagents.runtime.ui import ui_route
 
@@ -360,6 +362,10 @@ _SSE = "text/event-stream"
 ROUTES: list[Route] = [
     Route("GET", "/healthz", health_route, "Liveness and the workspace", (200,), public=True),
     Route("GET", "/openapi.json", openapi_route, "This document", (200,), public=True),
+    Route("GET", "/docs", docs_route, "Swagger UI on this document", (200,), content="text/html",
+          public=True),
+    Route("GET", "/docs/{file}", docs_route, "Swagger UI's files", (200, 404), content=None,
+          public=True, path_schemas={"file": {"type": "string", "enum": list(DOCS_FILES)}}),
     Route("GET", "/ui", ui_route, "The run viewer", (200,), content="text/html", public=True),
     Route("GET", "/ui/{file}", ui_route, "The run viewer's files", (200, 404), content=None,
           public=True, path_schemas={"file": {"type": "string", "enum": list(UI_FILES)}}),
