@@ -355,6 +355,22 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_runs_tree(args: argparse.Namespace) -> int:
+    tree = api_client(args).tree(args.run_id)
+
+    def show(entry: dict[str, Any], depth: int) -> None:
+        how = f" [{entry['how']}]" if entry.get("how") else ""
+        out(
+            f"{'  ' * depth}{entry['run_id']}  {entry['agent_id']}{how}  {entry['status']}"
+            f"  {entry.get('exit') or '-'}  {entry['total_tokens']} tokens"
+        )
+        for child in entry["children"]:
+            show(child, depth + 1)
+
+    show(tree, 0)
+    return EXIT_OK
+
+
 def cmd_runs_cancel(args: argparse.Namespace) -> int:
     run = api_client(args).cancel_run(args.run_id)
     out(f"run {run['run_id']}: {run['status']} ({run['exit']})")
@@ -550,7 +566,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(handler=cmd_runs_list)
-    for name, handler in (("show", cmd_runs_show), ("cancel", cmd_runs_cancel)):
+    for name, handler in (
+        ("show", cmd_runs_show),
+        ("cancel", cmd_runs_cancel),
+        ("tree", cmd_runs_tree),
+    ):
         sub = runs.add_parser(name)
         sub.add_argument("run_id")
         sub.set_defaults(handler=handler)

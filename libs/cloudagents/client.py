@@ -289,3 +289,7 @@ class CloudAgentsClient:
         if remember is not None:
             body["remember"] = remember
         return dict(self._call("POST", f"/runs/{run_id}/approvals/{approval_id}", json=body))
+
+    def tree(self, run_id: str) -> dict[str, Any]:
+        """The run and the runs below it (agent-to-agent calls and handoffs)."""
+        return dict(self._call("GET", f"/runs/{run_id}/tree"))

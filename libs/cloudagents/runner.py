@@ -7,7 +7,7 @@ process (``runtime/driver.py``), on in-memory adapters, until the run ends, and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,9 +58,22 @@ class Agent:
         rate_limiter: RateLimiter | None = None,
         clock: Clock = _utcnow,
         outward: EventBus | None = None,
+        peers: Sequence[Agent | AgentDefinition] = (),
     ) -> None:
+        """``peers``: the agents this one may call (those its ``allowed_peers`` names), run in
+        this process as child runs; an ``Agent`` peer brings its tools."""
         self.definition = definition
         self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry.from_mapping(tools)
+        self.peers = [
+            p.definition.model_copy(update={"tools": p.offered_tools(p.definition)})
+            if isinstance(p, Agent)
+            else p
+            for p in peers
+        ]
+        for peer in peers:
+            if isinstance(peer, Agent):
+                for peer_tool in peer.tools:
+                    self.tools.register(peer_tool)
         self.model_client = model_client
         self.clock = clock
         self._settings = run_settings(project=LOCAL_PROJECT, workspace=LOCAL_WORKSPACE)
@@ -104,6 +117,8 @@ class Agent:
         ``approval`` answers the approvals of gated tool calls (``runtime/driver.py``); without
         it they are asked on the terminal when there is one, else rejected."""
         llm_client = (context or {}).get("llm_client")
+        for peer in self.peers:
+            await self._driver.deps.agents.put_agent(peer)
         return await self._driver.run_seed(
             self.definition.model_copy(update={"tools": self.offered_tools(self.definition)}),
             message,

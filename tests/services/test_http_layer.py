@@ -28,6 +28,7 @@ DOCUMENTED_BEFORE = {
     ("/runs", "get"),
     ("/runs/{run_id}", "get"),
     ("/runs/{run_id}/cancel", "post"),
+    ("/runs/{run_id}/tree", "get"),
     ("/runs/{run_id}/messages", "get"),
     ("/runs/{run_id}/events", "get"),
     ("/runs/{run_id}/events/stream", "get"),

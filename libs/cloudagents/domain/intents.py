@@ -9,6 +9,7 @@ from pydantic import Field, JsonValue
 
 from cloudagents.domain.agents import AGENT_ID_PATTERN
 from cloudagents.domain.base import Model, Persisted
+from cloudagents.domain.runs import ParentCall
 
 
 class StartRun(Model):
@@ -18,6 +19,9 @@ class StartRun(Model):
     message: str = Field(max_length=200_000)
     variables: dict[str, JsonValue] = Field(default_factory=dict)
     parent_run_id: str | None = None
+    parent_call: ParentCall | None = Field(
+        default=None, description="set when another agent's tool call started this run"
+    )
 
 
 class IntentionMessage(Persisted):
@@ -52,6 +56,8 @@ def intent_json_schema() -> dict[str, Any]:
         "user's message. The run_id makes the intent idempotent: publishing it twice starts "
         "one run."
     )
+    # The payload's definitions join the document's, where its ``#/$defs/...`` refs point.
+    schema.setdefault("$defs", {}).update(start.pop("$defs", {}))
     schema["properties"]["payload"] = {**start, "title": "StartRun"}
     schema["required"] = ["run_id", "source_agent", "payload"]
     return schema

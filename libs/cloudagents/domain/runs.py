@@ -73,11 +73,21 @@ class PendingItem(Model):
     )
 
 
-class RunRecord(Persisted):
-    """``agent_runs/{run_id}``. Version 2: ``pending`` items replace ``pending_tool_calls``."""
+class ParentCall(Model):
+    """The tool call of another run that started this one (an agent-to-agent call): its
+    finishing commit puts its result on that call (``engine/calls.py``)."""
 
-    CURRENT_SCHEMA_VERSION: ClassVar[int] = 2
-    schema_version: int = 2
+    run_id: str = Field(min_length=1, max_length=128)
+    seq: int = Field(ge=0)
+    index: int = Field(ge=0)
+
+
+class RunRecord(Persisted):
+    """``agent_runs/{run_id}``. Version 2: ``pending`` items replace ``pending_tool_calls``.
+    Version 3: run trees (``parent_call``, ``root_run_id``, ``call_path``, ``call_depth``)."""
+
+    CURRENT_SCHEMA_VERSION: ClassVar[int] = 3
+    schema_version: int = 3
 
     run_id: str
     agent_id: str
@@ -94,6 +104,14 @@ class RunRecord(Persisted):
     source: str = Field(default="api", description="who started it: api, pubsub, handoff, sdk")
     principal: str | None = None
     parent_run_id: str | None = None
+    parent_call: ParentCall | None = Field(
+        default=None, description="the agent-to-agent call this run answers, if any"
+    )
+    root_run_id: str | None = Field(default=None, description="the run at the top of the tree")
+    call_path: list[str] = Field(
+        default_factory=list, description="the agents that called down to this run, root first"
+    )
+    call_depth: int = Field(default=0, ge=0, description="agent-to-agent calls above this run")
     child_run_ids: list[str] = Field(default_factory=list)
     handoff_offer_id: str | None = None
     handoff_status: str | None = Field(
@@ -124,6 +142,8 @@ class RunRecord(Persisted):
             legacy = data.pop("pending_tool_calls", None) or []
             data.setdefault("pending", [{"kind": "tool_call", "id": i} for i in legacy])
             data["schema_version"] = 2
+        if isinstance(data, dict) and data.get("schema_version", 1) == 2:
+            data = {**data, "schema_version": 3}  # version 2 has no tree fields: their defaults
         return data
 
     @property
@@ -165,6 +185,9 @@ class ToolCallRecord(Persisted):
     # A gated call (``domain/approvals.py``): ``required`` until decided; the invoker runs a
     # call only when this is ``None`` or ``approved``.
     approval: Literal["required", "approved", "rejected", "expired"] | None = None
+    # An agent-to-agent call: the child run that answers it (created once, id from the call).
+    child_run_id: str | None = None
+    child_agent_id: str | None = None
 
     @property
     def doc_id(self) -> str:

@@ -23,6 +23,7 @@ from cloudagents.domain.events import (
     RunEvent,
     ThinkingStatus,
     ToolCallEvent,
+    ToolResultEvent,
     event_id,
 )
 from cloudagents.domain.handoffs import HandoffOffer, HandoffTarget, OfferMessage
@@ -43,7 +44,9 @@ from cloudagents.domain.runs import (
 )
 from cloudagents.domain.steps import StepCommit
 from cloudagents.engine import approvals, waits
+from cloudagents.engine import calls as agent_calls
 from cloudagents.engine.approvals import Gate
+from cloudagents.engine.calls import ChildCall
 from cloudagents.engine.step import (
     CallTools,
     Finish,
@@ -136,9 +139,9 @@ def plan_outcome(
                 interaction=interaction,
             )
             return commit, "run-again"
-        case CallTools(calls, gated):
+        case CallTools(calls, gated, children):
             return plan_tool_calls(
-                at, run, agent, progress, new_messages, calls, gated, interaction
+                at, run, agent, progress, new_messages, calls, gated, interaction, children
             )
         case HandOff(target):
             return plan_handoff(at, run, agent, progress, new_messages, target, interaction)
@@ -155,11 +158,16 @@ def plan_tool_calls(
     calls: tuple[ToolCall, ...],
     gated: Mapping[int, Gate],
     interaction: Interaction,
+    children: Mapping[int, ChildCall] | None = None,
 ) -> Plan:
     """The step waits for its tool calls: each is dispatched at once, except a gated one, which
     gets an approval document, an ``approval`` pending item (deadline: its expiry) and an expiry
-    wake-up instead, and is dispatched once approved (``engine/approvals.py``)."""
+    wake-up instead, and is dispatched once approved (``engine/approvals.py``); and a call to a
+    peer agent, which starts a child run and waits for it as a ``child_run`` item, or — when a
+    check refused it — is done at once with the refusal as its error result
+    (``engine/calls.py``)."""
     seq = run.seq
+    children = children or {}
     records = [
         ToolCallRecord(
             run_id=run.run_id,
@@ -168,9 +176,17 @@ def plan_tool_calls(
             call=call,
             idempotency_key=f"{run.run_id}:{seq}:{i}",
             approval="required" if i in gated else None,
+            child_run_id=children[i].run_id if i in children else None,
+            child_agent_id=children[i].agent_id if i in children else None,
         )
         for i, call in enumerate(calls)
     ]
+    refused = {i: c.problem for i, c in children.items() if c.problem is not None}
+    for i, problem in refused.items():
+        records[i] = records[i].model_copy(
+            update={"status": "done", "result": problem, "is_error": True, "finished_at": at.now}
+        )
+    started = {i: c for i, c in children.items() if c.problem is None}
     requests = [
         approvals.request(run, agent.approval, r, gated[r.index], at.now)
         for r in records
@@ -181,14 +197,28 @@ def plan_tool_calls(
     pending = [
         PendingItem(kind="approval", id=r.doc_id, deadline=expiry[r.doc_id])
         if r.doc_id in expiry
-        else PendingItem(kind="tool_call", id=r.doc_id, deadline=deadline)
+        else PendingItem(
+            kind="child_run" if r.index in started else "tool_call", id=r.doc_id, deadline=deadline
+        )
         for r in records
+        if r.index not in refused
     ]
     dispatch = [
-        OutboxMessage.of("tools", ToolMessage(run_id=run.run_id, seq=seq, index=r.index))
+        agent_calls.child_intent(
+            run,
+            seq,
+            r.index,
+            started[r.index].run_id,
+            started[r.index].agent_id,
+            started[r.index].message,
+        )
+        if r.index in started
+        else OutboxMessage.of("tools", ToolMessage(run_id=run.run_id, seq=seq, index=r.index))
         for r in records
-        if r.doc_id not in expiry
+        if r.doc_id not in expiry and r.index not in refused
     ]
+    if not pending:
+        dispatch.append(step_message(run.run_id, seq + 1))  # every call refused: step on
     expiries = [
         OutboxMessage.of(
             "wakeups",
@@ -224,7 +254,24 @@ def plan_tool_calls(
         )
         for a in requests
     )
-    running = ", ".join(f"{r.call.name}#{r.index}" for r in records if r.doc_id not in expiry)
+    events.extend(
+        ToolResultEvent(
+            run_id=run.run_id,
+            timestamp=at.now,
+            seq=seq,
+            id=event_id(seq, "c", i),
+            call_id=records[i].call.id,
+            tool_name=records[i].call.name,
+            result=problem,
+            is_error=True,
+        )
+        for i, problem in sorted(refused.items())
+    )
+    running = ", ".join(
+        f"{r.call.name}#{r.index}"
+        for r in records
+        if r.doc_id not in expiry and r.index not in refused
+    )
     waiting = ", ".join(f"{a.tool}#{a.index}" for a in requests)
     status = "; ".join(
         part
@@ -329,6 +376,7 @@ def plan_handoff(
         outbox=[
             snapshot_message(run.run_id, seq + 1),
             OutboxMessage.of("handoff", OfferMessage(offer_id=offer.offer_id)),
+            *agent_calls.answer_parent(run),
         ],
         interaction=interaction,
         events=events,
@@ -392,7 +440,7 @@ def plan_finish(
         status=RunStatus.FINISHED,
         progress=progress,
         result=result,
-        outbox=[snapshot_message(run.run_id, seq + 1)],
+        outbox=[snapshot_message(run.run_id, seq + 1), *agent_calls.answer_parent(run)],
         interaction=interaction,
         events=[event],
     )

@@ -28,6 +28,7 @@ from cloudagents.engine import guardrails
 
 if TYPE_CHECKING:
     from cloudagents.engine.approvals import Gate
+    from cloudagents.engine.calls import ChildCall
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class CallTools:
 
     calls: tuple[ToolCall, ...]
     gated: Mapping[int, Gate] = field(default_factory=dict)
+    children: Mapping[int, ChildCall] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,7 @@ def decide(
     tools: Mapping[str, ToolSpec],
     gated: Mapping[int, Gate] | None = None,
     cleared: Collection[int] = (),
+    children: Mapping[int, ChildCall] | None = None,
 ) -> StepOutcome:
     """What to do with a model reply. ``progress`` already includes this reply's usage.
     ``gated``: the reply's tool calls (by index) that wait for a person; ``cleared``: those a
@@ -197,7 +200,7 @@ def decide(
                 agent.guardrails, call, spec, gated=i in gated or i in cleared
             ):
                 return Stop(LoopExit.GUARDRAIL_BLOCK, reason)
-        return CallTools(tuple(reply.tool_calls), dict(gated))
+        return CallTools(tuple(reply.tool_calls), dict(gated), dict(children or {}))
     if reply.done is False:
         return _over_budget(agent, progress) if over_budget else RunAgain()
     if reason := guardrails.check_output(agent.guardrails, reply.content_text()):
@@ -239,7 +242,7 @@ def describe(outcome: StepOutcome) -> str:
     match outcome:
         case Finish():
             return "finish"
-        case CallTools(calls, gated):
+        case CallTools(calls, gated, _):
             label = "tools:" + ",".join(call.name for call in calls)
             return label + (f" (awaiting approval: {len(gated)})" if gated else "")
         case HandOff(target):

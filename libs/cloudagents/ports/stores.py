@@ -24,6 +24,7 @@ from cloudagents.domain.runs import (
     Interaction,
     ModelCallRecord,
     OutboxMessage,
+    PendingKind,
     RunRecord,
     RunStatus,
     SnapshotPointer,
@@ -95,8 +96,15 @@ class RunStore(Protocol):
     async def get_run(self, run_id: str) -> RunRecord | None: ...
 
     async def list_runs(
-        self, *, agent_id: str | None = None, status: RunStatus | None = None, limit: int = 50
-    ) -> list[RunRecord]: ...
+        self,
+        *,
+        agent_id: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        parent_run_id: str | None = None,
+    ) -> list[RunRecord]:
+        """Newest first; ``parent_run_id``: the runs it started (calls and handoffs)."""
+        ...
 
     async def messages(self, run_id: str, *, start: int = 0) -> list[Message]: ...
 
@@ -153,8 +161,10 @@ class RunStore(Protocol):
         result_uri: str | None,
         events: list[RunEvent],
         wake: OutboxMessage,
+        kind: PendingKind = "tool_call",
     ) -> ToolFinish | None:
-        """Take the call off the run's pending list once, writing ``events``; the call that
+        """Take the call (a pending item of ``kind``: ``tool_call``, or ``child_run`` for a call
+        to another agent) off the run's pending list once, writing ``events``; the call that
         empties the list stores ``wake`` in the run's outbox and says ``wake=True``. The result
         is recorded here too unless ``save_tool_result`` recorded one already (the stored one
         wins). ``None`` if the call does not exist."""

@@ -45,6 +45,7 @@ from cloudagents.runtime.streaming import (
 )
 from cloudagents.runtime.swagger import FILES as DOCS_FILES
 from cloudagents.runtime.swagger import docs_route
+from cloudagents.runtime.trees import run_tree
 from cloudagents.runtime.ui import ASSETS as UI_FILES
 from cloudagents.runtime.ui import ui_route
 
@@ -183,6 +184,16 @@ async def cancel_run_route(
     if run is None:
         return error(404, f"unknown run {params['run_id']!r}")
     return JSONResponse(run_view(run))
+
+
+async def tree_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    """The run and the runs below it: agent-to-agent calls (``how: call``) and handoffs."""
+    tree = await run_tree(deps, params["run_id"])
+    if tree is None:
+        return error(404, f"unknown run {params['run_id']!r}")
+    return JSONResponse(tree)
 
 
 async def messages_route(
@@ -376,6 +387,8 @@ ROUTES: list[Route] = [
     Route("GET", "/runs/{run_id}", get_run_route,
           "A run, its handoff chain and dead letters", (200, 401, 404)),
     Route("POST", "/runs/{run_id}/cancel", cancel_run_route, "Cancel a run", (200, 401, 404)),
+    Route("GET", "/runs/{run_id}/tree", tree_route,
+          "The run and the runs below it (calls and handoffs)", (200, 401, 404)),
     Route("GET", "/runs/{run_id}/messages", messages_route,
           "A run's transcript and model calls", (200, 401, 404)),
     Route("GET", "/runs/{run_id}/events", events_route,

@@ -25,6 +25,7 @@ from cloudagents.runtime.auth import Principal, may_start
 from cloudagents.runtime.broker import HandoffBroker
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import start_run
+from cloudagents.runtime.trees import cancel_tree
 from cloudagents.telemetry import tracer
 from cloudagents.tools import get_approval_predicate
 
@@ -95,8 +96,8 @@ async def start_run_for(
 
 
 async def cancel_run(deps: Deps, run_id: str) -> RunRecord | None:
-    """Cancel a run (None: no such run); a finished run stays as it finished."""
-    return await deps.runs.cancel_run(run_id, "cancelled by request")
+    """Cancel a run and the calls below it (``runtime/trees.py``); None: no such run."""
+    return await cancel_tree(deps, run_id, "cancelled by request")
 
 
 def unknown_approval_rule(definition: AgentDefinition) -> dict[str, str] | None:

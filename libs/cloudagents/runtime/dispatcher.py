@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any
 
 from cloudagents.domain.errors import PermanentMessageError
+from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.runs import RunRecord, SnapshotMessage, StepMessage, ToolMessage, WakeUp
 from cloudagents.ports.bus import EventBus
 from cloudagents.runtime.deps import Deps
@@ -80,6 +81,7 @@ class _Lane:
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    children: list[str] = field(default_factory=list)  # child runs of agent-to-agent calls
 
     @property
     def ordered_idle(self) -> bool:
@@ -134,6 +136,9 @@ class InProcessDispatcher:
         body: dict[str, Any] = json.loads(data)
         run_id = str(body.get("run_id") or _current_run.get() or "")
         role = self._roles.get(topic)
+        if role == "intents" and self._child_of_a_lane(body) and run_id not in self._lanes:
+            # An agent-to-agent call of a run driven here: the child run is driven here too.
+            self._open_child(run_id, str(body["payload"]["parent_call"]["run_id"]))
         lane = self._lanes.get(run_id)
         if lane is None:
             # Not a run of this process (or one already settled): it is for the outside world.
@@ -149,6 +154,9 @@ class InProcessDispatcher:
                 call = ToolMessage.model_validate(body)
                 what = f"tool call {call.seq}-{call.index}"
                 self._spawn(run_id, what, lambda: self.invoker.handle(call))
+            case "intents":
+                intent = IntentionMessage.model_validate(body)
+                self._enqueue(run_id, "intent", lambda: self.executor.handle_intent(intent))
             case _:
 
                 async def send() -> str:
@@ -157,6 +165,15 @@ class InProcessDispatcher:
 
                 self._enqueue(run_id, f"publish to {topic}", send)
         return f"inprocess-{run_id}"
+
+    def _child_of_a_lane(self, body: dict[str, Any]) -> bool:
+        payload = body.get("payload")
+        call = payload.get("parent_call") if isinstance(payload, dict) else None
+        return isinstance(call, dict) and call.get("run_id") in self._lanes
+
+    def _open_child(self, run_id: str, parent_id: str) -> None:
+        self._lanes[run_id] = _Lane()
+        self._lanes[parent_id].children.append(run_id)
 
     # -- TaskQueue ---------------------------------------------------------------------------
 
@@ -210,8 +227,7 @@ class InProcessDispatcher:
                         raise RunNotSettled(self._why(run_id, lane, run)) from cause
                 await lane.changed.wait()
         finally:
-            lane.close()
-            self._lanes.pop(run_id, None)
+            self.close(run_id)
 
     def spawn(self, run_id: str, what: str, work: Work) -> None:
         """Deliver ``work`` for the run beside its lane (as a tool call is), at least once."""
@@ -222,6 +238,8 @@ class InProcessDispatcher:
         lane = self._lanes.pop(run_id, None)
         if lane is not None:
             lane.close()
+            for child in lane.children:
+                self.close(child)
 
     @staticmethod
     def _why(run_id: str, lane: _Lane, run: RunRecord | None) -> str:

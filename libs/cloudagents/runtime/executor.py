@@ -27,18 +27,26 @@ from cloudagents.domain.events import (
     event_id,
 )
 from cloudagents.domain.intents import IntentionMessage
-from cloudagents.domain.messages import Message, ModelResponse, ToolCall, tool_message
+from cloudagents.domain.messages import (
+    Message,
+    ModelResponse,
+    ToolCall,
+    ToolSpec,
+    tool_message,
+)
 from cloudagents.domain.policy import GuardrailConfig
 from cloudagents.domain.results import LoopExit
 from cloudagents.domain.runs import (
     AuditRecord,
     ModelCallRecord,
+    ParentCall,
     RunRecord,
     StepMessage,
     WakeUp,
 )
 from cloudagents.domain.steps import StepCommit
 from cloudagents.engine import approvals, plan, pricing, waits
+from cloudagents.engine import calls as agent_calls
 from cloudagents.engine.approvals import Gate
 from cloudagents.engine.step import (
     Stop,
@@ -76,6 +84,7 @@ async def start_run(
     prior_messages: list[Message] | None = None,
     prior_agent: str | None = None,
     guardrails: GuardrailConfig | None = None,
+    parent_call: ParentCall | None = None,
 ) -> bool:
     """Create the run document and its opening transcript; ``False`` if it already existed.
 
@@ -100,10 +109,26 @@ async def start_run(
         ]
         opening = [opening[0], *carried, *opening[1:]]
     now = deps.clock()
+    deadline = now + timedelta(seconds=agent.timeout_seconds)
+    tree: dict[str, Any] = {}
+    if parent_call is not None:
+        # An agent-to-agent call: the child joins its caller's tree, and ends by its caller's
+        # deadline at the latest (an answer after it would reach no one).
+        caller = await deps.runs.get_run(parent_call.run_id)
+        if caller is None:
+            raise PermanentMessageError(f"the calling run {parent_call.run_id!r} does not exist")
+        tree = {
+            "parent_call": parent_call,
+            "root_run_id": caller.root_run_id or caller.run_id,
+            "call_path": [*caller.call_path, caller.agent_id],
+            "call_depth": caller.call_depth + 1,
+        }
+        if caller.deadline_at is not None:
+            deadline = min(deadline, caller.deadline_at)
     run = RunRecord(
         run_id=run_id,
         agent_id=agent.id,
-        deadline_at=now + timedelta(seconds=agent.timeout_seconds),
+        deadline_at=deadline,
         created_at=now,
         variables=variables,
         source=source,
@@ -112,6 +137,7 @@ async def start_run(
         chain_depth=chain_depth,
         traceparent=None,
         guardrails=guardrails,
+        **tree,
     )
     return await deps.runs.create_run(run, opening)
 
@@ -168,6 +194,7 @@ class RunExecutor:
             variables=dict(start.variables),
             source="pubsub" if intent.source_agent != "api" else "api",
             parent_run_id=start.parent_run_id,
+            parent_call=start.parent_call,
         )
 
     async def begin(
@@ -180,6 +207,7 @@ class RunExecutor:
         source: str,
         parent_run_id: str | None = None,
         guardrails: GuardrailConfig | None = None,
+        parent_call: ParentCall | None = None,
     ) -> str:
         """Create the run (once), schedule its deadline wake-up and apply its first step: what
         an intent does, and what ``Agent.run`` and ``DistributedAgent.run`` do in process."""
@@ -192,6 +220,7 @@ class RunExecutor:
             source=source,
             parent_run_id=parent_run_id,
             guardrails=guardrails,
+            parent_call=parent_call,
         )
         # The run's deadline wake-up, on every delivery of the intent (a duplicate is harmless,
         # a missing one is a run nobody ends): it ends the run at timeout_seconds whatever it is
@@ -261,7 +290,8 @@ class RunExecutor:
                 return await self._commit(
                     *plan.plan_stop(self._context(), run, progress, new_messages, capped)
                 )
-        reply_or_error = await self._call_model(run, agent, transcript, day, reserve)
+        peers = await self._peers(agent)
+        reply_or_error = await self._call_model(run, agent, transcript, day, reserve, peers)
         if isinstance(reply_or_error, ModelError):
             progress = progress.model_copy(
                 update={"errors": [*progress.errors, str(reply_or_error)]}
@@ -273,7 +303,9 @@ class RunExecutor:
         reply, cost, attempt_id = reply_or_error
         progress = account(progress, reply, cost)
         gated, cleared = await self._gates(run, agent, reply.tool_calls)
-        outcome = decide(agent, progress, reply, self.deps.tools.specs(), gated, cleared)
+        children = agent_calls.child_calls(run, agent, reply.tool_calls, peers)
+        specs, _ = self._offered(agent, peers)
+        outcome = decide(agent, progress, reply, specs, gated, cleared, children)
         new_messages.append(reply.as_message())
         commit, label = plan.plan_outcome(
             self._context(), run, agent, progress, new_messages, reply, outcome
@@ -281,6 +313,28 @@ class RunExecutor:
         return await self._commit(
             commit.model_copy(update={"applied_model_call": attempt_id}), label
         )
+
+    async def _peers(self, agent: AgentDefinition) -> dict[str, AgentDefinition]:
+        """The registered definitions of the agent's ``allowed_peers`` (one tool each)."""
+        found: dict[str, AgentDefinition] = {}
+        for peer_id in agent.allowed_peers:
+            peer = await self.deps.agents.get_agent(peer_id)
+            if peer is not None:
+                found[peer_id] = peer
+        return found
+
+    def _offered(
+        self, agent: AgentDefinition, peers: dict[str, AgentDefinition]
+    ) -> tuple[dict[str, ToolSpec], list[str]]:
+        """The tools the model may call: the registered ones, and one per peer agent; and the
+        names offered, the agent's tools then its peers'."""
+        specs = self.deps.tools.specs()
+        offer = list(agent.tools)
+        for peer in peers.values():
+            spec = agent_calls.peer_spec(peer)
+            specs[spec.name] = spec
+            offer.append(spec.name)
+        return specs, offer
 
     async def _gates(
         self, run: RunRecord, agent: AgentDefinition, calls: list[ToolCall]
@@ -327,13 +381,15 @@ class RunExecutor:
         transcript: list[Message],
         day: str,
         reserve: float,
+        peers: dict[str, AgentDefinition],
     ) -> tuple[ModelResponse, float, str] | ModelError:
         model = RetryingModel(
             self.deps.model_factory(agent, run.run_id),
             agent.retry,
             timeout_seconds=agent.model.timeout_seconds,
         )
-        request = build_request(agent, transcript, self.deps.tools.specs())
+        specs, offer = self._offered(agent, peers)
+        request = build_request(agent, transcript, specs, offer)
         chunks = _ChunkBatcher(self.deps, run.run_id, run.seq)
         reservation = await self.deps.cost_ledger.reserve(
             agent.id, day, reserve, hold_seconds=reservation_hold_seconds(agent)

@@ -30,6 +30,7 @@ from cloudagents.domain.errors import PermanentMessageError, TransientError
 from cloudagents.domain.events import ToolResultEvent, event_id
 from cloudagents.domain.runs import (
     OutboxMessage,
+    PendingKind,
     RunRecord,
     StepMessage,
     ToolAuditMessage,
@@ -38,6 +39,7 @@ from cloudagents.domain.runs import (
     WakeUp,
     utcnow,
 )
+from cloudagents.engine import calls as agent_calls
 from cloudagents.engine import waits
 from cloudagents.faults import crash_point
 from cloudagents.ports.stores import ToolClaim
@@ -74,6 +76,8 @@ class ToolInvoker:
             return await self._finish(record, run, peeked=True)
         if run.finished:
             return "run-finished"
+        if record.child_run_id is not None:
+            return await self._child(record, run)
         if record.approval not in (None, "approved"):
             # Gated and not approved (a stray dispatch): a decision dispatches it, or settles it.
             return "awaiting-approval"
@@ -130,6 +134,27 @@ class ToolInvoker:
                 )
         with idempotency_scope(record.idempotency_key):
             return await tool.invoke(record.call.arguments)
+
+    async def _child(self, record: ToolCallRecord, run: RunRecord) -> str:
+        """A call to another agent: start its child run if it does not exist (its intent was
+        lost), wait while it runs, and once it is finished put its result on the call."""
+        assert record.child_run_id is not None and record.child_agent_id is not None
+        child = await self.deps.runs.get_run(record.child_run_id)
+        peer = await self.deps.agents.get_agent(record.child_agent_id)
+        if child is None:
+            message = agent_calls.child_message(peer, record.call.arguments)
+            intent = agent_calls.child_intent(
+                run, record.seq, record.index, record.child_run_id, record.child_agent_id, message
+            )
+            await self.deps.publish([intent])
+            return "child-started"
+        if not child.finished:
+            return "child-running"
+        content, is_error = agent_calls.child_result(
+            child, peer.output_schema if peer is not None else None
+        )
+        saved = await self._save(record, ToolResult(content, is_error))
+        return await self._finish(saved, run)
 
     @staticmethod
     def _audit(record: ToolCallRecord, run: RunRecord) -> OutboxMessage:
@@ -239,9 +264,10 @@ class ToolInvoker:
         barrier rule without a transaction: under redelivery most tool deliveries are such
         duplicates, and each transaction would lock the run and the call documents."""
         wake = OutboxMessage.of("steps", StepMessage(run_id=record.run_id, seq=record.seq + 1))
+        kind: PendingKind = "child_run" if record.child_run_id is not None else "tool_call"
         if peeked:
             seen = waits.resolve(
-                run, "tool_call", record.doc_id, seq=record.seq, already_resolved=True, wake=wake
+                run, kind, record.doc_id, seq=record.seq, already_resolved=True, wake=wake
             )
             if not seen.newly_resolved:
                 await self.deps.publish([self._audit(record, run), *seen.publish])
@@ -264,6 +290,7 @@ class ToolInvoker:
             result_uri=record.result_uri,
             events=[event],
             wake=wake,
+            kind=kind,
         )
         if finish is None:
             raise PermanentMessageError(f"tool call {record.doc_id} of {record.run_id} vanished")

@@ -61,6 +61,8 @@ def stalled(record: ToolCallRecord, now: datetime) -> bool:
     """A pending call that shows no sign of progress: dispatching it again is what moves it."""
     if record.status == "running":
         return record.lease_until is None or record.lease_until <= now
+    if record.status == "pending" and record.child_run_id is not None:
+        return True  # the invoker looks at the child: starts it if lost, or takes its result
     if record.status == "pending":
         return record.deferred_until is None or record.deferred_until <= now
     return True  # done, but still on the run's pending list: its delivery died after saving
@@ -138,7 +140,8 @@ class WakeUps:
 
     async def _pending(self, run: RunRecord) -> list[ToolCallRecord]:
         calls = {c.doc_id: c for c in await self.deps.runs.tool_calls(run.run_id, run.seq - 1)}
-        return [calls[p] for p in run.pending_tool_calls if p in calls]
+        waited = [p.id for p in run.pending if p.kind in ("tool_call", "child_run")]
+        return [calls[p] for p in waited if p in calls]
 
     async def _wake_waiting(self, run: RunRecord, now: datetime, gen: int) -> str:
         if run.deadline_at is not None and now >= run.deadline_at:

@@ -45,6 +45,7 @@ from cloudagents.domain.runs import (
     Interaction,
     ModelCallRecord,
     OutboxMessage,
+    PendingKind,
     RunRecord,
     RunStatus,
     SnapshotPointer,
@@ -116,14 +117,21 @@ class FirestoreRunStore:
         return RunRecord.model_validate(from_doc(snap.to_dict())) if snap.exists else None
 
     async def list_runs(
-        self, *, agent_id: str | None = None, status: RunStatus | None = None, limit: int = 50
+        self,
+        *,
+        agent_id: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        parent_run_id: str | None = None,
     ) -> list[RunRecord]:
         query: Any = self.runs
+        if parent_run_id is not None:
+            query = query.where(filter=firestore.FieldFilter("parent_run_id", "==", parent_run_id))
         if agent_id is not None:
             query = query.where(filter=firestore.FieldFilter("agent_id", "==", agent_id))
         if status is not None:
             query = query.where(filter=firestore.FieldFilter("status", "==", status.value))
-        if agent_id is None and status is None:
+        if agent_id is None and status is None and parent_run_id is None:
             query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
             return [
                 RunRecord.model_validate(from_doc(d.to_dict())) async for d in counted_stream(query)
@@ -295,6 +303,7 @@ class FirestoreRunStore:
         result_uri: str | None,
         events: list[RunEvent],
         wake: OutboxMessage,
+        kind: PendingKind = "tool_call",
     ) -> ToolFinish | None:
         run_ref = self._run_ref(run_id)
         call_ref = self._call_ref(run_id, seq, index)
@@ -308,7 +317,7 @@ class FirestoreRunStore:
             run = RunRecord.model_validate(from_doc(run_snap.to_dict()))
             barrier = waits.resolve(
                 run,
-                "tool_call",
+                kind,
                 call.doc_id,
                 seq=seq,
                 already_resolved=call.status == "done",

@@ -25,6 +25,7 @@ from cloudagents.domain.runs import (
     Interaction,
     ModelCallRecord,
     OutboxMessage,
+    PendingKind,
     RunRecord,
     RunStatus,
     SnapshotPointer,
@@ -67,13 +68,19 @@ class InMemoryRunStore:
         return run.model_copy(deep=True) if run else None
 
     async def list_runs(
-        self, *, agent_id: str | None = None, status: RunStatus | None = None, limit: int = 50
+        self,
+        *,
+        agent_id: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        parent_run_id: str | None = None,
     ) -> list[RunRecord]:
         runs = [
             r
             for r in self.runs.values()
             if (agent_id is None or r.agent_id == agent_id)
             and (status is None or r.status == status)
+            and (parent_run_id is None or r.parent_run_id == parent_run_id)
         ]
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return [r.model_copy(deep=True) for r in runs[:limit]]
@@ -179,6 +186,7 @@ class InMemoryRunStore:
         result_uri: str | None,
         events: list[RunEvent],
         wake: OutboxMessage,
+        kind: PendingKind = "tool_call",
     ) -> ToolFinish | None:
         async with self._lock:
             key = (run_id, tool_call_doc_id(seq, index))
@@ -187,7 +195,7 @@ class InMemoryRunStore:
                 return None
             barrier = waits.resolve(
                 run,
-                "tool_call",
+                kind,
                 call.doc_id,
                 seq=seq,
                 already_resolved=call.status == "done",

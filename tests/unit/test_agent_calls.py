@@ -1,0 +1,144 @@
+"""Agent-to-agent calls in process: a call to an allowed peer is a child run whose answer is the
+call's result; the checks (allowed, depth, cycle, input schema) are error results the model
+reads; the child joins the caller's tree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloudagents import Agent, AgentDefinition, LoopExit, Tool
+from cloudagents.domain.runs import RunRecord
+
+
+def scripted(agent_id: str, *turns: dict[str, Any], **extra: Any) -> AgentDefinition:
+    return AgentDefinition.model_validate(
+        {
+            "id": agent_id,
+            "description": f"the {agent_id}",
+            "model": {"provider": "scripted", "name": "s", "script": list(turns)},
+            "retry": {"max_attempts": 1, "backoff_seconds": 0},
+            **extra,
+        }
+    )
+
+
+def ask(tool: str, **arguments: Any) -> dict[str, Any]:
+    return {"tool_calls": [{"name": tool, "arguments": arguments}]}
+
+
+def shout(text: str) -> str:
+    """Upper-case a text."""
+    return text.upper()
+
+
+async def runs_of(agent: Agent) -> dict[str, RunRecord]:
+    store = agent.driver.deps.runs
+    return {r.run_id: r for r in await store.list_runs(limit=100)}
+
+
+async def test_a_peer_call_is_a_child_run_whose_answer_is_the_result() -> None:
+    researcher = Agent(
+        scripted("researcher", ask("shout", text="x is 42"), {"content": "found: X IS 42"}),
+        tools=[Tool("shout", shout)],
+    )
+    orchestrator = scripted(
+        "orchestrator",
+        {
+            "tool_calls": [
+                {"name": "invoke_researcher", "arguments": {"request": "what is x?"}},
+                {"name": "invoke_researcher", "arguments": {"request": "and y?"}},
+            ]
+        },
+        {"content": "composed"},
+        allowed_peers=["researcher"],
+    )
+    agent = Agent(orchestrator, peers=[researcher])
+    result = await agent.run("tell me x", run_id="root")
+    assert result.exit is LoopExit.SATISFIED and result.tool_calls == 2
+    calls = await agent.driver.deps.runs.tool_calls("root", 0)
+    assert [(c.child_run_id, c.result, c.is_error) for c in calls] == [
+        ("root-c000000-000", "found: X IS 42", False),
+        ("root-c000000-001", "found: X IS 42", False),
+    ]
+    child = await agent.driver.deps.runs.get_run("root-c000000-000")
+    assert child is not None and child.result is not None
+    assert child.result.exit is LoopExit.SATISFIED
+    assert (child.root_run_id, child.call_path, child.call_depth) == ("root", ["orchestrator"], 1)
+    assert child.parent_call is not None and (child.parent_call.seq, child.parent_call.index) == (
+        0,
+        0,
+    )
+    transcript = await agent.driver.deps.runs.messages(child.run_id)
+    assert transcript[1].content == "what is x?"
+
+
+async def test_checks_are_error_results_the_model_reads() -> None:
+    typed = scripted(
+        "typed",
+        {"content": "ok"},
+        input_schema={"city": "str"},
+    )
+    looping = scripted("looping", {"content": "never"}, allowed_peers=["orchestrator"])
+    orchestrator = scripted(
+        "orchestrator",
+        {
+            "tool_calls": [
+                {"name": "invoke_typed", "arguments": {"wrong_field": "Paris"}},
+                {"name": "invoke_ghost", "arguments": {"request": "hi"}},
+            ]
+        },
+        {"content": "done"},
+        allowed_peers=["typed", "ghost", "looping"],
+    )
+    agent = Agent(orchestrator, peers=[typed, looping])
+    result = await agent.run("go", run_id="checks")
+    assert result.exit is LoopExit.SATISFIED
+    first, second = await agent.driver.deps.runs.tool_calls("checks", 0)
+    assert first.is_error and "does not match its input_schema" in str(first.result)
+    assert first.child_run_id is not None
+    assert await agent.driver.deps.runs.get_run(first.child_run_id) is None  # never started
+    assert second.is_error and second.result == "agent 'ghost' is not registered"
+
+
+async def test_a_cycle_and_the_depth_limit_are_refused() -> None:
+    b = scripted(
+        "b", ask("invoke_a", request="back to a"), {"content": "b done"}, allowed_peers=["a"]
+    )
+    a = scripted("a", ask("invoke_b", request="to b"), {"content": "a done"}, allowed_peers=["b"])
+    agent = Agent(a, peers=[b])
+    result = await agent.run("go", run_id="cycle")
+    assert result.exit is LoopExit.SATISFIED
+    child = await agent.driver.deps.runs.tool_calls("cycle-c000000-000", 0)
+    assert "would make a cycle: a -> b -> a" in str(child[0].result)
+    shallow = scripted(
+        "shallow",
+        ask("invoke_b", request="x"),
+        {"content": "ok"},
+        allowed_peers=["b"],
+        max_chain_depth=0,
+    )
+    agent = Agent(shallow, peers=[b])
+    await agent.run("go", run_id="deep")
+    (call,) = await agent.driver.deps.runs.tool_calls("deep", 0)
+    assert "over max_chain_depth=0" in str(call.result)
+
+
+async def test_a_failing_child_gives_a_typed_error() -> None:
+    strict = scripted(
+        "strict",
+        {"content": "not json"},
+        {"content": "still not"},
+        output_schema={"answer": "int"},
+        budget={"max_iterations": 2},
+    )
+    caller = scripted(
+        "caller",
+        ask("invoke_strict", request="n?"),
+        {"content": "gave up"},
+        allowed_peers=["strict"],
+    )
+    agent = Agent(caller, peers=[strict])
+    await agent.run("go", run_id="typed-error")
+    (call,) = await agent.driver.deps.runs.tool_calls("typed-error", 0)
+    assert call.is_error and isinstance(call.result, dict)
+    assert call.result["error"] == "output_invalid" and call.result["exit"] == "MAX_ITERS"
