@@ -5,6 +5,7 @@ Starts the local stack (or reuses a running one), then:
   2. a run started by publishing an IntentionMessage to the workspace topic on Pub/Sub,
   3. a run that hands its task to another agent by capability,
   4. a run whose refund waits for a person, approved with `cloudagents approvals approve`,
+  5. an orchestrator that calls two peer agents (child runs) and composes their answers,
 following each run's events live and printing every LoopResult.
 """
 
@@ -105,6 +106,13 @@ def main() -> int:
         return 1
     follow_run(client, run_id)
     failures += print_result(client.wait(run_id))
+
+    banner("5. agent-to-agent calls: 'trip-planner' asks 'weather-desk' and 'budget-desk'")
+    run_id = client.start_run("trip-planner", "Plan a weekend in Lisbon for two.")
+    follow_run(client, run_id)
+    failures += print_result(client.wait(run_id))
+    print(f"$ cloudagents runs tree {run_id}")
+    failures += cli(["runs", "tree", run_id])
 
     banner("done")
     print(f"api: {state.api_url}   logs: {state.log_dir}")

@@ -122,7 +122,11 @@ def child_result(child: RunRecord, output_schema: Mapping[str, Any] | None) -> t
     result = child.result
     if result.exit is LoopExit.SATISFIED:
         payload = dict(result.payload)
-        if set(payload) == {"answer"} and isinstance(payload["answer"], str):
+        if (
+            output_schema is None
+            and set(payload) == {"answer"}
+            and isinstance(payload["answer"], str)
+        ):
             return payload["answer"], False
         return payload, False
     kind = result.exit.value.lower()

@@ -165,10 +165,22 @@ def account(progress: RunProgress, reply: ModelResponse, cost_usd: float) -> Run
     )
 
 
-def payload_of(reply: ModelResponse) -> dict[str, Any]:
-    """The ``LoopResult.payload`` of a final reply: a dict as is, text as ``{"answer": text}``."""
+def payload_of(reply: ModelResponse, *, structured: bool = False) -> dict[str, Any]:
+    """The ``LoopResult.payload`` of a final reply: a dict as is, text as ``{"answer": text}``.
+    ``structured`` (the agent has an ``output_schema``): text that is a JSON object (what
+    chat APIs return for a JSON answer) is that object."""
     if isinstance(reply.content, dict):
         return dict(reply.content)
+    if structured and reply.content:
+        text = reply.content.strip()
+        if text.startswith("```"):  # a fenced block: ```json ... ```
+            text = text.strip("`").removeprefix("json").strip()
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return parsed
     return {"answer": reply.content or ""}
 
 
@@ -205,7 +217,7 @@ def decide(
         return _over_budget(agent, progress) if over_budget else RunAgain()
     if reason := guardrails.check_output(agent.guardrails, reply.content_text()):
         return Stop(LoopExit.GUARDRAIL_BLOCK, reason)
-    payload = payload_of(reply)
+    payload = payload_of(reply, structured=agent.output_schema is not None)
     if agent.output_schema is not None:
         problem = schema_problem(agent.output_schema, payload)
         if problem is not None:

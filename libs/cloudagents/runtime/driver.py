@@ -22,6 +22,7 @@ from typing import Any, Literal
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.approvals import ApprovalRecord
 from cloudagents.domain.errors import PermanentMessageError
+from cloudagents.domain.messages import Message
 from cloudagents.domain.policy import GuardrailConfig
 from cloudagents.domain.results import LoopResult
 from cloudagents.domain.runs import RunRecord
@@ -188,6 +189,7 @@ class LocalDriver:
         guardrails: GuardrailConfig | None = None,
         model: ModelClient | None = None,
         approval: ApprovalCallback | None = None,
+        prior_messages: list[Message] | None = None,
     ) -> RunRecord:
         """Run ``agent`` on ``message`` to its end. A ``run_id`` that already exists is not run
         again (as a redelivered intent): its finished record is returned. ``approval``
@@ -217,6 +219,7 @@ class LocalDriver:
                         variables=variables,
                         source=source,
                         guardrails=guardrails,
+                        prior_messages=prior_messages,
                     )
 
                 dispatcher.submit(run_id, "intent", begin)

@@ -208,9 +208,12 @@ class RunExecutor:
         parent_run_id: str | None = None,
         guardrails: GuardrailConfig | None = None,
         parent_call: ParentCall | None = None,
+        prior_messages: list[Message] | None = None,
     ) -> str:
         """Create the run (once), schedule its deadline wake-up and apply its first step: what
-        an intent does, and what ``Agent.run`` and ``DistributedAgent.run`` do in process."""
+        an intent does, and what ``Agent.run`` and ``DistributedAgent.run`` do in process.
+        ``prior_messages``: an earlier conversation the run continues (between the
+        instructions and the new message)."""
         await start_run(
             self.deps,
             run_id=run_id,
@@ -221,6 +224,8 @@ class RunExecutor:
             parent_run_id=parent_run_id,
             guardrails=guardrails,
             parent_call=parent_call,
+            prior_messages=prior_messages,
+            prior_agent=agent.id,
         )
         # The run's deadline wake-up, on every delivery of the intent (a duplicate is harmless,
         # a missing one is a run nobody ends): it ends the run at timeout_seconds whatever it is
