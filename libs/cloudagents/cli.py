@@ -289,14 +289,20 @@ def print_result(run: dict[str, Any]) -> int:
     return EXIT_OK if result.get("exit") in SUCCESS_EXITS else EXIT_RUN_FAILED
 
 
-def publish_intent(state: Any, agent_id: str, message: str, run_id: str) -> None:
+def publish_intent(
+    state: Any, agent_id: str, message: str, run_id: str, conversation_id: str | None = None
+) -> None:
     """Start a run the way any producer would: an IntentionMessage on the workspace topic."""
     from cloudagents.bootstrap import publish_message
     from cloudagents.domain.intents import IntentionMessage
 
     os.environ.update(state.env)
     intent = IntentionMessage.for_run(
-        run_id=run_id, agent_id=agent_id, message=message, source_agent="cli"
+        run_id=run_id,
+        agent_id=agent_id,
+        message=message,
+        source_agent="cli",
+        conversation_id=conversation_id,
     )
     publish_message(state.project, state.workspace, intent.model_dump_json().encode())
 
@@ -310,10 +316,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_UNREACHABLE
         client.get_agent(args.agent_id)  # a clear 404 before publishing
         run_id = args.run_id or f"run-{uuid.uuid4().hex}"
-        publish_intent(state, args.agent_id, args.message, run_id)
+        publish_intent(state, args.agent_id, args.message, run_id, args.conversation)
         out(f"published an intent for run {run_id} on topic {state.workspace}")
     else:
-        run_id = client.start_run(args.agent_id, args.message, run_id=args.run_id)
+        run_id = client.start_run(
+            args.agent_id, args.message, run_id=args.run_id, conversation_id=args.conversation
+        )
         out(f"started run {run_id} over HTTP")
     if args.follow:
         follow_run(client, run_id, timeout=args.timeout)
@@ -385,6 +393,19 @@ def cmd_runs_tree(args: argparse.Namespace) -> int:
             show(child, depth + 1)
 
     show(tree, 0)
+    return EXIT_OK
+
+
+def cmd_conversations_show(args: argparse.Namespace) -> int:
+    conversation = api_client(args).conversation(args.conversation_id)
+    holder = conversation.get("active_run_id") or "none"
+    out(
+        f"conversation {conversation['conversation_id']}  agent {conversation.get('agent_id')}  "
+        f"{conversation['message_count']} messages  runs {len(conversation['runs'])}  "
+        f"held by {holder}"
+    )
+    for message in conversation["messages"]:
+        out(f"  {message['role']:>9}: {message.get('content') or ''}")
     return EXIT_OK
 
 
@@ -574,6 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--follow", action="store_true", help="stream the run's events live")
     run.add_argument("--via", choices=("http", "pubsub"), default="http")
     run.add_argument("--run-id")
+    run.add_argument(
+        "--conversation", help="continue this conversation (its earlier turns come first)"
+    )
     run.add_argument("--timeout", type=float, default=600.0)
     run.set_defaults(handler=cmd_run)
 
@@ -605,6 +629,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     events.add_argument("--timeout", type=float, default=600.0)
     events.set_defaults(handler=cmd_events)
+
+    conversations = commands.add_parser("conversations", help="runs that remember")
+    conversations_sub = conversations.add_subparsers(dest="conv_command", required=True)
+    conversation_show = conversations_sub.add_parser("show")
+    conversation_show.add_argument("conversation_id")
+    conversation_show.set_defaults(handler=cmd_conversations_show)
 
     approvals = commands.add_parser("approvals", help="tool calls waiting for a person")
     approvals_sub = approvals.add_subparsers(dest="approvals_command", required=True)

@@ -93,12 +93,15 @@ class CloudAgentsClient:
         message: str,
         variables: dict[str, Any] | None = None,
         run_id: str | None = None,
+        conversation_id: str | None = None,
     ) -> str:
         body: dict[str, Any] = {"agent_id": agent_id, "message": message}
         if variables:
             body["variables"] = variables
         if run_id:
             body["run_id"] = run_id
+        if conversation_id:
+            body["conversation_id"] = conversation_id
         return str(self._call("POST", "/runs", json=body)["run_id"])
 
     def get_run(self, run_id: str) -> dict[str, Any]:
@@ -302,6 +305,10 @@ class CloudAgentsClient:
     def tree(self, run_id: str) -> dict[str, Any]:
         """The run and the runs below it (agent-to-agent calls and handoffs)."""
         return dict(self._call("GET", f"/runs/{run_id}/tree"))
+
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        """A conversation's runs, its holder and its messages."""
+        return dict(self._call("GET", f"/conversations/{conversation_id}"))
 
     # Stored functions (seed 002) ------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from cloudagents.bootstrap import get_deps
 from cloudagents.runtime.api import handle_api
-from cloudagents.runtime.streaming import ASGIApp, build_api_app
+from cloudagents.runtime.app import ASGIApp, build_api_app
 
 
 @functions_framework.aio.http

@@ -15,8 +15,8 @@ import pytest
 from cloudagents.bootstrap import get_deps
 from cloudagents.domain.events import ContentChunk, ToolCallEvent
 from cloudagents.domain.runs import PendingItem, RunRecord, RunStatus
+from cloudagents.runtime.app import ASGIApp, build_api_app
 from cloudagents.runtime.hub import EventHub, HubSettings, RunFeed, Subscription, hub_for
-from cloudagents.runtime.streaming import ASGIApp, build_api_app
 from tests.services.conftest import TOKEN, Pump, scripted_agent
 from tests.services.test_streaming_services import (
     API_SOURCE,

@@ -25,14 +25,10 @@ from cloudagents.domain.events import (
     ToolResultEvent,
 )
 from cloudagents.domain.runs import RunRecord
+from cloudagents.runtime.app import ASGIApp, build_api_app
 from cloudagents.runtime.executor import _ChunkBatcher
 from cloudagents.runtime.graphql import AgentStreamEvent
-from cloudagents.runtime.streaming import (
-    ASGIApp,
-    RunEventFollower,
-    agent_stream_json,
-    build_api_app,
-)
+from cloudagents.runtime.streaming import RunEventFollower, agent_stream_json
 from tests.services.conftest import OUTSIDER_TOKEN, TOKEN, Pump, scripted_agent
 
 Stack = tuple[dict[str, httpx.AsyncClient], Pump]

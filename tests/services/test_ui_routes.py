@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from cloudagents.runtime.streaming import ASGIApp
+from cloudagents.runtime.app import ASGIApp
 from cloudagents.runtime.ui import viewer_link
 from tests.services.conftest import TOKEN
 from tests.services.test_hub_graphql import GraphQLSession

@@ -142,3 +142,20 @@ async def test_a_failing_child_gives_a_typed_error() -> None:
     (call,) = await agent.driver.deps.runs.tool_calls("typed-error", 0)
     assert call.is_error and isinstance(call.result, dict)
     assert call.result["error"] == "output_invalid" and call.result["exit"] == "MAX_ITERS"
+
+
+async def test_the_tree_spends_the_roots_token_budget() -> None:
+    child = scripted("spender", {"content": "spent a lot", "total_tokens": 45})
+    root = scripted(
+        "frugal",
+        {**ask("invoke_spender", request="go"), "total_tokens": 10},
+        {"content": "never reached"},
+        allowed_peers=["spender"],
+        budget={"max_tokens_per_run": 50},
+    )
+    agent = Agent(root, peers=[child])
+    result = await agent.run("go", run_id="budget")
+    assert result.exit is LoopExit.BUDGET_EXCEEDED
+    assert result.total_tokens == 55  # its own 10 and its call's 45
+    below = await agent.driver.deps.runs.get_run("budget-c000000-000")
+    assert below is not None and below.token_budget == 40 and below.root_agent_id == "frugal"

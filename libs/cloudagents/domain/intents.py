@@ -22,6 +22,11 @@ class StartRun(Model):
     parent_call: ParentCall | None = Field(
         default=None, description="set when another agent's tool call started this run"
     )
+    conversation_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
+        description="continue this conversation (one run at a time)",
+    )
 
 
 class IntentionMessage(Persisted):

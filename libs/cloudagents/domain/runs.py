@@ -118,6 +118,17 @@ class RunRecord(Persisted):
         default_factory=list, description="the agents that called down to this run, root first"
     )
     call_depth: int = Field(default=0, ge=0, description="agent-to-agent calls above this run")
+    root_agent_id: str | None = Field(
+        default=None, description="the agent at the top of the tree: its daily cost cap counts"
+    )
+    token_budget: int | None = Field(
+        default=None,
+        ge=0,
+        description="a call's share of the tree's token budget: what its caller had left",
+    )
+    conversation_id: str | None = Field(
+        default=None, description="the conversation this run continues and appends to"
+    )
     child_run_ids: list[str] = Field(default_factory=list)
     handoff_offer_id: str | None = None
     handoff_status: str | None = Field(

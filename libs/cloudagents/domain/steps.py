@@ -37,6 +37,9 @@ class StepCommit(Model):
     interaction: Interaction | None = None
     events: list[RunEvent] = Field(default_factory=list)
     handoff_offer: HandoffOffer | None = None
+    conversation_reply: Message | None = Field(
+        default=None, description="a finishing run's answer, appended to its conversation"
+    )
     approvals: list[ApprovalRecord] = Field(
         default_factory=list, description="the approval documents of the step's gated calls"
     )

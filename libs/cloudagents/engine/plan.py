@@ -9,6 +9,7 @@ reads a clock, a store or the network (``StepContext`` carries what the plan nee
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -443,5 +444,10 @@ def plan_finish(
         outbox=[snapshot_message(run.run_id, seq + 1), *agent_calls.answer_parent(run)],
         interaction=interaction,
         events=[event],
+        conversation_reply=(
+            Message(role="assistant", content=final_text or json.dumps(result.payload))
+            if run.conversation_id is not None and result.exit is LoopExit.SATISFIED
+            else None
+        ),
     )
     return commit, f"finished:{result.exit.value}"

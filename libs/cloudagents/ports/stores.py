@@ -15,6 +15,7 @@ from pydantic import JsonValue
 
 from cloudagents.domain.agents import AgentDefinition, AgentVersion
 from cloudagents.domain.approvals import ApprovalGrant, ApprovalRecord, ApprovalStatus
+from cloudagents.domain.conversations import ConversationRecord
 from cloudagents.domain.events import RunEvent
 from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
@@ -213,6 +214,21 @@ class RunStore(Protocol):
         self, run_id: str, agent_id: str, tools: list[str]
     ) -> list[ApprovalGrant]:
         """The remembered approvals for ``tools`` in this run or for this agent."""
+        ...
+
+    async def conversation_messages(self, conversation_id: str, *, last: int) -> list[Message]:
+        """The conversation's last ``last`` messages, oldest first (none if it is new)."""
+        ...
+
+    async def get_conversation(self, conversation_id: str) -> ConversationRecord | None: ...
+
+    async def claim_conversation(
+        self, conversation_id: str, *, run_id: str, agent_id: str, message: Message
+    ) -> ConversationRecord:
+        """Let ``run_id`` hold the conversation (creating it) and append its user ``message``;
+        a repeat claim by the same run changes nothing. Raises ``ConversationBusy`` while
+        another unfinished run holds it (a finished holder's claim is taken over). A run's
+        finishing commit appends its answer and lets go (``StepCommit.conversation_reply``)."""
         ...
 
     async def claim_wake(self, run_id: str, key: str) -> bool:

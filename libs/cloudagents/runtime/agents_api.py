@@ -13,25 +13,26 @@ attempts), and its stored functions' executions. Authenticated and audited as th
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from cloudagents.runtime.audit import action_of, audit
 from cloudagents.runtime.auth import Principal
 from cloudagents.runtime.deps import Deps
+from cloudagents.runtime.routing import Param, Route
 
 
 async def delete_agent_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
-    from cloudagents.runtime.api import audit, error
+    from cloudagents.runtime.api import error
 
     agent_id = params["agent_id"]
     if not await deps.agents.delete_agent(agent_id):
         return error(404, f"unknown agent {agent_id!r}")
-    await audit(deps, request, principal, "allowed", 200, agent_id, "agent deleted")
+    await audit(deps, action_of(request), principal, "allowed", 200, agent_id, "agent deleted")
     return JSONResponse({"deleted": agent_id})
 
 
@@ -162,39 +163,18 @@ async def run_calls_route(
     )
 
 
-AGENT_HISTORY_ROUTES = [
-    ("DELETE", re.compile(r"^/agents/(?P<agent_id>[^/]+)$"), delete_agent_route),
-    ("GET", re.compile(r"^/agents/(?P<agent_id>[^/]+)/versions$"), agent_versions_route),
-    ("GET", re.compile(r"^/agents/(?P<agent_id>[^/]+)/executions$"), agent_executions_route),
-    ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/calls$"), run_calls_route),
+# fmt: off
+AGENT_HISTORY_ROUTES: list[Route] = [
+    Route("DELETE", "/agents/{agent_id}", delete_agent_route,
+          "Delete an agent (its history stays, ending with the deletion)", (200, 401, 404)),
+    Route("GET", "/agents/{agent_id}/versions", agent_versions_route,
+          "Every version of an agent's definition, with created_at and updated_at",
+          (200, 401, 404)),
+    Route("GET", "/agents/{agent_id}/executions", agent_executions_route,
+          "The agent's runs with their figures, and its stored functions' executions",
+          (200, 400, 401), params=(Param("limit", {"type": "integer", "minimum": 1,
+                                                    "maximum": 500}),)),
+    Route("GET", "/runs/{run_id}/calls", run_calls_route,
+          "Every model and tool call of a run, with durations, tokens and cost", (200, 401, 404)),
 ]
-
-
-def agent_history_paths(responses: Any, path_param: Any) -> dict[str, Any]:
-    """The OpenAPI operations of these routes (``openapi.py`` merges them)."""
-    agent = [path_param("agent_id")]
-    return {
-        "/agents/{agent_id}": {
-            "delete": {"parameters": agent, "responses": responses(200, 401, 404)}
-        },
-        "/agents/{agent_id}/versions": {
-            "get": {"parameters": agent, "responses": responses(200, 401, 404)}
-        },
-        "/agents/{agent_id}/executions": {
-            "get": {
-                "summary": "The agent's runs with their figures, and its functions' executions",
-                "parameters": [
-                    *agent,
-                    {"name": "limit", "in": "query", "schema": {"type": "integer"}},
-                ],
-                "responses": responses(200, 400, 401),
-            }
-        },
-        "/runs/{run_id}/calls": {
-            "get": {
-                "summary": "Every model and tool call of the run, with durations, tokens, cost",
-                "parameters": [path_param("run_id")],
-                "responses": responses(200, 401, 404),
-            }
-        },
-    }
+# fmt: on

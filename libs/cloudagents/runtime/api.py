@@ -1,51 +1,59 @@
-"""The HTTP api: start, read, list and cancel runs; register and list agents; decide approvals;
-dead letters; deleting agents and their history (``agents_api.py``); stored functions
-(``functions_api.py``).
+"""The HTTP api: its route table (:data:`ROUTES`, one :class:`Route` per operation) and the
+handlers that turn a request into a call of a use case, and its outcome into a response. Agent
+history and deletion are in ``agents_api.py``, stored functions in ``functions_api.py``; their
+routes join :data:`ROUTES`.
 
-Starting a run creates its document and publishes an ``IntentionMessage`` to the workspace topic,
-exactly what a caller publishing the intent directly would do; the executor takes it from there.
+The use cases live elsewhere (``runtime/commands.py``: start and cancel runs, register agents,
+replay dead letters; ``runtime/approvals.py``: decide approvals; ``runtime/streaming.py``: the
+event streams). The OpenAPI document is generated from the table (``runtime/openapi.py``) and
+served at ``/openapi.json``, and as Swagger UI at ``/docs``. A route is added by writing its
+handler and one ``Route(...)`` line in :data:`ROUTES`.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
-import re
-import uuid
-from collections.abc import Awaitable, Callable
+from functools import cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from cloudagents.domain.agents import AGENT_ID_PATTERN, AgentDefinition
-from cloudagents.domain.approvals import ALWAYS, NEVER, ApprovalRecord
+from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.approvals import ApprovalRecord
 from cloudagents.domain.errors import PermanentMessageError
-from cloudagents.domain.intents import IntentionMessage
-from cloudagents.domain.runs import AuditRecord, OutboxMessage, RunRecord, RunStatus
+from cloudagents.domain.runs import RunRecord, RunStatus
 from cloudagents.runtime.agents_api import AGENT_HISTORY_ROUTES
 from cloudagents.runtime.approvals import ApprovalError, Approvals
-from cloudagents.runtime.auth import AuthError, Principal, authenticate, may_start
-from cloudagents.runtime.broker import HandoffBroker
+from cloudagents.runtime.audit import action_of, audit
+from cloudagents.runtime.auth import AuthError, Principal, authenticate
+from cloudagents.runtime.commands import (
+    Refused,
+    StartRunRequest,
+    cancel_run,
+    register_agent,
+    replay_dead_letter,
+    start_run_for,
+)
 from cloudagents.runtime.deps import Deps
-from cloudagents.runtime.executor import start_run
 from cloudagents.runtime.functions_api import FUNCTION_ROUTES
 from cloudagents.runtime.openapi import openapi_document
+from cloudagents.runtime.routing import TOKEN_PARAM, Param, Route, Router, valid_id
 from cloudagents.runtime.streaming import (
     agent_stream_route,
     event_stream_route,
     wants_event_stream,
     websocket_required_route,
 )
-from cloudagents.runtime.trees import cancel_tree, run_tree
-from cloudagents.runtime.ui import is_ui_path, ui_response
-from cloudagents.telemetry import tracer
-from cloudagents.tools import get_approval_predicate
+from cloudagents.runtime.swagger import FILES as DOCS_FILES
+from cloudagents.runtime.swagger import docs_route
+from cloudagents.runtime.trees import run_tree
+from cloudagents.runtime.ui import ASSETS as UI_FILES
+from cloudagents.runtime.ui import ui_route
 
 log = logging.getLogger(__name__)
-Handler = Callable[[Request, Deps, dict[str, str], Principal], Awaitable[Response]]
 
 
 class DecideApprovalRequest(BaseModel):
@@ -60,16 +68,12 @@ class DecideApprovalRequest(BaseModel):
     remember: Literal["run", "agent"] | None = None
 
 
-class StartRunRequest(BaseModel):
-    """``POST /runs`` body."""
+class GraphQLRequest(BaseModel):
+    """``POST /graphql`` body, for the document: strawberry parses it (``runtime/graphql.py``)."""
 
-    model_config = ConfigDict(extra="forbid")
-    agent_id: str = Field(min_length=1, max_length=128, pattern=AGENT_ID_PATTERN)
-    message: str = Field(max_length=200_000)
-    variables: dict[str, JsonValue] = Field(default_factory=dict)
-    run_id: str | None = Field(
-        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$"
-    )
+    query: str
+    variables: dict[str, JsonValue] | None = None
+    operationName: str | None = None  # GraphQL's own field name
 
 
 def error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -101,42 +105,15 @@ async def start_run_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
     body = StartRunRequest.model_validate(await _json_body(request))
-    status, data = await launch_run(deps, request, principal, body)
-    return JSONResponse(data, status_code=status)
-
-
-async def launch_run(
-    deps: Deps, request: Request, principal: Principal, body: StartRunRequest
-) -> tuple[int, dict[str, Any]]:
-    """Start a run for ``principal`` (``POST /runs`` and GraphQL's ``startRun``): the HTTP
-    status and the JSON body, ``{"error": ...}`` when refused."""
-    agent = await deps.agents.get_agent(body.agent_id)
-    if agent is None:
-        return 404, {"error": f"unknown agent {body.agent_id!r}"}
-    if not may_start(principal, agent):
-        await audit(deps, request, principal, "denied", 403, agent.id, "not in allowed_callers")
-        return 403, {"error": f"{principal.id} may not start runs of agent {agent.id!r}"}
-    run_id = body.run_id or f"run-{uuid.uuid4().hex}"
-    with tracer.start_as_current_span("agent.run.start", attributes={"cloudagents.run_id": run_id}):
-        created = await start_run(
-            deps,
-            run_id=run_id,
-            agent=agent,
-            message=body.message,
-            variables=dict(body.variables),
-            source="api",
-            principal=principal.id,
-        )
-        intent = IntentionMessage.for_run(
-            run_id=run_id,
-            agent_id=agent.id,
-            message=body.message,
-            source_agent="api",
-            variables=body.variables,
-        )
-        await deps.publish([OutboxMessage(topic="intents", data=intent.model_dump(mode="json"))])
-    await audit(deps, request, principal, "allowed", 202, run_id, f"agent {agent.id}")
-    return 202, {"run_id": run_id, "created": created, "status_url": f"/runs/{run_id}"}
+    started = await start_run_for(deps, principal, body, action=action_of(request))
+    return JSONResponse(
+        {
+            "run_id": started.run_id,
+            "created": started.created,
+            "status_url": f"/runs/{started.run_id}",
+        },
+        status_code=202,
+    )
 
 
 async def get_run_route(
@@ -207,7 +184,7 @@ async def list_runs_route(
 async def cancel_run_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
-    run = await cancel_tree(deps, params["run_id"], "cancelled by request")
+    run = await cancel_run(deps, params["run_id"])
     if run is None:
         return error(404, f"unknown run {params['run_id']!r}")
     return JSONResponse(run_view(run))
@@ -256,24 +233,8 @@ async def put_agent_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
     definition = AgentDefinition.model_validate(await _json_body(request))
-    if problem := unknown_approval_rule(definition):
-        return error(422, "invalid request", problems=[problem])
-    await deps.agents.put_agent(definition)
-    await audit(deps, request, principal, "allowed", 201, definition.id, "agent registered")
-    await HandoffBroker(deps).offer_open_offers_to(definition)
+    await register_agent(deps, principal, definition, action=action_of(request))
     return JSONResponse(definition.model_dump(mode="json"), status_code=201)
-
-
-def unknown_approval_rule(definition: AgentDefinition) -> dict[str, str] | None:
-    """A policy rule naming a predicate no tool module registered (it would ask every time)."""
-    policy = definition.approval
-    for tool_name, rule in (policy.tools if policy is not None else {}).items():
-        if rule not in (ALWAYS, NEVER) and get_approval_predicate(rule) is None:
-            return {
-                "loc": f"approval.tools.{tool_name}",
-                "msg": f"{rule!r} is not always, never or a registered approval predicate",
-            }
-    return None
 
 
 async def list_agents_route(
@@ -287,6 +248,19 @@ async def get_agent_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
     return one(await deps.agents.get_agent(params["agent_id"]), "agent", params["agent_id"])
+
+
+async def get_conversation_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    """A conversation: which runs it had, which holds it, and its messages (the last 200)."""
+    conversation = await deps.runs.get_conversation(params["conversation_id"])
+    if conversation is None:
+        return error(404, f"unknown conversation {params['conversation_id']!r}")
+    messages = await deps.runs.conversation_messages(conversation.conversation_id, last=200)
+    view = conversation.model_dump(mode="json")
+    view["messages"] = [m.model_dump(mode="json", exclude_defaults=True) for m in messages]
+    return JSONResponse(view)
 
 
 async def get_handoff_route(
@@ -314,19 +288,10 @@ async def replay_dead_letter_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
     """Publish a dead letter's original message again, to the topic it was delivered from."""
-    letter = await deps.dead_letters.get_dead_letter(params["letter_id"])
-    if letter is None:
-        return error(404, f"unknown dead letter {params['letter_id']!r}")
-    subscription = letter.source.rsplit("/", 1)[-1]
-    topic = next((s.topic for s in deps.topology.subscriptions if s.name == subscription), None)
-    if topic is None:
-        return error(409, f"cannot replay: {letter.source!r} is not a known subscription")
-    data = base64.b64decode(letter.data)
-    attributes = {**letter.attributes, "cloudagents-replay-of": letter.id}
-    message_id = await deps.bus.publish(topic, data, attributes)
-    await deps.dead_letters.mark_replayed(letter.id)
-    await audit(deps, request, principal, "allowed", 202, letter.id, f"replayed to {topic}")
-    return JSONResponse({"replayed": letter.id, "topic": topic, "message_id": message_id}, 202)
+    done = await replay_dead_letter(deps, principal, params["letter_id"], action=action_of(request))
+    return JSONResponse(
+        {"replayed": done.letter_id, "topic": done.topic, "message_id": done.message_id}, 202
+    )
 
 
 def approval_view(approval: ApprovalRecord) -> dict[str, Any]:
@@ -396,115 +361,140 @@ async def health_route(
     return JSONResponse({"status": "ok", "workspace": deps.settings.workspace})
 
 
-ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
-    ("GET", re.compile(r"^/healthz$"), health_route),
-    ("POST", re.compile(r"^/runs$"), start_run_route),
-    ("GET", re.compile(r"^/runs$"), list_runs_route),
-    ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)$"), get_run_route),
-    ("POST", re.compile(r"^/runs/(?P<run_id>[^/]+)/cancel$"), cancel_run_route),
-    ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/tree$"), tree_route),
-    ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/messages$"), messages_route),
-    ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/events$"), events_route),
-    ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/events/stream$"), event_stream_route),
-    ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/events/ws$"), websocket_required_route),
-    ("GET", re.compile(r"^/runs/(?P<run_id>[^/]+)/approvals$"), run_approvals_route),
-    (
-        "GET",
-        re.compile(r"^/runs/(?P<run_id>[^/]+)/approvals/(?P<approval_id>[^/]+)$"),
-        get_approval_route,
-    ),
-    (
-        "POST",
-        re.compile(r"^/runs/(?P<run_id>[^/]+)/approvals/(?P<approval_id>[^/]+)$"),
-        decide_approval_route,
-    ),
-    ("GET", re.compile(r"^/approvals$"), list_approvals_route),
-    ("GET", re.compile(r"^/agent-stream/(?P<run_id>[^/]+)$"), agent_stream_route),
-    ("POST", re.compile(r"^/agents$"), put_agent_route),
-    ("GET", re.compile(r"^/agents$"), list_agents_route),
-    ("GET", re.compile(r"^/agents/(?P<agent_id>[^/]+)$"), get_agent_route),
-    ("GET", re.compile(r"^/handoffs/(?P<offer_id>[^/]+)$"), get_handoff_route),
-    ("GET", re.compile(r"^/dead-letters$"), list_dead_letters_route),
-    ("GET", re.compile(r"^/dead-letters/(?P<letter_id>[^/]+)$"), get_dead_letter_route),
-    ("POST", re.compile(r"^/dead-letters/(?P<letter_id>[^/]+)/replay$"), replay_dead_letter_route),
+async def openapi_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    return JSONResponse(api_document())
+
+
+async def graphql_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    """``/graphql`` reached functions-framework's HTTP app: only the ASGI app serves it."""
+    return error(
+        404,
+        "GraphQL is served by services/api/main.py:asgi_app (runtime/app.py), not by "
+        "functions-framework's HTTP app alone",
+    )
+
+
+_RUN_STATUS = Param("status", {"type": "string", "enum": [s.value for s in RunStatus]})
+_LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 500})
+_AFTER = Param("after", description="resume after this event id")
+_LAST_EVENT_ID = Param("Last-Event-ID", where="header", description="as ?after= (SSE resume)")
+_SSE = "text/event-stream"
+
+# fmt: off
+# The api, one line per operation; the router matches them in this order and /openapi.json lists
+# them in it. Public routes answer without a token; every other route authenticates first.
+ROUTES: list[Route] = [
+    Route("GET", "/healthz", health_route, "Liveness and the workspace", (200,), public=True),
+    Route("GET", "/openapi.json", openapi_route, "This document", (200,), public=True),
+    Route("GET", "/docs", docs_route, "Swagger UI on this document", (200,), content="text/html",
+          public=True),
+    Route("GET", "/docs/{file}", docs_route, "Swagger UI's files", (200, 404), content=None,
+          public=True, path_schemas={"file": {"type": "string", "enum": list(DOCS_FILES)}}),
+    Route("GET", "/ui", ui_route, "The run viewer", (200,), content="text/html", public=True),
+    Route("GET", "/ui/{file}", ui_route, "The run viewer's files", (200, 404), content=None,
+          public=True, path_schemas={"file": {"type": "string", "enum": list(UI_FILES)}}),
+    Route("POST", "/runs", start_run_route, "Start a run (202 with its id)",
+          (202, 400, 401, 403, 404, 409, 422), body=StartRunRequest),
+    Route("GET", "/runs", list_runs_route, "List runs", (200, 400, 401),
+          params=(Param("agent"), _RUN_STATUS, _LIMIT)),
+    Route("GET", "/runs/{run_id}", get_run_route,
+          "A run, its handoff chain and dead letters", (200, 401, 404)),
+    Route("POST", "/runs/{run_id}/cancel", cancel_run_route, "Cancel a run", (200, 401, 404)),
+    Route("GET", "/runs/{run_id}/tree", tree_route,
+          "The run and the runs below it (calls and handoffs)", (200, 401, 404)),
+    Route("GET", "/runs/{run_id}/messages", messages_route,
+          "A run's transcript and model calls", (200, 401, 404)),
+    Route("GET", "/runs/{run_id}/events", events_route,
+          "A run's stored events (Accept: text/event-stream streams them)", (200, 401, 404),
+          params=(_AFTER,)),
+    Route("GET", "/runs/{run_id}/events/stream", event_stream_route,
+          "Server-Sent Events of the run, from Last-Event-ID or ?after=", (200, 401, 404),
+          params=(_AFTER, _LAST_EVENT_ID), content=_SSE, query_token=True),
+    Route("GET", "/runs/{run_id}/events/ws", websocket_required_route,
+          "WebSocket of the run's stored events (JSON per message), from ?after=; auth by "
+          "Authorization or ?token=; plain HTTP gets 426", (101, 401, 404, 426),
+          params=(_AFTER, TOKEN_PARAM), content=None),
+    Route("GET", "/runs/{run_id}/approvals", run_approvals_route, "A run's approvals",
+          (200, 401, 404)),
+    Route("GET", "/runs/{run_id}/approvals/{approval_id}", get_approval_route, "One approval",
+          (200, 401, 404)),
+    Route("POST", "/runs/{run_id}/approvals/{approval_id}", decide_approval_route,
+          "Approve or reject a gated tool call (409: already decided)",
+          (200, 400, 401, 403, 404, 409, 422), body=DecideApprovalRequest),
+    Route("GET", "/approvals", list_approvals_route, "Approvals across runs (the inbox)",
+          (200, 400, 401),
+          params=(Param("status", {"type": "string", "enum": list(APPROVAL_STATUSES)}), _LIMIT)),
+    Route("GET", "/agent-stream/{run_id}", agent_stream_route,
+          "Seed 004's stream: unnamed SSE events of the run's events as AgentStreamEvent JSON "
+          "(eventType, content, ...); a WebSocket on the same path", (200, 401, 404),
+          params=(_AFTER, _LAST_EVENT_ID), content=_SSE, query_token=True),
+    Route("POST", "/graphql", graphql_route,
+          "GraphQL (agents, runs, messages, events, approvals; startRun, cancelRun, "
+          "decideApproval); subscriptions over graphql-transport-ws on the same path",
+          (200, 400, 401, 404), body=GraphQLRequest),
+    Route("POST", "/agents", put_agent_route, "Register an agent", (201, 400, 401, 422),
+          body=AgentDefinition),
+    Route("GET", "/agents", list_agents_route, "List agents", (200, 401)),
+    Route("GET", "/agents/{agent_id}", get_agent_route, "One agent", (200, 401, 404)),
+    Route("GET", "/handoffs/{offer_id}", get_handoff_route, "A handoff offer", (200, 401, 404)),
+    Route("GET", "/conversations/{conversation_id}", get_conversation_route,
+          "A conversation: its runs, its holder and its messages", (200, 401, 404)),
+    Route("GET", "/dead-letters", list_dead_letters_route, "List dead letters", (200, 401)),
+    Route("GET", "/dead-letters/{letter_id}", get_dead_letter_route, "One dead letter",
+          (200, 401, 404)),
+    Route("POST", "/dead-letters/{letter_id}/replay", replay_dead_letter_route,
+          "Publish a dead letter's message again", (202, 401, 404, 409)),
     *AGENT_HISTORY_ROUTES,
     *FUNCTION_ROUTES,
 ]
-PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
-# The GET stream routes that accept ``?token=`` (EventSource cannot set headers).
-_SSE_TOKEN_PATHS = re.compile(r"^/(?:runs/[^/]+/events/stream|agent-stream/[^/]+)$")
-_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,300}$")
+# fmt: on
+ROUTER = Router(ROUTES)
 
 
-def valid_id(value: str) -> bool:
-    """A usable document id: Firestore refuses '.', '..' and '__x__' names."""
-    return (
-        bool(_ID.match(value))
-        and value not in (".", "..")
-        and not (value.startswith("__") and value.endswith("__"))
-    )
-
-
-async def audit(
-    deps: Deps,
-    request: Request,
-    principal: Principal | None,
-    outcome: Literal["allowed", "denied", "unauthenticated"],
-    status: int,
-    target: str | None,
-    reason: str,
-) -> None:
-    await deps.audit.record_audit(
-        AuditRecord(
-            id=f"{deps.clock().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}",
-            action=f"{request.method} {request.url.path}",
-            outcome=outcome,
-            status=status,
-            principal=principal.id if principal else None,
-            target=target,
-            reason=reason,
-        )
-    )
+@cache
+def api_document() -> dict[str, Any]:
+    """The OpenAPI document of :data:`ROUTES`, made once per process."""
+    return openapi_document(ROUTES)
 
 
 async def handle_api(request: Request, deps: Deps) -> Response:
-    """Authenticate, route, and map errors: 400/422 list the problems, 401/403 are audited."""
+    """Route, authenticate unless public, and map errors: 400/422 list the problems, a use case's
+    refusal is its status, 401/403 are audited."""
     path = request.url.path.rstrip("/") or "/"
-    if is_ui_path(path) and request.method in ("GET", "HEAD"):
-        return ui_response(path)  # static files; the page's data comes through the routes below
-    if path in PUBLIC_PATHS:
-        if path == "/openapi.json":
-            return JSONResponse(openapi_document())
-        return await health_route(request, deps, {}, Principal("anonymous", "public"))
+    found = ROUTER.resolve(request.method, path)
+    route = found.route
+    if route is not None and route.public:
+        if any(not valid_id(value) for value in found.params.values()):
+            return error(404, f"no such resource: {path}")
+        return await route.handler(request, deps, found.params, Principal("anonymous", "public"))
     try:
         principal = await authenticate(
             request,
             deps.settings,
-            query_token=request.method == "GET" and bool(_SSE_TOKEN_PATHS.match(path)),
+            query_token=request.method == "GET" and route is not None and route.query_token,
         )
     except AuthError as exc:
-        await audit(deps, request, None, "unauthenticated", exc.status, None, exc.reason)
+        await audit(deps, action_of(request), None, "unauthenticated", exc.status, None, exc.reason)
         return error(exc.status, exc.reason)
-    allowed: list[str] = []
-    for method, pattern, handler in ROUTES:
-        match = pattern.match(path)
-        if match is None:
-            continue
-        allowed.append(method)
-        if method == request.method:
-            try:
-                params = match.groupdict()
-                if any(not valid_id(value) for value in params.values()):
-                    return error(404, f"no such resource: {path}")
-                return await handler(request, deps, params, principal)
-            except ValidationError as exc:
-                problems = [
-                    {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]}
-                    for e in exc.errors()
-                ]
-                return error(422, "invalid request", problems=problems)
-            except PermanentMessageError as exc:
-                return error(400, str(exc))
-    if allowed:
-        return error(405, f"method {request.method} not allowed; use {', '.join(allowed)}")
-    return error(404, f"no route for {path}")
+    if route is None:
+        if found.allowed:
+            allowed = ", ".join(found.allowed)
+            return error(405, f"method {request.method} not allowed; use {allowed}")
+        return error(404, f"no route for {path}")
+    if any(not valid_id(value) for value in found.params.values()):
+        return error(404, f"no such resource: {path}")
+    try:
+        return await route.handler(request, deps, found.params, principal)
+    except ValidationError as exc:
+        problems = [
+            {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()
+        ]
+        return error(422, "invalid request", problems=problems)
+    except PermanentMessageError as exc:
+        return error(400, str(exc))
+    except Refused as exc:
+        return error(exc.status, str(exc), **exc.extra)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.approvals import ApprovalRecord
+from cloudagents.domain.conversations import CONVERSATION_WINDOW
 from cloudagents.domain.errors import ModelError, PermanentMessageError
 from cloudagents.domain.events import (
     ContentChunk,
@@ -35,7 +36,7 @@ from cloudagents.domain.messages import (
     tool_message,
 )
 from cloudagents.domain.policy import GuardrailConfig
-from cloudagents.domain.results import LoopExit
+from cloudagents.domain.results import LoopExit, RunProgress
 from cloudagents.domain.runs import (
     AuditRecord,
     ModelCallRecord,
@@ -86,6 +87,7 @@ async def start_run(
     prior_agent: str | None = None,
     guardrails: GuardrailConfig | None = None,
     parent_call: ParentCall | None = None,
+    conversation_id: str | None = None,
 ) -> bool:
     """Create the run document and its opening transcript; ``False`` if it already existed.
 
@@ -104,6 +106,15 @@ async def start_run(
         opening = initial_messages(agent, message, variables)
     except (KeyError, ValueError) as exc:
         raise PermanentMessageError(f"cannot build the first message: {exc}") from exc
+    if conversation_id is not None:
+        # The conversation's last turns come first; the claim (ConversationBusy while another
+        # run holds it) appends this run's message, and its finishing commit its answer.
+        window = await deps.runs.conversation_messages(conversation_id, last=CONVERSATION_WINDOW)
+        await deps.runs.claim_conversation(
+            conversation_id, run_id=run_id, agent_id=agent.id, message=opening[-1]
+        )
+        prior_messages = [*window, *(prior_messages or [])]
+        prior_agent = prior_agent or agent.id
     if prior_messages:
         carried = [
             m.model_copy(update={"name": m.name or prior_agent}) if m.role == "assistant" else m
@@ -124,9 +135,17 @@ async def start_run(
         tree = {
             "parent_call": parent_call,
             "root_run_id": caller.root_run_id or caller.run_id,
+            "root_agent_id": caller.root_agent_id or caller.agent_id,
             "call_path": [*caller.call_path, caller.agent_id],
             "call_depth": caller.call_depth + 1,
         }
+        # The tree shares its root's token budget: a call may use what its caller has left.
+        caller_agent = await deps.agents.get_agent(caller.agent_id)
+        cap = caller.token_budget
+        if cap is None and caller_agent is not None:
+            cap = caller_agent.budget.max_tokens_per_run
+        if cap is not None:
+            tree["token_budget"] = max(cap - caller.progress.total_tokens, 0)
         if caller.deadline_at is not None:
             deadline = min(deadline, caller.deadline_at)
     run = RunRecord(
@@ -142,6 +161,7 @@ async def start_run(
         traceparent=None,
         guardrails=guardrails,
         functions=functions,
+        conversation_id=conversation_id,
         **tree,
     )
     return await deps.runs.create_run(run, opening)
@@ -206,6 +226,7 @@ class RunExecutor:
             source="pubsub" if intent.source_agent != "api" else "api",
             parent_run_id=start.parent_run_id,
             parent_call=start.parent_call,
+            conversation_id=start.conversation_id,
         )
 
     async def begin(
@@ -220,6 +241,7 @@ class RunExecutor:
         guardrails: GuardrailConfig | None = None,
         parent_call: ParentCall | None = None,
         prior_messages: list[Message] | None = None,
+        conversation_id: str | None = None,
     ) -> str:
         """Create the run (once), schedule its deadline wake-up and apply its first step: what
         an intent does, and what ``Agent.run`` and ``DistributedAgent.run`` do in process.
@@ -237,6 +259,7 @@ class RunExecutor:
             parent_call=parent_call,
             prior_messages=prior_messages,
             prior_agent=agent.id,
+            conversation_id=conversation_id,
         )
         # The run's deadline wake-up, on every delivery of the intent (a duplicate is harmless,
         # a missing one is a run nobody ends): it ends the run at timeout_seconds whatever it is
@@ -278,6 +301,13 @@ class RunExecutor:
             return await self._commit(*plan.plan_stop(self._context(), run, run.progress, [], gone))
         if run.guardrails is not None:
             agent = agent.model_copy(update={"guardrails": run.guardrails})
+        if run.token_budget is not None:
+            own = agent.budget.max_tokens_per_run
+            share = max(run.token_budget, 1)
+            tree_cap = share if own is None else min(own, share)
+            agent = agent.model_copy(
+                update={"budget": agent.budget.model_copy(update={"max_tokens_per_run": tree_cap})}
+            )
         if (overdue := plan.timed_out(run, self.deps.clock())) is not None:
             return await self._commit(
                 *plan.plan_stop(self._context(), run, run.progress, [], overdue)
@@ -286,13 +316,20 @@ class RunExecutor:
         new_messages: list[Message] = []
         progress = run.progress
         if run.status in waits.WAITING_STATUSES:
-            results = await self._tool_results(run)
+            results, below = await self._tool_results(run)
             new_messages.extend(results)
             transcript.extend(results)
             # Counted when their results are applied: a run that ends waiting for a tool (its
             # deadline) has not executed it (seed 000: ``tool_calls`` is "tools executed").
+            # The calls' child runs are charged to this run: a tree spends its root's budget.
             progress = progress.model_copy(
-                update={"tool_calls": progress.tool_calls + len(results)}
+                update={
+                    "tool_calls": progress.tool_calls + len(results),
+                    "total_tokens": progress.total_tokens + below.total_tokens,
+                    "prompt_tokens": progress.prompt_tokens + below.prompt_tokens,
+                    "completion_tokens": progress.completion_tokens + below.completion_tokens,
+                    "cost_usd": progress.cost_usd + below.cost_usd,
+                }
             )
         if blocked := check_before_model_call(agent, progress, transcript):
             return await self._commit(
@@ -300,16 +337,19 @@ class RunExecutor:
             )
         day = self.deps.clock().date().isoformat()
         reserve = pricing.max_call_cost(agent.model, agent.generation.max_tokens)
-        if agent.budget.max_daily_cost is not None:
-            spent = await self.deps.cost_ledger.spent(agent.id, day)
-            if capped := check_daily_cost(agent, spent, reserve):
+        payers = await self._payers(run, agent)
+        for payer in payers:
+            spent = await self.deps.cost_ledger.spent(payer.id, day)
+            if capped := check_daily_cost(payer, spent, reserve):
                 return await self._commit(
                     *plan.plan_stop(self._context(), run, progress, new_messages, capped)
                 )
         tools = await run_specs(self.deps, run)
         peers = await self._peers(agent)
         specs, offer = self._offered(agent, tools, peers)
-        reply_or_error = await self._call_model(run, agent, transcript, day, reserve, specs, offer)
+        reply_or_error = await self._call_model(
+            run, agent, transcript, day, reserve, specs, offer, [p.id for p in payers]
+        )
         if isinstance(reply_or_error, ModelError):
             progress = progress.model_copy(
                 update={"errors": [*progress.errors, str(reply_or_error)]}
@@ -331,6 +371,16 @@ class RunExecutor:
         return await self._commit(
             commit.model_copy(update={"applied_model_call": attempt_id}), label
         )
+
+    async def _payers(self, run: RunRecord, agent: AgentDefinition) -> list[AgentDefinition]:
+        """Whose daily cost caps a model call of this run counts against: its agent's, and in
+        a tree of calls its root agent's too (a fan-out cannot spend past the root's cap)."""
+        payers = [agent] if agent.budget.max_daily_cost is not None else []
+        if run.root_agent_id is not None and run.root_agent_id != agent.id:
+            root = await self.deps.agents.get_agent(run.root_agent_id)
+            if root is not None and root.budget.max_daily_cost is not None:
+                payers.append(root)
+        return payers
 
     async def _peers(self, agent: AgentDefinition) -> dict[str, AgentDefinition]:
         """The registered definitions of the agent's ``allowed_peers`` (one tool each)."""
@@ -392,16 +442,30 @@ class RunExecutor:
             gates = {i: g for i, g in gates.items() if i not in cleared}
         return gates, cleared
 
-    async def _tool_results(self, run: RunRecord) -> list[Message]:
+    async def _tool_results(self, run: RunRecord) -> tuple[list[Message], RunProgress]:
+        """The step's tool results as messages, and what the calls' child runs spent."""
         calls = await self.deps.runs.tool_calls(run.run_id, run.seq - 1)
         messages = []
+        below = RunProgress()
         for record in calls:
+            if record.child_run_id is not None and record.status == "done":
+                child = await self.deps.runs.get_run(record.child_run_id)
+                if child is not None:
+                    spent = child.progress
+                    below = below.model_copy(
+                        update={
+                            "total_tokens": below.total_tokens + spent.total_tokens,
+                            "prompt_tokens": below.prompt_tokens + spent.prompt_tokens,
+                            "completion_tokens": below.completion_tokens + spent.completion_tokens,
+                            "cost_usd": below.cost_usd + spent.cost_usd,
+                        }
+                    )
             result = record.result
             if record.result_uri:
                 blob = await self.deps.blobs.get(record.result_uri)
                 result = blob.decode() if blob is not None else f"(missing {record.result_uri})"
             messages.append(tool_message(record.call, result))
-        return messages
+        return messages, below
 
     async def _call_model(
         self,
@@ -412,6 +476,7 @@ class RunExecutor:
         reserve: float,
         specs: dict[str, ToolSpec],
         offer: list[str],
+        ledgers: list[str],
     ) -> tuple[ModelResponse, float, str] | ModelError:
         model = RetryingModel(
             self.deps.model_factory(agent, run.run_id),
@@ -420,9 +485,11 @@ class RunExecutor:
         )
         request = build_request(agent, transcript, specs, offer)
         chunks = _ChunkBatcher(self.deps, run.run_id, run.seq)
-        reservation = await self.deps.cost_ledger.reserve(
-            agent.id, day, reserve, hold_seconds=reservation_hold_seconds(agent)
-        )
+        hold = reservation_hold_seconds(agent)
+        reservations = {
+            key: await self.deps.cost_ledger.reserve(key, day, reserve, hold_seconds=hold)
+            for key in ledgers
+        }
         actual = 0.0
         with tracer.start_as_current_span(f"chat {agent.model.name}") as span:
             try:
@@ -433,11 +500,13 @@ class RunExecutor:
                 duration_ms = (time.perf_counter() - started) * 1000
             except ModelError as error:
                 span.set_status(trace.StatusCode.ERROR, str(error))
-                await self.deps.cost_ledger.settle(agent.id, day, reservation, 0.0)
+                for key, reservation in reservations.items():
+                    await self.deps.cost_ledger.settle(key, day, reservation, 0.0)
                 return error
             # Settle first: the call is paid for whatever fails after it.
             actual = pricing.cost_of(agent.model, reply.usage)
-            await self.deps.cost_ledger.settle(agent.id, day, reservation, actual)
+            for key, reservation in reservations.items():
+                await self.deps.cost_ledger.settle(key, day, reservation, actual)
             await chunks.flush()
             span.set_attributes(
                 genai_attributes(

@@ -23,8 +23,10 @@ from cloudagents.functions import (
     FunctionValidationError,
     FunctionVersion,
 )
+from cloudagents.runtime.audit import action_of, audit
 from cloudagents.runtime.auth import Principal
 from cloudagents.runtime.deps import Deps
+from cloudagents.runtime.routing import Param, Route
 
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 
@@ -76,7 +78,7 @@ def _ref(name: str, version: str | None) -> str | None:
 async def store_function_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
-    from cloudagents.runtime.api import _json_body, audit
+    from cloudagents.runtime.api import _json_body
 
     body = StoreFunctionRequest.model_validate(await _json_body(request))
     try:
@@ -90,11 +92,11 @@ async def store_function_route(
             config=body.config,
         )
     except FunctionValidationError as exc:
-        await audit(deps, request, principal, "denied", 422, body.name, "code refused")
+        await audit(deps, action_of(request), principal, "denied", 422, body.name, "code refused")
         return JSONResponse(
             {"error": "function refused", "line": exc.line, "reason": exc.reason}, 422
         )
-    await audit(deps, request, principal, "allowed", 201, version.ref, "function stored")
+    await audit(deps, action_of(request), principal, "allowed", 201, version.ref, "function stored")
     return JSONResponse(version_view(version), status_code=201)
 
 
@@ -146,7 +148,7 @@ async def function_versions_route(
 async def execute_function_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
-    from cloudagents.runtime.api import _json_body, audit, error
+    from cloudagents.runtime.api import _json_body, error
 
     raw = await _json_body(request) if (await request.body()).strip() else {}
     body = ExecuteFunctionRequest.model_validate(raw)
@@ -157,7 +159,13 @@ async def execute_function_route(
     if outcome.error_kind == "not_found":
         return error(404, outcome.message)
     await audit(
-        deps, request, principal, "allowed", 200, ref, f"executed: {outcome.error_kind or 'ok'}"
+        deps,
+        action_of(request),
+        principal,
+        "allowed",
+        200,
+        ref,
+        f"executed: {outcome.error_kind or 'ok'}",
     )
     return JSONResponse(outcome.model_dump(mode="json"))
 
@@ -180,59 +188,26 @@ async def function_executions_route(
     return JSONResponse({"executions": [r.model_dump(mode="json") for r in records]})
 
 
-FUNCTION_ROUTES = [
-    ("POST", re.compile(r"^/functions$"), store_function_route),
-    ("GET", re.compile(r"^/functions$"), list_functions_route),
-    ("GET", re.compile(r"^/functions/(?P<name>[^/]+)$"), get_function_route),
-    ("GET", re.compile(r"^/functions/(?P<name>[^/]+)/versions$"), function_versions_route),
-    ("POST", re.compile(r"^/functions/(?P<name>[^/]+)/execute$"), execute_function_route),
-    ("GET", re.compile(r"^/function-executions$"), function_executions_route),
+_VERSION = Param("version", description="a version hash or a prefix of 8+ (default: current)")
+_LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 500})
+
+# fmt: off
+FUNCTION_ROUTES: list[Route] = [
+    Route("POST", "/functions", store_function_route,
+          "Store a function (validated, never run); 422 names the line and the reason",
+          (201, 400, 401, 422), body=StoreFunctionRequest),
+    Route("GET", "/functions", list_functions_route,
+          "Stored functions, and the api's sandbox status", (200, 401)),
+    Route("GET", "/functions/{name}", get_function_route,
+          "A version of a stored function (its code) and the name's history", (200, 400, 401, 404),
+          params=(_VERSION,)),
+    Route("GET", "/functions/{name}/versions", function_versions_route,
+          "Every version of a stored function, oldest first", (200, 401, 404)),
+    Route("POST", "/functions/{name}/execute", execute_function_route,
+          "Run a stored function once in the sandbox, for testing", (200, 400, 401, 404, 422),
+          body=ExecuteFunctionRequest, params=(_VERSION,)),
+    Route("GET", "/function-executions", function_executions_route,
+          "Stored functions' execution history, newest first", (200, 400, 401),
+          params=(Param("function"), Param("agent"), _LIMIT)),
 ]
-
-
-def function_paths(responses: Any, path_param: Any) -> dict[str, Any]:
-    """The OpenAPI paths of these routes (``openapi.py`` passes its helpers)."""
-    name = [path_param("name")]
-    version = {"name": "version", "in": "query", "schema": {"type": "string"}}
-    body = {
-        "required": True,
-        "content": {"application/json": {"schema": StoreFunctionRequest.model_json_schema()}},
-    }
-    execute_body = {
-        "content": {"application/json": {"schema": ExecuteFunctionRequest.model_json_schema()}}
-    }
-    return {
-        "/functions": {
-            "post": {
-                "summary": "Store a function (validated, never run); 422 names the line",
-                "requestBody": body,
-                "responses": responses(201, 400, 401, 422),
-            },
-            "get": {"summary": "Stored functions", "responses": responses(200, 401)},
-        },
-        "/functions/{name}": {
-            "get": {"parameters": [*name, version], "responses": responses(200, 400, 401, 404)}
-        },
-        "/functions/{name}/versions": {
-            "get": {"parameters": name, "responses": responses(200, 401, 404)}
-        },
-        "/functions/{name}/execute": {
-            "post": {
-                "summary": "Run the function once in the sandbox, for testing",
-                "parameters": [*name, version],
-                "requestBody": execute_body,
-                "responses": responses(200, 400, 401, 404, 422),
-            }
-        },
-        "/function-executions": {
-            "get": {
-                "summary": "Execution history, newest first",
-                "parameters": [
-                    {"name": "function", "in": "query", "schema": {"type": "string"}},
-                    {"name": "agent", "in": "query", "schema": {"type": "string"}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer"}},
-                ],
-                "responses": responses(200, 400, 401),
-            }
-        },
-    }
+# fmt: on

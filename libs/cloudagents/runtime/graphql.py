@@ -30,11 +30,12 @@ from cloudagents.domain.approvals import ApprovalRecord
 from cloudagents.domain.events import RunEvent
 from cloudagents.domain.runs import RunRecord, RunStatus
 from cloudagents.runtime.approvals import ApprovalError, Approvals
+from cloudagents.runtime.audit import action_of, audit
 from cloudagents.runtime.auth import AuthError, Principal, authenticate
+from cloudagents.runtime.commands import Refused, StartRunRequest, cancel_run, start_run_for
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.hub import hub_for
 from cloudagents.runtime.streaming import agent_stream_json, as_http_request
-from cloudagents.runtime.trees import cancel_tree
 
 
 @dataclass
@@ -298,8 +299,6 @@ class Mutation:
         variables: JSON | None = None,
         run_id: str | None = None,
     ) -> StartedRun:
-        from cloudagents.runtime.api import StartRunRequest, launch_run
-
         principal = _principal(info)
         body = StartRunRequest.model_validate(
             {"agent_id": agent_id, "message": message, "variables": variables or {}}
@@ -308,10 +307,13 @@ class Mutation:
         request = info.context.request
         if isinstance(request, WebSocket):  # a mutation sent over graphql-transport-ws
             request = as_http_request(request)
-        status, data = await launch_run(info.context.deps, request, principal, body)
-        if status != 202:
-            raise ValueError(data["error"])
-        return StartedRun(run_id=data["run_id"], created=data["created"])
+        try:
+            started = await start_run_for(
+                info.context.deps, principal, body, action=action_of(request)
+            )
+        except Refused as exc:
+            raise ValueError(str(exc)) from exc
+        return StartedRun(run_id=started.run_id, created=started.created)
 
     @strawberry.mutation
     async def decide_approval(
@@ -345,7 +347,7 @@ class Mutation:
     @strawberry.mutation
     async def cancel_run(self, info: Info[Context, None], run_id: str) -> Run | None:
         _principal(info)
-        cancelled = await cancel_tree(info.context.deps, run_id, "cancelled by request")
+        cancelled = await cancel_run(info.context.deps, run_id)
         return Run.of(cancelled) if cancelled else None
 
 
@@ -399,14 +401,14 @@ class CloudAgentsGraphQL(GraphQL[Context, None]):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """HTTP requests authenticate first, as every api route does: 401 without a caller."""
         if scope["type"] == "http":
-            from cloudagents.runtime.api import audit
-
             deps = await self._deps()
             request = Request(scope, receive)
             try:
                 principal = await authenticate(request, deps.settings)
             except AuthError as exc:
-                await audit(deps, request, None, "unauthenticated", exc.status, None, exc.reason)
+                await audit(
+                    deps, action_of(request), None, "unauthenticated", exc.status, None, exc.reason
+                )
                 await JSONResponse({"error": exc.reason}, status_code=exc.status)(
                     scope, receive, send
                 )
@@ -426,15 +428,19 @@ class CloudAgentsGraphQL(GraphQL[Context, None]):
         return Context(deps=await self._deps(), request=request, principal=principal)
 
     async def on_ws_connect(self, context: Context) -> None:
-        from cloudagents.runtime.api import audit
-
         assert isinstance(context.request, WebSocket)
         request = _with_authorization(context.request, context.connection_params or {})
         try:
             context.principal = await authenticate(request, context.deps.settings)
         except AuthError as exc:
             await audit(
-                context.deps, request, None, "unauthenticated", exc.status, None, exc.reason
+                context.deps,
+                action_of(request),
+                None,
+                "unauthenticated",
+                exc.status,
+                None,
+                exc.reason,
             )
             raise ConnectionRejectionError({"reason": exc.reason}) from exc
 

@@ -1,311 +1,115 @@
-"""The api's OpenAPI 3.1 document, built from the same pydantic models that validate requests."""
+"""The api's OpenAPI 3.1 document, generated from its route table (``runtime/api.py:ROUTES``):
+one operation per route, its request body's schema from the same pydantic model that validates
+it (``components/schemas``), path parameters from the template, and the route's declared query
+and header parameters and status codes. Nothing here names a route: a route added to the table
+is documented, and a route that is not routed cannot be."""
 
 from __future__ import annotations
 
-from functools import cache
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
 
-from cloudagents.domain.agents import AgentDefinition
+from cloudagents.runtime.routing import ID_PATTERN, TOKEN_PARAM, Param, Route
 
-_ID_PARAM = {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,300}$"}
-_ERROR = {
+ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"error": {"type": "string"}},
     "required": ["error"],
 }
-
-
-def _schema(model: type[BaseModel]) -> dict[str, Any]:
-    return model.model_json_schema(ref_template="#/components/schemas/{model}")
-
-
-_TOKEN_PARAM: dict[str, Any] = {
-    "name": "token",
-    "in": "query",
-    "description": "the bearer token, for clients that cannot set headers (EventSource)",
-    "schema": {"type": "string"},
+_DESCRIPTIONS = {
+    101: "switching to the WebSocket protocol",
+    200: "OK",
+    201: "created",
+    202: "accepted",
+    400: "the body or a parameter cannot be parsed",
+    401: "no valid bearer token",
+    403: "the caller may not do this",
+    404: "not found",
+    405: "method not allowed",
+    409: "conflict with the resource's state",
+    422: "the body does not validate (problems lists where)",
+    426: "a WebSocket endpoint: upgrade",
 }
 
 
-def _responses(*codes: int, ok: str = "OK") -> dict[str, Any]:
+def _param(param: Param) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": param.name, "in": param.where, "schema": dict(param.schema)}
+    if param.description:
+        doc["description"] = param.description
+    return doc
+
+
+def _responses(route: Route) -> dict[str, Any]:
     responses: dict[str, Any] = {}
-    for code in codes:
-        if code < 400:
-            responses[str(code)] = {
-                "description": ok,
-                "content": {"application/json": {"schema": {"type": "object"}}},
+    for code in route.responses:
+        doc: dict[str, Any] = {"description": _DESCRIPTIONS.get(code, "")}
+        if code >= 400:
+            doc["content"] = {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
             }
-        else:
-            responses[str(code)] = {
-                "description": "error",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-            }
+        elif code != 101 and route.content is not None:
+            schema = {"type": "object"} if route.content == "application/json" else {}
+            doc["content"] = {route.content: {"schema": schema or {"type": "string"}}}
+        responses[str(code)] = doc
     return responses
 
 
-def _path_param(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": _ID_PARAM}
+def _operation(route: Route, components: dict[str, Any]) -> dict[str, Any]:
+    parameters = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": dict(route.path_schemas.get(name, {"type": "string", "pattern": ID_PATTERN})),
+        }
+        for name in route.path_params
+    ]
+    parameters += [_param(p) for p in route.params]
+    if route.query_token:
+        parameters.append(_param(TOKEN_PARAM))
+    operation: dict[str, Any] = {"operationId": route.operation_id, "summary": route.summary}
+    if parameters:
+        operation["parameters"] = parameters
+    if route.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _component(route.body, components)}},
+        }
+    if route.public:
+        operation["security"] = []
+    operation["responses"] = _responses(route)
+    return operation
 
 
-@cache
-def openapi_document() -> dict[str, Any]:
-    from cloudagents.runtime.agents_api import agent_history_paths
-    from cloudagents.runtime.api import DecideApprovalRequest, StartRunRequest
-    from cloudagents.runtime.functions_api import function_paths
+def _component(model: type[BaseModel], components: dict[str, Any]) -> dict[str, str]:
+    """The model's schema under ``components/schemas`` (its ``$defs`` beside it); a reference."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
-    start = _schema(StartRunRequest)
-    agent = _schema(AgentDefinition)
-    decide = _schema(DecideApprovalRequest)
-    components: dict[str, Any] = {"Error": _ERROR}
-    for schema in (start, agent, decide):
-        components.update(schema.pop("$defs", {}))
-    components["StartRunRequest"] = start
-    components["AgentDefinition"] = agent
-    components["DecideApprovalRequest"] = decide
-    approval_params = [_path_param("run_id"), _path_param("approval_id")]
-    auth: list[dict[str, list[str]]] = [{"bearer": []}]
-    run_param = [_path_param("run_id")]
+
+def openapi_document(routes: Sequence[Route], *, version: str = "0.1.0") -> dict[str, Any]:
+    """The document for ``routes``, paths in the table's order."""
+    components: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, components)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "cloudagents api", "version": "0.1.0"},
+        "info": {
+            "title": "cloudagents api",
+            "version": version,
+            "description": "Runs, agents, approvals, events and dead letters of a cloudagents "
+            "workspace. Every operation but the public files and /healthz needs "
+            "`Authorization: Bearer <token>`.",
+        },
         "components": {
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-        "security": auth,
-        "paths": {
-            "/healthz": {"get": {"security": [], "responses": _responses(200)}},
-            "/runs": {
-                "post": {
-                    "summary": "Start a run (202 with its id)",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/StartRunRequest"}
-                            }
-                        },
-                    },
-                    "responses": _responses(202, 400, 401, 403, 404, 422),
-                },
-                "get": {
-                    "summary": "List runs",
-                    "parameters": [
-                        {"name": "agent", "in": "query", "schema": {"type": "string"}},
-                        {
-                            "name": "status",
-                            "in": "query",
-                            "schema": {
-                                "type": "string",
-                                "enum": [
-                                    "queued",
-                                    "running",
-                                    "waiting_tools",
-                                    "waiting_approval",
-                                    "finished",
-                                ],
-                            },
-                        },
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
-                        },
-                    ],
-                    "responses": _responses(200, 400, 401),
-                },
-            },
-            "/runs/{run_id}": {
-                "get": {"parameters": run_param, "responses": _responses(200, 401, 404)}
-            },
-            "/runs/{run_id}/cancel": {
-                "post": {"parameters": run_param, "responses": _responses(200, 401, 404)}
-            },
-            "/runs/{run_id}/tree": {
-                "get": {
-                    "summary": "The run and the runs below it (calls and handoffs)",
-                    "parameters": run_param,
-                    "responses": _responses(200, 401, 404),
-                }
-            },
-            "/runs/{run_id}/messages": {
-                "get": {"parameters": run_param, "responses": _responses(200, 401, 404)}
-            },
-            "/runs/{run_id}/events": {
-                "get": {
-                    "parameters": [
-                        *run_param,
-                        {"name": "after", "in": "query", "schema": {"type": "string"}},
-                    ],
-                    "responses": _responses(200, 401, 404),
-                }
-            },
-            "/runs/{run_id}/events/stream": {
-                "get": {
-                    "summary": "Server-Sent Events of the run, from Last-Event-ID or ?after=",
-                    "parameters": [
-                        *run_param,
-                        {"name": "after", "in": "query", "schema": {"type": "string"}},
-                        {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
-                        _TOKEN_PARAM,
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "event stream",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                        },
-                        **_responses(401, 404),
-                    },
-                }
-            },
-            "/runs/{run_id}/events/ws": {
-                "get": {
-                    "summary": "WebSocket of the run's stored events (JSON per message), from "
-                    "?after=; auth by Authorization or ?token=; plain HTTP gets 426",
-                    "parameters": [
-                        *run_param,
-                        {"name": "after", "in": "query", "schema": {"type": "string"}},
-                        _TOKEN_PARAM,
-                    ],
-                    "responses": {
-                        "101": {"description": "switching to the WebSocket protocol"},
-                        **_responses(401, 404, 426),
-                    },
-                }
-            },
-            "/agent-stream/{run_id}": {
-                "get": {
-                    "summary": "Seed 004's stream: unnamed SSE events of the run's events as "
-                    "AgentStreamEvent JSON (eventType, content, ...); a WebSocket on the same path",
-                    "parameters": [
-                        *run_param,
-                        {"name": "after", "in": "query", "schema": {"type": "string"}},
-                        {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
-                        _TOKEN_PARAM,
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "event stream",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                        },
-                        **_responses(401, 404),
-                    },
-                }
-            },
-            "/graphql": {
-                "post": {
-                    "summary": "GraphQL (agents, runs, messages, events; startRun, cancelRun); "
-                    "subscriptions over graphql-transport-ws on the same path",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["query"],
-                                    "properties": {
-                                        "query": {"type": "string"},
-                                        "variables": {"type": ["object", "null"]},
-                                        "operationName": {"type": ["string", "null"]},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": _responses(200, 400, 401),
-                }
-            },
-            "/agents": {
-                "post": {
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/AgentDefinition"}
-                            }
-                        },
-                    },
-                    "responses": _responses(201, 400, 401, 422),
-                },
-                "get": {"responses": _responses(200, 401)},
-            },
-            "/agents/{agent_id}": {
-                "get": {
-                    "parameters": [_path_param("agent_id")],
-                    "responses": _responses(200, 401, 404),
-                },
-                **agent_history_paths(_responses, _path_param)["/agents/{agent_id}"],
-            },
-            **{
-                path: operations
-                for path, operations in agent_history_paths(_responses, _path_param).items()
-                if path != "/agents/{agent_id}"
-            },
-            "/handoffs/{offer_id}": {
-                "get": {
-                    "parameters": [_path_param("offer_id")],
-                    "responses": _responses(200, 401, 404),
-                }
-            },
-            "/runs/{run_id}/approvals": {
-                "get": {
-                    "summary": "A run's approvals",
-                    "parameters": run_param,
-                    "responses": _responses(200, 401, 404),
-                }
-            },
-            "/runs/{run_id}/approvals/{approval_id}": {
-                "get": {"parameters": approval_params, "responses": _responses(200, 401, 404)},
-                "post": {
-                    "summary": "Approve or reject a gated tool call (409: already decided)",
-                    "parameters": approval_params,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/DecideApprovalRequest"}
-                            }
-                        },
-                    },
-                    "responses": _responses(200, 400, 401, 403, 404, 409, 422),
-                },
-            },
-            "/approvals": {
-                "get": {
-                    "summary": "Approvals across runs (the inbox)",
-                    "parameters": [
-                        {
-                            "name": "status",
-                            "in": "query",
-                            "schema": {
-                                "type": "string",
-                                "enum": ["pending", "approved", "rejected", "expired"],
-                            },
-                        },
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
-                        },
-                    ],
-                    "responses": _responses(200, 400, 401),
-                }
-            },
-            "/dead-letters": {"get": {"responses": _responses(200, 401)}},
-            "/dead-letters/{letter_id}": {
-                "get": {
-                    "parameters": [_path_param("letter_id")],
-                    "responses": _responses(200, 401, 404),
-                }
-            },
-            "/dead-letters/{letter_id}/replay": {
-                "post": {
-                    "parameters": [_path_param("letter_id")],
-                    "responses": _responses(202, 401, 404, 409),
-                }
-            },
-            **function_paths(_responses, _path_param),
-        },
+        "security": [{"bearer": []}],
+        "paths": paths,
     }

@@ -15,8 +15,9 @@ unnamed ``data:`` events carrying the seed's JSON (``eventType``, ``content``, .
 WebSocket: ``/runs/{id}/events/ws`` (the stored event JSON) and ``/agent-stream/{id}`` (the
 seed's JSON), ``?token=`` or ``Authorization``, ``?after=``, one JSON event per text message.
 functions-framework's ASGI app routes HTTP only, so the WebSockets (and GraphQL at
-``/graphql``) need the app :func:`build_api_app` makes (``services/api/main.py:asgi_app``)
-served by a server with WebSocket support (uvicorn with ``websockets`` or ``wsproto``).
+``/graphql``) need the app ``runtime/app.py:build_api_app`` makes
+(``services/api/main.py:asgi_app``) served by a server with WebSocket support (uvicorn with
+``websockets`` or ``wsproto``).
 """
 
 from __future__ import annotations
@@ -24,22 +25,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cloudagents.domain.events import RunEvent
+from cloudagents.runtime.audit import action_of, audit
 from cloudagents.runtime.auth import TOKEN_COOKIE, AuthError, Principal, authenticate
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.follow import RunEventFollower, gap_free_prefix
 from cloudagents.runtime.hub import Subscription, hub_for
+from cloudagents.runtime.routing import valid_id
 
 __all__ = ["RunEventFollower", "gap_free_prefix"]
 
@@ -47,15 +47,7 @@ KEEPALIVE_SECONDS = 15.0
 RETRY_MILLISECONDS = 1000
 WS_PATH = "/runs/{run_id}/events/ws"
 AGENT_STREAM_PATH = "/agent-stream/{run_id}"
-GRAPHQL_PATH = "/graphql"
 SLOW_SUBSCRIBER_CLOSE = 1008
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[
-    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-    Awaitable[None],
-]
 
 
 # ---- the two JSON shapes ---------------------------------------------------------------------
@@ -261,8 +253,6 @@ DepsProvider = Callable[[], Awaitable[Deps]]
 async def _websocket_stream(
     websocket: WebSocket, deps_of: DepsProvider, view: Callable[[RunEvent], dict[str, Any]]
 ) -> None:
-    from cloudagents.runtime.api import audit, valid_id
-
     deps = await deps_of()
     run_id = websocket.path_params["run_id"]
     request = as_http_request(websocket)
@@ -270,7 +260,7 @@ async def _websocket_stream(
     try:
         await authenticate(request, deps.settings)
     except AuthError as exc:
-        await audit(deps, request, None, "unauthenticated", exc.status, None, exc.reason)
+        await audit(deps, action_of(request), None, "unauthenticated", exc.status, None, exc.reason)
         await websocket.close(code=4000 + exc.status, reason=exc.reason)
         return
     run = await deps.runs.get_run(run_id) if valid_id(run_id) else None
@@ -309,43 +299,3 @@ async def agent_stream_websocket(websocket: WebSocket, deps_of: DepsProvider) ->
     """``/agent-stream/{id}``: seed 004's ``new WebSocket('ws://HOST/agent-stream/{id}')``,
     the same close codes as ``/runs/{id}/events/ws``."""
     await _websocket_stream(websocket, deps_of, agent_stream_json)
-
-
-def build_api_app(source: str | Path, deps_of: DepsProvider) -> ASGIApp:
-    """The api as one ASGI app: functions-framework's HTTP app for ``source`` (the ``api``
-    target), the WebSocket routes it cannot route, and GraphQL at ``/graphql`` (HTTP and
-    ``graphql-transport-ws``). ``deps_of`` gives the process's dependencies (the composition
-    root's ``get_deps``)."""
-    from functions_framework.aio import create_asgi_app
-
-    from cloudagents.runtime.graphql import graphql_app
-
-    http_app: ASGIApp = create_asgi_app("api", str(source))  # type: ignore[no-untyped-call]
-
-    async def events_route(websocket: WebSocket) -> None:
-        await websocket_events(websocket, deps_of)
-
-    async def agent_stream_route(websocket: WebSocket) -> None:
-        await agent_stream_websocket(websocket, deps_of)
-
-    ws_app = Starlette(
-        routes=[
-            WebSocketRoute(WS_PATH, events_route),
-            WebSocketRoute(AGENT_STREAM_PATH, agent_stream_route),
-        ]
-    )
-    gql = graphql_app(deps_of)
-
-    async def app(
-        scope: Scope,
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
-    ) -> None:
-        if scope["type"] in ("http", "websocket") and scope["path"].rstrip("/") == GRAPHQL_PATH:
-            await gql(scope, receive, send)
-        elif scope["type"] == "websocket":
-            await ws_app(scope, receive, send)
-        else:
-            await http_app(scope, receive, send)
-
-    return app

@@ -15,10 +15,14 @@ from functools import cache
 from importlib import resources
 from urllib.parse import quote
 
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from cloudagents.runtime.auth import Principal
+from cloudagents.runtime.deps import Deps
+
 UI_PATH = "/ui"
-_ASSETS = {
+ASSETS = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
@@ -37,28 +41,37 @@ def viewer_link(api_url: str, token: str | None) -> str:
     return f"{base}#token={quote(token, safe='')}" if token else base
 
 
-def is_ui_path(path: str) -> bool:
-    return path == UI_PATH or path.startswith(UI_PATH + "/")
-
-
 @cache
 def _asset(name: str) -> bytes:
     return resources.files("cloudagents").joinpath("ui", name).read_bytes()
 
 
-def ui_response(path: str) -> Response:
-    """``/ui`` (the page) or ``/ui/<file>``; 404 for anything else under ``/ui``."""
-    name = path.removeprefix(UI_PATH).strip("/") or "index.html"
-    media_type = _ASSETS.get(name)
-    if media_type is None:
-        return JSONResponse({"error": f"no such file: {path}"}, status_code=404)
+def static_response(
+    content: bytes, media_type: str, *, policy: str = _CSP, cache: str = "no-cache"
+) -> Response:
+    """A file the api serves itself (the viewer's, Swagger UI's) under a strict policy."""
     return Response(
-        _asset(name),
+        content,
         media_type=media_type,
         headers={
-            "Content-Security-Policy": _CSP,
+            "Content-Security-Policy": policy,
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-cache",
+            "Cache-Control": cache,
         },
     )
+
+
+def no_such_file(request: Request) -> Response:
+    return JSONResponse({"error": f"no such file: {request.url.path}"}, status_code=404)
+
+
+async def ui_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    """``GET /ui`` (the page) or ``/ui/{file}``; 404 for a file the viewer does not have."""
+    name = params.get("file", "index.html")
+    media_type = ASSETS.get(name)
+    if media_type is None:
+        return no_such_file(request)
+    return static_response(_asset(name), media_type)

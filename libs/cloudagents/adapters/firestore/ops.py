@@ -147,6 +147,12 @@ class Guarded:
         self.batch.set(ref, data, merge=merge)
         self.writes += 1
 
+    def create(self, ref: Any, data: Any) -> None:
+        """Create ``ref``; the batch fails (and is tried again) if another writer created it."""
+        count("firestore.write")
+        self.batch.create(ref, data)
+        self.writes += 1
+
     def update_if_unchanged(self, ref: Any, data: dict[str, Any], read: Any) -> None:
         """Replace the fields of ``ref`` with ``data``, if it is still as ``read`` saw it."""
         count("firestore.write")
@@ -156,8 +162,9 @@ class Guarded:
 
 
 def _lost_a_guard(error: BaseException) -> bool:
-    """Another writer changed a guarded document first (or held it locked too long)."""
-    return isinstance(error, gexc.FailedPrecondition | gexc.Aborted)
+    """Another writer changed a guarded document first (or held it locked too long), or
+    created one this attempt creates."""
+    return isinstance(error, gexc.FailedPrecondition | gexc.Aborted | gexc.AlreadyExists)
 
 
 async def guarded(client: Any, attempt: Callable[[Guarded], Awaitable[_T]]) -> _T:

@@ -35,6 +35,12 @@ from cloudagents.domain.approvals import (
     approval_doc_id,
     grant_doc_id,
 )
+from cloudagents.domain.conversations import (
+    ConversationRecord,
+    claimed,
+    holder_done,
+    released,
+)
 from cloudagents.domain.errors import PermanentMessageError, TransientError
 from cloudagents.domain.events import RUN_EVENT_ADAPTER, RunEvent
 from cloudagents.domain.handoffs import HandoffOffer
@@ -70,6 +76,7 @@ DEAD_LETTERS = "dead_letters"
 AUDIT = "audit_log"
 APPROVALS = "approvals"
 GRANTS = "approval_grants"
+CONVERSATIONS = "conversations"
 
 
 def _message_doc(index: int, message: Message) -> dict[str, Any]:
@@ -193,6 +200,8 @@ class FirestoreRunStore:
             if run.seq != commit.expected_seq or run.finished:
                 return None
             updated = commit.applied_to(run)  # validated before anything is written
+            if updated.finished and run.conversation_id is not None:
+                await self._let_go(writes, run, commit.conversation_reply)
             for offset, message in enumerate(commit.new_messages):
                 index = run.message_count + offset
                 doc = ref.collection("messages").document(f"{index:06d}")
@@ -230,6 +239,82 @@ class FirestoreRunStore:
             return updated
 
         result: RunRecord | None = await guarded(self.client, apply)
+        return result
+
+    async def _let_go(self, writes: Guarded, run: RunRecord, reply: Message | None) -> None:
+        """In a finishing commit: append the run's answer to its conversation and let go."""
+        assert run.conversation_id is not None
+        ref = self.client.collection(CONVERSATIONS).document(run.conversation_id)
+        snap = await counted_get(ref)
+        if not snap.exists:
+            return
+        conversation = ConversationRecord.model_validate(from_doc(snap.to_dict()))
+        if conversation.active_run_id != run.run_id:
+            return
+        if reply is not None:
+            index = conversation.message_count
+            writes.set(
+                ref.collection("messages").document(f"{index:06d}"), _message_doc(index, reply)
+            )
+        after = released(conversation, run.run_id, reply is not None, utcnow())
+        writes.update_if_unchanged(ref, to_doc(after.model_dump(mode="json")), snap)
+
+    async def conversation_messages(self, conversation_id: str, *, last: int) -> list[Message]:
+        if last <= 0:
+            return []
+        query = (
+            self.client.collection(CONVERSATIONS)
+            .document(conversation_id)
+            .collection("messages")
+            .order_by("i", direction=firestore.Query.DESCENDING)
+            .limit(last)
+        )
+        found = [_message(from_doc(d.to_dict())) async for d in counted_stream(query)]
+        return list(reversed(found))
+
+    async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
+        snap = await counted_get(self.client.collection(CONVERSATIONS).document(conversation_id))
+        if not snap.exists:
+            return None
+        return ConversationRecord.model_validate(from_doc(snap.to_dict()))
+
+    async def claim_conversation(
+        self, conversation_id: str, *, run_id: str, agent_id: str, message: Message
+    ) -> ConversationRecord:
+        ref = self.client.collection(CONVERSATIONS).document(conversation_id)
+
+        async def apply(writes: Guarded) -> ConversationRecord:
+            snap = await counted_get(ref)
+            record = (
+                ConversationRecord.model_validate(from_doc(snap.to_dict())) if snap.exists else None
+            )
+            holder_finished = False
+            now = utcnow()
+            if record is not None and record.active_run_id not in (None, run_id):
+                holder = await self.get_run(record.active_run_id or "")
+                holder_finished = holder_done(record, holder.finished if holder else None, now)
+            after = claimed(
+                record,
+                conversation_id,
+                run_id=run_id,
+                agent_id=agent_id,
+                holder_finished=holder_finished,
+                now=now,
+            )
+            if after is None:
+                assert record is not None
+                return record
+            index = after.message_count - 1
+            writes.set(
+                ref.collection("messages").document(f"{index:06d}"), _message_doc(index, message)
+            )
+            if snap.exists:
+                writes.update_if_unchanged(ref, to_doc(after.model_dump(mode="json")), snap)
+            else:
+                writes.create(ref, to_doc(after.model_dump(mode="json")))
+            return after
+
+        result: ConversationRecord = await guarded(self.client, apply)
         return result
 
     async def _change_call(

@@ -15,6 +15,12 @@ from cloudagents.domain.approvals import (
     ApprovalStatus,
     grant_doc_id,
 )
+from cloudagents.domain.conversations import (
+    ConversationRecord,
+    claimed,
+    holder_done,
+    released,
+)
 from cloudagents.domain.events import RunEvent
 from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
@@ -53,6 +59,8 @@ class InMemoryRunStore:
         self.offers: dict[str, HandoffOffer] = {}
         self.wakes: set[tuple[str, str]] = set()
         self.approval_records: dict[str, ApprovalRecord] = {}
+        self.conversations: dict[str, ConversationRecord] = {}
+        self.conversation_log: defaultdict[str, list[Message]] = defaultdict(list)
         self.grants: dict[str, ApprovalGrant] = {}
 
     async def create_run(self, run: RunRecord, messages: list[Message]) -> bool:
@@ -121,6 +129,15 @@ class InMemoryRunStore:
                 self.offers[commit.handoff_offer.offer_id] = commit.handoff_offer
             for approval in commit.approvals:
                 self.approval_records[approval.doc_id] = approval
+            if validated.finished and run.conversation_id in self.conversations:
+                conversation = self.conversations[run.conversation_id]
+                if conversation.active_run_id == run.run_id:
+                    reply = commit.conversation_reply
+                    if reply is not None:
+                        self.conversation_log[run.conversation_id].append(reply)
+                    self.conversations[run.conversation_id] = released(
+                        conversation, run.run_id, reply is not None, utcnow()
+                    )
             applied = self.model_call_records.get((run.run_id, commit.applied_model_call or ""))
             if applied is not None:
                 self.model_call_records[(run.run_id, applied.attempt_id)] = applied.model_copy(
@@ -276,6 +293,39 @@ class InMemoryRunStore:
     async def interactions(self, run_id: str) -> list[Interaction]:
         found = [i for key, i in self.interaction_records.items() if i.run_id == run_id]
         return sorted(found, key=lambda i: i.seq)
+
+    async def conversation_messages(self, conversation_id: str, *, last: int) -> list[Message]:
+        log = self.conversation_log.get(conversation_id, [])
+        return list(log[-last:]) if last > 0 else []
+
+    async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
+        found = self.conversations.get(conversation_id)
+        return found.model_copy(deep=True) if found else None
+
+    async def claim_conversation(
+        self, conversation_id: str, *, run_id: str, agent_id: str, message: Message
+    ) -> ConversationRecord:
+        async with self._lock:
+            record = self.conversations.get(conversation_id)
+            holder = (
+                self.runs.get(record.active_run_id) if record and record.active_run_id else None
+            )
+            now = utcnow()
+            after = claimed(
+                record,
+                conversation_id,
+                run_id=run_id,
+                agent_id=agent_id,
+                holder_finished=record is not None
+                and holder_done(record, holder.finished if holder else None, now),
+                now=now,
+            )
+            if after is None:
+                assert record is not None
+                return record.model_copy(deep=True)
+            self.conversations[conversation_id] = after
+            self.conversation_log[conversation_id].append(message)
+            return after.model_copy(deep=True)
 
     async def get_approval(self, run_id: str, approval_id: str) -> ApprovalRecord | None:
         found = self.approval_records.get(f"{run_id}:{approval_id}")
