@@ -29,7 +29,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloudagents.adapters.memory.messaging import InMemoryEventBus
-from cloudagents.bootstrap import build_local_deps, default_model_factory
+from cloudagents.bootstrap import (
+    SdkClients,
+    build_local_deps,
+    build_sdk_deps,
+    close_sdk_deps,
+    default_model_factory,
+    sdk_clients,
+)
 from cloudagents.domain import messages as domain
 from cloudagents.domain.agents import AgentDefinition, schema_to_json_schema
 from cloudagents.domain.agents import ModelConfig as EngineModelConfig
@@ -37,6 +44,7 @@ from cloudagents.domain.messages import GenerationParams, ModelRequest, ModelRes
 from cloudagents.domain.results import LoopExit
 from cloudagents.engine.calls import peer_tool_name
 from cloudagents.engine.step import schema_problem
+from cloudagents.gcp import WorkspaceResources
 from cloudagents.ports.model import ChunkSink
 from cloudagents.runtime.driver import LocalDriver, run_settings
 from cloudagents.tools import Tool, ToolRegistry
@@ -51,6 +59,9 @@ __all__ = [
     "Message",
     "ModelConfig",
     "RequestContext",
+    "aclose",
+    "use_gcp",
+    "use_memory",
 ]
 
 
@@ -215,18 +226,58 @@ def agent_id_of(name: str) -> str:
     return slug[:63] if slug[0].isalnum() else ("a" + slug)[:63]
 
 
+@dataclass(frozen=True)
+class _Backend:
+    """Where the façade's runs are recorded: memory (default), or Firestore, Pub/Sub and Cloud
+    Storage of ``project`` (``use_gcp``), as ``DistributedAgent`` records them."""
+
+    project: str | None = None
+    workspace: str = "mars"
+
+
+_BACKEND = _Backend()
+
+
+def use_gcp(project_id: str, workspace: str = "mars") -> None:
+    """Record the façade's runs on GCP (or the emulators the environment names) from now on,
+    as ``DistributedAgent`` does; ``use_memory()`` goes back."""
+    global _BACKEND
+    _BACKEND = _Backend(project_id, workspace)
+    _RUNTIMES.clear()
+
+
+def use_memory() -> None:
+    global _BACKEND
+    _BACKEND = _Backend()
+    _RUNTIMES.clear()
+
+
 class _Runtime:
     """The engine of the façade's agents in one event loop: one driver, one tool registry, so
     an agent and the peers it calls run side by side."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend: _Backend) -> None:
         self.tools = ToolRegistry()
-        settings = run_settings(project="local-project", workspace="mars")
+        self.clients: SdkClients | None = None
+        if backend.project is None:
+            settings = run_settings(project="local-project", workspace=backend.workspace)
+            self.driver = LocalDriver(
+                lambda dispatcher, models: build_local_deps(
+                    settings, dispatcher, tools=self.tools, model_factory=models
+                ),
+                outward=InMemoryEventBus(),
+                default_model=default_model_factory,
+            )
+            return
+        settings = run_settings(project=backend.project, workspace=backend.workspace, backend="gcp")
+        clients = self.clients = sdk_clients(backend.project)
+        resources = WorkspaceResources.for_workspace(backend.project, backend.workspace)
+        clients.ensure_resources(resources.topics, resources.context_bucket)
         self.driver = LocalDriver(
-            lambda dispatcher, models: build_local_deps(
-                settings, dispatcher, tools=self.tools, model_factory=models
+            lambda dispatcher, models: build_sdk_deps(
+                settings, dispatcher, clients=clients, tools=self.tools, model_factory=models
             ),
-            outward=InMemoryEventBus(),
+            outward=clients.outward,
             default_model=default_model_factory,
         )
 
@@ -236,11 +287,23 @@ _RUNTIMES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Runtime] = (
 )
 
 
-def _runtime() -> _Runtime:
+async def _runtime() -> _Runtime:
     loop = asyncio.get_running_loop()
     if loop not in _RUNTIMES:
-        _RUNTIMES[loop] = _Runtime()
+        backend = _BACKEND
+        runtime = (
+            await asyncio.to_thread(_Runtime, backend) if backend.project else _Runtime(backend)
+        )
+        _RUNTIMES.setdefault(loop, runtime)
     return _RUNTIMES[loop]
+
+
+async def aclose() -> None:
+    """Release this event loop's GCP clients (``use_gcp``); optional."""
+    runtime = _RUNTIMES.pop(asyncio.get_running_loop(), None)
+    if runtime is not None and runtime.clients is not None:
+        await runtime.clients.aclose()
+        await close_sdk_deps(runtime.driver.deps)
 
 
 class Agent:
@@ -318,7 +381,7 @@ class Agent:
         run ended otherwise."""
         request = initial_request if initial_request is not None else kwargs.get("initial_prompt")
         context = request_context or RequestContext()
-        runtime = _runtime()
+        runtime = await _runtime()
         await self._register(runtime, max_steps, set())
         model = _RunModel(self, context) if _overrides_run(self) else None
         prior = [

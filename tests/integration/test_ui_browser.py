@@ -530,6 +530,52 @@ def test_a_handoff_shows_its_chain_and_run_tree_on_both_runs(
     assert page.text_content("#result-text") == "read: 42"
 
 
+def test_agent_calls_show_as_the_run_tree(
+    page: Page, api: httpx.Client, stack_state: StackState
+) -> None:
+    for peer in ("ui-left", "ui-right"):
+        register(
+            api,
+            {
+                "id": peer,
+                "instructions": "You answer.",
+                "model": {"provider": "scripted", "name": "s", "script": [{"content": peer}]},
+            },
+        )
+    register(
+        api,
+        {
+            "id": "ui-boss",
+            "instructions": "You ask two agents.",
+            "model": {
+                "provider": "scripted",
+                "name": "s",
+                "script": [
+                    {
+                        "tool_calls": [
+                            {"name": "invoke_ui_left", "arguments": {"request": "a"}},
+                            {"name": "invoke_ui_right", "arguments": {"request": "b"}},
+                        ]
+                    },
+                    {"content": "both answered"},
+                ],
+            },
+            "allowed_peers": ["ui-left", "ui-right"],
+        },
+    )
+    root = start(api, "ui-boss", "ask them")
+    assert wait_for_run(api, root)["result"]["exit"] == "SATISFIED"
+    children = [f"{root}-c000000-000", f"{root}-c000000-001"]
+    sign_in(page, stack_state.api_token)
+    page.goto(f"/ui#/runs/{children[1]}")  # from a child: the tree is its root's
+    page.wait_for_selector(f"#run-id:has-text('{children[1]}')")
+    page.wait_for_selector("#run-tree li li")
+    tree = page.eval_on_selector_all("#run-tree li", "l => l.map(i => i.dataset.runId)")
+    assert tree == [root, *children]
+    assert "[call]" in (page.text_content(f"#run-tree li[data-run-id='{children[0]}']") or "")
+    assert page.get_attribute(f"#run-tree li[data-run-id='{children[1]}']", "class") == "current"
+
+
 def wait_until_child(api: httpx.Client, run_id: str, timeout: float = 30.0) -> str:
     deadline = time.monotonic() + timeout
     while True:

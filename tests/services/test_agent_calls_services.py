@@ -66,6 +66,13 @@ async def test_calls_run_as_children_and_the_tree_shows_them(stack: Stack) -> No
         ("beta", "call", "SATISFIED", 1),
     ]
     assert (await clients["api"].get("/runs/nope/tree")).status_code == 404
+    events = (await clients["api"].get(f"/runs/{run_id}/events?tree=1")).json()["events"]
+    by_run = {e["run_id"] for e in events}
+    assert by_run == {run_id, *(c["run_id"] for c in tree["children"])}
+    stamps = [e["timestamp"] for e in events]
+    assert stamps == sorted(stamps)
+    own = (await clients["api"].get(f"/runs/{run_id}/events")).json()["events"]
+    assert {e["run_id"] for e in own} == {run_id}
 
 
 async def test_cancelling_the_caller_cancels_the_call_below_it(stack: Stack) -> None:

@@ -159,3 +159,26 @@ async def test_the_tree_spends_the_roots_token_budget() -> None:
     assert result.total_tokens == 55  # its own 10 and its call's 45
     below = await agent.driver.deps.runs.get_run("budget-c000000-000")
     assert below is not None and below.token_budget == 40 and below.root_agent_id == "frugal"
+
+
+async def test_a_child_past_its_deadline_gives_its_caller_a_timeout() -> None:
+    import asyncio
+
+    async def dawdle(seconds: float) -> str:
+        """Take a while."""
+        await asyncio.sleep(seconds)
+        return "late"
+
+    slow = Agent(
+        scripted("slow", ask("dawdle", seconds=5), {"content": "never"}, timeout_seconds=0.3),
+        tools=[Tool("dawdle", dawdle, timeout_seconds=10)],
+    )
+    caller = scripted(
+        "patient", ask("invoke_slow", request="go"), {"content": "moved on"}, allowed_peers=["slow"]
+    )
+    agent = Agent(caller, peers=[slow])
+    result = await agent.run("go", run_id="late")
+    assert result.exit is LoopExit.SATISFIED
+    (call,) = await agent.driver.deps.runs.tool_calls("late", 0)
+    assert call.is_error and isinstance(call.result, dict)
+    assert call.result["error"] == "timeout" and "timed out after 0.3 s" in call.result["reason"]

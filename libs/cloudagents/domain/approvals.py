@@ -152,3 +152,10 @@ def approval_doc_id(run_id: str, approval_id: str) -> str:
 
 def grant_doc_id(scope: RememberScope, key: str, tool: str) -> str:
     return f"{scope}:{key}:{tool}"
+
+
+def grant_doc_ids(run_id: str, agent_id: str, tools: list[str]) -> list[str]:
+    """The grants that could cover calls of ``tools`` in this run: the run's, then the agent's."""
+    return [grant_doc_id("run", run_id, t) for t in tools] + [
+        grant_doc_id("agent", agent_id, t) for t in tools
+    ]

@@ -117,7 +117,8 @@ def child_calls(
 def child_result(child: RunRecord, output_schema: Mapping[str, Any] | None) -> tuple[Any, bool]:
     """What a finished child gives its caller's call: ``(result, is_error)``. ``SATISFIED``: its
     payload (a text answer as the text); otherwise a typed error naming the exit and reason
-    (``output_invalid`` when it could not produce output matching its ``output_schema``)."""
+    (``output_invalid`` when it could not produce output matching its ``output_schema``,
+    ``timeout`` when it ran past its deadline)."""
     assert child.result is not None
     result = child.result
     if result.exit is LoopExit.SATISFIED:
@@ -130,9 +131,11 @@ def child_result(child: RunRecord, output_schema: Mapping[str, Any] | None) -> t
             return payload["answer"], False
         return payload, False
     kind = result.exit.value.lower()
+    reason = str(result.payload.get("reason", "")) or ", ".join(result.errors)
     if output_schema is not None and result.exit is LoopExit.MAX_ITERS:
         kind = "output_invalid"
-    reason = str(result.payload.get("reason", "")) or ", ".join(result.errors)
+    elif result.exit is LoopExit.ERROR and reason.startswith("timed out"):
+        kind = "timeout"  # past its deadline (its own, or its caller's)
     return {
         "error": kind,
         "agent": child.agent_id,

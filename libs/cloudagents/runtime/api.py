@@ -49,7 +49,7 @@ from cloudagents.runtime.streaming import (
 )
 from cloudagents.runtime.swagger import FILES as DOCS_FILES
 from cloudagents.runtime.swagger import docs_route
-from cloudagents.runtime.trees import run_tree
+from cloudagents.runtime.trees import run_tree, tree_events
 from cloudagents.runtime.ui import ASSETS as UI_FILES
 from cloudagents.runtime.ui import ui_route
 
@@ -225,6 +225,10 @@ async def events_route(
     run = await deps.runs.get_run(params["run_id"])
     if run is None:
         return error(404, f"unknown run {params['run_id']!r}")
+    if request.query_params.get("tree") in ("1", "true"):
+        # With the runs below it (calls and handoffs): each event names its run; in time order.
+        tree = await tree_events(deps, run.run_id)
+        return JSONResponse({"events": [e.model_dump(mode="json") for e in tree]})
     events = await deps.runs.events(run.run_id, after=request.query_params.get("after"))
     return JSONResponse({"events": [e.model_dump(mode="json") for e in events]})
 
@@ -410,7 +414,8 @@ ROUTES: list[Route] = [
           "A run's transcript and model calls", (200, 401, 404)),
     Route("GET", "/runs/{run_id}/events", events_route,
           "A run's stored events (Accept: text/event-stream streams them)", (200, 401, 404),
-          params=(_AFTER,)),
+          params=(_AFTER, Param("tree", {"type": "string", "enum": ["1", "true"]},
+                                description="include the events of the runs below it"))),
     Route("GET", "/runs/{run_id}/events/stream", event_stream_route,
           "Server-Sent Events of the run, from Last-Event-ID or ?after=", (200, 401, 404),
           params=(_AFTER, _LAST_EVENT_ID), content=_SSE, query_token=True),

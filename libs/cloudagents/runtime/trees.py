@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cloudagents.domain.events import RunEvent
 from cloudagents.domain.runs import RunRecord
 from cloudagents.engine import calls as agent_calls
 from cloudagents.runtime.deps import Deps
@@ -60,3 +61,16 @@ async def cancel_tree(deps: Deps, run_id: str, reason: str) -> RunRecord | None:
         if child.parent_call is not None and not child.finished:
             await cancel_tree(deps, child.run_id, f"{reason} (its caller {run_id} was cancelled)")
     return run
+
+
+def _ids(tree: dict[str, Any]) -> list[str]:
+    return [tree["run_id"], *(i for child in tree["children"] for i in _ids(child))]
+
+
+async def tree_events(deps: Deps, run_id: str) -> list[RunEvent]:
+    """The events of the run and of every run below it, in time order (each names its run)."""
+    tree = await run_tree(deps, run_id)
+    if tree is None:
+        return []
+    events = [e for r in _ids(tree) for e in await deps.runs.events(r)]
+    return sorted(events, key=lambda e: (e.timestamp, e.run_id, e.id))

@@ -428,7 +428,8 @@ function renderChain(chain, runId) {
   );
 }
 
-// The tree of runs this one belongs to: up to its root by parent_run_id, down by child_run_ids.
+// The tree of runs this one belongs to: up to its root by parent_run_id, then the root's
+// GET /runs/{id}/tree (agent-to-agent calls and handoffs below it).
 async function renderTree(run) {
   let root = run;
   const seen = new Set([run.run_id]);
@@ -440,33 +441,26 @@ async function renderTree(run) {
       break;
     }
   }
-  let budget = TREE_LIMIT;
-  const build = async (node, visited) => {
-    budget -= 1;
+  let tree;
+  try {
+    tree = await api("GET", `/runs/${encodeURIComponent(root.run_id)}/tree`);
+  } catch (_) {
+    return;
+  }
+  const build = (node) => {
+    const how = node.how ? ` [${node.how}]` : "";
     const item = el(
       "li",
       { "data-run-id": node.run_id, class: node.run_id === run.run_id ? "current" : "" },
       runLink(node.run_id),
-      ` ${node.agent_id} — ${node.exit || node.status}`,
+      ` ${node.agent_id}${how} — ${node.exit || node.status}`,
     );
-    const children = (node.child_run_ids || []).filter((id) => !visited.has(id));
-    if (children.length) {
-      const list = el("ul", {});
-      for (const childId of children) {
-        if (budget <= 0) break;
-        visited.add(childId);
-        try {
-          list.append(await build(await api("GET", `/runs/${encodeURIComponent(childId)}`), visited));
-        } catch (_) {
-          list.append(el("li", {}, `${childId} (unreadable)`));
-        }
-      }
-      item.append(list);
+    if (node.children && node.children.length) {
+      item.append(el("ul", {}, ...node.children.map(build)));
     }
     return item;
   };
-  const tree = await build(root, new Set([root.run_id]));
-  if (currentRun === run.run_id) $("run-tree").replaceChildren(tree);
+  if (currentRun === run.run_id) $("run-tree").replaceChildren(build(tree));
 }
 
 async function loadRun(runId) {

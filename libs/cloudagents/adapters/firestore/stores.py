@@ -33,7 +33,7 @@ from cloudagents.domain.approvals import (
     ApprovalRecord,
     ApprovalStatus,
     approval_doc_id,
-    grant_doc_id,
+    grant_doc_ids,
 )
 from cloudagents.domain.conversations import (
     ConversationRecord,
@@ -612,10 +612,8 @@ class FirestoreRunStore:
     async def approval_grants(
         self, run_id: str, agent_id: str, tools: list[str]
     ) -> list[ApprovalGrant]:
-        ids = [grant_doc_id("run", run_id, t) for t in tools]
-        ids += [grant_doc_id("agent", agent_id, t) for t in tools]
         found = []
-        for doc_id in ids:
+        for doc_id in grant_doc_ids(run_id, agent_id, tools):
             snap = await counted_get(self.client.collection(GRANTS).document(doc_id))
             if snap.exists:
                 found.append(ApprovalGrant.model_validate(from_doc(snap.to_dict())))

@@ -13,7 +13,7 @@ from cloudagents.domain.approvals import (
     ApprovalGrant,
     ApprovalRecord,
     ApprovalStatus,
-    grant_doc_id,
+    grant_doc_ids,
 )
 from cloudagents.domain.conversations import (
     ConversationRecord,
@@ -371,8 +371,7 @@ class InMemoryRunStore:
     async def approval_grants(
         self, run_id: str, agent_id: str, tools: list[str]
     ) -> list[ApprovalGrant]:
-        keys = [grant_doc_id("run", run_id, t) for t in tools]
-        keys += [grant_doc_id("agent", agent_id, t) for t in tools]
+        keys = grant_doc_ids(run_id, agent_id, tools)
         return [self.grants[k].model_copy(deep=True) for k in keys if k in self.grants]
 
     async def claim_wake(self, run_id: str, key: str) -> bool:
