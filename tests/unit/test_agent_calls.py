@@ -182,3 +182,31 @@ async def test_a_child_past_its_deadline_gives_its_caller_a_timeout() -> None:
     (call,) = await agent.driver.deps.runs.tool_calls("late", 0)
     assert call.is_error and isinstance(call.result, dict)
     assert call.result["error"] == "timeout" and "timed out after 0.3 s" in call.result["reason"]
+
+
+async def test_every_call_is_billed_to_its_agent_and_a_capped_roots_ledger() -> None:
+    from datetime import UTC, datetime
+
+    from cloudagents.adapters.memory.budgets import InMemoryCostLedger
+
+    priced = {"input_price_per_million": 1000.0, "output_price_per_million": 1000.0}
+    child = scripted("billed-child", {"content": "ok", "total_tokens": 100})
+    child = child.model_copy(update={"model": child.model.model_copy(update=priced)})
+    root = scripted(
+        "billed-root",
+        ask("invoke_billed_child", request="go"),
+        {"content": "done", "total_tokens": 100},
+        allowed_peers=["billed-child"],
+        budget={"max_daily_cost": 100.0},
+    )
+    root = root.model_copy(update={"model": root.model.model_copy(update=priced)})
+    ledger = InMemoryCostLedger()
+    agent = Agent(root, peers=[child], cost_ledger=ledger)
+    result = await agent.run("go", run_id="billed")
+    assert result.exit is LoopExit.SATISFIED
+    day = datetime.now(UTC).date().isoformat()
+    child_spent = await ledger.spent("billed-child", day)  # no cap of its own: still billed
+    root_spent = await ledger.spent("billed-root", day)
+    assert child_spent > 0
+    assert abs(root_spent - (result.cost_usd)) < 1e-9  # the root's ledger has the whole tree
+    assert result.cost_usd > child_spent

@@ -347,8 +347,11 @@ class RunExecutor:
         tools = await run_specs(self.deps, run)
         peers = await self._peers(agent)
         specs, offer = self._offered(agent, tools, peers)
+        # Every call is reserved and settled in its own agent's ledger (what it spent, cap or
+        # not), and in its tree's root agent's when that one has a cap.
+        ledgers = list(dict.fromkeys([agent.id, *(p.id for p in payers)]))
         reply_or_error = await self._call_model(
-            run, agent, transcript, day, reserve, specs, offer, [p.id for p in payers]
+            run, agent, transcript, day, reserve, specs, offer, ledgers
         )
         if isinstance(reply_or_error, ModelError):
             progress = progress.model_copy(
