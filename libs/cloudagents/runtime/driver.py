@@ -190,10 +190,12 @@ class LocalDriver:
         model: ModelClient | None = None,
         approval: ApprovalCallback | None = None,
         prior_messages: list[Message] | None = None,
+        conversation_id: str | None = None,
     ) -> RunRecord:
         """Run ``agent`` on ``message`` to its end. A ``run_id`` that already exists is not run
         again (as a redelivered intent): its finished record is returned. ``approval``
-        answers the run's approvals (default: the terminal when interactive, else reject)."""
+        answers the run's approvals (default: the terminal when interactive, else reject);
+        ``conversation_id``: continue that conversation (``domain/conversations.py``)."""
         await self.deps.agents.put_agent(agent)
         if model is not None:
             self._models[run_id] = model
@@ -220,6 +222,7 @@ class LocalDriver:
                         source=source,
                         guardrails=guardrails,
                         prior_messages=prior_messages,
+                        conversation_id=conversation_id,
                     )
 
                 dispatcher.submit(run_id, "intent", begin)
