@@ -271,13 +271,15 @@ def plan_tool_calls(
     running = ", ".join(
         f"{r.call.name}#{r.index}"
         for r in records
-        if r.doc_id not in expiry and r.index not in refused
+        if r.doc_id not in expiry and r.index not in refused and r.index not in started
     )
+    calling = ", ".join(f"{c.agent_id}#{i}" for i, c in sorted(started.items()))
     waiting = ", ".join(f"{a.tool}#{a.index}" for a in requests)
     status = "; ".join(
         part
         for part in (
             f"running tools: {running}" if running else "",
+            f"waiting for agents: {calling}" if calling else "",
             f"waiting for approval: {waiting}" if waiting else "",
         )
         if part
