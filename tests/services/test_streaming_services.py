@@ -567,3 +567,55 @@ async def test_websocket_through_starlettes_test_client(stack: Stack, ws_app: AS
 
     events, code = await asyncio.to_thread(read_all)
     assert (events, code) == (full, 1000)
+
+
+async def test_a_tree_stream_has_the_events_of_the_runs_below(
+    stack: Stack, streaming_api: httpx.AsyncClient
+) -> None:
+    clients, pump = stack
+    for peer in ("alpha", "beta"):
+        definition = slow_agent()
+        definition.update(
+            id=peer,
+            model={"provider": "scripted", "name": "s", "script": [{"content": f"{peer} ok"}]},
+            tools=[],
+        )
+        assert (await clients["api"].post("/agents", json=definition)).status_code == 201
+    boss = slow_agent()
+    boss.update(
+        id="boss",
+        model={
+            "provider": "scripted",
+            "name": "s",
+            "script": [
+                {
+                    "tool_calls": [
+                        {"name": "invoke_alpha", "arguments": {"request": "a"}},
+                        {"name": "invoke_beta", "arguments": {"request": "b"}},
+                    ]
+                },
+                {"content": "both"},
+            ],
+        },
+        tools=[],
+        allowed_peers=["alpha", "beta"],
+    )
+    assert (await clients["api"].post("/agents", json=boss)).status_code == 201
+    run_id = (
+        await clients["api"].post("/runs", json={"agent_id": "boss", "message": "go"})
+    ).json()["run_id"]
+    carrying = asyncio.create_task(pump.run())
+    received: list[tuple[str, dict[str, Any]]] = []
+    async with streaming_api.stream(
+        "GET", f"/runs/{run_id}/events/stream", params={"tree": "1", "keepalive": "1"}
+    ) as response:
+        assert response.status_code == 200
+        async for event_id, _, data in sse_events(response):
+            assert event_id == f"{data['run_id']}/{data['id']}"
+            received.append((data["run_id"], data))
+    await carrying
+    children = [f"{run_id}-c000000-000", f"{run_id}-c000000-001"]
+    for rid in (run_id, *children):
+        mine = [d for r, d in received if r == rid]
+        assert mine == await stored_events(clients["api"], rid), rid  # each run complete, in order
+    assert (await streaming_api.get("/runs/nope/events/stream?tree=1")).status_code == 404

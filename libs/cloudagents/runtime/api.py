@@ -387,6 +387,11 @@ _LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 500})
 _AFTER = Param("after", description="resume after this event id")
 _LAST_EVENT_ID = Param("Last-Event-ID", where="header", description="as ?after= (SSE resume)")
 _SSE = "text/event-stream"
+_TREE = Param(
+    "tree",
+    {"type": "string", "enum": ["1", "true"]},
+    description="with the events of the runs below it (calls, handoffs); a stream cannot resume",
+)
 
 # fmt: off
 # The api, one line per operation; the router matches them in this order and /openapi.json lists
@@ -414,11 +419,10 @@ ROUTES: list[Route] = [
           "A run's transcript and model calls", (200, 401, 404)),
     Route("GET", "/runs/{run_id}/events", events_route,
           "A run's stored events (Accept: text/event-stream streams them)", (200, 401, 404),
-          params=(_AFTER, Param("tree", {"type": "string", "enum": ["1", "true"]},
-                                description="include the events of the runs below it"))),
+          params=(_AFTER, _TREE)),
     Route("GET", "/runs/{run_id}/events/stream", event_stream_route,
           "Server-Sent Events of the run, from Last-Event-ID or ?after=", (200, 401, 404),
-          params=(_AFTER, _LAST_EVENT_ID), content=_SSE, query_token=True),
+          params=(_AFTER, _LAST_EVENT_ID, _TREE), content=_SSE, query_token=True),
     Route("GET", "/runs/{run_id}/events/ws", websocket_required_route,
           "WebSocket of the run's stored events (JSON per message), from ?after=; auth by "
           "Authorization or ?token=; plain HTTP gets 426", (101, 401, 404, 426),

@@ -40,11 +40,13 @@ from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.follow import RunEventFollower, gap_free_prefix
 from cloudagents.runtime.hub import Subscription, hub_for
 from cloudagents.runtime.routing import valid_id
+from cloudagents.runtime.trees import run_tree, tree_run_ids
 
 __all__ = ["RunEventFollower", "gap_free_prefix"]
 
 KEEPALIVE_SECONDS = 15.0
 RETRY_MILLISECONDS = 1000
+TREE_SCAN_SECONDS = 1.0  # how often a tree stream looks for runs that joined the tree
 WS_PATH = "/runs/{run_id}/events/ws"
 AGENT_STREAM_PATH = "/agent-stream/{run_id}"
 SLOW_SUBSCRIBER_CLOSE = 1008
@@ -158,6 +160,65 @@ async def sse_stream(
         subscription.close()
 
 
+def tree_frame(event: RunEvent) -> bytes:
+    """A tree stream's event: its id names its run (``run/event``), its data has ``run_id``."""
+    data = json.dumps(event_json(event), separators=(",", ":"))
+    return f"id: {event.run_id}/{event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
+async def tree_sse_stream(
+    deps: Deps, run_id: str, *, keepalive_seconds: float = KEEPALIVE_SECONDS
+) -> AsyncIterator[bytes]:
+    """The events of a run and of every run below it (agent-to-agent calls, handoffs) as they
+    happen: one hub subscription per run of the tree, merged; a run that joins the tree is found
+    by looking at the tree about once a second. Ends when every run's stream has ended and the
+    tree has no run not yet followed. No resume: each run's order is its own."""
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    tasks: dict[str, asyncio.Task[None]] = {}
+
+    def follow(rid: str) -> None:
+        async def pump() -> None:
+            try:
+                async for chunk in sse_stream(
+                    deps, rid, keepalive_seconds=keepalive_seconds, frame=tree_frame
+                ):
+                    if not chunk.startswith(b"retry:") and not chunk.startswith(b":"):
+                        await queue.put(chunk)
+            finally:
+                await queue.put(None)
+
+        tasks[rid] = asyncio.create_task(pump())
+
+    async def scan() -> None:
+        tree = await run_tree(deps, run_id)
+        for rid in tree_run_ids(tree) if tree else []:
+            if rid not in tasks:
+                follow(rid)
+
+    follow(run_id)
+    ended = 0
+    try:
+        yield f"retry: {RETRY_MILLISECONDS}\n: streaming the tree of {run_id}\n\n".encode()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(queue.get(), TREE_SCAN_SECONDS)
+            except TimeoutError:
+                await scan()
+                yield b": keep-alive\n\n"
+                continue
+            if chunk is None:
+                ended += 1
+                if ended == len(tasks):
+                    await scan()  # a last look: a run that joined since
+                    if ended == len(tasks):
+                        return
+                continue
+            yield chunk
+    finally:
+        for task in tasks.values():
+            task.cancel()
+
+
 def _keepalive(request: Request) -> float:
     try:
         return min(max(float(request.query_params.get("keepalive", KEEPALIVE_SECONDS)), 1.0), 60.0)
@@ -184,7 +245,16 @@ async def _sse_response(
 async def event_stream_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
-    """``GET /runs/{id}/events/stream`` (or ``/events`` asking for ``text/event-stream``)."""
+    """``GET /runs/{id}/events/stream`` (or ``/events`` asking for ``text/event-stream``);
+    ``?tree=1``: with the events of the runs below it (``tree_sse_stream``)."""
+    if request.query_params.get("tree") in ("1", "true"):
+        if await deps.runs.get_run(params["run_id"]) is None:
+            return JSONResponse({"error": f"unknown run {params['run_id']!r}"}, status_code=404)
+        return StreamingResponse(
+            tree_sse_stream(deps, params["run_id"], keepalive_seconds=_keepalive(request)),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     return await _sse_response(request, deps, params["run_id"], sse_frame)
 
 

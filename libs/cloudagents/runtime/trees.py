@@ -63,8 +63,9 @@ async def cancel_tree(deps: Deps, run_id: str, reason: str) -> RunRecord | None:
     return run
 
 
-def _ids(tree: dict[str, Any]) -> list[str]:
-    return [tree["run_id"], *(i for child in tree["children"] for i in _ids(child))]
+def tree_run_ids(tree: dict[str, Any]) -> list[str]:
+    """The run ids of a ``run_tree``, top down."""
+    return [tree["run_id"], *(i for child in tree["children"] for i in tree_run_ids(child))]
 
 
 async def tree_events(deps: Deps, run_id: str) -> list[RunEvent]:
@@ -72,5 +73,5 @@ async def tree_events(deps: Deps, run_id: str) -> list[RunEvent]:
     tree = await run_tree(deps, run_id)
     if tree is None:
         return []
-    events = [e for r in _ids(tree) for e in await deps.runs.events(r)]
+    events = [e for r in tree_run_ids(tree) for e in await deps.runs.events(r)]
     return sorted(events, key=lambda e: (e.timestamp, e.run_id, e.id))
