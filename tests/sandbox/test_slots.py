@@ -79,3 +79,26 @@ def test_interpretation_of_exits() -> None:
     assert forged.error_kind == "error"  # the code cannot claim the sandbox is down
     garbage = interpret(1, _capture(b"not json"))
     assert garbage.error_kind == "error" and "exit code 1" in garbage.message
+
+
+async def test_pools_in_two_processes_never_hand_out_one_uid_at_once() -> None:
+    """Every service process has a pool over the same uids: a uid's host-wide lock keeps two
+    pools (two processes) from running calls as one uid at the same time."""
+    first, second = UidPool(61300, size=2), UidPool(61300, size=2)
+    got: list[int] = []
+    release = asyncio.Event()
+
+    async def third() -> None:
+        async with second.slot() as uid:
+            got.append(uid)
+            await release.wait()
+
+    async with first.slot() as a, second.slot() as b:
+        assert a != b
+        task = asyncio.create_task(third())
+        await asyncio.sleep(0.2)
+        assert got == []  # both uids are taken host-wide: the third call waits
+    await asyncio.sleep(0.5)
+    assert got and got[0] in (a, b)
+    release.set()
+    await task

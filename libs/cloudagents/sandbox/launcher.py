@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import math
 import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -152,11 +154,29 @@ class BwrapLauncher:
         return command
 
 
-class UidPool:
-    """One unprivileged uid per concurrent slot; a uid runs one call at a time.
+SLOT_LOCK_DIR = os.path.join(tempfile.gettempdir(), "cloudagents-sandbox-slots")
 
-    Per-uid limits (``RLIMIT_NPROC``) and the orphan check both rely on a uid never being shared
-    by two calls at once.
+
+def _lock_uid(uid: int) -> int | None:
+    """An exclusive host-wide lock on ``uid`` (its file descriptor), or ``None`` if another
+    process (or pool) holds it."""
+    os.makedirs(SLOT_LOCK_DIR, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(SLOT_LOCK_DIR, f"{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+class UidPool:
+    """One unprivileged uid per concurrent slot; a uid runs one call at a time on this host.
+
+    Per-uid limits (``RLIMIT_NPROC``) and the orphan check (which kills what a slot's uid left
+    running) both rely on a uid never being shared by two calls at once, in any process: every
+    service process has a pool over the same uids, so a slot also holds the uid's ``flock``
+    (``SLOT_LOCK_DIR``) while its call runs, and a uid another process holds is passed over.
     """
 
     def __init__(self, first_uid: int = 61000, size: int = 4) -> None:
@@ -169,10 +189,20 @@ class UidPool:
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[int]:
-        uid = await self._free.get()
+        delay = 0.01
+        while True:
+            uid = await self._free.get()
+            held = _lock_uid(uid)
+            if held is not None:
+                break
+            self._free.put_nowait(uid)  # another process runs a call as this uid: try the next
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
         try:
             yield uid
         finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+            os.close(held)
             self._free.put_nowait(uid)
 
 
