@@ -134,3 +134,29 @@ async def test_history_versions_changes_and_deletions(agent_store: AgentStore) -
     assert all(a.created_at <= b.created_at for a, b in itertools.pairwise(history))
     assert await agent_store.get_agent(agent_id) == first
     assert await agent_store.agent_history(new_id("missing")) == []
+
+
+async def test_a_definition_firestore_cannot_hold_is_refused_not_a_crash(
+    agent_store: AgentStore,
+) -> None:
+    """An integer past 64 bits inside a definition (schemathesis found it): the store refuses it
+    with ``PermanentMessageError`` (the api's 400), or keeps it as given (memory)."""
+    from cloudagents.domain.errors import PermanentMessageError
+
+    agent_id = new_id("huge")
+    data = full_definition(agent_id).model_dump(mode="json")
+    data["model"] = {
+        "provider": "scripted",
+        "name": "s",
+        "script": [{"tool_calls": [{"name": "t", "arguments": {"n": 2**70}}]}],
+    }
+    huge = AgentDefinition.model_validate(data)
+    try:
+        await agent_store.put_agent(huge)
+    except PermanentMessageError as refused:
+        assert "cannot be stored" in str(refused)
+    else:
+        from cloudagents.adapters.firestore.stores import FirestoreAgentStore
+
+        assert not isinstance(agent_store, FirestoreAgentStore), "Firestore cannot hold 2**70"
+        assert await agent_store.get_agent(agent_id) == huge

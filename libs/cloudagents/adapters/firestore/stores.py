@@ -19,6 +19,7 @@ from pydantic import JsonValue
 
 from cloudagents.adapters.firestore.ops import (
     Guarded,
+    contention_exhausted,
     counted_get,
     counted_stream,
     from_doc,
@@ -643,10 +644,11 @@ class FirestoreAgentStore:
 
     async def put_agent(self, definition: AgentDefinition) -> None:
         try:
-            to_doc(definition.model_dump(mode="json"))
-        except ValueError as exc:  # e.g. an integer beyond Firestore's 64 bits
+            await self._append(definition.id, definition)
+        except ValueError as exc:  # e.g. an integer beyond Firestore's 64 bits, found encoding
+            if contention_exhausted(exc):
+                raise
             raise PermanentMessageError(f"the definition cannot be stored: {exc}") from exc
-        await self._append(definition.id, definition)
 
     async def delete_agent(self, agent_id: str) -> bool:
         return await self._append(agent_id, None)
