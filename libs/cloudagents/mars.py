@@ -448,8 +448,22 @@ class Agent:
     async def _run(
         self, prompt: Any, request_context: RequestContext, run_mode: str, **kwargs: Any
     ) -> Message:
-        """Overridden by a subclass to make its own model turns (see the module)."""
-        raise NotImplementedError
+        """One turn of the configured model through the engine, ``prompt`` as its request (what
+        ``super()._run(...)`` gives a subclass); a subclass overrides it to make its own model
+        turns (see the module). Memory is ``auto_run``'s, not changed here."""
+        runtime = await _runtime()
+        await self._register(runtime, 1, set())
+        run = await runtime.driver.run(
+            self.definition(1),
+            _text(prompt),
+            run_id=f"mars-{agent_id_of(self.name)}-{uuid.uuid4().hex[:12]}",
+            variables={},
+            source="mars",
+        )
+        assert run.result is not None
+        return _answer(
+            self.name, run.result.exit, dict(run.result.payload), self.output_schema is not None
+        )
 
     async def _log_progress(
         self, request_context: RequestContext, level: LogLevel, message: str, **data: Any

@@ -223,3 +223,16 @@ def test_model_config_refuses_unknown_fields_and_agent_needs_a_model() -> None:
         ModelConfig(type="api", provider="openai", name="gpt-4o", temprature=0.1)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="ModelConfig"):
         Agent(description="no model")
+
+
+async def test_the_base_run_is_one_turn_of_the_configured_model(server: FakeLLMServer) -> None:
+    class Wrapping(Agent):
+        async def _run(
+            self, prompt: Any, request_context: RequestContext, run_mode: str, **kwargs: Any
+        ) -> Message:
+            inner = await super()._run(prompt, request_context, run_mode)
+            return Message(role="assistant", content=f"wrapped: {inner.content}")
+
+    agent = Wrapping(model=ModelConfig(name="gpt-4o"), description="d", agent_name="Wrapper")
+    server.reply_text("inner answer")
+    assert str(await agent.auto_run("hi")) == "wrapped: inner answer"
