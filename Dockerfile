@@ -38,9 +38,10 @@ COPY services ./services
 ENV PATH="/app/.venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
-USER 10001
 EXPOSE 8080
 # Cloud Run sets PORT; SERVICE is set per service by Terraform (one image, five entry points).
-# The api runs the same functions-framework app through uvicorn's factory, which adds the
-# WebSocket route (functions-framework's own server routes HTTP only).
-ENTRYPOINT ["/bin/sh", "-c", "if [ \"${SERVICE}\" = api ]; then exec uvicorn --factory --no-access-log --app-dir services/api main:asgi_app --host 0.0.0.0 --port \"${PORT:-8080}\"; fi; exec functions-framework --source \"services/${SERVICE:?set SERVICE to api, run_executor, tool_invoker, handoff_broker or context_snapshotter}/main.py\" --target \"${SERVICE}\" --asgi --port \"${PORT:-8080}\""]
+# No USER line: services/entrypoint.sh starts run_executor, handoff_broker and
+# context_snapshotter as uid 10001 with no capabilities, and keeps root for the api and the tool
+# invoker only, whose sandbox drops each stored-function call to a uid of its own (setpriv needs
+# CAP_SETUID; docs/functions.md, "Deploying").
+ENTRYPOINT ["/bin/sh", "services/entrypoint.sh"]
