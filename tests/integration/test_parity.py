@@ -380,9 +380,14 @@ async def through_distributed_agent(name: str, expected: dict[str, list[Any]]) -
     finally:
         await agent.aclose()
     sent: list[tuple[str, bytes]] = []
-    for role, subscription in subscriptions.items():
+    pulled = await asyncio.gather(  # the topics' lingers (for a late duplicate) overlap
+        *(
+            asyncio.to_thread(pull, subscription, len(expected[role]), linger=1.0)
+            for role, subscription in subscriptions.items()
+        )
+    )
+    for role, data in zip(subscriptions, pulled, strict=True):
         topic = f"{WORKSPACE}-{role.replace('_', '-')}"
-        data = await asyncio.to_thread(pull, subscription, len(expected[role]), linger=1.0)
         sent.extend((topic, item.data) for item in data)
     return {"runs": outcomes, "published": published(sent)}
 
