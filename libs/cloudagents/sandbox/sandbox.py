@@ -18,6 +18,7 @@ import shutil
 import signal
 import tempfile
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,9 @@ class Sandbox:
         if self._workdir is None or not self._workdir.exists():
             self._workdir = Path(tempfile.mkdtemp(prefix="cloudagents-sandbox-"))
             self._workdir.chmod(0o755)
+            # Removed when the Sandbox goes or the process exits, not only on close(): every
+            # process that ran a call left one behind (hundreds in a day of test runs).
+            weakref.finalize(self, shutil.rmtree, str(self._workdir), True)
             runner = self._workdir / "runner.py"
             shutil.copyfile(_RUNNER_SOURCE, runner)
             runner.chmod(0o644)
