@@ -117,3 +117,22 @@ def calculate(expression: str) -> float | int:
         raise ValueError(f"unsupported expression: {expression!r}")
 
     return walk(ast.parse(expression, mode="eval"))
+
+
+GRAPH_NODES = 10
+"""Nodes of the graph benchmark's chain ``n0 -> n1 -> ... -> n9``: one superstep each."""
+
+
+def graph_node_names(nodes: int = GRAPH_NODES) -> list[str]:
+    return [f"n{i}" for i in range(nodes)]
+
+
+def graph_node_update(name: str) -> dict[str, Any]:
+    """What node ``name`` returns: its name appended to ``trail`` and 1 added to ``count``."""
+    return {"trail": [name], "count": 1}
+
+
+def check_graph_final(state: dict[str, Any], nodes: int = GRAPH_NODES) -> None:
+    """The chain's final state, the same for every engine (or the figure is not comparable)."""
+    if state.get("trail") != graph_node_names(nodes) or state.get("count") != nodes:
+        raise RuntimeError(f"unexpected final state: {state!r}")

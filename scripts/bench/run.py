@@ -12,7 +12,9 @@ results.json`` and ``bench-results/chart.png``. What is measured, and how, is in
    are counted by the server (``pgcount.py``);
 2. cost per step, counted by the adapters with every service in one process (``cost.py``);
 3. throughput of 200 concurrent runs with one and with two executor processes;
-4. cold start per service (``coldstart.py``) and each service's peak RSS.
+4. cold start per service (``coldstart.py``) and each service's peak RSS;
+5. graph supersteps: the same 10-node chain in process (``graph_inprocess.py``) and in
+   LangGraph with its Postgres checkpointer (``peer_langgraph_graph.py``).
 
 The peers run in ``.venv-bench`` (created here with uv from ``requirements.txt``), never in
 ``.venv``. Speed is only ever printed here, never asserted by a test.
@@ -200,6 +202,7 @@ class Bench:
                 }
             self.langgraph(runs, pg)
             self.dbos(runs, pg)
+            self.graphs(runs, pg)
         finally:
             if pg is not None:
                 pg.stop()
@@ -238,6 +241,36 @@ class Bench:
         args = ["--saver", "memory", *runs]
         data = self.phase("langgraph-memory", lambda: child(python, "peer_langgraph", *args))
         self.step_row("c0", "    LangGraph + InMemorySaver (no durability)", data)
+
+    def graph_row(self, key: str, label: str, data: dict[str, Any] | None, **extra: Any) -> None:
+        row = {"key": key, "label": label, **extra, **(data or {})}
+        if data is None:
+            row.setdefault("unavailable", self.last_error or "no result")
+        self.results.setdefault("graph_supersteps", []).append(row)
+
+    def graphs(self, runs: list[str], pg: postgres.Postgres | None) -> None:
+        """Section 5: the same 10-node chain in process and in LangGraph + Postgres."""
+        progress("(g1) cloudagents graph workflow in process: 10-node chain")
+        data = self.phase(
+            "graph inprocess", lambda: child(sys.executable, "graph_inprocess", *runs)
+        )
+        self.graph_row(
+            "g1", "(g1) cloudagents graphs, in process", data, durability="none (memory)"
+        )
+        if pg is None:
+            why = f"needs PostgreSQL: {self.results['errors'].get('postgres')}"
+            self.graph_row("g3", "(g3) LangGraph + PostgresSaver", None, unavailable=why)
+            return
+        progress(f"(g3) LangGraph + AsyncPostgresSaver: 10-node chain on {pg.version}")
+        args = ["--saver", "postgres", "--dsn", pg.dsn, *runs]
+        python = self.bench_python or ""
+        data = self.phase("graph langgraph", lambda: child(python, "peer_langgraph_graph", *args))
+        self.graph_row(
+            "g3",
+            "(g3) LangGraph + PostgresSaver",
+            data,
+            durability="a checkpoint per superstep; one process",
+        )
 
     def dbos(self, runs: list[str], pg: postgres.Postgres | None) -> None:
         label = DBOS_LABEL
