@@ -7,7 +7,6 @@ parameters, tools, capabilities, peers, schemas, budget, guardrails, retries and
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
@@ -28,6 +27,7 @@ from cloudagents.domain.handoffs import HandoffTarget
 from cloudagents.domain.messages import GenerationParams
 from cloudagents.domain.policy import Budget, GuardrailConfig, RetryConfig
 from cloudagents.domain.runs import utcnow
+from cloudagents.domain.templates import check_parses, render
 
 Provider = Literal[
     "openai", "anthropic", "google", "gemini", "ollama", "custom", "scripted", "callable"
@@ -235,6 +235,27 @@ def _from_config_data(config: dict[str, Any], data: Mapping[str, Any]) -> dict[s
     return update
 
 
+def _from_prompts(prompts: Any, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Seed 004's ``prompts`` (``AgentPrompts``: ``system``, ``user_template``,
+    ``context_instructions``) as this definition's fields; a field given twice must agree."""
+    if not isinstance(prompts, dict):
+        raise ValueError("prompts is a mapping of system, user_template, context_instructions")
+    unknown = sorted(set(prompts) - {"system", "user_template", "context_instructions"})
+    if unknown:
+        raise ValueError(f"prompts has keys this release does not know: {unknown}")
+    update: dict[str, Any] = {}
+    for key, field in (
+        ("system", "instructions"),
+        ("user_template", "user_template"),
+        ("context_instructions", "context_instructions"),
+    ):
+        if key in prompts:
+            if data.get(field, prompts[key]) != prompts[key]:
+                raise ValueError(f"prompts.{key} and {field} differ: give one of them")
+            update[field] = prompts[key]
+    return update
+
+
 class AgentDefinition(Persisted):
     """An agent as stored in ``agents/{id}`` and loaded from YAML."""
 
@@ -244,6 +265,12 @@ class AgentDefinition(Persisted):
     instructions: str = Field(default="You are a helpful assistant.", max_length=100_000)
     user_template: str | None = Field(
         default=None, description="format string for the user message, e.g. 'Review: {input}'"
+    )
+    context_instructions: str | None = Field(
+        default=None,
+        max_length=100_000,
+        description="seed 004: how to handle the context, a format string over the same "
+        "variables as user_template, added to the instructions",
     )
     model: ModelConfig
     generation: GenerationParams = Field(default_factory=GenerationParams)
@@ -291,6 +318,8 @@ class AgentDefinition(Persisted):
             if not isinstance(config, dict):
                 raise ValueError("config_data is a mapping")
             data.update(_from_config_data(dict(config), data))
+        if "prompts" in data:
+            data.update(_from_prompts(data.pop("prompts"), data))
         if "id" not in data and isinstance(data.get("name"), str):
             data["id"] = agent_id_from_name(data["name"])
         return data
@@ -306,6 +335,8 @@ class AgentDefinition(Persisted):
                 data.pop("approval", None)
             if self.chain_strategy == "sequential":
                 data.pop("chain_strategy", None)
+            if self.context_instructions is None:
+                data.pop("context_instructions", None)
         return data
 
     @field_validator("input_schema", "output_schema", mode="before")
@@ -317,25 +348,41 @@ class AgentDefinition(Persisted):
     @classmethod
     def _template_parses(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                list(string.Formatter().parse(value))
-            except ValueError as exc:
-                raise ValueError(f"user_template does not parse: {exc}") from exc
+            check_parses(value, "user_template")
         return value
 
+    @field_validator("context_instructions")
+    @classmethod
+    def _context_instructions_parse(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_parses(value, "context_instructions")
+        return value
+
+    @staticmethod
+    def template_values(message: str, variables: Mapping[str, Any]) -> dict[str, Any]:
+        """What a template may use: the run's variables, ``{input}`` (the message), and
+        ``{input_data}`` (the message, unless a workflow token's run gives its own)."""
+        return {"input_data": message, **variables, "input": message}
+
     def render_user_message(self, message: str, variables: Mapping[str, Any]) -> str:
-        """Apply ``user_template`` (seed 004 prompt templates); ``{input}`` is the message."""
+        """Apply ``user_template`` (seed 004 prompt templates); ``{input}`` is the message.
+        Raises ``domain.templates.TemplateError`` (a ``ValueError``) naming missing variables."""
         if self.user_template is None:
             return message
-        values = {**variables, "input": message}
-        missing = [
-            field
-            for _, field, _, _ in string.Formatter().parse(self.user_template)
-            if field and field not in values
-        ]
-        if missing:
-            raise ValueError(f"user_template needs variables {missing} that were not given")
-        return self.user_template.format(**values)
+        return render(
+            self.user_template, self.template_values(message, variables), which="user_template"
+        )
+
+    def render_instructions(self, message: str, variables: Mapping[str, Any]) -> str:
+        """The system message: ``instructions``, then ``context_instructions`` rendered."""
+        if self.context_instructions is None:
+            return self.instructions
+        context = render(
+            self.context_instructions,
+            self.template_values(message, variables),
+            which="context_instructions",
+        )
+        return f"{self.instructions}\n\n{context}"
 
 
 class AgentVersion(Persisted):

@@ -107,6 +107,11 @@ class RunRecord(Persisted):
     outbox: list[OutboxMessage] = Field(default_factory=list)
     result: LoopResult | None = None
     variables: dict[str, JsonValue] = Field(default_factory=dict)
+    opening_error: str | None = Field(
+        default=None,
+        description="why the first message could not be built (a template variable the run "
+        "lacks): the run ends ERROR with it at its first step",
+    )
     source: str = Field(default="api", description="who started it: api, pubsub, handoff, sdk")
     principal: str | None = None
     parent_run_id: str | None = None
@@ -175,6 +180,8 @@ class RunRecord(Persisted):
         data = handler(self)
         if not self.functions and isinstance(data, dict):
             data.pop("functions", None)
+        if self.opening_error is None and isinstance(data, dict):
+            data.pop("opening_error", None)
         return data
 
     @property

@@ -76,11 +76,29 @@ StepOutcome = Finish | CallTools | HandOff | RunAgain | Stop
 def initial_messages(
     agent: AgentDefinition, message: str, variables: Mapping[str, Any]
 ) -> list[Message]:
-    """The conversation a run starts from: instructions and the (templated) user message."""
+    """The conversation a run starts from: instructions (and ``context_instructions``) and the
+    (templated) user message. Raises ``TemplateError`` for a variable the run lacks."""
     return [
-        Message(role="system", content=agent.instructions),
+        Message(role="system", content=agent.render_instructions(message, variables)),
         Message(role="user", content=agent.render_user_message(message, variables)),
     ]
+
+
+def unrenderable_opening(agent: AgentDefinition, message: str) -> list[Message]:
+    """The transcript of a run whose templates cannot render: the plain instructions and the
+    message as given (the run ends ``ERROR`` at its first step, ``opening_stop``)."""
+    return [
+        Message(role="system", content=agent.instructions),
+        Message(role="user", content=message),
+    ]
+
+
+def opening_stop(opening_error: str | None) -> Stop | None:
+    """A run whose first message could not be built (a template variable it lacks) ends
+    ``ERROR`` with the reason at its first step, whichever entry point started it."""
+    if opening_error is None:
+        return None
+    return Stop(LoopExit.ERROR, f"cannot build the first message: {opening_error}")
 
 
 def build_request(

@@ -46,6 +46,7 @@ from cloudagents.domain.runs import (
     WakeUp,
 )
 from cloudagents.domain.steps import StepCommit
+from cloudagents.domain.templates import TemplateError
 from cloudagents.engine import approvals, plan, pricing, waits
 from cloudagents.engine import calls as agent_calls
 from cloudagents.engine.approvals import Gate
@@ -57,7 +58,9 @@ from cloudagents.engine.step import (
     check_daily_cost,
     decide,
     initial_messages,
+    opening_stop,
     reservation_hold_seconds,
+    unrenderable_opening,
 )
 from cloudagents.faults import crash_point
 from cloudagents.ports.stores import RunStore
@@ -102,10 +105,13 @@ async def start_run(
         # run costs a failed commit, and hundreds of them (one per redelivery) contend with the
         # run's own transactions.
         return False
+    opening_error: str | None = None
     try:
         opening = initial_messages(agent, message, variables)
-    except (KeyError, ValueError) as exc:
-        raise PermanentMessageError(f"cannot build the first message: {exc}") from exc
+    except TemplateError as exc:
+        # Not the caller's exception: the run exists and ends ERROR with the reason at its
+        # first step (``opening_stop``), through the api, an intent or ``Agent.run`` alike.
+        opening, opening_error = unrenderable_opening(agent, message), str(exc)
     if conversation_id is not None:
         # The conversation's last turns come first; the claim (ConversationBusy while another
         # run holds it) appends this run's message, and its finishing commit its answer.
@@ -154,6 +160,7 @@ async def start_run(
         deadline_at=deadline,
         created_at=now,
         variables=variables,
+        opening_error=opening_error,
         source=source,
         principal=principal,
         parent_run_id=parent_run_id,
@@ -311,6 +318,10 @@ class RunExecutor:
         if (overdue := plan.timed_out(run, self.deps.clock())) is not None:
             return await self._commit(
                 *plan.plan_stop(self._context(), run, run.progress, [], overdue)
+            )
+        if (unrenderable := opening_stop(run.opening_error)) is not None:
+            return await self._commit(
+                *plan.plan_stop(self._context(), run, run.progress, [], unrenderable)
             )
         transcript = await self.transcripts.read(self.deps.runs, run)
         new_messages: list[Message] = []
