@@ -39,12 +39,14 @@ from cloudagents.adapters.memory.stores import (
     InMemoryHandoffStore,
     InMemoryRunStore,
 )
+from cloudagents.adapters.memory.transitions import InMemoryTransitionStore
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import ConfigurationError
 from cloudagents.functions import FunctionRepository, FunctionStore, InMemoryFunctionRepository
 from cloudagents.ports.budgets import CostLedger, RateLimiter
 from cloudagents.ports.bus import EventBus
 from cloudagents.ports.model import ModelClient
+from cloudagents.ports.transitions import TransitionStore
 from cloudagents.runtime.deps import Deps, ModelFactory
 from cloudagents.runtime.dispatcher import InProcessDispatcher
 from cloudagents.settings import Settings
@@ -170,6 +172,7 @@ def build_gcp_deps(settings: Settings, topology: Topology, tools: ToolRegistry) 
         rate_limiter=FirestoreRateLimiter(db),
         tools=tools,
         functions=FunctionStore(_firestore_functions(db, blobs, topology.context_bucket)),
+        transitions=_firestore_transitions(db),
         model_factory=default_model_factory,
     )
 
@@ -178,6 +181,12 @@ def _firestore_functions(db: Any, blobs: Any, bucket: str) -> FunctionRepository
     from cloudagents.adapters.firestore.functions import FirestoreFunctionRepository
 
     return FirestoreFunctionRepository(db, blobs, bucket)
+
+
+def _firestore_transitions(db: Any) -> TransitionStore:
+    from cloudagents.adapters.firestore.transitions import FirestoreTransitionStore
+
+    return FirestoreTransitionStore(db)
 
 
 def function_repository(project: str, bucket: str | None = None) -> FunctionRepository:
@@ -245,6 +254,7 @@ def build_deps(settings: Settings) -> Deps:
             rate_limiter=InMemoryRateLimiter(),
             tools=tools,
             functions=FunctionStore(InMemoryFunctionRepository()),
+            transitions=InMemoryTransitionStore(),
             model_factory=default_model_factory,
         )
     return build_gcp_deps(settings, topology, tools)
@@ -284,6 +294,7 @@ def build_local_deps(
         rate_limiter=rate_limiter or InMemoryRateLimiter(),
         tools=tools,
         functions=functions or FunctionStore(InMemoryFunctionRepository()),
+        transitions=InMemoryTransitionStore(),
         model_factory=model_factory,
         clock=clock,
     )
@@ -376,6 +387,7 @@ def build_sdk_deps(
         rate_limiter=FirestoreRateLimiter(db),
         tools=tools,
         functions=FunctionStore(_firestore_functions(db, blobs, topology.context_bucket)),
+        transitions=_firestore_transitions(db),
         model_factory=model_factory,
     )
 

@@ -11,7 +11,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-TopicRole = Literal["intents", "steps", "tools", "tools_audit", "handoff", "snapshots"]
+TopicRole = Literal[
+    "intents", "steps", "tools", "tools_audit", "handoff", "snapshots", "transitions"
+]
 ServiceName = Literal[
     "api", "run_executor", "tool_invoker", "handoff_broker", "context_snapshotter"
 ]
@@ -177,6 +179,7 @@ def build_topology(
         Topic(f"{ws}-tools-audit", "tools_audit", "audit record of every tool call and result"),
         Topic(f"{ws}-handoff", "handoff", "handoff offers for the broker (seed 000)"),
         Topic(f"{ws}-snapshots", "snapshots", "requests to snapshot a run's context to GCS"),
+        Topic(f"{ws}-transitions", "transitions", "finished runs of workflow token firings"),
     )
     routes: tuple[tuple[str, str, ServiceName, str], ...] = (
         (f"{ws}-run-executor-intents", ws, "run_executor", "/pubsub/intents"),
@@ -188,6 +191,12 @@ def build_topology(
             f"{ws}-snapshots",
             "context_snapshotter",
             "/pubsub/snapshots",
+        ),
+        (
+            f"{ws}-run-executor-transitions",
+            f"{ws}-transitions",
+            "run_executor",
+            "/pubsub/transitions",
         ),
     )
     subscriptions = tuple(
@@ -209,13 +218,26 @@ def build_topology(
     wake_queue = f"{ws}-wakeups"
     t = {topic.role: topic.name for topic in main_topics}
     services = (
-        ServiceSpec("api", "services/api/main.py", "api", http=True, publishes=(t["intents"],)),
+        ServiceSpec(
+            "api",
+            "services/api/main.py",
+            "api",
+            http=True,
+            publishes=(t["intents"], t["transitions"]),
+        ),
         ServiceSpec(
             "run_executor",
             "services/run_executor/main.py",
             "run_executor",
             http=False,
-            publishes=(t["steps"], t["tools"], t["handoff"], t["snapshots"]),
+            publishes=(
+                t["intents"],
+                t["steps"],
+                t["tools"],
+                t["handoff"],
+                t["snapshots"],
+                t["transitions"],
+            ),
             buckets=(bucket,),
             enqueues=(wake_queue,),
             secrets=MODEL_KEY_SECRETS,

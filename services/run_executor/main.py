@@ -1,4 +1,5 @@
-"""run_executor: push endpoint for intents (``/pubsub/intents``), steps (``/pubsub/steps``) and
+"""run_executor: push endpoint for intents (``/pubsub/intents``), steps (``/pubsub/steps``),
+finished runs of workflow token firings (``/pubsub/transitions``) and
 the messages Pub/Sub dead-lettered (``/pubsub/dead-letters``), and the Cloud Tasks callback for
 wake-ups (``/tasks/wake``)."""
 
@@ -9,6 +10,7 @@ from starlette.responses import Response
 from cloudagents.bootstrap import get_deps
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.runs import StepMessage, WakeUp
+from cloudagents.domain.transitions import FiringMessage
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import RunExecutor
 from cloudagents.runtime.push import (
@@ -18,6 +20,7 @@ from cloudagents.runtime.push import (
     parse_json_model,
     record_parked,
 )
+from cloudagents.runtime.transitions import Transitions
 from cloudagents.runtime.wakeups import WakeUps
 
 _executor: RunExecutor | None = None
@@ -45,6 +48,9 @@ async def run_executor(request: Request) -> Response:
     async def apply(message: PushMessage) -> str:
         if request.url.path.endswith("/dead-letters"):
             return await record_parked(deps, message)
+        if request.url.path.endswith("/transitions"):
+            firing = parse_json_model(FiringMessage, message.data)
+            return await Transitions(deps).complete(firing)
         if request.url.path.endswith("/intents"):
             return await executor.handle_intent(parse_json_model(IntentionMessage, message.data))
         return await executor.handle_step(parse_json_model(StepMessage, message.data))

@@ -25,8 +25,11 @@ from cloudagents.domain.messages import ToolCall, Usage
 from cloudagents.domain.policy import GuardrailConfig
 from cloudagents.domain.results import LoopResult, RunProgress
 
-OutboxTopic = Literal["intents", "steps", "tools", "tools_audit", "handoff", "snapshots", "wakeups"]
-"""``wakeups`` is not a Pub/Sub topic: it schedules a Cloud Task (``WakeUp``) at ``data["at"]``."""
+OutboxTopic = Literal[
+    "intents", "steps", "tools", "tools_audit", "handoff", "snapshots", "wakeups", "transitions"
+]
+"""``wakeups`` is not a Pub/Sub topic: it schedules a Cloud Task (``WakeUp``) at ``data["at"]``.
+``transitions``: a finished run of a workflow token's firing (``domain/transitions.py``)."""
 
 
 def utcnow() -> datetime:
@@ -88,6 +91,14 @@ class ParentCall(Model):
     index: int = Field(ge=0)
 
 
+class TokenLink(Model):
+    """The workflow token firing a run executes (seed 004): its finishing commit tells the
+    firing (``engine/transitions.py``), which maps the output back and moves the token."""
+
+    token_id: str = Field(min_length=1, max_length=64)
+    execution_id: str = Field(min_length=1, max_length=200)
+
+
 class RunRecord(Persisted):
     """``agent_runs/{run_id}``. Version 2: ``pending`` items replace ``pending_tool_calls``.
     Version 3: run trees (``parent_call``, ``root_run_id``, ``call_path``, ``call_depth``)."""
@@ -113,6 +124,9 @@ class RunRecord(Persisted):
         "lacks): the run ends ERROR with it at its first step",
     )
     source: str = Field(default="api", description="who started it: api, pubsub, handoff, sdk")
+    token_link: TokenLink | None = Field(
+        default=None, description="the workflow token firing this run executes, if any"
+    )
     principal: str | None = None
     parent_run_id: str | None = None
     parent_call: ParentCall | None = Field(
@@ -182,6 +196,8 @@ class RunRecord(Persisted):
             data.pop("functions", None)
         if self.opening_error is None and isinstance(data, dict):
             data.pop("opening_error", None)
+        if self.token_link is None and isinstance(data, dict):
+            data.pop("token_link", None)
         return data
 
     @property

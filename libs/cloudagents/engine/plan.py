@@ -44,7 +44,7 @@ from cloudagents.domain.runs import (
     snapshot_object_name,
 )
 from cloudagents.domain.steps import StepCommit
-from cloudagents.engine import approvals, waits
+from cloudagents.engine import approvals, transitions, waits
 from cloudagents.engine import calls as agent_calls
 from cloudagents.engine.approvals import Gate
 from cloudagents.engine.calls import ChildCall
@@ -380,6 +380,7 @@ def plan_handoff(
             snapshot_message(run.run_id, seq + 1),
             OutboxMessage.of("handoff", OfferMessage(offer_id=offer.offer_id)),
             *agent_calls.answer_parent(run),
+            *transitions.answer_token(run),
         ],
         interaction=interaction,
         events=events,
@@ -443,7 +444,11 @@ def plan_finish(
         status=RunStatus.FINISHED,
         progress=progress,
         result=result,
-        outbox=[snapshot_message(run.run_id, seq + 1), *agent_calls.answer_parent(run)],
+        outbox=[
+            snapshot_message(run.run_id, seq + 1),
+            *agent_calls.answer_parent(run),
+            *transitions.answer_token(run),
+        ],
         interaction=interaction,
         events=[event],
         conversation_reply=(

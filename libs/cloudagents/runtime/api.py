@@ -49,6 +49,7 @@ from cloudagents.runtime.streaming import (
 )
 from cloudagents.runtime.swagger import FILES as DOCS_FILES
 from cloudagents.runtime.swagger import docs_route
+from cloudagents.runtime.transitions_api import TRANSITION_ROUTES
 from cloudagents.runtime.trees import run_tree, tree_events
 from cloudagents.runtime.ui import ASSETS as UI_FILES
 from cloudagents.runtime.ui import ui_route
@@ -459,6 +460,7 @@ ROUTES: list[Route] = [
           "Publish a dead letter's message again", (202, 401, 404, 409)),
     *AGENT_HISTORY_ROUTES,
     *FUNCTION_ROUTES,
+    *TRANSITION_ROUTES,
 ]
 # fmt: on
 ROUTER = Router(ROUTES)

@@ -23,6 +23,7 @@ from cloudagents.ports.stores import (
     HandoffStore,
     RunStore,
 )
+from cloudagents.ports.transitions import TransitionStore
 from cloudagents.settings import Settings
 from cloudagents.telemetry import current_traceparent
 from cloudagents.tools import ToolRegistry
@@ -57,6 +58,8 @@ class Deps:
     tools: ToolRegistry
     functions: FunctionStore
     """Stored functions (seed 002): agents name them among their tools (``runtime/toolbox.py``)."""
+    transitions: TransitionStore
+    """Seed 004's workflows, tokens and agent executions (``runtime/transitions.py``)."""
     model_factory: ModelFactory
     clock: Clock = field(default=_utcnow)
     on_approval: Callable[[ApprovalRecord], Awaitable[None]] | None = None

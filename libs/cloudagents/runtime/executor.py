@@ -43,6 +43,7 @@ from cloudagents.domain.runs import (
     ParentCall,
     RunRecord,
     StepMessage,
+    TokenLink,
     WakeUp,
 )
 from cloudagents.domain.steps import StepCommit
@@ -91,8 +92,10 @@ async def start_run(
     guardrails: GuardrailConfig | None = None,
     parent_call: ParentCall | None = None,
     conversation_id: str | None = None,
+    token_link: TokenLink | None = None,
 ) -> bool:
     """Create the run document and its opening transcript; ``False`` if it already existed.
+    ``token_link``: the workflow token firing the run executes (``runtime/transitions.py``).
 
     ``prior_messages`` (a handoff's transferred context) go between the instructions and the
     new user message; the other agent's replies among them are named after ``prior_agent``.
@@ -161,6 +164,7 @@ async def start_run(
         created_at=now,
         variables=variables,
         opening_error=opening_error,
+        token_link=token_link,
         source=source,
         principal=principal,
         parent_run_id=parent_run_id,

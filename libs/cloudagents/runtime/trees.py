@@ -9,6 +9,7 @@ from typing import Any
 from cloudagents.domain.events import RunEvent
 from cloudagents.domain.runs import RunRecord
 from cloudagents.engine import calls as agent_calls
+from cloudagents.engine import transitions
 from cloudagents.runtime.deps import Deps
 
 MAX_TREE_RUNS = 500
@@ -56,7 +57,7 @@ async def cancel_tree(deps: Deps, run_id: str, reason: str) -> RunRecord | None:
     run = await deps.runs.cancel_run(run_id, reason)
     if run is None:
         return None
-    await deps.publish(agent_calls.answer_parent(run))
+    await deps.publish([*agent_calls.answer_parent(run), *transitions.answer_token(run)])
     for child in await deps.runs.list_runs(parent_run_id=run_id, limit=MAX_TREE_RUNS):
         if child.parent_call is not None and not child.finished:
             await cancel_tree(deps, child.run_id, f"{reason} (its caller {run_id} was cancelled)")

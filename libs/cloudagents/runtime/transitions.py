@@ -1,0 +1,479 @@
+"""Seed 004's transitions as use cases: register a workflow, create a token, fire a transition,
+complete a firing when its agent's run finishes.
+
+Firing a transition with an agent is a small state machine on the token document, every write
+guarded by the token's ``version``: (1) the fire request sets ``firing`` (the transition, the
+attempt, its run id ``execution_id(token, transition, version, attempt)``) and records the
+execution; (2) the agent runs as an ordinary run (``start_run`` and an intent, as ``POST /runs``
+does), with the mapped input as its message and the token's template variables, its deadline
+the transition's ``timeout_seconds``; (3) the run's finishing commit publishes a
+``FiringMessage`` (``{ws}-transitions``, its outbox: a crash after the commit re-publishes it),
+and :meth:`Transitions.complete` maps the output back and moves the token, retries, or leaves
+it with the reason. A redelivered fire finds the token firing (the run is created once) or at
+another version; a redelivered completion finds the firing gone: the token moves once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.intents import IntentionMessage
+from cloudagents.domain.runs import OutboxMessage, TokenLink, WakeUp
+from cloudagents.domain.transitions import (
+    NAME_PATTERN,
+    OUTPUT_BUILTINS,
+    AgentTransitionConfig,
+    Firing,
+    FiringMessage,
+    Token,
+    TokenHistoryEntry,
+    TransitionDefinition,
+    TransitionExecution,
+    WorkflowDefinition,
+)
+from cloudagents.engine.transitions import (
+    MappingError,
+    Move,
+    Retry,
+    Stay,
+    complete,
+    execution_id,
+    failed_rule,
+    map_input,
+    token_variables,
+)
+from cloudagents.runtime.audit import audit
+from cloudagents.runtime.auth import Principal
+from cloudagents.runtime.commands import Refused
+from cloudagents.runtime.deps import Deps
+from cloudagents.runtime.executor import start_run
+
+log = logging.getLogger(__name__)
+TRANSITION_SOURCE = "transition"
+
+
+class CreateTokenRequest(BaseModel):
+    """``POST /tokens`` body: a token with ``data`` and ``metadata`` in a place of a workflow
+    (by default its ``initial_place``, else its first place)."""
+
+    model_config = ConfigDict(extra="forbid")
+    workflow_id: str = Field(pattern=NAME_PATTERN)
+    token_id: str | None = Field(default=None, pattern=NAME_PATTERN)
+    place: str | None = None
+    data: dict[str, JsonValue] = Field(default_factory=dict)
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class FireRequest(BaseModel):
+    """``POST /tokens/{id}/fire`` body. ``version``: fire only if the token is at that version
+    (what makes a redelivered request harmless); by default its current version."""
+
+    model_config = ConfigDict(extra="forbid")
+    transition_id: str = Field(pattern=NAME_PATTERN)
+    version: int | None = Field(default=None, ge=1)
+
+
+FireStatus = Literal["moved", "firing", "stale"]
+
+
+@dataclass(frozen=True)
+class Fired:
+    """What a fire request did: ``moved`` (no agent: the token moved), ``firing`` (its agent
+    runs: ``execution_id``), ``stale`` (the token is no longer at the version asked)."""
+
+    status: FireStatus
+    token: Token
+    execution_id: str | None = None
+
+
+def load_workflows(path: str | Path) -> list[WorkflowDefinition]:
+    """Workflow definitions from YAML: one mapping, a list, or ``{workflows: [...]}`` (a file
+    may also hold ``agents: [...]``, read by ``load_definitions``)."""
+    data = yaml.safe_load(Path(path).read_text())
+    if isinstance(data, dict) and ("workflows" in data or "agents" in data):
+        data = data.get("workflows") or []
+    items = data if isinstance(data, list) else [data]
+    return [WorkflowDefinition.model_validate(item) for item in items]
+
+
+def schema_problems(
+    workflow: WorkflowDefinition, agents: dict[str, AgentDefinition | None]
+) -> list[dict[str, str]]:
+    """What registration refuses: an agent that does not exist, and mappings the agent's
+    schemas say cannot resolve (an input key it does not take, a required input not mapped, an
+    output key it does not give)."""
+    problems: list[dict[str, str]] = []
+    configs: list[tuple[str, str, dict[str, str], dict[str, str]]] = [
+        (f"transitions.{t.id}.agent_execution", c.agent_id, c.input_mapping, c.output_mapping)
+        for t in workflow.transitions
+        if (c := t.agent_execution) is not None
+    ]
+    configs += [
+        (f"place_agents.{i}", p.agent_id, p.input_mapping, p.output_mapping)
+        for i, p in enumerate(workflow.place_agents)
+    ]
+    for loc, agent_id, inputs, outputs in configs:
+        agent = agents.get(agent_id)
+        if agent is None:
+            problems.append({"loc": f"{loc}.agent_id", "msg": f"unknown agent {agent_id!r}"})
+            continue
+        schema = agent.input_schema or {}
+        properties = schema.get("properties")
+        if isinstance(properties, dict):
+            for key in inputs:
+                if key not in properties:
+                    problems.append(
+                        {
+                            "loc": f"{loc}.input_mapping.{key}",
+                            "msg": f"agent {agent_id!r} takes no input {key!r} "
+                            f"(its input_schema has {sorted(properties)})",
+                        }
+                    )
+            required = schema.get("required")
+            for needed in required if isinstance(required, list) else []:
+                if str(needed) not in inputs:
+                    problems.append(
+                        {
+                            "loc": f"{loc}.input_mapping",
+                            "msg": f"agent {agent_id!r} requires input {needed!r}: map it",
+                        }
+                    )
+        out = (agent.output_schema or {}).get("properties")
+        if isinstance(out, dict):
+            for path, source in outputs.items():
+                if source not in out and source not in OUTPUT_BUILTINS:
+                    problems.append(
+                        {
+                            "loc": f"{loc}.output_mapping.{path}",
+                            "msg": f"agent {agent_id!r} gives no output {source!r} "
+                            f"(its output_schema has {sorted(out)})",
+                        }
+                    )
+    return problems
+
+
+async def register_workflow(
+    deps: Deps, principal: Principal, workflow: WorkflowDefinition, *, action: str
+) -> None:
+    """Store a workflow; 422 with each problem's ``loc`` and ``msg`` when its agents' schemas
+    say a mapping cannot resolve, or an agent does not exist."""
+    ids = {c.agent_id for t in workflow.transitions if (c := t.agent_execution) is not None}
+    ids |= {p.agent_id for p in workflow.place_agents}
+    agents = {agent_id: await deps.agents.get_agent(agent_id) for agent_id in sorted(ids)}
+    if problems := schema_problems(workflow, agents):
+        await audit(deps, action, principal, "denied", 422, workflow.id, "workflow refused")
+        raise Refused(422, "invalid workflow", problems=problems)
+    await deps.transitions.put_workflow(workflow)
+    await audit(deps, action, principal, "allowed", 201, workflow.id, "workflow registered")
+
+
+async def create_token(deps: Deps, body: CreateTokenRequest) -> Token:
+    """A new token in its workflow's place; 404 for an unknown workflow, 422 for a place it does
+    not have, 409 for a token id in use."""
+    workflow = await deps.transitions.get_workflow(body.workflow_id)
+    if workflow is None:
+        raise Refused(404, f"unknown workflow {body.workflow_id!r}")
+    place = body.place or workflow.initial_place or workflow.places[0]
+    if place not in workflow.places:
+        raise Refused(422, f"workflow {workflow.id!r} has no place {place!r}")
+    now = deps.clock()
+    token = Token(
+        token_id=body.token_id or f"tok-{uuid.uuid4().hex[:20]}",
+        workflow_id=workflow.id,
+        place=place,
+        data=body.data,
+        metadata=body.metadata,
+        created_at=now,
+        updated_at=now,
+    )
+    if not await deps.transitions.create_token(token):
+        raise Refused(409, f"token {token.token_id!r} exists")
+    return token
+
+
+class Transitions:
+    """Fires transitions and completes their firings (module docstring)."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.store = deps.transitions
+
+    async def _definition(self, token: Token, transition_id: str) -> TransitionDefinition:
+        workflow = await self.store.get_workflow(token.workflow_id)
+        if workflow is None:
+            raise Refused(409, f"the token's workflow {token.workflow_id!r} no longer exists")
+        transition = workflow.transition(transition_id)
+        if transition is None:
+            raise Refused(404, f"workflow {workflow.id!r} has no transition {transition_id!r}")
+        return transition
+
+    async def fire(self, token_id: str, transition_id: str, version: int | None = None) -> Fired:
+        """Fire ``transition_id`` on the token (at ``version``, if given): 404 unknown token or
+        transition, 409 not enabled (place, rules, another firing), 422 an input path the token
+        lacks (also its ``last_error``)."""
+        token = await self.store.get_token(token_id)
+        if token is None:
+            raise Refused(404, f"unknown token {token_id!r}")
+        if version is not None and token.version != version:
+            return Fired("stale", token)
+        transition = await self._definition(token, transition_id)
+        if token.firing is not None:
+            if token.firing.transition_id != transition_id:
+                raise Refused(
+                    409, f"token {token_id!r} is being moved by {token.firing.transition_id!r}"
+                )
+            # A redelivered request: the run exists, or is created now (once, by its id).
+            await self._resume(token, transition)
+            return Fired("firing", token, token.firing.execution_id)
+        if token.place not in transition.from_places:
+            raise Refused(
+                409,
+                f"transition {transition_id!r} is not enabled: the token is in "
+                f"{token.place!r}, not in {transition.from_places}",
+            )
+        if (rule := failed_rule(transition.all_rules(), token)) is not None:
+            raise Refused(409, f"transition {transition_id!r} is not enabled: {rule} is false")
+        config = transition.agent_execution
+        if config is None:
+            moved = await self._move(token, transition, Move(token.data, token.metadata), [])
+            return Fired("moved" if moved else "stale", token)
+        agent = await self.deps.agents.get_agent(config.agent_id)
+        if agent is None:
+            raise Refused(409, f"the transition's agent {config.agent_id!r} does not exist")
+        try:
+            mapped = map_input(config.input_mapping, token)
+        except MappingError as exc:
+            failed = self._next(token, last_error=str(exc))
+            await self.store.update_token(failed, expected_version=token.version)
+            raise Refused(422, str(exc)) from exc
+        firing, execution = self._attempt(token, transition, config, mapped, 1)
+        updated = self._next(token, firing=firing, last_error=None)
+        if not await self.store.update_token(
+            updated, expected_version=token.version, executions=[execution]
+        ):
+            return Fired("stale", token)
+        await self._start(token, agent, config, mapped, execution)
+        return Fired("firing", updated, execution.execution_id)
+
+    def _next(self, token: Token, **changes: Any) -> Token:
+        """The token's next version with ``changes``."""
+        return token.model_copy(
+            update={**changes, "version": token.version + 1, "updated_at": self.deps.clock()}
+        )
+
+    def _attempt(
+        self,
+        token: Token,
+        transition: TransitionDefinition,
+        config: AgentTransitionConfig,
+        mapped: dict[str, Any],
+        attempt: int,
+    ) -> tuple[Firing, TransitionExecution]:
+        # The firing's ids come from the version it started at (the first attempt's token).
+        base_version = token.version if token.firing is None else token.firing.version
+        run_id = execution_id(token.token_id, transition.id, base_version, attempt)
+        now = self.deps.clock()
+        firing = Firing(
+            transition_id=transition.id,
+            execution_id=run_id,
+            run_id=run_id,
+            attempt=attempt,
+            version=base_version,
+            started_at=now,
+        )
+        execution = TransitionExecution(
+            execution_id=run_id,
+            token_id=token.token_id,
+            workflow_id=token.workflow_id,
+            transition_id=transition.id,
+            agent_id=config.agent_id,
+            attempt=attempt,
+            run_id=run_id,
+            input=mapped,
+            started_at=now,
+        )
+        return firing, execution
+
+    async def _start(
+        self,
+        token: Token,
+        agent: AgentDefinition,
+        config: AgentTransitionConfig,
+        mapped: dict[str, Any],
+        execution: TransitionExecution,
+    ) -> None:
+        """Start the attempt's run (once, by its id) as ``POST /runs`` does."""
+        message = json.dumps(mapped, ensure_ascii=False, sort_keys=True)
+        variables = json.loads(json.dumps(token_variables(token, mapped)))
+        limited = agent
+        if config.timeout_seconds is not None and config.timeout_seconds < agent.timeout_seconds:
+            limited = agent.model_copy(update={"timeout_seconds": config.timeout_seconds})
+        await start_run(
+            self.deps,
+            run_id=execution.run_id,
+            agent=limited,
+            message=message,
+            variables=variables,
+            source=TRANSITION_SOURCE,
+            token_link=TokenLink(token_id=token.token_id, execution_id=execution.execution_id),
+        )
+        if limited is not agent:
+            # The run's deadline is the transition's timeout: its wake-up ends it there even if
+            # the run waits on a model call (the executor's own is at the agent's timeout).
+            at = self.deps.clock() + timedelta(seconds=limited.timeout_seconds)
+            await self.deps.schedule_wake(WakeUp(run_id=execution.run_id, at=at))
+        intent = IntentionMessage.for_run(
+            run_id=execution.run_id,
+            agent_id=agent.id,
+            message=message,
+            source_agent="transitions",
+            variables=variables,
+        )
+        await self.deps.publish(
+            [OutboxMessage(topic="intents", data=intent.model_dump(mode="json"))]
+        )
+
+    async def _resume(self, token: Token, transition: TransitionDefinition) -> None:
+        """A firing seen again (a redelivered request): start its run if it is not there; if
+        it finished and its completion was lost, complete it now."""
+        firing = token.firing
+        assert firing is not None
+        run = await self.deps.runs.get_run(firing.run_id)
+        if run is not None and run.finished:
+            message = FiringMessage(
+                run_id=run.run_id, token_id=token.token_id, execution_id=firing.execution_id
+            )
+            await self.complete(message)
+            return
+        config = transition.agent_execution
+        execution = await self.store.get_execution(firing.execution_id)
+        if run is None and config is not None and execution is not None:
+            agent = await self.deps.agents.get_agent(config.agent_id)
+            if agent is not None:
+                await self._start(token, agent, config, dict(execution.input), execution)
+
+    async def _move(
+        self,
+        token: Token,
+        transition: TransitionDefinition,
+        move: Move,
+        executions: list[TransitionExecution],
+    ) -> bool:
+        entry = TokenHistoryEntry(
+            token_id=token.token_id,
+            n=token.history_count + 1,
+            transition_id=transition.id,
+            from_place=token.place,
+            to_place=transition.to_place,
+            execution_id=token.firing.execution_id if token.firing else None,
+            agent_failed=move.agent_failed,
+            at=self.deps.clock(),
+        )
+        moved = self._next(
+            token,
+            place=transition.to_place,
+            data=move.data,
+            metadata=move.metadata,
+            history_count=token.history_count + 1,
+            firing=None,
+            last_error=None,
+        )
+        return await self.store.update_token(
+            moved, expected_version=token.version, history=entry, executions=executions
+        )
+
+    async def complete(self, message: FiringMessage) -> str:
+        """The run of a firing finished: map its output back and move the token (once), try
+        again (``retry_config``), or leave the token with the reason."""
+        token = await self.store.get_token(message.token_id)
+        if token is None:
+            return "unknown-token"
+        firing = token.firing
+        if firing is None or firing.execution_id != message.execution_id:
+            return "stale"
+        run = await self.deps.runs.get_run(message.run_id)
+        if run is None or not run.finished or run.result is None:
+            return "not-finished"
+        try:
+            transition = await self._definition(token, firing.transition_id)
+        except Refused as gone:
+            # The workflow or the transition was removed while the agent ran: the firing ends
+            # (it would never complete), the token stays with the reason.
+            stuck = self._next(token, firing=None, last_error=str(gone))
+            await self.store.update_token(stuck, expected_version=token.version)
+            return "stayed"
+        config = transition.agent_execution
+        if config is None:
+            return "no-agent"
+        execution = await self.store.get_execution(firing.execution_id)
+        now = self.deps.clock()
+        outcome, error, kind = complete(
+            token,
+            output_mapping=config.output_mapping,
+            required=config.required,
+            retry=config.retry_config,
+            attempt=firing.attempt,
+            result=run.result,
+            builtins={
+                "agent_id": config.agent_id,
+                "timestamp": now.isoformat(),
+                "run_id": run.run_id,
+                "execution_id": firing.execution_id,
+            },
+        )
+        done: list[TransitionExecution] = []
+        if execution is not None:
+            done.append(
+                execution.model_copy(
+                    update={
+                        "status": "succeeded" if error is None else "failed",
+                        "output": dict(run.result.payload),
+                        "error": error,
+                        "error_kind": kind,
+                        "finished_at": now,
+                    }
+                )
+            )
+        match outcome:
+            case Move():
+                moved = await self._move(token, transition, outcome, done)
+                return "moved" if moved else "stale"
+            case Stay(reason):
+                stayed = self._next(token, firing=None, last_error=reason)
+                applied = await self.store.update_token(
+                    stayed, expected_version=token.version, executions=done
+                )
+                return "stayed" if applied else "stale"
+            case Retry(attempt, backoff):
+                if backoff:
+                    # Bounded (300 s at most) and within the push's ack deadline; a crash here
+                    # redelivers the message and the backoff starts again.
+                    await asyncio.sleep(backoff)
+                agent = await self.deps.agents.get_agent(config.agent_id)
+                if agent is None:
+                    deleted = self._next(token, firing=None, last_error="the agent was deleted")
+                    await self.store.update_token(deleted, expected_version=token.version)
+                    return "stayed"
+                mapped = dict(execution.input) if execution is not None else {}
+                next_firing, next_execution = self._attempt(
+                    token, transition, config, mapped, attempt
+                )
+                retried = self._next(token, firing=next_firing)
+                if not await self.store.update_token(
+                    retried, expected_version=token.version, executions=[*done, next_execution]
+                ):
+                    return "stale"
+                await self._start(token, agent, config, mapped, next_execution)
+                return f"retry:{attempt}"
+        return "stale"  # pragma: no cover - every outcome is matched above
