@@ -1,0 +1,115 @@
+"""``TransitionStore``: workflows round trip; a token moves only from the version it was read
+at (of racing movers exactly one wins); history and ``list_executions_for_token``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cloudagents.adapters.firestore.transitions import FirestoreTransitionStore
+from cloudagents.adapters.memory.transitions import InMemoryTransitionStore
+from cloudagents.domain.transitions import Token, TokenHistoryEntry, TransitionExecution
+from cloudagents.ports.transitions import TransitionStore
+from cloudagents.runtime.transitions import load_workflows
+from tests.contract.conftest import new_id, race
+
+pytestmark = pytest.mark.contract
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "transitions" / "document_review.yaml"
+
+
+@pytest.fixture
+def transition_store(backend: str, request: pytest.FixtureRequest) -> TransitionStore:
+    if backend == "memory":
+        return InMemoryTransitionStore()
+    return FirestoreTransitionStore(request.getfixturevalue("firestore_db"))
+
+
+def a_token() -> Token:
+    return Token(
+        token_id=new_id("tok"),
+        workflow_id="document-review",
+        place="submitted",
+        # Nested JSON, a list in a list and a key Firestore cannot hold as is.
+        data={"content": "text", "nested": {"a": [1, [2, 3]]}, "__odd__": 1},
+        metadata={"type": "report"},
+    )
+
+
+def execution(token: Token, attempt: int, at: datetime) -> TransitionExecution:
+    return TransitionExecution(
+        execution_id=f"{token.token_id}-a{attempt}",
+        token_id=token.token_id,
+        workflow_id=token.workflow_id,
+        transition_id="ai_review",
+        agent_id="content-reviewer",
+        attempt=attempt,
+        run_id=f"{token.token_id}-a{attempt}",
+        input={"document_content": "text"},
+        started_at=at,
+    )
+
+
+async def test_workflow_round_trips(transition_store: TransitionStore) -> None:
+    [workflow] = load_workflows(EXAMPLE)
+    workflow = workflow.model_copy(update={"id": new_id("wf")})
+    await transition_store.put_workflow(workflow)
+    assert await transition_store.get_workflow(workflow.id) == workflow
+    assert workflow.id in [w.id for w in await transition_store.list_workflows()]
+    assert await transition_store.get_workflow(new_id("missing")) is None
+
+
+async def test_token_create_once_and_round_trip(transition_store: TransitionStore) -> None:
+    token = a_token()
+    assert await transition_store.create_token(token)
+    assert not await transition_store.create_token(token.model_copy(update={"place": "x"}))
+    assert await transition_store.get_token(token.token_id) == token
+
+
+async def test_a_move_applies_only_at_the_expected_version(
+    transition_store: TransitionStore,
+) -> None:
+    token = a_token()
+    await transition_store.create_token(token)
+    now = datetime.now(UTC)
+    first = execution(token, 1, now)
+
+    def moved(n: int) -> tuple[Token, TokenHistoryEntry]:
+        after = token.model_copy(
+            update={"place": f"p{n}", "version": 2, "history_count": 1, "data": {"n": n}}
+        )
+        entry = TokenHistoryEntry(
+            token_id=token.token_id,
+            n=1,
+            transition_id="t",
+            from_place="submitted",
+            to_place=f"p{n}",
+        )
+        return after, entry
+
+    async def mover(n: int) -> bool:
+        after, entry = moved(n)
+        return await transition_store.update_token(
+            after, expected_version=1, history=entry, executions=[first]
+        )
+
+    results = await race([lambda n=n: mover(n) for n in range(4)])  # type: ignore[misc]
+    assert sorted(results) == [False, False, False, True]
+    winner = results.index(True)
+    stored = await transition_store.get_token(token.token_id)
+    assert stored is not None and stored.place == f"p{winner}" and stored.version == 2
+    [entry] = await transition_store.history(token.token_id)
+    assert entry.to_place == f"p{winner}"
+    # A stale writer (version 1 again) changes nothing.
+    assert not await mover(9)
+    # Executions: listed per token, oldest first, updated in place.
+    second = execution(token, 2, now + timedelta(seconds=1))
+    done = first.model_copy(update={"status": "failed", "error": "rate_limit: x"})
+    assert await transition_store.update_token(
+        stored.model_copy(update={"version": 3}), expected_version=2, executions=[done, second]
+    )
+    listed = await transition_store.list_executions_for_token(token.token_id)
+    assert [(e.attempt, e.status) for e in listed] == [(1, "failed"), (2, "running")]
+    assert await transition_store.get_execution(second.execution_id) == second
+    assert await transition_store.list_executions_for_token(new_id("other")) == []
