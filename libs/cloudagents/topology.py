@@ -136,6 +136,11 @@ class Topology:
         """The queue of run wake-ups (``runtime/wakeups.py``): deadlines, deferred calls."""
         return next(q for q in self.queues if q.path == WAKE_PATH)
 
+    @property
+    def place_agent_queue(self) -> Queue:
+        """The queue of place agent executions (seed 004 ``PlaceAgentSchedule``)."""
+        return next(q for q in self.queues if q.path == PLACE_AGENT_PATH)
+
     def sink(self, name: str) -> DeadLetterSink | None:
         return next((s for s in self.dead_letter_sinks if s.name == name), None)
 
@@ -148,6 +153,7 @@ class Topology:
 
 MODEL_KEY_SECRETS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 WAKE_PATH = "/tasks/wake"
+PLACE_AGENT_PATH = "/tasks/place-agent"
 
 
 # The workspace names topics, subscriptions, queues and (in Terraform) service accounts and Cloud
@@ -216,6 +222,7 @@ def build_topology(
     bucket = f"{project}-agent-context"
     queue = f"{ws}-handoff-expiry"
     wake_queue = f"{ws}-wakeups"
+    place_queue = f"{ws}-place-agents"
     t = {topic.role: topic.name for topic in main_topics}
     services = (
         ServiceSpec(
@@ -224,6 +231,7 @@ def build_topology(
             "api",
             http=True,
             publishes=(t["intents"], t["transitions"]),
+            enqueues=(place_queue,),
         ),
         ServiceSpec(
             "run_executor",
@@ -239,7 +247,7 @@ def build_topology(
                 t["transitions"],
             ),
             buckets=(bucket,),
-            enqueues=(wake_queue,),
+            enqueues=(wake_queue, place_queue),
             secrets=MODEL_KEY_SECRETS,
         ),
         ServiceSpec(
@@ -277,6 +285,7 @@ def build_topology(
         queues=(
             Queue(queue, "handoff_broker", "/tasks/expire"),
             Queue(wake_queue, "run_executor", WAKE_PATH),
+            Queue(place_queue, "run_executor", PLACE_AGENT_PATH),
         ),
         buckets=(Bucket(bucket),),
         services=services,

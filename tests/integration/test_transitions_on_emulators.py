@@ -70,3 +70,34 @@ def test_document_review_example_end_to_end(api: httpx.Client, stack_state: Stac
     )
     final = api.get("/tokens/it-doc-1").json()
     assert [h["to_place"] for h in final["history"]] == ["reviewed", "approved"]
+
+
+CLASSIFICATION = EXAMPLE.parent / "classification.yaml"
+
+
+def test_classification_place_agent_on_cloud_tasks(
+    api: httpx.Client, stack_state: StackState
+) -> None:
+    code, printed = run_cli(stack_state, "transitions", "apply", "-f", str(CLASSIFICATION))
+    assert code == 0 and "applied workflow content-intake" in printed
+    body = {
+        "workflow_id": "content-intake",
+        "token_id": "it-item-1",
+        "data": {"content": "Our Q3 revenue grew 12%."},
+        "metadata": {"type": "article", "status": "unclassified"},
+    }
+    assert api.post("/tokens", json=body).status_code == 201
+    # The Cloud Tasks emulator delivers the execution after initial_delay_seconds (5 s); the
+    # classifier's output is mapped back and move_to_categorized fires.
+    wait_until(
+        lambda: api.get("/tokens/it-item-1").json()["place"] == "categorized",
+        timeout=60,
+        what="the classified token to move",
+    )
+    token = api.get("/tokens/it-item-1").json()
+    assert token["data"]["classification"] == "finance"
+    assert token["metadata"]["classifier"] == "content-classifier"
+    executions = api.get("/tokens/it-item-1/executions").json()["executions"]
+    assert [(e["place_id"], e["status"]) for e in executions] == [
+        ("pending_classification", "succeeded")
+    ]

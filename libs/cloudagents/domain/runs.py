@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from cloudagents.domain.base import Model, Persisted
-from cloudagents.domain.messages import ToolCall, Usage
+from cloudagents.domain.messages import GenerationParams, ToolCall, Usage
 from cloudagents.domain.policy import GuardrailConfig
 from cloudagents.domain.results import LoopResult, RunProgress
 
@@ -127,6 +127,11 @@ class RunRecord(Persisted):
     token_link: TokenLink | None = Field(
         default=None, description="the workflow token firing this run executes, if any"
     )
+    generation: GenerationParams | None = Field(
+        default=None,
+        description="generation parameters replacing the agent's for this run (a place "
+        "agent's llm_config, seed 004)",
+    )
     principal: str | None = None
     parent_run_id: str | None = None
     parent_call: ParentCall | None = Field(
@@ -198,6 +203,8 @@ class RunRecord(Persisted):
             data.pop("opening_error", None)
         if self.token_link is None and isinstance(data, dict):
             data.pop("token_link", None)
+        if self.generation is None and isinstance(data, dict):
+            data.pop("generation", None)
         return data
 
     @property

@@ -297,9 +297,12 @@ class WorkflowDefinition(Persisted):
 
 
 class Firing(Model):
-    """The transition a token is being moved by, while its agent runs."""
+    """The agent running on a token: a transition's (``transition_id``), or a place agent's
+    (``place_agent``, its index in the workflow's ``place_agents``, execution ``n``)."""
 
-    transition_id: str
+    transition_id: str | None = None
+    place_agent: int | None = Field(default=None, ge=0)
+    n: int | None = Field(default=None, ge=1, description="a place agent's execution number")
     execution_id: str
     run_id: str
     attempt: int = Field(ge=1)
@@ -321,6 +324,14 @@ class Token(Persisted):
     firing: Firing | None = None
     last_error: str | None = Field(
         default=None, description="why the last firing did not move the token"
+    )
+    place_agent_runs: dict[str, int] = Field(
+        default_factory=dict,
+        description="place agent executions claimed in this visit of the place: "
+        "'{place}:{index}:{visit}' -> count (a duplicate task finds its number taken)",
+    )
+    pending_auto: str | None = Field(
+        default=None, description="an auto_transition to fire (a place agent succeeded)"
     )
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -351,7 +362,9 @@ class TransitionExecution(Persisted):
     execution_id: str
     token_id: str
     workflow_id: str
-    transition_id: str
+    transition_id: str | None = None
+    place_agent: int | None = Field(default=None, ge=0)
+    place_id: str | None = None
     agent_id: str
     attempt: int = Field(ge=1)
     run_id: str
@@ -371,3 +384,18 @@ class FiringMessage(Persisted):
     run_id: str = Field(min_length=1, max_length=128)
     token_id: str = Field(min_length=1, max_length=64)
     execution_id: str = Field(min_length=1, max_length=200)
+
+
+class PlaceAgentTask(Persisted):
+    """The body of a place agent's Cloud Task: execution ``n`` of place agent ``index`` on the
+    token during its visit ``visit`` (its ``history_count`` on entering) of ``place``."""
+
+    token_id: str = Field(min_length=1, max_length=64)
+    place: str
+    index: int = Field(ge=0)
+    visit: int = Field(ge=0)
+    n: int = Field(ge=1)
+
+    @property
+    def key(self) -> str:
+        return f"{self.place}:{self.index}:{self.visit}"

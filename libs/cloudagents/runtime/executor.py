@@ -29,6 +29,7 @@ from cloudagents.domain.events import (
 )
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.messages import (
+    GenerationParams,
     Message,
     ModelResponse,
     ToolCall,
@@ -93,9 +94,11 @@ async def start_run(
     parent_call: ParentCall | None = None,
     conversation_id: str | None = None,
     token_link: TokenLink | None = None,
+    generation: GenerationParams | None = None,
 ) -> bool:
     """Create the run document and its opening transcript; ``False`` if it already existed.
-    ``token_link``: the workflow token firing the run executes (``runtime/transitions.py``).
+    ``token_link``: the workflow token firing the run executes (``runtime/transitions.py``);
+    ``generation`` replaces the agent's generation parameters for this run.
 
     ``prior_messages`` (a handoff's transferred context) go between the instructions and the
     new user message; the other agent's replies among them are named after ``prior_agent``.
@@ -165,6 +168,7 @@ async def start_run(
         variables=variables,
         opening_error=opening_error,
         token_link=token_link,
+        generation=generation,
         source=source,
         principal=principal,
         parent_run_id=parent_run_id,
@@ -312,6 +316,8 @@ class RunExecutor:
             return await self._commit(*plan.plan_stop(self._context(), run, run.progress, [], gone))
         if run.guardrails is not None:
             agent = agent.model_copy(update={"guardrails": run.guardrails})
+        if run.generation is not None:
+            agent = agent.model_copy(update={"generation": run.generation})
         if run.token_budget is not None:
             own = agent.budget.max_tokens_per_run
             share = max(run.token_budget, 1)

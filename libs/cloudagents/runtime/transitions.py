@@ -16,6 +16,7 @@ another version; a redelivered completion finds the firing gone: the token moves
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import uuid
@@ -28,14 +29,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from cloudagents.domain.agents import AgentDefinition
+from cloudagents.domain.errors import TransientError
 from cloudagents.domain.intents import IntentionMessage
+from cloudagents.domain.messages import GenerationParams
 from cloudagents.domain.runs import OutboxMessage, TokenLink, WakeUp
 from cloudagents.domain.transitions import (
     NAME_PATTERN,
     OUTPUT_BUILTINS,
+    AgentRetryConfig,
     AgentTransitionConfig,
     Firing,
     FiringMessage,
+    PlaceAgentConfig,
+    PlaceAgentTask,
     Token,
     TokenHistoryEntry,
     TransitionDefinition,
@@ -199,24 +205,93 @@ async def create_token(deps: Deps, body: CreateTokenRequest) -> Token:
     )
     if not await deps.transitions.create_token(token):
         raise Refused(409, f"token {token.token_id!r} exists")
+    await Transitions(deps).enter(token, workflow)
     return token
 
 
+@dataclass(frozen=True)
+class AgentStep:
+    """What runs on a token: a transition's ``agent_execution`` or a place agent, in one shape
+    (a place agent is ``required``: its failure leaves the token with the reason)."""
+
+    agent_id: str
+    input_mapping: dict[str, str]
+    output_mapping: dict[str, str]
+    required: bool
+    timeout_seconds: float | None
+    retry: AgentRetryConfig | None
+    generation: GenerationParams | None = None
+    transition: TransitionDefinition | None = None
+    place_agent: int | None = None
+    place: PlaceAgentConfig | None = None
+
+    @classmethod
+    def of_transition(
+        cls, transition: TransitionDefinition, config: AgentTransitionConfig
+    ) -> AgentStep:
+        return cls(
+            agent_id=config.agent_id,
+            input_mapping=config.input_mapping,
+            output_mapping=config.output_mapping,
+            required=config.required,
+            timeout_seconds=config.timeout_seconds,
+            retry=config.retry_config,
+            transition=transition,
+        )
+
+    @classmethod
+    def of_place(cls, index: int, config: PlaceAgentConfig) -> AgentStep:
+        return cls(
+            agent_id=config.agent_id,
+            input_mapping=config.input_mapping,
+            output_mapping=config.output_mapping,
+            required=True,
+            timeout_seconds=None,
+            retry=config.retry_config,
+            generation=config.llm_config,
+            place_agent=index,
+            place=config,
+        )
+
+    @property
+    def label(self) -> str:
+        if self.transition is not None:
+            return self.transition.id
+        return f"place:{self.place.place_id if self.place else '?'}:{self.place_agent}"
+
+
 class Transitions:
-    """Fires transitions and completes their firings (module docstring)."""
+    """Fires transitions, runs place agents, and completes both (module docstring)."""
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self.store = deps.transitions
 
-    async def _definition(self, token: Token, transition_id: str) -> TransitionDefinition:
+    async def _workflow(self, token: Token) -> WorkflowDefinition:
         workflow = await self.store.get_workflow(token.workflow_id)
         if workflow is None:
             raise Refused(409, f"the token's workflow {token.workflow_id!r} no longer exists")
+        return workflow
+
+    async def _transition(self, token: Token, transition_id: str) -> TransitionDefinition:
+        workflow = await self._workflow(token)
         transition = workflow.transition(transition_id)
         if transition is None:
             raise Refused(404, f"workflow {workflow.id!r} has no transition {transition_id!r}")
         return transition
+
+    async def _step_of(self, token: Token, firing: Firing) -> AgentStep:
+        """The agent step a firing runs, from the workflow as it is now."""
+        workflow = await self._workflow(token)
+        if firing.transition_id is not None:
+            transition = await self._transition(token, firing.transition_id)
+            if transition.agent_execution is None:
+                raise Refused(409, f"transition {transition.id!r} no longer runs an agent")
+            return AgentStep.of_transition(transition, transition.agent_execution)
+        index = firing.place_agent
+        if index is None or index >= len(workflow.place_agents):
+            raise Refused(409, f"place agent {index} of {workflow.id!r} no longer exists")
+        return AgentStep.of_place(index, workflow.place_agents[index])
 
     async def fire(self, token_id: str, transition_id: str, version: int | None = None) -> Fired:
         """Fire ``transition_id`` on the token (at ``version``, if given): 404 unknown token or
@@ -227,14 +302,13 @@ class Transitions:
             raise Refused(404, f"unknown token {token_id!r}")
         if version is not None and token.version != version:
             return Fired("stale", token)
-        transition = await self._definition(token, transition_id)
+        transition = await self._transition(token, transition_id)
         if token.firing is not None:
             if token.firing.transition_id != transition_id:
-                raise Refused(
-                    409, f"token {token_id!r} is being moved by {token.firing.transition_id!r}"
-                )
+                busy = token.firing.transition_id or "a place agent"
+                raise Refused(409, f"token {token_id!r} is being worked on by {busy!r}")
             # A redelivered request: the run exists, or is created now (once, by its id).
-            await self._resume(token, transition)
+            await self._resume(token)
             return Fired("firing", token, token.firing.execution_id)
         if token.place not in transition.from_places:
             raise Refused(
@@ -248,23 +322,41 @@ class Transitions:
         if config is None:
             moved = await self._move(token, transition, Move(token.data, token.metadata), [])
             return Fired("moved" if moved else "stale", token)
-        agent = await self.deps.agents.get_agent(config.agent_id)
+        started = await self._begin(token, AgentStep.of_transition(transition, config))
+        if started is None:
+            return Fired("stale", token)
+        return Fired("firing", started[0], started[1].execution_id)
+
+    async def _begin(
+        self, token: Token, step: AgentStep, *, n: int | None = None, claim: str | None = None
+    ) -> tuple[Token, TransitionExecution] | None:
+        """Set the token's firing for ``step`` (guarded by its version; ``claim`` counts a
+        place agent execution in the same write) and start the run; None: the token changed.
+        Refused 409 for a deleted agent, 422 for an input path the token lacks."""
+        agent = await self.deps.agents.get_agent(step.agent_id)
         if agent is None:
-            raise Refused(409, f"the transition's agent {config.agent_id!r} does not exist")
+            raise Refused(409, f"the agent {step.agent_id!r} does not exist")
         try:
-            mapped = map_input(config.input_mapping, token)
+            mapped = map_input(step.input_mapping, token)
         except MappingError as exc:
-            failed = self._next(token, last_error=str(exc))
+            failed = self._next(token, last_error=str(exc), pending_auto=None)
             await self.store.update_token(failed, expected_version=token.version)
             raise Refused(422, str(exc)) from exc
-        firing, execution = self._attempt(token, transition, config, mapped, 1)
-        updated = self._next(token, firing=firing, last_error=None)
+        firing, execution = self._attempt(token, step, mapped, 1, n)
+        changes: dict[str, Any] = {"firing": firing, "last_error": None, "pending_auto": None}
+        if claim is not None:
+            assert n is not None
+            # Only this visit's counts are kept: the document stays small.
+            visit = claim.rsplit(":", 1)[1]
+            kept = {k: v for k, v in token.place_agent_runs.items() if k.endswith(f":{visit}")}
+            changes["place_agent_runs"] = {**kept, claim: n}
+        updated = self._next(token, **changes)
         if not await self.store.update_token(
             updated, expected_version=token.version, executions=[execution]
         ):
-            return Fired("stale", token)
-        await self._start(token, agent, config, mapped, execution)
-        return Fired("firing", updated, execution.execution_id)
+            return None
+        await self._start(token, agent, step, mapped, execution)
+        return updated, execution
 
     def _next(self, token: Token, **changes: Any) -> Token:
         """The token's next version with ``changes``."""
@@ -273,19 +365,18 @@ class Transitions:
         )
 
     def _attempt(
-        self,
-        token: Token,
-        transition: TransitionDefinition,
-        config: AgentTransitionConfig,
-        mapped: dict[str, Any],
-        attempt: int,
+        self, token: Token, step: AgentStep, mapped: dict[str, Any], attempt: int, n: int | None
     ) -> tuple[Firing, TransitionExecution]:
-        # The firing's ids come from the version it started at (the first attempt's token).
+        # Every attempt's id comes from the version the firing started at (its first attempt).
         base_version = token.version if token.firing is None else token.firing.version
-        run_id = execution_id(token.token_id, transition.id, base_version, attempt)
+        label = step.label if n is None else f"{step.label}:{n}"
+        run_id = execution_id(token.token_id, label, base_version, attempt)
         now = self.deps.clock()
+        transition_id = step.transition.id if step.transition is not None else None
         firing = Firing(
-            transition_id=transition.id,
+            transition_id=transition_id,
+            place_agent=step.place_agent,
+            n=n,
             execution_id=run_id,
             run_id=run_id,
             attempt=attempt,
@@ -296,8 +387,10 @@ class Transitions:
             execution_id=run_id,
             token_id=token.token_id,
             workflow_id=token.workflow_id,
-            transition_id=transition.id,
-            agent_id=config.agent_id,
+            transition_id=transition_id,
+            place_agent=step.place_agent,
+            place_id=step.place.place_id if step.place is not None else None,
+            agent_id=step.agent_id,
             attempt=attempt,
             run_id=run_id,
             input=mapped,
@@ -309,7 +402,7 @@ class Transitions:
         self,
         token: Token,
         agent: AgentDefinition,
-        config: AgentTransitionConfig,
+        step: AgentStep,
         mapped: dict[str, Any],
         execution: TransitionExecution,
     ) -> None:
@@ -317,8 +410,14 @@ class Transitions:
         message = json.dumps(mapped, ensure_ascii=False, sort_keys=True)
         variables = json.loads(json.dumps(token_variables(token, mapped)))
         limited = agent
-        if config.timeout_seconds is not None and config.timeout_seconds < agent.timeout_seconds:
-            limited = agent.model_copy(update={"timeout_seconds": config.timeout_seconds})
+        if step.timeout_seconds is not None and step.timeout_seconds < agent.timeout_seconds:
+            limited = agent.model_copy(update={"timeout_seconds": step.timeout_seconds})
+        generation = None
+        if step.generation is not None:
+            # llm_config overrides the parameters it sets; the agent's others stay.
+            generation = agent.generation.model_copy(
+                update=step.generation.model_dump(exclude_unset=True)
+            )
         await start_run(
             self.deps,
             run_id=execution.run_id,
@@ -327,6 +426,7 @@ class Transitions:
             variables=variables,
             source=TRANSITION_SOURCE,
             token_link=TokenLink(token_id=token.token_id, execution_id=execution.execution_id),
+            generation=generation,
         )
         if limited is not agent:
             # The run's deadline is the transition's timeout: its wake-up ends it there even if
@@ -340,11 +440,10 @@ class Transitions:
             source_agent="transitions",
             variables=variables,
         )
-        await self.deps.publish(
-            [OutboxMessage(topic="intents", data=intent.model_dump(mode="json"))]
-        )
+        start = OutboxMessage(topic="intents", data=intent.model_dump(mode="json"))
+        await self.deps.publish([start])
 
-    async def _resume(self, token: Token, transition: TransitionDefinition) -> None:
+    async def _resume(self, token: Token) -> None:
         """A firing seen again (a redelivered request): start its run if it is not there; if
         it finished and its completion was lost, complete it now."""
         firing = token.firing
@@ -356,12 +455,12 @@ class Transitions:
             )
             await self.complete(message)
             return
-        config = transition.agent_execution
         execution = await self.store.get_execution(firing.execution_id)
-        if run is None and config is not None and execution is not None:
-            agent = await self.deps.agents.get_agent(config.agent_id)
+        if run is None and execution is not None:
+            step = await self._step_of(token, firing)
+            agent = await self.deps.agents.get_agent(step.agent_id)
             if agent is not None:
-                await self._start(token, agent, config, dict(execution.input), execution)
+                await self._start(token, agent, step, dict(execution.input), execution)
 
     async def _move(
         self,
@@ -388,45 +487,126 @@ class Transitions:
             history_count=token.history_count + 1,
             firing=None,
             last_error=None,
+            pending_auto=None,
         )
-        return await self.store.update_token(
+        applied = await self.store.update_token(
             moved, expected_version=token.version, history=entry, executions=executions
         )
+        if applied:
+            await self.enter(moved)
+        return applied
+
+    # -- place agents --------------------------------------------------------------------
+
+    async def enter(self, token: Token, workflow: WorkflowDefinition | None = None) -> None:
+        """The token is in a new place (created or moved there): schedule the first execution
+        of each of the place's agents (after ``initial_delay_seconds``). Tasks are named after
+        their content and counted when they run, so calling this twice is harmless."""
+        workflow = workflow or await self.store.get_workflow(token.workflow_id)
+        if workflow is None:
+            return
+        for index, config in enumerate(workflow.place_agents):
+            if config.place_id != token.place:
+                continue
+            delay = (config.schedule.initial_delay_seconds if config.schedule else None) or 0
+            task = PlaceAgentTask(
+                token_id=token.token_id,
+                place=token.place,
+                index=index,
+                visit=token.history_count,
+                n=1,
+            )
+            await self._schedule(task, delay)
+
+    async def _schedule(self, task: PlaceAgentTask, delay_seconds: float) -> None:
+        if not self.deps.settings.wake_url:
+            log.warning("CLOUDAGENTS_WAKE_URL is not set: place agent %s not scheduled", task.key)
+            return
+        queue = self.deps.topology.place_agent_queue
+        body = task.model_dump_json().encode()
+        name = "place-" + hashlib.sha256(body).hexdigest()[:40]
+        url = self.deps.settings.wake_url.rstrip("/") + queue.path
+        at = self.deps.clock() + timedelta(seconds=delay_seconds)
+        await self.deps.tasks.schedule(queue.name, url, body, at, name=name)
+
+    async def run_place_agent(self, task: PlaceAgentTask) -> str:
+        """Execution ``task.n`` of a place agent, if the token is still in that visit of the
+        place, the number is not taken (a duplicate task does nothing), it is within
+        ``max_executions`` and the trigger conditions hold. A token busy with another agent
+        is retried (``TransientError``: the task is redelivered)."""
+        token = await self.store.get_token(task.token_id)
+        if token is None:
+            return "gone"
+        if token.place != task.place or token.history_count != task.visit:
+            return "left"
+        workflow = await self.store.get_workflow(token.workflow_id)
+        if workflow is None or task.index >= len(workflow.place_agents):
+            return "no-place-agent"
+        config = workflow.place_agents[task.index]
+        if config.place_id != task.place:
+            return "no-place-agent"
+        if token.place_agent_runs.get(task.key, 0) >= task.n:
+            return "duplicate"
+        schedule = config.schedule
+        if schedule and schedule.max_executions and task.n > schedule.max_executions:
+            return "done"
+        if failed_rule(config.trigger_conditions, token) is not None:
+            # Not now: an interval schedule looks again later (the number is not used).
+            await self._next_execution(task, config, n=task.n)
+            return "conditions-false"
+        if token.firing is not None:
+            raise TransientError(f"token {token.token_id} is busy: the task comes back")
+        step = AgentStep.of_place(task.index, config)
+        try:
+            started = await self._begin(token, step, n=task.n, claim=task.key)
+        except Refused as refused:
+            return f"refused: {refused}"
+        return "started" if started is not None else "stale"
+
+    async def _next_execution(self, task: PlaceAgentTask, config: PlaceAgentConfig, n: int) -> None:
+        """Schedule execution ``n`` after ``interval_seconds``, within ``max_executions``."""
+        schedule = config.schedule
+        if schedule is None or schedule.interval_seconds is None:
+            return
+        if schedule.max_executions is not None and n > schedule.max_executions:
+            return
+        await self._schedule(task.model_copy(update={"n": n}), schedule.interval_seconds)
+
+    # -- completion ----------------------------------------------------------------------
 
     async def complete(self, message: FiringMessage) -> str:
         """The run of a firing finished: map its output back and move the token (once), try
-        again (``retry_config``), or leave the token with the reason."""
+        again (``retry_config``), or leave the token with the reason; a place agent updates the
+        token in place, then fires its ``auto_transition``."""
         token = await self.store.get_token(message.token_id)
         if token is None:
             return "unknown-token"
         firing = token.firing
         if firing is None or firing.execution_id != message.execution_id:
+            await self._auto_transition(token)  # if a completion stopped before firing it
             return "stale"
         run = await self.deps.runs.get_run(message.run_id)
         if run is None or not run.finished or run.result is None:
             return "not-finished"
         try:
-            transition = await self._definition(token, firing.transition_id)
+            step = await self._step_of(token, firing)
         except Refused as gone:
-            # The workflow or the transition was removed while the agent ran: the firing ends
-            # (it would never complete), the token stays with the reason.
+            # The workflow changed while the agent ran: the firing ends (it would never
+            # complete), the token stays with the reason.
             stuck = self._next(token, firing=None, last_error=str(gone))
             await self.store.update_token(stuck, expected_version=token.version)
             return "stayed"
-        config = transition.agent_execution
-        if config is None:
-            return "no-agent"
         execution = await self.store.get_execution(firing.execution_id)
         now = self.deps.clock()
         outcome, error, kind = complete(
             token,
-            output_mapping=config.output_mapping,
-            required=config.required,
-            retry=config.retry_config,
+            output_mapping=step.output_mapping,
+            required=step.required,
+            retry=step.retry,
             attempt=firing.attempt,
             result=run.result,
             builtins={
-                "agent_id": config.agent_id,
+                "agent_id": step.agent_id,
                 "timestamp": now.isoformat(),
                 "run_id": run.run_id,
                 "execution_id": firing.execution_id,
@@ -446,34 +626,96 @@ class Transitions:
                 )
             )
         match outcome:
-            case Move():
-                moved = await self._move(token, transition, outcome, done)
+            case Move() if step.transition is not None:
+                moved = await self._move(token, step.transition, outcome, done)
                 return "moved" if moved else "stale"
+            case Move():
+                return await self._place_agent_done(token, step, outcome, done, firing)
             case Stay(reason):
                 stayed = self._next(token, firing=None, last_error=reason)
                 applied = await self.store.update_token(
                     stayed, expected_version=token.version, executions=done
                 )
+                if applied:
+                    await self._after_place_execution(stayed, step, firing)
                 return "stayed" if applied else "stale"
             case Retry(attempt, backoff):
-                if backoff:
-                    # Bounded (300 s at most) and within the push's ack deadline; a crash here
-                    # redelivers the message and the backoff starts again.
-                    await asyncio.sleep(backoff)
-                agent = await self.deps.agents.get_agent(config.agent_id)
-                if agent is None:
-                    deleted = self._next(token, firing=None, last_error="the agent was deleted")
-                    await self.store.update_token(deleted, expected_version=token.version)
-                    return "stayed"
-                mapped = dict(execution.input) if execution is not None else {}
-                next_firing, next_execution = self._attempt(
-                    token, transition, config, mapped, attempt
-                )
-                retried = self._next(token, firing=next_firing)
-                if not await self.store.update_token(
-                    retried, expected_version=token.version, executions=[*done, next_execution]
-                ):
-                    return "stale"
-                await self._start(token, agent, config, mapped, next_execution)
-                return f"retry:{attempt}"
+                return await self._retry(token, step, firing, execution, done, attempt, backoff)
         return "stale"  # pragma: no cover - every outcome is matched above
+
+    async def _retry(
+        self,
+        token: Token,
+        step: AgentStep,
+        firing: Firing,
+        execution: TransitionExecution | None,
+        done: list[TransitionExecution],
+        attempt: int,
+        backoff: float,
+    ) -> str:
+        if backoff:
+            # Bounded (300 s at most) and within the push's ack deadline; a crash here
+            # redelivers the message and the backoff starts again.
+            await asyncio.sleep(backoff)
+        agent = await self.deps.agents.get_agent(step.agent_id)
+        if agent is None:
+            deleted = self._next(token, firing=None, last_error="the agent was deleted")
+            await self.store.update_token(deleted, expected_version=token.version)
+            return "stayed"
+        mapped = dict(execution.input) if execution is not None else {}
+        next_firing, next_execution = self._attempt(token, step, mapped, attempt, firing.n)
+        retried = self._next(token, firing=next_firing)
+        if not await self.store.update_token(
+            retried, expected_version=token.version, executions=[*done, next_execution]
+        ):
+            return "stale"
+        await self._start(token, agent, step, mapped, next_execution)
+        return f"retry:{attempt}"
+
+    async def _place_agent_done(
+        self,
+        token: Token,
+        step: AgentStep,
+        outcome: Move,
+        done: list[TransitionExecution],
+        firing: Firing,
+    ) -> str:
+        auto = step.place.auto_transition if step.place is not None else None
+        updated = self._next(
+            token,
+            data=outcome.data,
+            metadata=outcome.metadata,
+            firing=None,
+            last_error=None,
+            pending_auto=auto,
+        )
+        if not await self.store.update_token(
+            updated, expected_version=token.version, executions=done
+        ):
+            return "stale"
+        await self._after_place_execution(updated, step, firing)
+        await self._auto_transition(updated)
+        return "updated"
+
+    async def _after_place_execution(self, token: Token, step: AgentStep, firing: Firing) -> None:
+        """A place agent execution ended: its next one, on an interval schedule."""
+        if step.place is None or step.place_agent is None or firing.n is None:
+            return
+        task = PlaceAgentTask(
+            token_id=token.token_id,
+            place=step.place.place_id,
+            index=step.place_agent,
+            visit=token.history_count,
+            n=firing.n,
+        )
+        await self._next_execution(task, step.place, n=firing.n + 1)
+
+    async def _auto_transition(self, token: Token) -> None:
+        """Fire the token's pending ``auto_transition`` (once: firing it clears it)."""
+        if token.pending_auto is None or token.firing is not None:
+            return
+        try:
+            await self.fire(token.token_id, token.pending_auto, token.version)
+        except Refused as refused:
+            cleared = self._next(token, pending_auto=None, last_error=f"auto_transition: {refused}")
+            await self.store.update_token(cleared, expected_version=token.version)

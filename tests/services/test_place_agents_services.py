@@ -1,0 +1,131 @@
+"""Seed 004's classification place agent through the services (in-memory backend): trigger
+conditions, the schedule's Cloud Tasks (a duplicate task does nothing, ``max_executions``),
+``llm_config`` on the wire, ``auto_transition`` after success, interval schedules."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from cloudagents.adapters.memory.messaging import InMemoryTaskQueue
+from tests.fakes.llm_api_servers import fake_llm_server
+from tests.services.conftest import Pump
+
+Stack = tuple[dict[str, httpx.AsyncClient], Pump]
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "transitions" / "classification.yaml"
+PATH = "/tasks/place-agent"
+
+
+def example() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    return data
+
+
+def place_tasks(pump: Pump) -> list[Any]:
+    tasks = pump.deps.tasks
+    assert isinstance(tasks, InMemoryTaskQueue)
+    return [t for t in tasks.tasks if t.url.endswith(PATH)]
+
+
+async def run_task(clients: dict[str, httpx.AsyncClient], task: Any) -> dict[str, Any]:
+    response = await clients["run_executor"].post(PATH, content=task.body)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def register(api: httpx.AsyncClient, spec: dict[str, Any]) -> None:
+    for agent in spec["agents"]:
+        assert (await api.post("/agents", json=agent)).status_code == 201
+    for workflow in spec["workflows"]:
+        response = await api.post("/transition-workflows", json=workflow)
+        assert response.status_code == 201, response.json()
+
+
+async def new_item(api: httpx.AsyncClient, token_id: str, **metadata: Any) -> None:
+    body = {
+        "workflow_id": "content-intake",
+        "token_id": token_id,
+        "data": {"content": "Our Q3 revenue grew 12%."},
+        "metadata": {"type": "article", "status": "unclassified", **metadata},
+    }
+    assert (await api.post("/tokens", json=body)).status_code == 201
+
+
+async def test_classification_place_agent_then_auto_transition(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clients, pump = stack
+    api = clients["api"]
+    spec = copy.deepcopy(example())
+    with fake_llm_server() as server:
+        # The classifier on an OpenAI-compatible local server: what llm_config puts on the wire.
+        monkeypatch.setenv("FAKE_KEY", "k")
+        spec["agents"][0]["model"] = {
+            "provider": "openai",
+            "name": "classifier-model",
+            "base_url": server.openai_base_url,
+            "api_key_env": "FAKE_KEY",
+        }
+        server.reply_text(json.dumps({"category": "finance", "confidence_score": 9}))
+        await register(api, spec)
+        await new_item(api, "item-1")
+        [task] = place_tasks(pump)
+        token = (await api.get("/tokens/item-1")).json()
+        delay = task.at - datetime.fromisoformat(token["created_at"])
+        assert timedelta(seconds=5) <= delay < timedelta(seconds=6)
+        assert token["place"] == "pending_classification"
+        # The task (after initial_delay_seconds) runs once; its duplicate does nothing.
+        assert (await run_task(clients, task))["status"] == "started"
+        assert (await run_task(clients, task))["status"] in ("duplicate", "stale")
+        await pump.run()
+        body = server.last_request.body
+    assert body["temperature"] == 0.1 and body["max_tokens"] == 200
+    assert body["top_p"] == 0.9 and body["stop"] == ["CLASSIFICATION COMPLETE"]
+    token = (await api.get("/tokens/item-1")).json()
+    assert token["data"]["classification"] == "finance" and token["data"]["confidence"] == 9
+    assert token["metadata"]["classifier"] == "content-classifier"
+    assert token["place"] == "categorized", token
+    assert [h["transition_id"] for h in token["history"]] == ["move_to_categorized"]
+    executions = (await api.get("/tokens/item-1/executions")).json()["executions"]
+    assert [(e["place_id"], e["status"]) for e in executions] == [
+        ("pending_classification", "succeeded")
+    ]
+    # max_executions 1: a later task for execution 2 does nothing either.
+    assert len(place_tasks(pump)) == 1
+
+
+async def test_trigger_conditions_and_interval_schedule(stack: Stack) -> None:
+    clients, pump = stack
+    api = clients["api"]
+    spec = copy.deepcopy(example())
+    place = spec["workflows"][0]["place_agents"][0]
+    place["auto_transition"] = None
+    place["schedule"] = {"initial_delay_seconds": 0, "interval_seconds": 60, "max_executions": 2}
+    await register(api, spec)
+    await new_item(api, "item-classified", status="classified")
+    [task] = place_tasks(pump)
+    assert (await run_task(clients, task))["status"] == "conditions-false"
+    assert (await api.get("/tokens/item-classified/executions")).json()["executions"] == []
+    await new_item(api, "item-2")
+    task = place_tasks(pump)[-1]
+    assert (await run_task(clients, task))["status"] == "started"
+    await pump.run()
+    tasks = [t for t in place_tasks(pump) if b'"item-2"' in t.body]
+    assert [json.loads(t.body)["n"] for t in tasks] == [1, 2]
+    assert (await run_task(clients, tasks[1]))["status"] == "started"
+    await pump.run()
+    tasks = [t for t in place_tasks(pump) if b'"item-2"' in t.body]
+    assert [json.loads(t.body)["n"] for t in tasks] == [1, 2]  # max_executions: no third
+    executions = (await api.get("/tokens/item-2/executions")).json()["executions"]
+    assert [e["status"] for e in executions] == ["succeeded", "succeeded"]
+    token = (await api.get("/tokens/item-2")).json()
+    assert token["place"] == "pending_classification" and token["version"] == 5
+    assert (await run_task(clients, tasks[1]))["status"] == "duplicate"
