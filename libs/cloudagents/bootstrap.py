@@ -26,7 +26,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudagents.adapters.llm.factory import build_model_client
-from cloudagents.adapters.memory.budgets import InMemoryCostLedger, InMemoryRateLimiter
+from cloudagents.adapters.llm.limited import LimitedModel
+from cloudagents.adapters.memory.budgets import (
+    InMemoryConcurrencyLimiter,
+    InMemoryCostLedger,
+    InMemoryRateLimiter,
+)
 from cloudagents.adapters.memory.messaging import (
     InMemoryBlobStore,
     InMemoryEventBus,
@@ -42,12 +47,13 @@ from cloudagents.adapters.memory.stores import (
 from cloudagents.adapters.memory.transitions import InMemoryTransitionStore
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import ConfigurationError
+from cloudagents.engine.step import reservation_hold_seconds
 from cloudagents.functions import FunctionRepository, FunctionStore, InMemoryFunctionRepository
-from cloudagents.ports.budgets import CostLedger, RateLimiter
+from cloudagents.ports.budgets import ConcurrencyLimiter, CostLedger, RateLimiter
 from cloudagents.ports.bus import EventBus
 from cloudagents.ports.model import ModelClient
 from cloudagents.ports.transitions import TransitionStore
-from cloudagents.runtime.deps import Deps, ModelFactory
+from cloudagents.runtime.deps import Deps, ModelFactory, ModelLimiter
 from cloudagents.runtime.dispatcher import InProcessDispatcher
 from cloudagents.settings import Settings
 from cloudagents.telemetry import configure
@@ -142,7 +148,11 @@ def tasks_client() -> Any:
 def build_gcp_deps(settings: Settings, topology: Topology, tools: ToolRegistry) -> Deps:
     """The Firestore, Pub/Sub, Cloud Storage and Cloud Tasks adapters over fresh clients."""
     from cloudagents.adapters.cloud_tasks import CloudTasksQueue
-    from cloudagents.adapters.firestore.budgets import FirestoreCostLedger, FirestoreRateLimiter
+    from cloudagents.adapters.firestore.budgets import (
+        FirestoreConcurrencyLimiter,
+        FirestoreCostLedger,
+        FirestoreRateLimiter,
+    )
     from cloudagents.adapters.firestore.stores import (
         FirestoreAgentStore,
         FirestoreAuditStore,
@@ -155,6 +165,7 @@ def build_gcp_deps(settings: Settings, topology: Topology, tools: ToolRegistry) 
 
     db = firestore_client(settings.project)
     blobs = GcsBlobStore(storage_client(settings.project))
+    rate_limiter = FirestoreRateLimiter(db)
     return Deps(
         settings=settings,
         topology=topology,
@@ -169,11 +180,12 @@ def build_gcp_deps(settings: Settings, topology: Topology, tools: ToolRegistry) 
             tasks_client(), settings.project, settings.location, settings.tasks_service_account
         ),
         cost_ledger=FirestoreCostLedger(db),
-        rate_limiter=FirestoreRateLimiter(db),
+        rate_limiter=rate_limiter,
         tools=tools,
         functions=FunctionStore(_firestore_functions(db, blobs, topology.context_bucket)),
         transitions=_firestore_transitions(db),
         model_factory=default_model_factory,
+        limit_model=shared_llm_limits(settings, rate_limiter, FirestoreConcurrencyLimiter(db)),
     )
 
 
@@ -181,6 +193,31 @@ def _firestore_functions(db: Any, blobs: Any, bucket: str) -> FunctionRepository
     from cloudagents.adapters.firestore.functions import FirestoreFunctionRepository
 
     return FirestoreFunctionRepository(db, blobs, bucket)
+
+
+def shared_llm_limits(
+    settings: Settings, rate_limiter: RateLimiter, concurrency: ConcurrencyLimiter
+) -> ModelLimiter | None:
+    """Seed 004's ``RATE_LIMIT_PER_MINUTE`` and ``MAX_CONCURRENT_EXECUTIONS`` around each step's
+    model call (``LimitedModel``, outside the retries; the slot is leased for the whole call);
+    None when neither is set."""
+    if settings.rate_limit_per_minute is None and settings.max_concurrent_executions is None:
+        return None
+
+    def limit(
+        model: ModelClient, agent: AgentDefinition, clock: Callable[[], datetime]
+    ) -> ModelClient:
+        return LimitedModel(
+            model,
+            rate_limiter=rate_limiter,
+            calls_per_minute=settings.rate_limit_per_minute,
+            concurrency=concurrency,
+            max_concurrent=settings.max_concurrent_executions,
+            lease_seconds=reservation_hold_seconds(agent),
+            clock=clock,
+        )
+
+    return limit
 
 
 def _firestore_transitions(db: Any) -> TransitionStore:
@@ -239,6 +276,7 @@ def build_deps(settings: Settings) -> Deps:
     tools = load_tools(settings.tool_modules)
     if settings.backend == "memory":
         runs = InMemoryRunStore()
+        rate_limiter = InMemoryRateLimiter()
         return Deps(
             settings=settings,
             topology=topology,
@@ -251,11 +289,12 @@ def build_deps(settings: Settings) -> Deps:
             blobs=InMemoryBlobStore(),
             tasks=InMemoryTaskQueue(),
             cost_ledger=InMemoryCostLedger(),
-            rate_limiter=InMemoryRateLimiter(),
+            rate_limiter=rate_limiter,
             tools=tools,
             functions=FunctionStore(InMemoryFunctionRepository()),
             transitions=InMemoryTransitionStore(),
             model_factory=default_model_factory,
+            limit_model=shared_llm_limits(settings, rate_limiter, InMemoryConcurrencyLimiter()),
         )
     return build_gcp_deps(settings, topology, tools)
 

@@ -358,6 +358,10 @@ class WakeUp(Persisted):
     approval: str | None = Field(
         default=None, max_length=64, description="an approval to expire at ``at`` if undecided"
     )
+    step: Literal[True] | None = Field(
+        default=None,
+        description="step ``seq``, deferred by the shared LLM limits (LimitReached): apply it",
+    )
 
 
 class ToolAuditMessage(Persisted):

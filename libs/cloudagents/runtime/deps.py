@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 ModelFactory = Callable[[AgentDefinition, str], ModelClient]
 """The model client for a step of ``agent`` in the run named by the second argument."""
+ModelLimiter = Callable[[ModelClient, AgentDefinition, Clock], ModelClient]
+"""Wraps a step's model call (retries included) in the shared LLM limits (``LimitedModel``)."""
 
 
 def _utcnow() -> datetime:
@@ -62,6 +64,9 @@ class Deps:
     """Seed 004's workflows, tokens and agent executions (``runtime/transitions.py``)."""
     model_factory: ModelFactory
     clock: Clock = field(default=_utcnow)
+    limit_model: ModelLimiter | None = None
+    """Seed 004's shared LLM limits around each step's model call, when configured: a refused
+    call (``LimitReached``) defers the step by its ``retry_after`` (``runtime/executor.py``)."""
     on_approval: Callable[[ApprovalRecord], Awaitable[None]] | None = None
     """Told of each approval a committed step requested (the in-process approval callback);
     the services leave it unset: people decide through the api and the CLI."""

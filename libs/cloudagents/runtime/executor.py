@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.approvals import ApprovalRecord
 from cloudagents.domain.conversations import CONVERSATION_WINDOW
-from cloudagents.domain.errors import ModelError, PermanentMessageError
+from cloudagents.domain.errors import LimitReached, ModelError, PermanentMessageError
 from cloudagents.domain.events import (
     ContentChunk,
     ThinkingStatus,
@@ -65,6 +65,7 @@ from cloudagents.engine.step import (
     unrenderable_opening,
 )
 from cloudagents.faults import crash_point
+from cloudagents.ports.model import ModelClient
 from cloudagents.ports.stores import RunStore
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.retrying import RetryingModel
@@ -374,6 +375,8 @@ class RunExecutor:
         reply_or_error = await self._call_model(
             run, agent, transcript, day, reserve, specs, offer, ledgers
         )
+        if isinstance(reply_or_error, LimitReached):
+            return await self._defer(run, reply_or_error)
         if isinstance(reply_or_error, ModelError):
             progress = progress.model_copy(
                 update={"errors": [*progress.errors, str(reply_or_error)]}
@@ -395,6 +398,14 @@ class RunExecutor:
         return await self._commit(
             commit.model_copy(update={"applied_model_call": attempt_id}), label
         )
+
+    async def _defer(self, run: RunRecord, refused: LimitReached) -> str:
+        """The shared LLM limits refused the call (it never reached the provider and cost
+        nothing): nothing is committed, and a wake-up applies the step after ``retry_after``."""
+        at = self.deps.clock() + timedelta(seconds=refused.retry_after)
+        await self.deps.schedule_wake(WakeUp(run_id=run.run_id, seq=run.seq, step=True, at=at))
+        log.info("step deferred by the LLM limits", extra={"run_id": run.run_id})
+        return "deferred"
 
     async def _payers(self, run: RunRecord, agent: AgentDefinition) -> list[AgentDefinition]:
         """Whose daily cost caps a model call of this run counts against: its agent's, and in
@@ -502,11 +513,13 @@ class RunExecutor:
         offer: list[str],
         ledgers: list[str],
     ) -> tuple[ModelResponse, float, str] | ModelError:
-        model = RetryingModel(
+        model: ModelClient = RetryingModel(
             self.deps.model_factory(agent, run.run_id),
             agent.retry,
             timeout_seconds=agent.model.timeout_seconds,
         )
+        if self.deps.limit_model is not None:
+            model = self.deps.limit_model(model, agent, self.deps.clock)
         request = build_request(agent, transcript, specs, offer)
         chunks = _ChunkBatcher(self.deps, run.run_id, run.seq)
         hold = reservation_hold_seconds(agent)

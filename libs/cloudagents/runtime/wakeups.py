@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from cloudagents.domain.runs import (
     OutboxMessage,
     RunRecord,
+    StepMessage,
     ToolCallRecord,
     ToolMessage,
     WakeUp,
@@ -86,6 +87,11 @@ class WakeUps:
             return await self._expire(run.run_id, wake.approval)
         if wake.item is not None:
             return await self._dispatch_deferred(run, wake.item)
+        if wake.step:
+            # A step our own LLM limits deferred: apply it now (its seq guards a duplicate).
+            if wake.seq != run.seq:
+                return "moved-on"
+            return await self.executor.handle_step(StepMessage(run_id=run.run_id, seq=run.seq))
         if wake.seq is not None and wake.seq != run.seq:
             return "moved-on"
         waiting = run.status in waits.WAITING_STATUSES
