@@ -6,15 +6,19 @@ Starts the local stack (or reuses a running one), then:
   3. a run that hands its task to another agent by capability,
   4. a run whose refund waits for a person, approved with `cloudagents approvals approve`,
   5. an orchestrator that calls two peer agents (child runs) and composes their answers,
+  6. seed 004's workflows: a transition that runs the content-reviewer on a token, and the
+     classification place agent that runs on Cloud Tasks and moves its token on,
 following each run's events live and printing every LoopResult.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 import uuid
+from pathlib import Path
 
 from cloudagents.cli import follow_run, load_state, print_result, publish_intent
 from cloudagents.cli import main as cli
@@ -113,6 +117,50 @@ def main() -> int:
     failures += print_result(client.wait(run_id))
     print(f"$ cloudagents runs tree {run_id}")
     failures += cli(["runs", "tree", run_id])
+
+    banner("6. seed 004: a token moved by 'ai_review' (content-reviewer), then a place agent")
+    examples = Path(__file__).resolve().parents[1] / "examples" / "transitions"
+    for name in ("document_review.yaml", "classification.yaml"):
+        failures += cli(["transitions", "apply", "-f", str(examples / name)])
+    doc = f"doc-{uuid.uuid4().hex[:8]}"
+    document = json.dumps({"content": "Q3 revenue grew 12%."})
+    failures += cli(
+        [
+            "tokens",
+            "create",
+            "document-review",
+            "--id",
+            doc,
+            "--data",
+            document,
+            "--metadata",
+            json.dumps({"type": "report", "priority": "high"}),
+        ]
+    )
+    failures += cli(["tokens", "fire", doc, "ai_review", "--wait"])
+    item = f"item-{uuid.uuid4().hex[:8]}"
+    failures += cli(
+        [
+            "tokens",
+            "create",
+            "content-intake",
+            "--id",
+            item,
+            "--data",
+            document,
+            "--metadata",
+            json.dumps({"type": "article", "status": "unclassified"}),
+        ]
+    )
+    print("the classifier runs after its schedule's initial delay (5 s), on Cloud Tasks")
+    deadline = time.monotonic() + 60
+    while client._call("GET", f"/tokens/{item}")["place"] != "categorized":
+        if time.monotonic() > deadline:
+            print(f"token {item} was not categorized")
+            failures += 1
+            break
+        time.sleep(0.5)
+    failures += cli(["tokens", "show", item])
 
     banner("done")
     print(f"api: {state.api_url}   logs: {state.log_dir}")

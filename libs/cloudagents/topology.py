@@ -185,7 +185,7 @@ def build_topology(
         Topic(f"{ws}-tools-audit", "tools_audit", "audit record of every tool call and result"),
         Topic(f"{ws}-handoff", "handoff", "handoff offers for the broker (seed 000)"),
         Topic(f"{ws}-snapshots", "snapshots", "requests to snapshot a run's context to GCS"),
-        Topic(f"{ws}-transitions", "transitions", "finished runs of workflow token firings"),
+        Topic(f"{ws}-transitions", "transitions", "fire intents and finished token firings"),
     )
     routes: tuple[tuple[str, str, ServiceName, str], ...] = (
         (f"{ws}-run-executor-intents", ws, "run_executor", "/pubsub/intents"),

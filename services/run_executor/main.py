@@ -1,5 +1,5 @@
 """run_executor: push endpoint for intents (``/pubsub/intents``), steps (``/pubsub/steps``),
-finished runs of workflow token firings (``/pubsub/transitions``) and
+workflow token firings and finished firings (``/pubsub/transitions``) and
 the messages Pub/Sub dead-lettered (``/pubsub/dead-letters``), and the Cloud Tasks callbacks for
 wake-ups (``/tasks/wake``) and place agent executions (``/tasks/place-agent``)."""
 
@@ -10,7 +10,7 @@ from starlette.responses import Response
 from cloudagents.bootstrap import get_deps
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.runs import StepMessage, WakeUp
-from cloudagents.domain.transitions import FiringMessage, PlaceAgentTask
+from cloudagents.domain.transitions import PlaceAgentTask
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import RunExecutor
 from cloudagents.runtime.push import (
@@ -56,8 +56,7 @@ async def run_executor(request: Request) -> Response:
         if request.url.path.endswith("/dead-letters"):
             return await record_parked(deps, message)
         if request.url.path.endswith("/transitions"):
-            firing = parse_json_model(FiringMessage, message.data)
-            return await Transitions(deps).complete(firing)
+            return await Transitions(deps).handle_message(message.data)
         if request.url.path.endswith("/intents"):
             return await executor.handle_intent(parse_json_model(IntentionMessage, message.data))
         return await executor.handle_step(parse_json_model(StepMessage, message.data))

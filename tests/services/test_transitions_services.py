@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import yaml
 
-from cloudagents.domain.transitions import FiringMessage
+from cloudagents.domain.transitions import FireIntent, FiringMessage
 from tests.services.conftest import Pump
 
 Stack = tuple[dict[str, httpx.AsyncClient], Pump]
@@ -270,3 +270,23 @@ async def test_registration_refuses_what_the_agent_schemas_say_cannot_resolve(
     assert invalid.status_code == 422
     messages = " ".join(p["msg"] for p in invalid.json()["problems"])
     assert "'content' is not a token path" in messages
+
+
+async def test_fire_by_pubsub_intent_and_a_refused_one_is_dead_lettered(stack: Stack) -> None:
+    clients, pump = stack
+    api = clients["api"]
+    await register(api, example())
+    await new_token(api, "doc-pubsub")
+    intent = FireIntent(token_id="doc-pubsub", transition_id="ai_review", version=1)
+    for _ in range(2):  # published twice: one firing
+        await pump.deps.bus.publish("agents-transitions", intent.model_dump_json().encode(), {})
+    await pump.run()
+    token = (await api.get("/tokens/doc-pubsub")).json()
+    assert token["place"] == "reviewed" and token["history_count"] == 1
+    assert len((await api.get("/tokens/doc-pubsub/executions")).json()["executions"]) == 1
+    assert await pump.deps.dead_letters.list_dead_letters() == []
+    wrong = FireIntent(token_id="doc-pubsub", transition_id="ai_review")
+    await pump.deps.bus.publish("agents-transitions", wrong.model_dump_json().encode(), {})
+    await pump.run()
+    [letter] = await pump.deps.dead_letters.list_dead_letters()
+    assert "not enabled" in letter.reason

@@ -399,3 +399,12 @@ class PlaceAgentTask(Persisted):
     @property
     def key(self) -> str:
         return f"{self.place}:{self.index}:{self.visit}"
+
+
+class FireIntent(Persisted):
+    """A ``{ws}-transitions`` message that fires a transition (seed 004's trigger by Pub/Sub):
+    ``version`` makes a redelivery harmless (by default the token's version when applied)."""
+
+    token_id: str = Field(min_length=1, max_length=64)
+    transition_id: str = Field(pattern=NAME_PATTERN)
+    version: int | None = Field(default=None, ge=1)

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from cloudagents.domain.agents import AgentDefinition
-from cloudagents.domain.errors import TransientError
+from cloudagents.domain.errors import PermanentMessageError, TransientError
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.messages import GenerationParams
 from cloudagents.domain.runs import OutboxMessage, TokenLink, WakeUp
@@ -38,6 +38,7 @@ from cloudagents.domain.transitions import (
     OUTPUT_BUILTINS,
     AgentRetryConfig,
     AgentTransitionConfig,
+    FireIntent,
     Firing,
     FiringMessage,
     PlaceAgentConfig,
@@ -571,6 +572,27 @@ class Transitions:
         if schedule.max_executions is not None and n > schedule.max_executions:
             return
         await self._schedule(task.model_copy(update={"n": n}), schedule.interval_seconds)
+
+    async def handle_message(self, data: bytes) -> str:
+        """A ``{ws}-transitions`` message: a finished firing's run (``FiringMessage``) or a
+        ``FireIntent``. A fire the token refuses (unknown, not enabled, a path it lacks) can
+        never apply: ``PermanentMessageError`` (dead-lettered, acknowledged)."""
+        try:
+            body = json.loads(data)
+        except ValueError as exc:
+            raise PermanentMessageError(f"not JSON: {exc}") from exc
+        try:
+            if isinstance(body, dict) and "transition_id" in body:
+                intent = FireIntent.model_validate(body)
+            else:
+                return await self.complete(FiringMessage.model_validate(body))
+        except ValidationError as exc:
+            raise PermanentMessageError(f"not a transitions message: {exc}") from exc
+        try:
+            fired = await self.fire(intent.token_id, intent.transition_id, intent.version)
+        except Refused as refused:
+            raise PermanentMessageError(f"fire {intent.transition_id}: {refused}") from refused
+        return fired.status
 
     # -- completion ----------------------------------------------------------------------
 
