@@ -496,3 +496,32 @@ async def test_a_stored_function_in_firestore_is_a_tool_of_a_distributed_agent(
     )
     await agent.aclose()
     await close_firestore(getattr(repository, "client", None))
+
+
+async def test_a_missing_template_variable_is_the_run_error(
+    emulators: EmulatorStack, db: firestore.Client
+) -> None:
+    """The same rule as ``Agent.run`` and the services: the run exists and ends ERROR."""
+    calls: list[dict[str, Any]] = []
+
+    async def llm_client(request: dict[str, Any]) -> dict[str, Any]:
+        calls.append(request)
+        return {"content": "ok"}
+
+    definition = new_agent("sdk-templated").definition.model_copy(
+        update={"user_template": "[{priority}] {token_id}: {input}"}
+    )
+    agent = DistributedAgent.from_definition(
+        definition, project_id=PROJECT, workspace_topic=WORKSPACE
+    )
+    result = await agent.run("Hello", {"llm_client": llm_client}, run_id="sdk-template")
+    assert result.exit is LoopExit.ERROR and calls == []
+    assert "user_template needs variables ['priority', 'token_id']" in result.errors[0]
+    run = run_doc(db, "sdk-template")
+    assert run["result"]["exit"] == "ERROR" and "priority" in run["opening_error"]
+    filled = await agent.run(
+        "Hello", {"llm_client": llm_client, "priority": "P1", "token_id": "t1"}, run_id="sdk-ok"
+    )
+    assert filled.exit is LoopExit.SATISFIED
+    assert calls[0]["messages"][-1]["content"] == "[P1] t1: Hello"
+    await agent.aclose()
