@@ -605,7 +605,11 @@ class Transitions:
             return "unknown-token"
         firing = token.firing
         if firing is None or firing.execution_id != message.execution_id:
-            await self._auto_transition(token)  # if a completion stopped before firing it
+            if firing is None:
+                # A completion that stopped after its write: what it had left to do (the
+                # place's agents, an auto_transition) is done again, harmlessly.
+                await self.enter(token)
+                await self._auto_transition(token)
             return "stale"
         run = await self.deps.runs.get_run(message.run_id)
         if run is None or not run.finished or run.result is None:
