@@ -489,6 +489,7 @@ class Transitions:
             firing=None,
             last_error=None,
             pending_auto=None,
+            place_agent_runs={},  # counts are per visit of a place
         )
         applied = await self.store.update_token(
             moved, expected_version=token.version, history=entry, executions=executions
