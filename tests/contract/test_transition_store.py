@@ -12,7 +12,7 @@ from cloudagents.adapters.firestore.transitions import FirestoreTransitionStore
 from cloudagents.adapters.memory.transitions import InMemoryTransitionStore
 from cloudagents.domain.transitions import Token, TokenHistoryEntry, TransitionExecution
 from cloudagents.ports.transitions import TransitionStore
-from cloudagents.runtime.transitions import load_workflows
+from cloudagents.runtime.transition_definitions import load_workflows
 from tests.contract.conftest import new_id, race
 
 pytestmark = pytest.mark.contract

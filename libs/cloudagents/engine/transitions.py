@@ -15,18 +15,73 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cloudagents.domain.messages import GenerationParams
 from cloudagents.domain.results import LoopExit, LoopResult
 from cloudagents.domain.runs import OutboxMessage, RunRecord
 from cloudagents.domain.transitions import (
     OUTPUT_BUILTINS,
     AgentRetryConfig,
+    AgentTransitionConfig,
     ErrorKind,
     FiringMessage,
+    PlaceAgentConfig,
     Rule,
     Token,
+    TransitionDefinition,
 )
 
 _MISSING = object()
+
+
+@dataclass(frozen=True)
+class AgentStep:
+    """What runs on a token: a transition's ``agent_execution`` or a place agent, in one shape
+    (a place agent is ``required``: its failure leaves the token with the reason)."""
+
+    agent_id: str
+    input_mapping: dict[str, str]
+    output_mapping: dict[str, str]
+    required: bool
+    timeout_seconds: float | None
+    retry: AgentRetryConfig | None
+    generation: GenerationParams | None = None
+    transition: TransitionDefinition | None = None
+    place_agent: int | None = None
+    place: PlaceAgentConfig | None = None
+
+    @classmethod
+    def of_transition(
+        cls, transition: TransitionDefinition, config: AgentTransitionConfig
+    ) -> AgentStep:
+        return cls(
+            agent_id=config.agent_id,
+            input_mapping=config.input_mapping,
+            output_mapping=config.output_mapping,
+            required=config.required,
+            timeout_seconds=config.timeout_seconds,
+            retry=config.retry_config,
+            transition=transition,
+        )
+
+    @classmethod
+    def of_place(cls, index: int, config: PlaceAgentConfig) -> AgentStep:
+        return cls(
+            agent_id=config.agent_id,
+            input_mapping=config.input_mapping,
+            output_mapping=config.output_mapping,
+            required=True,
+            timeout_seconds=None,
+            retry=config.retry_config,
+            generation=config.llm_config,
+            place_agent=index,
+            place=config,
+        )
+
+    @property
+    def label(self) -> str:
+        if self.transition is not None:
+            return self.transition.id
+        return f"place:{self.place.place_id if self.place else '?'}:{self.place_agent}"
 
 
 class MappingError(ValueError):

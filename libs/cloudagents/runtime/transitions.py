@@ -1,5 +1,6 @@
-"""Seed 004's transitions as use cases: register a workflow, create a token, fire a transition,
-complete a firing when its agent's run finishes.
+"""Seed 004's transitions as use cases: create a token, fire a transition, run place agents,
+complete a firing when its agent's run finishes (registering workflows is
+``transition_definitions.py``).
 
 Firing a transition with an agent is a small state machine on the token document, every write
 guarded by the token's ``version``: (1) the fire request sets ``firing`` (the transition, the
@@ -22,22 +23,15 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import ValidationError
 
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.errors import PermanentMessageError, TransientError
 from cloudagents.domain.intents import IntentionMessage
-from cloudagents.domain.messages import GenerationParams
 from cloudagents.domain.runs import OutboxMessage, TokenLink, WakeUp
 from cloudagents.domain.transitions import (
-    NAME_PATTERN,
-    OUTPUT_BUILTINS,
-    AgentRetryConfig,
-    AgentTransitionConfig,
     FireIntent,
     Firing,
     FiringMessage,
@@ -50,6 +44,7 @@ from cloudagents.domain.transitions import (
     WorkflowDefinition,
 )
 from cloudagents.engine.transitions import (
+    AgentStep,
     MappingError,
     Move,
     Retry,
@@ -60,37 +55,15 @@ from cloudagents.engine.transitions import (
     map_input,
     token_variables,
 )
-from cloudagents.runtime.audit import audit
-from cloudagents.runtime.auth import Principal
 from cloudagents.runtime.commands import Refused
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import start_run
+from cloudagents.runtime.transition_definitions import (
+    CreateTokenRequest,
+)
 
 log = logging.getLogger(__name__)
 TRANSITION_SOURCE = "transition"
-
-
-class CreateTokenRequest(BaseModel):
-    """``POST /tokens`` body: a token with ``data`` and ``metadata`` in a place of a workflow
-    (by default its ``initial_place``, else its first place)."""
-
-    model_config = ConfigDict(extra="forbid")
-    workflow_id: str = Field(pattern=NAME_PATTERN)
-    token_id: str | None = Field(default=None, pattern=NAME_PATTERN)
-    place: str | None = None
-    data: dict[str, JsonValue] = Field(default_factory=dict)
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
-
-
-class FireRequest(BaseModel):
-    """``POST /tokens/{id}/fire`` body. ``version``: fire only if the token is at that version
-    (what makes a redelivered request harmless); by default its current version."""
-
-    model_config = ConfigDict(extra="forbid")
-    transition_id: str = Field(pattern=NAME_PATTERN)
-    version: int | None = Field(default=None, ge=1)
-
-
 FireStatus = Literal["moved", "firing", "stale"]
 
 
@@ -102,87 +75,6 @@ class Fired:
     status: FireStatus
     token: Token
     execution_id: str | None = None
-
-
-def load_workflows(path: str | Path) -> list[WorkflowDefinition]:
-    """Workflow definitions from YAML: one mapping, a list, or ``{workflows: [...]}`` (a file
-    may also hold ``agents: [...]``, read by ``load_definitions``)."""
-    data = yaml.safe_load(Path(path).read_text())
-    if isinstance(data, dict) and ("workflows" in data or "agents" in data):
-        data = data.get("workflows") or []
-    items = data if isinstance(data, list) else [data]
-    return [WorkflowDefinition.model_validate(item) for item in items]
-
-
-def schema_problems(
-    workflow: WorkflowDefinition, agents: dict[str, AgentDefinition | None]
-) -> list[dict[str, str]]:
-    """What registration refuses: an agent that does not exist, and mappings the agent's
-    schemas say cannot resolve (an input key it does not take, a required input not mapped, an
-    output key it does not give)."""
-    problems: list[dict[str, str]] = []
-    configs: list[tuple[str, str, dict[str, str], dict[str, str]]] = [
-        (f"transitions.{t.id}.agent_execution", c.agent_id, c.input_mapping, c.output_mapping)
-        for t in workflow.transitions
-        if (c := t.agent_execution) is not None
-    ]
-    configs += [
-        (f"place_agents.{i}", p.agent_id, p.input_mapping, p.output_mapping)
-        for i, p in enumerate(workflow.place_agents)
-    ]
-    for loc, agent_id, inputs, outputs in configs:
-        agent = agents.get(agent_id)
-        if agent is None:
-            problems.append({"loc": f"{loc}.agent_id", "msg": f"unknown agent {agent_id!r}"})
-            continue
-        schema = agent.input_schema or {}
-        properties = schema.get("properties")
-        if isinstance(properties, dict):
-            for key in inputs:
-                if key not in properties:
-                    problems.append(
-                        {
-                            "loc": f"{loc}.input_mapping.{key}",
-                            "msg": f"agent {agent_id!r} takes no input {key!r} "
-                            f"(its input_schema has {sorted(properties)})",
-                        }
-                    )
-            required = schema.get("required")
-            for needed in required if isinstance(required, list) else []:
-                if str(needed) not in inputs:
-                    problems.append(
-                        {
-                            "loc": f"{loc}.input_mapping",
-                            "msg": f"agent {agent_id!r} requires input {needed!r}: map it",
-                        }
-                    )
-        out = (agent.output_schema or {}).get("properties")
-        if isinstance(out, dict):
-            for path, source in outputs.items():
-                if source not in out and source not in OUTPUT_BUILTINS:
-                    problems.append(
-                        {
-                            "loc": f"{loc}.output_mapping.{path}",
-                            "msg": f"agent {agent_id!r} gives no output {source!r} "
-                            f"(its output_schema has {sorted(out)})",
-                        }
-                    )
-    return problems
-
-
-async def register_workflow(
-    deps: Deps, principal: Principal, workflow: WorkflowDefinition, *, action: str
-) -> None:
-    """Store a workflow; 422 with each problem's ``loc`` and ``msg`` when its agents' schemas
-    say a mapping cannot resolve, or an agent does not exist."""
-    ids = {c.agent_id for t in workflow.transitions if (c := t.agent_execution) is not None}
-    ids |= {p.agent_id for p in workflow.place_agents}
-    agents = {agent_id: await deps.agents.get_agent(agent_id) for agent_id in sorted(ids)}
-    if problems := schema_problems(workflow, agents):
-        await audit(deps, action, principal, "denied", 422, workflow.id, "workflow refused")
-        raise Refused(422, "invalid workflow", problems=problems)
-    await deps.transitions.put_workflow(workflow)
-    await audit(deps, action, principal, "allowed", 201, workflow.id, "workflow registered")
 
 
 async def create_token(deps: Deps, body: CreateTokenRequest) -> Token:
@@ -208,57 +100,6 @@ async def create_token(deps: Deps, body: CreateTokenRequest) -> Token:
         raise Refused(409, f"token {token.token_id!r} exists")
     await Transitions(deps).enter(token, workflow)
     return token
-
-
-@dataclass(frozen=True)
-class AgentStep:
-    """What runs on a token: a transition's ``agent_execution`` or a place agent, in one shape
-    (a place agent is ``required``: its failure leaves the token with the reason)."""
-
-    agent_id: str
-    input_mapping: dict[str, str]
-    output_mapping: dict[str, str]
-    required: bool
-    timeout_seconds: float | None
-    retry: AgentRetryConfig | None
-    generation: GenerationParams | None = None
-    transition: TransitionDefinition | None = None
-    place_agent: int | None = None
-    place: PlaceAgentConfig | None = None
-
-    @classmethod
-    def of_transition(
-        cls, transition: TransitionDefinition, config: AgentTransitionConfig
-    ) -> AgentStep:
-        return cls(
-            agent_id=config.agent_id,
-            input_mapping=config.input_mapping,
-            output_mapping=config.output_mapping,
-            required=config.required,
-            timeout_seconds=config.timeout_seconds,
-            retry=config.retry_config,
-            transition=transition,
-        )
-
-    @classmethod
-    def of_place(cls, index: int, config: PlaceAgentConfig) -> AgentStep:
-        return cls(
-            agent_id=config.agent_id,
-            input_mapping=config.input_mapping,
-            output_mapping=config.output_mapping,
-            required=True,
-            timeout_seconds=None,
-            retry=config.retry_config,
-            generation=config.llm_config,
-            place_agent=index,
-            place=config,
-        )
-
-    @property
-    def label(self) -> str:
-        if self.transition is not None:
-            return self.transition.id
-        return f"place:{self.place.place_id if self.place else '?'}:{self.place_agent}"
 
 
 class Transitions:

@@ -18,13 +18,12 @@ from cloudagents.runtime.audit import action_of, audit
 from cloudagents.runtime.auth import Principal
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.routing import Route
-from cloudagents.runtime.transitions import (
+from cloudagents.runtime.transition_definitions import (
     CreateTokenRequest,
     FireRequest,
-    Transitions,
-    create_token,
     register_workflow,
 )
+from cloudagents.runtime.transitions import Transitions, create_token
 
 
 async def _body(request: Request) -> object:
