@@ -10,6 +10,7 @@ import pytest
 
 from cloudagents.adapters.firestore.transitions import FirestoreTransitionStore
 from cloudagents.adapters.memory.transitions import InMemoryTransitionStore
+from cloudagents.domain.errors import PermanentMessageError
 from cloudagents.domain.transitions import Token, TokenHistoryEntry, TransitionExecution
 from cloudagents.ports.transitions import TransitionStore
 from cloudagents.runtime.transition_definitions import load_workflows
@@ -113,3 +114,14 @@ async def test_a_move_applies_only_at_the_expected_version(
     assert [(e.attempt, e.status) for e in listed] == [(1, "failed"), (2, "running")]
     assert await transition_store.get_execution(second.execution_id) == second
     assert await transition_store.list_executions_for_token(new_id("other")) == []
+
+
+async def test_a_value_firestore_cannot_hold_is_a_permanent_error(
+    transition_store: TransitionStore, backend: str
+) -> None:
+    token = a_token().model_copy(update={"data": {"big": 2**70}})
+    if backend == "memory":
+        assert await transition_store.create_token(token)  # memory holds any JSON
+        return
+    with pytest.raises(PermanentMessageError, match="cannot be stored"):
+        await transition_store.create_token(token)

@@ -8,6 +8,8 @@ created (never overwritten), so two deliveries of one move cannot both apply it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -15,6 +17,7 @@ from google.cloud import firestore
 
 from cloudagents.adapters.firestore.ops import (
     Guarded,
+    contention_exhausted,
     counted_get,
     counted_stream,
     from_doc,
@@ -22,6 +25,7 @@ from cloudagents.adapters.firestore.ops import (
     to_doc,
     written,
 )
+from cloudagents.domain.errors import PermanentMessageError
 from cloudagents.domain.transitions import (
     Token,
     TokenHistoryEntry,
@@ -32,6 +36,20 @@ from cloudagents.domain.transitions import (
 WORKFLOWS = "transition_workflows"
 TOKENS = "tokens"
 EXECUTIONS = "transition_executions"
+
+
+@contextlib.contextmanager
+def _storable(what: str) -> Iterator[None]:
+    """A value Firestore cannot hold (an integer past 64 bits, maps nested too deep) is a
+    ``PermanentMessageError`` (400 from the api, dead-lettered from a push), not a crash."""
+    try:
+        yield
+    except gexc.InvalidArgument as exc:
+        raise PermanentMessageError(f"{what} cannot be stored: {exc}") from exc
+    except (ValueError, OverflowError) as exc:
+        if contention_exhausted(exc):
+            raise
+        raise PermanentMessageError(f"{what} cannot be stored: {exc}") from exc
 
 
 class FirestoreTransitionStore:
@@ -45,7 +63,8 @@ class FirestoreTransitionStore:
 
     async def put_workflow(self, workflow: WorkflowDefinition) -> None:
         ref = self.workflows.document(workflow.id)
-        await written(ref).set(to_doc(workflow.model_dump(mode="json")))
+        with _storable("the workflow"):
+            await written(ref).set(to_doc(workflow.model_dump(mode="json")))
 
     async def get_workflow(self, workflow_id: str) -> WorkflowDefinition | None:
         snap = await counted_get(self.workflows.document(workflow_id))
@@ -60,9 +79,10 @@ class FirestoreTransitionStore:
 
     async def create_token(self, token: Token) -> bool:
         try:
-            await written(self.tokens.document(token.token_id)).create(
-                to_doc(token.model_dump(mode="json"))
-            )
+            with _storable("the token"):
+                await written(self.tokens.document(token.token_id)).create(
+                    to_doc(token.model_dump(mode="json"))
+                )
         except gexc.AlreadyExists:
             return False
         return True
@@ -96,7 +116,8 @@ class FirestoreTransitionStore:
                 )
             return True
 
-        moved: bool = await guarded(self.client, attempt)
+        with _storable("the token"):
+            moved: bool = await guarded(self.client, attempt)
         return moved
 
     async def history(self, token_id: str) -> list[TokenHistoryEntry]:
