@@ -94,3 +94,23 @@ async def test_racing_claims_have_one_winner(run_store: RunStore) -> None:
     assert sorted(outcomes) == ["busy", "busy", "won"]
     stored = await run_store.get_conversation(conversation)
     assert stored is not None and stored.message_count == 1
+
+
+async def test_conversations_listed_per_agent(run_store: RunStore) -> None:
+    agent, other = new_id("agent"), new_id("agent")
+    ids = []
+    for who in (agent, agent, other):
+        conversation = new_id("conv")
+        run = await a_run(run_store, conversation)
+        await run_store.claim_conversation(
+            conversation, run_id=run.run_id, agent_id=who, message=user("hi")
+        )
+        ids.append(conversation)
+    listed = await run_store.list_conversations_for_agent(agent)
+    assert sorted(c.conversation_id for c in listed) == sorted(ids[:2])
+    assert all(c.agent_id == agent for c in listed)
+    assert [c.conversation_id for c in await run_store.list_conversations_for_agent(other)] == [
+        ids[2]
+    ]
+    assert len(await run_store.list_conversations_for_agent(agent, limit=1)) == 1
+    assert await run_store.list_conversations_for_agent(new_id("nobody")) == []

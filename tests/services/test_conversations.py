@@ -48,6 +48,11 @@ async def test_a_run_continues_its_conversation_and_appends_to_it(stack: Stack) 
         "noted",
     ]
     assert (await clients["api"].get("/conversations/nope")).status_code == 404
+    await start(clients, "Another topic.", "conv-2")
+    await pump.run()
+    listed = (await clients["api"].get("/agents/chatty/conversations")).json()["conversations"]
+    assert [c["conversation_id"] for c in listed] == ["conv-2", "conv-1"]
+    assert (await clients["api"].get("/agents/nobody/conversations")).json()["conversations"] == []
 
 
 async def test_two_runs_of_one_conversation_at_once_are_refused(stack: Stack) -> None:

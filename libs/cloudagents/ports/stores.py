@@ -222,6 +222,13 @@ class RunStore(Protocol):
 
     async def get_conversation(self, conversation_id: str) -> ConversationRecord | None: ...
 
+    async def list_conversations_for_agent(
+        self, agent_id: str, *, limit: int = 100
+    ) -> list[ConversationRecord]:
+        """Seed 004's ``list_conversations_for_agent``: the agent's conversations, most
+        recently updated first."""
+        ...
+
     async def claim_conversation(
         self, conversation_id: str, *, run_id: str, agent_id: str, message: Message
     ) -> ConversationRecord:

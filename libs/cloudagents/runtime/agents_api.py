@@ -108,6 +108,23 @@ async def agent_executions_route(
     )
 
 
+async def agent_conversations_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    from cloudagents.runtime.api import error
+
+    limit = _limit(request, 100)
+    if limit is None:
+        return error(400, "limit must be an integer")
+    found = await deps.runs.list_conversations_for_agent(params["agent_id"], limit=limit)
+    return JSONResponse(
+        {
+            "agent_id": params["agent_id"],
+            "conversations": [c.model_dump(mode="json") for c in found],
+        }
+    )
+
+
 async def run_calls_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
@@ -172,6 +189,10 @@ AGENT_HISTORY_ROUTES: list[Route] = [
           (200, 401, 404)),
     Route("GET", "/agents/{agent_id}/executions", agent_executions_route,
           "The agent's runs with their figures, and its stored functions' executions",
+          (200, 400, 401), params=(Param("limit", {"type": "integer", "minimum": 1,
+                                                    "maximum": 500}),)),
+    Route("GET", "/agents/{agent_id}/conversations", agent_conversations_route,
+          "The agent's conversations, most recently updated first (seed 004)",
           (200, 400, 401), params=(Param("limit", {"type": "integer", "minimum": 1,
                                                     "maximum": 500}),)),
     Route("GET", "/runs/{run_id}/calls", run_calls_route,

@@ -273,6 +273,20 @@ class FirestoreRunStore:
         found = [_message(from_doc(d.to_dict())) async for d in counted_stream(query)]
         return list(reversed(found))
 
+    async def list_conversations_for_agent(
+        self, agent_id: str, *, limit: int = 100
+    ) -> list[ConversationRecord]:
+        # One equality filter (no composite index); ordered here.
+        query = self.client.collection(CONVERSATIONS).where(
+            filter=firestore.FieldFilter("agent_id", "==", agent_id)
+        )
+        found = [
+            ConversationRecord.model_validate(from_doc(d.to_dict()))
+            async for d in counted_stream(query)
+        ]
+        found.sort(key=lambda c: (c.updated_at, c.conversation_id), reverse=True)
+        return found[:limit]
+
     async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
         snap = await counted_get(self.client.collection(CONVERSATIONS).document(conversation_id))
         if not snap.exists:

@@ -298,6 +298,13 @@ class InMemoryRunStore:
         log = self.conversation_log.get(conversation_id, [])
         return list(log[-last:]) if last > 0 else []
 
+    async def list_conversations_for_agent(
+        self, agent_id: str, *, limit: int = 100
+    ) -> list[ConversationRecord]:
+        found = [c for c in self.conversations.values() if c.agent_id == agent_id]
+        found.sort(key=lambda c: (c.updated_at, c.conversation_id), reverse=True)
+        return [c.model_copy(deep=True) for c in found[:limit]]
+
     async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
         found = self.conversations.get(conversation_id)
         return found.model_copy(deep=True) if found else None
