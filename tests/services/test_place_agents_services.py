@@ -111,7 +111,18 @@ async def test_trigger_conditions_and_interval_schedule(stack: Stack) -> None:
     place["schedule"] = {"initial_delay_seconds": 0, "interval_seconds": 60, "max_executions": 2}
     await register(api, spec)
     await new_item(api, "item-classified", status="classified")
-    [task] = place_tasks(pump)
+    # The same request again (a client's retry) finds the token; a different one is refused.
+    again = {
+        "workflow_id": "content-intake",
+        "token_id": "item-classified",
+        "data": {"content": "Our Q3 revenue grew 12%."},
+        "metadata": {"type": "article", "status": "classified"},
+    }
+    assert (await api.post("/tokens", json=again)).status_code == 200
+    other = {**again, "data": {"content": "else"}}
+    assert (await api.post("/tokens", json=other)).status_code == 409
+    task, duplicate = place_tasks(pump)  # scheduled by both requests: the same task
+    assert task.body == duplicate.body
     assert (await run_task(clients, task))["status"] == "conditions-false"
     assert (await api.get("/tokens/item-classified/executions")).json()["executions"] == []
     await new_item(api, "item-2")

@@ -77,9 +77,11 @@ class Fired:
     execution_id: str | None = None
 
 
-async def create_token(deps: Deps, body: CreateTokenRequest) -> Token:
-    """A new token in its workflow's place; 404 for an unknown workflow, 422 for a place it does
-    not have, 409 for a token id in use."""
+async def create_token(deps: Deps, body: CreateTokenRequest) -> tuple[Token, bool]:
+    """A new token in its workflow's place, and whether it was created: the same request again
+    (same id, workflow, place, data and metadata, not moved since) finds it, and schedules its
+    place's agents again (harmless: they are counted), so a retried request loses nothing.
+    404 for an unknown workflow, 422 for a place it does not have, 409 for a token id in use."""
     workflow = await deps.transitions.get_workflow(body.workflow_id)
     if workflow is None:
         raise Refused(404, f"unknown workflow {body.workflow_id!r}")
@@ -96,10 +98,22 @@ async def create_token(deps: Deps, body: CreateTokenRequest) -> Token:
         created_at=now,
         updated_at=now,
     )
-    if not await deps.transitions.create_token(token):
-        raise Refused(409, f"token {token.token_id!r} exists")
+    created = await deps.transitions.create_token(token)
+    if not created:
+        found = await deps.transitions.get_token(token.token_id)
+        same = (
+            found is not None
+            and found.version == 1
+            and (
+                (found.workflow_id, found.place, found.data, found.metadata)
+                == (token.workflow_id, token.place, token.data, token.metadata)
+            )
+        )
+        if found is None or not same or body.token_id is None:
+            raise Refused(409, f"token {token.token_id!r} exists")
+        token = found
     await Transitions(deps).enter(token, workflow)
-    return token
+    return token, created
 
 
 class Transitions:

@@ -60,11 +60,11 @@ async def create_token_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
     body = CreateTokenRequest.model_validate(await _body(request))
-    token = await create_token(deps, body)
-    await audit(
-        deps, action_of(request), principal, "allowed", 201, token.token_id, "token created"
-    )
-    return JSONResponse(token.model_dump(mode="json"), status_code=201)
+    token, created = await create_token(deps, body)
+    status = 201 if created else 200
+    what = "token created" if created else "token found (the same request again)"
+    await audit(deps, action_of(request), principal, "allowed", status, token.token_id, what)
+    return JSONResponse(token.model_dump(mode="json"), status_code=status)
 
 
 async def get_token_route(
@@ -128,8 +128,9 @@ TRANSITION_ROUTES: list[Route] = [
           "List the workflows of places and transitions", (200, 401)),
     Route("GET", "/transition-workflows/{workflow_id}", get_workflow_route,
           "One workflow of places and transitions", (200, 401, 404)),
-    Route("POST", "/tokens", create_token_route, "Create a token in a place of a workflow",
-          (201, 400, 401, 404, 409, 422), body=CreateTokenRequest),
+    Route("POST", "/tokens", create_token_route,
+          "Create a token in a place of a workflow (200: the same request again)",
+          (200, 201, 400, 401, 404, 409, 422), body=CreateTokenRequest),
     Route("GET", "/tokens/{token_id}", get_token_route,
           "A token: its place, data, metadata, firing and history", (200, 401, 404)),
     Route("POST", "/tokens/{token_id}/fire", fire_route,
