@@ -435,7 +435,8 @@ async def test_openapi_lists_the_new_http_paths_and_graphql_refuses_bad_bodies_w
     assert {"/agent-stream/{run_id}", "/graphql", "/runs/{run_id}/events/ws"} <= set(paths)
     for path in ("/agent-stream/{run_id}", "/runs/{run_id}/events/stream"):
         assert "token" in {p["name"] for p in paths[path]["get"]["parameters"]}
-    for body in (b"not json", b"[]", b'{"query": 5}', b'{"query": "{ nope }"}'):
+    bodies = (b"not json", b"[]", b"null", b"1", b'"x"', b'{"query": 5}', b'{"query": "{ nope }"}')
+    for body in bodies:
         response = await http.post(
             "/graphql", content=body, headers={"Content-Type": "application/json"}
         )

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import strawberry
+from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
@@ -397,6 +398,15 @@ class CloudAgentsGraphQL(GraphQL[Context, None]):
 
     async def _deps(self) -> Deps:
         return await self.deps_of()
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """A JSON body that is not an operation (``null``, ``1``, ``"x"``, ``[1]``) is a 400:
+        strawberry reads fields off whatever the body decodes to, which was a 500."""
+        decoded = super().parse_json(data)
+        items = decoded if isinstance(decoded, list) else [decoded]
+        if not all(isinstance(item, dict) for item in items):
+            raise HTTPException(400, "the body must be a GraphQL operation: a JSON object")
+        return decoded
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """HTTP requests authenticate first, as every api route does: 401 without a caller."""
