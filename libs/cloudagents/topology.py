@@ -138,7 +138,8 @@ class Topology:
 
     @property
     def place_agent_queue(self) -> Queue:
-        """The queue of place agent executions (seed 004 ``PlaceAgentSchedule``)."""
+        """The queue of place agent executions (seed 004 ``PlaceAgentSchedule``) and of
+        transition retries after their backoff (``FiringRetryTask``)."""
         return next(q for q in self.queues if q.path == PLACE_AGENT_PATH)
 
     def sink(self, name: str) -> DeadLetterSink | None:

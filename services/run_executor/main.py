@@ -1,7 +1,8 @@
 """run_executor: push endpoint for intents (``/pubsub/intents``), steps (``/pubsub/steps``),
 workflow token firings and finished firings (``/pubsub/transitions``) and
 the messages Pub/Sub dead-lettered (``/pubsub/dead-letters``), and the Cloud Tasks callbacks for
-wake-ups (``/tasks/wake``) and place agent executions (``/tasks/place-agent``)."""
+wake-ups (``/tasks/wake``) and place agent executions and transition retries
+(``/tasks/place-agent``)."""
 
 import functions_framework.aio
 from starlette.requests import Request
@@ -10,7 +11,6 @@ from starlette.responses import Response
 from cloudagents.bootstrap import get_deps
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.runs import StepMessage, WakeUp
-from cloudagents.domain.transitions import PlaceAgentTask
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.executor import RunExecutor
 from cloudagents.runtime.push import (
@@ -39,12 +39,7 @@ async def run_executor(request: Request) -> Response:
     deps = await get_deps("run_executor")
     executor = executor_for(deps)
     if request.url.path == deps.topology.place_agent_queue.path:
-
-        async def place_agent(body: bytes) -> str:
-            task = parse_json_model(PlaceAgentTask, body)
-            return await Transitions(deps).run_place_agent(task)
-
-        return await handle_task(request, deps, place_agent)
+        return await handle_task(request, deps, Transitions(deps).handle_task)
     if request.url.path == deps.topology.wake_queue.path:
 
         async def wake(body: bytes) -> str:

@@ -4,13 +4,17 @@ checks."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import json
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
 
+from cloudagents.adapters.memory.messaging import InMemoryTaskQueue
 from cloudagents.domain.transitions import FireIntent, FiringMessage
 from tests.services.conftest import Pump
 
@@ -178,6 +182,61 @@ async def test_a_retry_that_succeeds_moves_the_token(stack: Stack) -> None:
     assert token["place"] == "reviewed" and token["data"]["review_result"] == "APPROVE"
     executions = (await api.get("/tokens/doc-later/executions")).json()["executions"]
     assert [(e["attempt"], e["status"]) for e in executions] == [(1, "failed"), (2, "succeeded")]
+
+
+async def test_a_retry_waits_on_a_cloud_task_and_each_attempt_runs_once(stack: Stack) -> None:
+    """The backoff is a Cloud Task, not a sleep in the push: the completion returns at once with
+    the attempt claimed; duplicate and concurrent copies of the task start it once."""
+    clients, pump = stack
+    api = clients["api"]
+    spec = failing_reviewer(example(), "rate_limit", 5)
+    spec["workflows"][0]["transitions"][0]["agent_execution"]["retry_config"]["backoff_seconds"] = (
+        60
+    )
+    await register(api, spec)
+    await new_token(api, "doc-backoff")
+    await api.post("/tokens/doc-backoff/fire", json={"transition_id": "ai_review"})
+    await pump.run()
+    completions = [b["status"] for n, _, b in pump.responses if n.endswith("executor-transitions")]
+    assert completions == ["retry:2:scheduled"]
+    token = (await api.get("/tokens/doc-backoff")).json()
+    assert token["place"] == "submitted" and token["firing"]["attempt"] == 2
+    waiting = token["firing"]["run_id"]
+    assert await pump.deps.runs.get_run(waiting) is None, "the retry started before its backoff"
+    executions = (await api.get("/tokens/doc-backoff/executions")).json()["executions"]
+    assert [(e["attempt"], e["status"]) for e in executions] == [(1, "failed"), (2, "scheduled")]
+    tasks = pump.deps.tasks
+    assert isinstance(tasks, InMemoryTaskQueue)
+    [task] = [t for t in tasks.tasks if waiting in t.body.decode()]
+    assert task.url.endswith("/tasks/place-agent")
+    due = datetime.fromisoformat(token["firing"]["not_before"])
+    assert abs((task.at - due).total_seconds()) < 1e-3
+    executor = clients["run_executor"]
+    early = await executor.post("/tasks/place-agent", content=task.body)
+    assert early.status_code == 503, "a task before its time must come back, not start the run"
+    # A redelivered fire request during the backoff does not start it early either.
+    again = await api.post("/tokens/doc-backoff/fire", json={"transition_id": "ai_review"})
+    assert again.json()["status"] == "firing"
+    assert await pump.deps.runs.get_run(waiting) is None
+    # The agent is fixed during the backoff; the task starts attempt 2, once.
+    assert (await api.post("/agents", json=example()["agents"][0])).status_code == 201
+    later = pump.deps.clock() + timedelta(seconds=61)
+    pump.deps.clock = lambda: later
+    copies = await asyncio.gather(
+        *(executor.post("/tasks/place-agent", content=task.body) for _ in range(3))
+    )
+    statuses = sorted(r.json()["status"] for r in copies)
+    assert statuses == ["duplicate", "duplicate", "started"], statuses
+    late = await executor.post("/tasks/place-agent", content=task.body)
+    assert late.json()["status"] == "duplicate"
+    await pump.run()
+    token = (await api.get("/tokens/doc-backoff")).json()
+    assert token["place"] == "reviewed" and token["firing"] is None
+    executions = (await api.get("/tokens/doc-backoff/executions")).json()["executions"]
+    assert [(e["attempt"], e["status"]) for e in executions] == [(1, "failed"), (2, "succeeded")]
+    intents = pump.deps.topology.topic("intents")
+    started = [json.loads(m.data)["run_id"] for m in pump.bus.published if m.topic == intents]
+    assert sorted(started) == sorted(e["run_id"] for e in executions), "one start per attempt"
 
 
 async def test_required_agent_failure_leaves_the_token_with_the_reason(stack: Stack) -> None:

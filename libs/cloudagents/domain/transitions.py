@@ -308,6 +308,11 @@ class Firing(Model):
     attempt: int = Field(ge=1)
     version: int = Field(ge=1, description="the token version the firing started at")
     started_at: datetime
+    not_before: datetime | None = Field(
+        default=None,
+        description="a retry waiting out its backoff: its run starts at this time, when its "
+        "Cloud Task (FiringRetryTask) claims the start; None once started",
+    )
 
 
 class Token(Persisted):
@@ -352,7 +357,7 @@ class TokenHistoryEntry(Persisted):
     at: datetime = Field(default_factory=utcnow)
 
 
-ExecutionStatus = Literal["running", "succeeded", "failed"]
+ExecutionStatus = Literal["scheduled", "running", "succeeded", "failed"]
 
 
 class TransitionExecution(Persisted):
@@ -399,6 +404,14 @@ class PlaceAgentTask(Persisted):
     @property
     def key(self) -> str:
         return f"{self.place}:{self.index}:{self.visit}"
+
+
+class FiringRetryTask(Persisted):
+    """The body of a retry's Cloud Task (on the place agent queue): start the attempt
+    ``execution_id`` of the token's firing, its backoff over."""
+
+    token_id: str = Field(min_length=1, max_length=64)
+    execution_id: str = Field(min_length=1, max_length=200)
 
 
 class FireIntent(Persisted):

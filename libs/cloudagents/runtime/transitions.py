@@ -16,13 +16,12 @@ another version; a redelivered completion finds the firing gone: the token moves
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -35,6 +34,7 @@ from cloudagents.domain.transitions import (
     FireIntent,
     Firing,
     FiringMessage,
+    FiringRetryTask,
     PlaceAgentConfig,
     PlaceAgentTask,
     Token,
@@ -64,6 +64,8 @@ from cloudagents.runtime.transition_definitions import (
 
 log = logging.getLogger(__name__)
 TRANSITION_SOURCE = "transition"
+# A retry's task may run this early (clocks of instances differ a little).
+RETRY_SLACK_SECONDS = 1.0
 FireStatus = Literal["moved", "firing", "stale"]
 
 
@@ -304,6 +306,10 @@ class Transitions:
         it finished and its completion was lost, complete it now."""
         firing = token.firing
         assert firing is not None
+        if firing.not_before is not None:
+            # A retry waiting out its backoff: its task starts it (scheduled again, harmlessly).
+            await self._schedule_retry(token)
+            return
         run = await self.deps.runs.get_run(firing.run_id)
         if run is not None and run.finished:
             message = FiringMessage(
@@ -376,15 +382,34 @@ class Transitions:
             await self._schedule(task, delay)
 
     async def _schedule(self, task: PlaceAgentTask, delay_seconds: float) -> None:
+        at = self.deps.clock() + timedelta(seconds=delay_seconds)
+        await self._enqueue(task.model_dump_json().encode(), "place", at)
+
+    async def _enqueue(self, body: bytes, prefix: str, at: datetime) -> None:
+        """A task on the place agent queue (``{ws}-place-agents`` -> the run executor's
+        ``/tasks/place-agent``), named after its content (production Cloud Tasks drops a
+        duplicate; every handler also finds a duplicate harmless)."""
         if not self.deps.settings.wake_url:
-            log.warning("CLOUDAGENTS_WAKE_URL is not set: place agent %s not scheduled", task.key)
+            log.warning("CLOUDAGENTS_WAKE_URL is not set: task %s not scheduled", body.decode())
             return
         queue = self.deps.topology.place_agent_queue
-        body = task.model_dump_json().encode()
-        name = "place-" + hashlib.sha256(body).hexdigest()[:40]
+        name = f"{prefix}-" + hashlib.sha256(body).hexdigest()[:40]
         url = self.deps.settings.wake_url.rstrip("/") + queue.path
-        at = self.deps.clock() + timedelta(seconds=delay_seconds)
         await self.deps.tasks.schedule(queue.name, url, body, at, name=name)
+
+    async def handle_task(self, body: bytes) -> str:
+        """A task of the place agent queue: a place agent's execution or a retry's start."""
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise PermanentMessageError(f"not JSON: {exc}") from exc
+        try:
+            if isinstance(data, dict) and "execution_id" in data:
+                return await self.start_retry(FiringRetryTask.model_validate(data))
+            task = PlaceAgentTask.model_validate(data)
+        except ValidationError as exc:
+            raise PermanentMessageError(f"not a place agent queue task: {exc}") from exc
+        return await self.run_place_agent(task)
 
     async def run_place_agent(self, task: PlaceAgentTask) -> str:
         """Execution ``task.n`` of a place agent, if the token is still in that visit of the
@@ -535,24 +560,89 @@ class Transitions:
         attempt: int,
         backoff: float,
     ) -> str:
-        if backoff:
-            # Bounded (300 s at most) and within the push's ack deadline; a crash here
-            # redelivers the message and the backoff starts again.
-            await asyncio.sleep(backoff)
+        """Attempt ``attempt``, claimed in the token's guarded write (of two completions of the
+        failed attempt, one writes it). With a backoff the run does not start here: the firing
+        waits (``not_before``) and a Cloud Task on the place agent queue starts it then
+        (:meth:`start_retry`), so the push returns at once and a crash loses nothing."""
         agent = await self.deps.agents.get_agent(step.agent_id)
         if agent is None:
             deleted = self._next(token, firing=None, last_error="the agent was deleted")
-            await self.store.update_token(deleted, expected_version=token.version)
+            await self.store.update_token(deleted, expected_version=token.version, executions=done)
             return "stayed"
         mapped = dict(execution.input) if execution is not None else {}
         next_firing, next_execution = self._attempt(token, step, mapped, attempt, firing.n)
+        delayed = backoff > 0 and bool(self.deps.settings.wake_url)
+        if backoff > 0 and not delayed:
+            log.warning(
+                "CLOUDAGENTS_WAKE_URL is not set: retry %s starts without its backoff", attempt
+            )
+        if delayed:
+            at = self.deps.clock() + timedelta(seconds=backoff)
+            next_firing = next_firing.model_copy(update={"not_before": at})
+            next_execution = next_execution.model_copy(
+                update={"status": "scheduled", "started_at": at}
+            )
         retried = self._next(token, firing=next_firing)
         if not await self.store.update_token(
             retried, expected_version=token.version, executions=[*done, next_execution]
         ):
             return "stale"
+        if delayed:
+            await self._schedule_retry(retried)
+            return f"retry:{attempt}:scheduled"
         await self._start(token, agent, step, mapped, next_execution)
         return f"retry:{attempt}"
+
+    async def _schedule_retry(self, token: Token) -> None:
+        """The Cloud Task that starts the token's waiting retry at its ``not_before`` (named
+        after the attempt: scheduling it again is harmless)."""
+        firing = token.firing
+        assert firing is not None and firing.not_before is not None
+        task = FiringRetryTask(token_id=token.token_id, execution_id=firing.execution_id)
+        await self._enqueue(task.model_dump_json().encode(), "retry", firing.not_before)
+
+    async def start_retry(self, task: FiringRetryTask) -> str:
+        """A retry's backoff is over: claim its start in the token's guarded write
+        (``not_before`` cleared) and start its run. A duplicate task finds it claimed and does
+        nothing (``duplicate``); one that finds it claimed with no run (the claimer crashed
+        before starting it) starts it (the run is created once, by its id)."""
+        token = await self.store.get_token(task.token_id)
+        if token is None:
+            return "gone"
+        firing = token.firing
+        if firing is None or firing.execution_id != task.execution_id:
+            return "stale"
+        if firing.not_before is None:
+            if await self.deps.runs.get_run(firing.run_id) is not None:
+                return "duplicate"
+            await self._resume(token)
+            return "started"
+        if self.deps.clock() < firing.not_before - timedelta(seconds=RETRY_SLACK_SECONDS):
+            raise TransientError(f"retry {firing.execution_id} is not due yet")
+        try:
+            step = await self._step_of(token, firing)
+        except Refused as gone:
+            stuck = self._next(token, firing=None, last_error=str(gone))
+            await self.store.update_token(stuck, expected_version=token.version)
+            return "stayed"
+        agent = await self.deps.agents.get_agent(step.agent_id)
+        execution = await self.store.get_execution(firing.execution_id)
+        now = self.deps.clock()
+        if agent is None or execution is None:
+            reason = "the agent was deleted" if agent is None else "the retry's execution is lost"
+            ended = self._next(token, firing=None, last_error=reason)
+            await self.store.update_token(ended, expected_version=token.version)
+            return "stayed"
+        started = execution.model_copy(update={"status": "running", "started_at": now})
+        claimed = self._next(
+            token, firing=firing.model_copy(update={"not_before": None, "started_at": now})
+        )
+        if not await self.store.update_token(
+            claimed, expected_version=token.version, executions=[started]
+        ):
+            return "duplicate"
+        await self._start(token, agent, step, dict(execution.input), started)
+        return "started"
 
     async def _place_agent_done(
         self,
