@@ -318,6 +318,7 @@ def build_local_deps(
     ``functions``: the stored functions its agents may name (by default an empty, in-memory
     store)."""
     runs = InMemoryRunStore()
+    rate_limiter = rate_limiter or InMemoryRateLimiter()
     return Deps(
         settings=settings,
         topology=build_topology(settings.project, settings.workspace, settings.location),
@@ -330,12 +331,15 @@ def build_local_deps(
         blobs=InMemoryBlobStore(),
         tasks=dispatcher,
         cost_ledger=cost_ledger or InMemoryCostLedger(clock=clock),
-        rate_limiter=rate_limiter or InMemoryRateLimiter(),
+        rate_limiter=rate_limiter,
         tools=tools,
         functions=functions or FunctionStore(InMemoryFunctionRepository()),
         transitions=InMemoryTransitionStore(),
         model_factory=model_factory,
         clock=clock,
+        # The same rule as the services' (each step's model call, in the executor); the
+        # limiters are this process's (pass a shared ``rate_limiter`` to share the minute).
+        limit_model=shared_llm_limits(settings, rate_limiter, InMemoryConcurrencyLimiter()),
     )
 
 
@@ -397,7 +401,11 @@ def build_sdk_deps(
     """Firestore and GCS adapters for ``DistributedAgent.run``, on a Firestore client built here,
     in the running loop, which its gRPC channel is bound to (``close_sdk_deps`` closes it).
     Agent definitions stay in process: the services' broker offers SDK agents no handoffs."""
-    from cloudagents.adapters.firestore.budgets import FirestoreCostLedger, FirestoreRateLimiter
+    from cloudagents.adapters.firestore.budgets import (
+        FirestoreConcurrencyLimiter,
+        FirestoreCostLedger,
+        FirestoreRateLimiter,
+    )
     from cloudagents.adapters.firestore.stores import (
         FirestoreAuditStore,
         FirestoreDeadLetterStore,
@@ -411,6 +419,7 @@ def build_sdk_deps(
         settings.project, settings.workspace, settings.location, check_names=False
     )
     blobs = GcsBlobStore(clients.storage)
+    rate_limiter = FirestoreRateLimiter(db)
     return Deps(
         settings=settings,
         topology=topology,
@@ -423,11 +432,13 @@ def build_sdk_deps(
         blobs=blobs,
         tasks=dispatcher,
         cost_ledger=FirestoreCostLedger(db),
-        rate_limiter=FirestoreRateLimiter(db),
+        rate_limiter=rate_limiter,
         tools=tools,
         functions=FunctionStore(_firestore_functions(db, blobs, topology.context_bucket)),
         transitions=_firestore_transitions(db),
         model_factory=model_factory,
+        # Shared with the services of the project: the same Firestore limiter documents.
+        limit_model=shared_llm_limits(settings, rate_limiter, FirestoreConcurrencyLimiter(db)),
     )
 
 

@@ -115,6 +115,16 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def llm_limits_from_env(env: Mapping[str, str] | None = None) -> tuple[int | None, int | None]:
+    """Seed 004's ``RATE_LIMIT_PER_MINUTE`` and ``MAX_CONCURRENT_EXECUTIONS`` (``None``: unset),
+    for the in-process entry points, which build their ``Settings`` without ``from_env``."""
+    env = os.environ if env is None else env
+    return (
+        _positive_int_or_none(env, "RATE_LIMIT_PER_MINUTE"),
+        _positive_int_or_none(env, "MAX_CONCURRENT_EXECUTIONS"),
+    )
+
+
 def _positive_int_or_none(env: Mapping[str, str], name: str) -> int | None:
     """An optional limit: unset or empty is unlimited, otherwise a positive integer."""
     raw = env.get(name, "").strip()

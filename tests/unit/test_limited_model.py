@@ -175,3 +175,55 @@ def test_a_limit_without_its_limiter_is_a_mistake() -> None:
         LimitedModel(slow(0), calls_per_minute=5)
     with pytest.raises(ValueError, match="concurrency"):
         LimitedModel(slow(0), max_concurrent=5)
+
+
+class _FlippingLimiter(InMemoryRateLimiter):
+    """Refuses once (the minute is booked), then lets the clock reach the next window."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.refused = 0
+
+    async def acquire(
+        self, key: str, limit: int, now: datetime, *, window_seconds: float = 60.0
+    ) -> float:
+        wait = await super().acquire(key, limit, now, window_seconds=window_seconds)
+        if wait > 0:
+            self.refused += 1
+            self.clock.now = START.replace(second=59, microsecond=990_000) + timedelta(seconds=1)
+        return wait
+
+
+async def test_in_process_agent_run_obeys_rate_limit_per_minute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One rule, every entry point: ``Agent.run`` goes through the executor's step, so
+    ``RATE_LIMIT_PER_MINUTE`` defers its model call to the next window there too (the in-process
+    wake-up is a timer), instead of calling the provider over the limit."""
+    from cloudagents.domain.agents import AgentDefinition
+    from cloudagents.domain.results import LoopExit
+    from cloudagents.runner import Agent
+
+    monkeypatch.setenv("RATE_LIMIT_PER_MINUTE", "1")
+    clock = Clock()
+    clock.now = START.replace(second=59, microsecond=990_000)  # 10 ms before the next window
+    limiter = _FlippingLimiter(clock)
+    assert await limiter.acquire("llm:calls", 1, clock()) == 0.0  # another caller's call
+    seen: list[datetime] = []
+    inner = ScriptedModel([ScriptedTurn(content="done")])
+
+    async def model(request: ModelRequest, *, on_chunk: object = None) -> object:
+        seen.append(clock())
+        return await inner(request)
+
+    definition = AgentDefinition.model_validate(
+        {"id": "limited", "instructions": "Answer.", "model": {"provider": "openai", "name": "m"}}
+    )
+    agent = Agent(definition, model_client=model, rate_limiter=limiter, clock=clock)  # type: ignore[arg-type]
+    result = await asyncio.wait_for(agent.run("hi"), timeout=30)
+    assert result.exit is LoopExit.SATISFIED
+    assert limiter.refused == 1, "the call over the limit was not refused"
+    assert len(seen) == 1 and seen[0] >= START.replace(second=59, microsecond=990_000) + timedelta(
+        seconds=1
+    ), "the provider was called inside the booked minute"

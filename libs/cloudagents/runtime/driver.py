@@ -31,7 +31,7 @@ from cloudagents.ports.model import ModelClient
 from cloudagents.runtime.approvals import ApprovalError, Approvals
 from cloudagents.runtime.deps import Deps, ModelFactory
 from cloudagents.runtime.dispatcher import WAKE_URL, InProcessDispatcher
-from cloudagents.settings import Backend, Settings
+from cloudagents.settings import Backend, Settings, llm_limits_from_env
 from cloudagents.telemetry import tracer
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,13 @@ def no_approver(approval: ApprovalRecord) -> Answer:
 def run_settings(
     *, project: str, workspace: str, snapshot_messages: int = 20, backend: Backend = "memory"
 ) -> Settings:
-    """The settings of in-process runs: wake-ups are timers of this process."""
+    """The settings of in-process runs: wake-ups are timers of this process; seed 004's
+    ``RATE_LIMIT_PER_MINUTE`` and ``MAX_CONCURRENT_EXECUTIONS`` from the environment, as the
+    services read them (the driver's executor applies them through ``Deps.limit_model``)."""
+    calls_per_minute, max_concurrent = llm_limits_from_env()
     return Settings(
+        rate_limit_per_minute=calls_per_minute,
+        max_concurrent_executions=max_concurrent,
         project=project,
         workspace=workspace,
         backend=backend,
