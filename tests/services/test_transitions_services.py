@@ -284,6 +284,14 @@ async def test_timeout_seconds_ends_the_agent_run(stack: Stack) -> None:
     assert (run.deadline_at - run.created_at).total_seconds() == 5
     wakes = [t for t in pump.deps.tasks.tasks if fired["execution_id"] in t.body.decode()]  # type: ignore[attr-defined]
     assert any(abs((t.at - run.created_at).total_seconds() - 5) < 1 for t in wakes)
+    # Longer than the agent's own timeout (600 s): the transition's still is the deadline.
+    config["timeout_seconds"] = 1200
+    assert (await api.post("/transition-workflows", json=spec["workflows"][0])).status_code == 201
+    await new_token(api, "doc-long")
+    fired = (await api.post("/tokens/doc-long/fire", json={"transition_id": "ai_review"})).json()
+    run = await pump.deps.runs.get_run(fired["execution_id"])
+    assert run is not None and run.deadline_at is not None
+    assert (run.deadline_at - run.created_at).total_seconds() == 1200
 
 
 async def test_not_enabled_and_unresolvable_paths_are_clear_errors(stack: Stack) -> None:

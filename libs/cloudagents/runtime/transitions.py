@@ -268,7 +268,9 @@ class Transitions:
         message = json.dumps(mapped, ensure_ascii=False, sort_keys=True)
         variables = json.loads(json.dumps(token_variables(token, mapped)))
         limited = agent
-        if step.timeout_seconds is not None and step.timeout_seconds < agent.timeout_seconds:
+        if step.timeout_seconds is not None and step.timeout_seconds != agent.timeout_seconds:
+            # Seed 004's execution timeout: the attempt's deadline, shorter or longer than the
+            # agent's own (an earlier deadline wake-up of the agent's finds it not yet due).
             limited = agent.model_copy(update={"timeout_seconds": step.timeout_seconds})
         generation = None
         if step.generation is not None:
