@@ -357,3 +357,24 @@ async def test_fire_by_pubsub_intent_and_a_refused_one_is_dead_lettered(stack: S
     await pump.run()
     [letter] = await pump.deps.dead_letters.list_dead_letters()
     assert "not enabled" in letter.reason
+
+
+async def test_a_deleted_agent_is_a_clear_error_on_fire_and_on_registration(
+    stack: Stack,
+) -> None:
+    """Seed 004's ``delete_agent`` beside the workflows that name the agent."""
+    clients, _ = stack
+    api = clients["api"]
+    spec = example()
+    await register(api, spec)
+    await new_token(api, "doc-orphan")
+    assert (await api.delete("/agents/content-reviewer")).status_code in (200, 204)
+    assert (await api.get("/agents/content-reviewer")).status_code == 404
+    fired = await api.post("/tokens/doc-orphan/fire", json={"transition_id": "ai_review"})
+    assert fired.status_code == 409
+    assert "content-reviewer" in fired.json()["error"] and "not exist" in fired.json()["error"]
+    token = (await api.get("/tokens/doc-orphan")).json()
+    assert token["place"] == "submitted" and token["firing"] is None and token["version"] == 1
+    refused = await api.post("/transition-workflows", json=spec["workflows"][0])
+    assert refused.status_code == 422
+    assert any("unknown agent" in p["msg"] for p in refused.json()["problems"])
