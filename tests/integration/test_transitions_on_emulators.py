@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -101,3 +102,51 @@ def test_classification_place_agent_on_cloud_tasks(
     assert [(e["place_id"], e["status"]) for e in executions] == [
         ("pending_classification", "succeeded")
     ]
+
+
+def test_a_retry_waits_out_its_backoff_on_the_cloud_tasks_emulator(
+    api: httpx.Client, stack_state: StackState
+) -> None:
+    """A failed attempt's retry is a Cloud Task (``{ws}-place-agents``), delivered by the
+    emulator after ``backoff_seconds``: every attempt runs once, then the token keeps the reason."""
+    import yaml
+
+    spec = yaml.safe_load(EXAMPLE.read_text())
+    agent = spec["agents"][0]
+    agent["id"] = "it-flaky-reviewer"
+    agent["retry"] = {"max_attempts": 1, "backoff_seconds": 0}
+    turn = agent["model"]["script"][0]
+    agent["model"]["script"] = [{**turn, "fail_with": "rate_limit", "fail_times": 99}]
+    workflow = spec["workflows"][0]
+    workflow["id"] = "it-retry-review"
+    config = workflow["transitions"][0]["agent_execution"]
+    config["agent_id"] = "it-flaky-reviewer"
+    config["retry_config"] = {
+        "max_attempts": 2,
+        "backoff_seconds": 1,
+        "retry_on_errors": ["rate_limit"],
+    }
+    assert api.post("/agents", json=agent).status_code == 201
+    assert api.post("/transition-workflows", json=workflow).status_code == 201
+    body = {
+        "workflow_id": "it-retry-review",
+        "token_id": "it-retry-1",
+        "data": {"content": "Q3 revenue grew 12%."},
+        "metadata": {"type": "report", "priority": "high"},
+    }
+    assert api.post("/tokens", json=body).status_code == 201
+    fired = api.post("/tokens/it-retry-1/fire", json={"transition_id": "ai_review"})
+    assert fired.status_code == 202, fired.text
+
+    def settled() -> bool:
+        token = api.get("/tokens/it-retry-1").json()
+        return token["firing"] is None and token["last_error"] is not None
+
+    wait_until(settled, timeout=90, what="both attempts to fail")
+    token = api.get("/tokens/it-retry-1").json()
+    assert token["place"] == "submitted" and "rate_limit" in token["last_error"]
+    executions = api.get("/tokens/it-retry-1/executions").json()["executions"]
+    assert [(e["attempt"], e["status"]) for e in executions] == [(1, "failed"), (2, "failed")]
+    first, second = executions
+    started = datetime.fromisoformat(second["started_at"])
+    assert started >= datetime.fromisoformat(first["finished_at"]), "it started before its backoff"

@@ -11,7 +11,9 @@ the transition's ``timeout_seconds``; (3) the run's finishing commit publishes a
 ``FiringMessage`` (``{ws}-transitions``, its outbox: a crash after the commit re-publishes it),
 and :meth:`Transitions.complete` maps the output back and moves the token, retries, or leaves
 it with the reason. A redelivered fire finds the token firing (the run is created once) or at
-another version; a redelivered completion finds the firing gone: the token moves once.
+another version; a redelivered completion finds the firing gone: the token moves once. A retry
+with a backoff is claimed in the completion's write (``firing.not_before``) and started by a
+Cloud Task on the place agent queue (:meth:`Transitions.start_retry`): no handler sleeps.
 """
 
 from __future__ import annotations
