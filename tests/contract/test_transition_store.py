@@ -11,7 +11,12 @@ import pytest
 from cloudagents.adapters.firestore.transitions import FirestoreTransitionStore
 from cloudagents.adapters.memory.transitions import InMemoryTransitionStore
 from cloudagents.domain.errors import PermanentMessageError
-from cloudagents.domain.transitions import Token, TokenHistoryEntry, TransitionExecution
+from cloudagents.domain.transitions import (
+    Firing,
+    Token,
+    TokenHistoryEntry,
+    TransitionExecution,
+)
 from cloudagents.ports.transitions import TransitionStore
 from cloudagents.runtime.transition_definitions import load_workflows
 from tests.contract.conftest import new_id, race
@@ -114,6 +119,46 @@ async def test_a_move_applies_only_at_the_expected_version(
     assert [(e.attempt, e.status) for e in listed] == [(1, "failed"), (2, "running")]
     assert await transition_store.get_execution(second.execution_id) == second
     assert await transition_store.list_executions_for_token(new_id("other")) == []
+
+
+async def test_a_waiting_retry_round_trips_and_its_start_is_claimed_once(
+    transition_store: TransitionStore,
+) -> None:
+    """A retry waiting out its backoff (``firing.not_before``, execution ``scheduled``) is stored
+    as is; of the task copies that claim its start at the same version, one wins."""
+    token = a_token()
+    await transition_store.create_token(token)
+    now = datetime.now(UTC)
+    second = execution(token, 2, now + timedelta(seconds=10)).model_copy(
+        update={"status": "scheduled"}
+    )
+    firing = Firing(
+        transition_id="ai_review",
+        execution_id=second.execution_id,
+        run_id=second.run_id,
+        attempt=2,
+        version=1,
+        started_at=now,
+        not_before=now + timedelta(seconds=10),
+    )
+    waiting = token.model_copy(update={"version": 2, "firing": firing})
+    assert await transition_store.update_token(waiting, expected_version=1, executions=[second])
+    assert await transition_store.get_token(token.token_id) == waiting
+    assert await transition_store.get_execution(second.execution_id) == second
+    started = second.model_copy(update={"status": "running"})
+    claimed = waiting.model_copy(
+        update={"version": 3, "firing": firing.model_copy(update={"not_before": None})}
+    )
+
+    async def claim() -> bool:
+        return await transition_store.update_token(
+            claimed, expected_version=2, executions=[started]
+        )
+
+    assert sorted(await race([claim, claim, claim])) == [False, False, True]
+    stored = await transition_store.get_token(token.token_id)
+    assert stored is not None and stored.firing is not None and stored.firing.not_before is None
+    assert (await transition_store.get_execution(second.execution_id)) == started
 
 
 async def test_a_value_firestore_cannot_hold_is_a_permanent_error(
