@@ -140,3 +140,43 @@ async def test_trigger_conditions_and_interval_schedule(stack: Stack) -> None:
     token = (await api.get("/tokens/item-2")).json()
     assert token["place"] == "pending_classification" and token["version"] == 5
     assert (await run_task(clients, tasks[1]))["status"] == "duplicate"
+
+
+async def test_a_token_that_changes_in_its_place_is_checked_again(stack: Stack) -> None:
+    """Seed 004's "token enters or exists in the place": a place agent whose conditions were
+    false on entry runs once another place agent's output makes them true."""
+    clients, pump = stack
+    api = clients["api"]
+    spec = copy.deepcopy(example())
+    workflow = spec["workflows"][0]
+    first = workflow["place_agents"][0]
+    first["auto_transition"] = None
+    first["schedule"] = {"initial_delay_seconds": 0, "max_executions": 1}
+    second = copy.deepcopy(first)
+    second["trigger_conditions"] = [{"field_exists": "data.classification"}]
+    second["output_mapping"] = {"data.second_opinion": "category"}
+    workflow["place_agents"].append(second)
+    await register(api, spec)
+    await new_item(api, "item-twice")
+    entry = [t for t in place_tasks(pump) if b'"item-twice"' in t.body]
+    assert sorted(json.loads(t.body)["index"] for t in entry) == [0, 1]
+    statuses = {json.loads(t.body)["index"]: (await run_task(clients, t))["status"] for t in entry}
+    assert statuses == {0: "started", 1: "conditions-false"}
+    await pump.run()
+    rechecks = [t for t in place_tasks(pump) if b'"item-twice"' in t.body][len(entry) :]
+    assert [json.loads(t.body)["index"] for t in rechecks] == [1]
+    assert (await run_task(clients, rechecks[0]))["status"] == "started"
+    assert (await run_task(clients, rechecks[0]))["status"] in ("duplicate", "busy", "stale")
+    await pump.run()
+    token = (await api.get("/tokens/item-twice")).json()
+    assert token["data"]["classification"] == "finance"
+    assert token["data"]["second_opinion"] == "finance"
+    executions = (await api.get("/tokens/item-twice/executions")).json()["executions"]
+    assert [(e["place_agent"], e["status"]) for e in executions] == [
+        (0, "succeeded"),
+        (1, "succeeded"),
+    ]
+    # The second agent's update re-checks the first, which has run this visit: nothing.
+    later = [t for t in place_tasks(pump) if b'"item-twice"' in t.body][len(entry) + 1 :]
+    assert [json.loads(t.body)["index"] for t in later] == [0]
+    assert (await run_task(clients, later[0]))["status"] == "duplicate"

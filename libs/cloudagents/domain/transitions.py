@@ -400,6 +400,12 @@ class PlaceAgentTask(Persisted):
     index: int = Field(ge=0)
     visit: int = Field(ge=0)
     n: int = Field(ge=1)
+    version: int | None = Field(
+        default=None,
+        ge=1,
+        description="a re-check after the token changed in place: the version it changed to "
+        "(so the task's name, made from its content, is its own)",
+    )
 
     @property
     def key(self) -> str:

@@ -494,6 +494,7 @@ class Transitions:
                 # A completion that stopped after its write: what it had left to do (the
                 # place's agents, an auto_transition) is done again, harmlessly.
                 await self.enter(token)
+                await self._recheck(token, done_index=None)
                 await self._auto_transition(token)
             return "stale"
         run = await self.deps.runs.get_run(message.run_id)
@@ -670,8 +671,33 @@ class Transitions:
         ):
             return "stale"
         await self._after_place_execution(updated, step, firing)
+        await self._recheck(updated, done_index=step.place_agent)
         await self._auto_transition(updated)
         return "updated"
+
+    async def _recheck(self, token: Token, done_index: int | None) -> None:
+        """The token sits in its place with new data (a place agent's output): the place's
+        other agents without an interval schedule (those look again on their own) check their
+        trigger conditions again, after their ``initial_delay_seconds``. Their executions are
+        counted as always, so one that already ran this visit does nothing."""
+        workflow = await self.store.get_workflow(token.workflow_id)
+        if workflow is None:
+            return
+        for index, config in enumerate(workflow.place_agents):
+            if index == done_index or config.place_id != token.place:
+                continue
+            if config.schedule is not None and config.schedule.interval_seconds is not None:
+                continue
+            delay = (config.schedule.initial_delay_seconds if config.schedule else None) or 0
+            task = PlaceAgentTask(
+                token_id=token.token_id,
+                place=token.place,
+                index=index,
+                visit=token.history_count,
+                n=1,
+                version=token.version,
+            )
+            await self._schedule(task, delay)
 
     async def _after_place_execution(self, token: Token, step: AgentStep, firing: Firing) -> None:
         """A place agent execution ended: its next one, on an interval schedule."""
