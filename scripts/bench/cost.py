@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import sys
 import time
 import uuid
 from collections import Counter
@@ -103,6 +104,21 @@ def create_queues(topology: Any) -> None:
     for queue in topology.queues:
         with contextlib.suppress(gexc.AlreadyExists):
             client.create_queue(parent=parent, queue={"name": f"{parent}/queues/{queue.name}"})
+
+
+def forget_push_subscriptions(topology: Any) -> None:
+    """Delete the bench workspace's push subscriptions left by an earlier run on this stack:
+    they push to that run's ports (creating the topology keeps existing subscriptions)."""
+    from google.api_core import exceptions as gexc
+
+    from cloudagents.bootstrap import subscriber_client
+
+    subscriber = subscriber_client()
+    for sub in [*topology.subscriptions, *topology.dead_letter_sinks]:
+        with contextlib.suppress(gexc.NotFound):
+            subscriber.delete_subscription(
+                subscription=subscriber.subscription_path(topology.project, sub.name)
+            )
 
 
 class CountingBus:
@@ -220,21 +236,53 @@ def price(per_step: dict[str, float], pubsub_bytes_per_step: float) -> dict[str,
     }
 
 
+_LIBS = str(ROOT / "libs" / "cloudagents")
+_ADAPTERS = str(ROOT / "libs" / "cloudagents" / "adapters")
+_UNCOUNTED_FRAMES = ("metrics.py", "ops.py")
+
+
+def call_site() -> str:
+    """Where an operation comes from: the adapter method that made it and the first caller
+    outside the adapters (``stores.get_run <- executor.handle_step``)."""
+    frame = sys._getframe(2)
+    adapter = caller = ""
+    while frame is not None and not caller:
+        path = frame.f_code.co_filename
+        name = frame.f_code.co_qualname.replace(".<locals>", "")
+        if (
+            path.startswith(_LIBS)
+            and not path.endswith(_UNCOUNTED_FRAMES)
+            and not name.endswith(("comp>", "<genexpr>"))
+        ):
+            where = f"{Path(path).stem}.{name}"
+            if path.startswith(_ADAPTERS):
+                adapter = adapter or where
+            else:
+                caller = where
+        frame = frame.f_back
+    return f"{adapter or '?'} <- {caller or '?'}"
+
+
 class AttributedCounter(Counter[str]):
-    """``metrics.OPERATIONS``, also counting by the service whose request made the operation."""
+    """``metrics.OPERATIONS``, also counting by the service whose request made the operation
+    and by call site (``call_site``)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.by_service: dict[str, Counter[str]] = {}
+        self.by_site: dict[str, Counter[str]] = {}
 
     def __setitem__(self, key: str, value: int) -> None:
         delta = value - self.get(key, 0)
         self.by_service.setdefault(SERVICE.get(), Counter())[key] += delta
+        site = f"{SERVICE.get()}: {call_site()}"
+        self.by_site.setdefault(key, Counter())[site] += delta
         super().__setitem__(key, value)
 
     def clear(self) -> None:
         super().clear()
         self.by_service.clear()
+        self.by_site.clear()
 
 
 SERVICE: ContextVar[str] = ContextVar("bench_service", default="bench")
@@ -280,6 +328,7 @@ class Harness:
                 "CLOUDAGENTS_WAKE_URL": self.urls["run_executor"],
             }
         )
+        await asyncio.to_thread(forget_push_subscriptions, self.topology)
         await asyncio.to_thread(create_topology, self.topology, self.urls)
         await asyncio.to_thread(create_queues, self.topology)
         metrics.OPERATIONS = self.counter
@@ -359,6 +408,11 @@ class Harness:
             service: {op: n / total_steps for op, n in sorted(ops.items()) if n}
             for service, ops in sorted(self.counter.by_service.items())
         }
+        by_site = {
+            op: {site: n / total_steps for site, n in sites.most_common() if n}
+            for op, sites in sorted(self.counter.by_site.items())
+            if op.startswith("firestore.") and op in ("firestore.read", "firestore.write")
+        }
         return {
             "runs": runs,
             "steps_per_run": steps,
@@ -371,6 +425,7 @@ class Harness:
             "consumers_per_topic": {t: consumers[t] for t in bus.by_topic},
             "per_step": per_step,
             "per_step_by_service": {k: v for k, v in by_service.items() if v},
+            "per_step_by_call_site": by_site,
             "pubsub_billable_bytes_per_step": billable / total_steps,
             **price(per_step, billable / total_steps),
         }
@@ -391,6 +446,7 @@ async def measure(runs: int, steps: int, long_steps: int) -> dict[str, Any]:
             "steps_per_run": long_steps,
             "per_step": longer["per_step"],
             "per_step_by_service": longer["per_step_by_service"],
+            "per_step_by_call_site": longer["per_step_by_call_site"],
             "total_usd_per_million_steps": longer["total_usd_per_million_steps"],
         }
     return result
@@ -403,8 +459,41 @@ def main() -> None:
     parser.add_argument(
         "--long-steps", type=int, default=2 * STEPS, help="one longer run: how cost grows (0: no)"
     )
+    parser.add_argument(
+        "--sites", action="store_true", help="also print reads and writes per step by call site"
+    )
     args = parser.parse_args()
-    emit(asyncio.run(measure(args.runs, args.steps, args.long_steps)))
+    result = asyncio.run(measure(args.runs, args.steps, args.long_steps))
+    if args.sites:
+        print_sites(result)
+    emit(result)
+
+
+def print_sites(result: dict[str, Any]) -> None:
+    """Reads and writes per step by service and call site, to stderr (stdout is the result)."""
+    runs = [(result["steps_per_run"], result)]
+    if result.get("longer_run"):
+        runs.append((result["longer_run"]["steps_per_run"], result["longer_run"]))
+    for steps, part in runs:
+        per_step = part["per_step"]
+        print(
+            f"== {steps}-step run: per step "
+            + ", ".join(
+                f"{op} {per_step[op]:.2f}"
+                for op in (
+                    "firestore.read",
+                    "firestore.write",
+                    "pubsub.publish",
+                    "tasks.create",
+                    "gcs.write",
+                )
+            ),
+            file=sys.stderr,
+        )
+        for op, sites in part["per_step_by_call_site"].items():
+            print(f"  {op}", file=sys.stderr)
+            for site, n in sites.items():
+                print(f"    {n:6.2f}  {site}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -160,3 +160,23 @@ async def test_a_definition_firestore_cannot_hold_is_refused_not_a_crash(
 
         assert not isinstance(agent_store, FirestoreAgentStore), "Firestore cannot hold 2**70"
         assert await agent_store.get_agent(agent_id) == huge
+
+
+async def test_versions_read_by_number_and_the_latest(agent_store: AgentStore) -> None:
+    agent_id = new_id("pinned")
+    first = full_definition(agent_id)
+    second = full_definition(agent_id).model_copy(update={"instructions": "Changed."})
+    assert await agent_store.latest_version(agent_id) is None
+    await agent_store.put_agent(first)
+    await agent_store.put_agent(second)
+    latest = await agent_store.latest_version(agent_id)
+    assert latest is not None and (latest.version, latest.definition) == (2, second)
+    # A version reads as it was written, the earlier one too (the cache keeps what was read).
+    for _ in range(2):
+        assert await agent_store.get_agent_version(agent_id, 1) == first
+        assert await agent_store.get_agent_version(agent_id, 2) == second
+    assert await agent_store.get_agent_version(agent_id, 3) is None
+    await agent_store.delete_agent(agent_id)
+    deleted = await agent_store.latest_version(agent_id)
+    assert deleted is not None and (deleted.version, deleted.definition) == (3, None)
+    assert await agent_store.get_agent_version(agent_id, 1) == first

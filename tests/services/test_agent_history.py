@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from cloudagents.adapters.memory.stores import InMemoryAuditStore
+from cloudagents.adapters.memory.stores import InMemoryAuditStore, InMemoryRunStore
+from cloudagents.domain.runs import RunRecord
 from tests.services.conftest import OUTSIDER_TOKEN, Pump, scripted_agent
 
 Stack = tuple[dict[str, httpx.AsyncClient], Pump]
@@ -94,3 +95,47 @@ async def test_execution_history_with_the_durations_of_each_call(stack: Stack) -
     assert run["total_tokens"] == 20 and run["duration_s"] >= 0
     assert history["function_executions"] == []
     assert (await api.get("/runs/nope/calls")).status_code == 404
+
+
+async def test_a_run_finishes_on_the_definition_it_started_with(stack: Stack) -> None:
+    """The version a run starts with is pinned on it: a change made while it runs applies to
+    the runs started after it, not to its own next steps."""
+    clients, pump = stack
+    api = clients["api"]
+    await api.post("/agents", json=scripted_agent("pinned"))
+    run_id = (await api.post("/runs", json={"agent_id": "pinned", "message": "6*7"})).json()[
+        "run_id"
+    ]
+    script = [{"content": "changed"}]
+    changed = scripted_agent(
+        "pinned", model={"provider": "scripted", "name": "scripted-demo", "script": script}
+    )
+    assert (await api.post("/agents", json=changed)).status_code == 201
+    await pump.run()
+    run = (await api.get(f"/runs/{run_id}")).json()
+    assert run["agent_versions"] == {"pinned": 1}
+    assert run["result"]["exit"] == "SATISFIED" and run["result"]["payload"] == {"answer": "6*7 = 42"}
+    later = (await api.post("/runs", json={"agent_id": "pinned", "message": "again"})).json()
+    await pump.run()
+    result = (await api.get(f"/runs/{later['run_id']}")).json()["result"]
+    assert result["payload"] == {"answer": "changed"}
+
+
+async def test_a_run_of_the_previous_layout_still_reads_and_finishes(stack: Stack) -> None:
+    """A run document written before versions were pinned (schema version 3, no
+    ``agent_versions``) reads as version 4 pinning nothing: its steps read the latest."""
+    clients, pump = stack
+    api = clients["api"]
+    await api.post("/agents", json=scripted_agent("legacy"))
+    run_id = (await api.post("/runs", json={"agent_id": "legacy", "message": "6*7"})).json()[
+        "run_id"
+    ]
+    runs = pump.deps.runs
+    assert isinstance(runs, InMemoryRunStore)
+    stored = runs.runs[run_id].model_dump(mode="json")
+    stored.pop("agent_versions")
+    runs.runs[run_id] = RunRecord.model_validate({**stored, "schema_version": 3})
+    assert runs.runs[run_id].schema_version == 4 and runs.runs[run_id].agent_versions == {}
+    await pump.run()
+    result = (await api.get(f"/runs/{run_id}")).json()["result"]
+    assert result["exit"] == "SATISFIED" and result["payload"] == {"answer": "6*7 = 42"}

@@ -62,5 +62,21 @@ async def test_the_cache_holds_at_most_max_runs() -> None:
         await cache.read(store, store.runs[f"r{i}"])
     store.reads.clear()
     await cache.read(store, store.runs["r0"])  # evicted: read from the start
-    await cache.read(store, store.runs["r2"])  # kept: nothing new to read
-    assert store.reads == [(0, 1), (1, 0)]
+    await cache.read(store, store.runs["r2"])  # kept, and complete: no read at all
+    assert store.reads == [(0, 1)]
+
+
+async def test_what_a_step_committed_here_is_kept_so_the_next_step_reads_nothing() -> None:
+    store, cache = CountingStore(), TranscriptCache()
+    assert await store.create_run(RunRecord(run_id="c1", agent_id="a"), [text(0)])
+    await cache.read(store, store.runs["c1"])
+    run = await grow(store, "c1", 2)  # the step's commit, as the store has it
+    cache.committed("c1", run.message_count, [text(100), text(101)])
+    store.reads.clear()
+    assert [m.content for m in await cache.read(store, run)] == ["m0", "m100", "m101"]
+    assert store.reads == []
+    # Not the prefix just before them (another instance committed a step in between): not kept,
+    # and the next read finds what is missing.
+    run = await grow(store, "c1", 2)
+    cache.committed("c1", run.message_count + 1, [text(7)])
+    assert len(await cache.read(store, run)) == 5 and store.reads == [(3, 2)]

@@ -101,10 +101,12 @@ class TokenLink(Model):
 
 class RunRecord(Persisted):
     """``agent_runs/{run_id}``. Version 2: ``pending`` items replace ``pending_tool_calls``.
-    Version 3: run trees (``parent_call``, ``root_run_id``, ``call_path``, ``call_depth``)."""
+    Version 3: run trees (``parent_call``, ``root_run_id``, ``call_path``, ``call_depth``).
+    Version 4: ``agent_versions``, the definitions pinned when the run started (a version 3
+    run has none: its steps read the latest definition, as they did)."""
 
-    CURRENT_SCHEMA_VERSION: ClassVar[int] = 3
-    schema_version: int = 3
+    CURRENT_SCHEMA_VERSION: ClassVar[int] = 4
+    schema_version: int = 4
 
     run_id: str
     agent_id: str
@@ -167,6 +169,11 @@ class RunRecord(Persisted):
         description="the stored functions among the agent's tools, pinned when the run started: "
         "tool name -> version hash (the versions every step offers and every call executes)",
     )
+    agent_versions: dict[str, int] = Field(
+        default_factory=dict,
+        description="the agent's and its peers' definitions pinned when the run started: agent "
+        "id -> version (every step uses these; an id not here is read at its latest)",
+    )
     snapshot: SnapshotPointer | None = None
     traceparent: str | None = None
     deadline_at: datetime | None = Field(
@@ -190,6 +197,8 @@ class RunRecord(Persisted):
             data["schema_version"] = 2
         if isinstance(data, dict) and data.get("schema_version", 1) == 2:
             data = {**data, "schema_version": 3}  # version 2 has no tree fields: their defaults
+        if isinstance(data, dict) and data.get("schema_version", 1) == 3:
+            data = {**data, "schema_version": 4}  # version 3 pinned nothing: no agent_versions
         return data
 
     @model_serializer(mode="wrap")

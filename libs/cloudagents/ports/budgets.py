@@ -33,7 +33,8 @@ class CostLedger(Protocol):
         """Drop the reservation and add ``actual`` to the settled spend, in one atomic write.
 
         An unknown or already expired reservation still adds ``actual`` (the money was spent)
-        and does not fail.
+        and does not fail; an empty ``reservation`` (none was taken: the agent has no daily cap
+        to hold it against) only adds ``actual``.
         """
         ...
 

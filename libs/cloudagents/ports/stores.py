@@ -258,11 +258,22 @@ class AgentStore(Protocol):
 
     async def delete_agent(self, agent_id: str) -> bool:
         """Remove the definition (its history stays, ending with the deletion); ``False`` if
-        there was none. A run of a deleted agent ends ``ERROR`` at its next step."""
+        there was none. A run pinned to a version finishes on it; a queued run or one started
+        before versions existed ends ``ERROR`` at its next step."""
         ...
 
     async def agent_history(self, agent_id: str) -> list[AgentVersion]:
         """Every version of the definition, oldest first (a deletion has no definition)."""
+        ...
+
+    async def latest_version(self, agent_id: str) -> AgentVersion | None:
+        """The last version of the definition (a deletion has none); ``None`` for an agent
+        stored before versions existed. What a starting run pins (``RunRecord.agent_versions``)."""
+        ...
+
+    async def get_agent_version(self, agent_id: str, version: int) -> AgentDefinition | None:
+        """The definition as it was at ``version`` (``None``: that version is a deletion, or
+        there is no such version). Versions never change, so a process may keep them."""
         ...
 
 

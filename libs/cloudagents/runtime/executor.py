@@ -67,6 +67,7 @@ from cloudagents.engine.step import (
 from cloudagents.faults import crash_point
 from cloudagents.ports.model import ModelClient
 from cloudagents.ports.stores import RunStore
+from cloudagents.runtime.definitions import definition, pin_agents
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.retrying import RetryingModel
 from cloudagents.runtime.toolbox import pin_functions, run_specs, tool_names
@@ -153,7 +154,7 @@ async def start_run(
             "call_depth": caller.call_depth + 1,
         }
         # The tree shares its root's token budget: a call may use what its caller has left.
-        caller_agent = await deps.agents.get_agent(caller.agent_id)
+        caller_agent = await definition(deps, caller, caller.agent_id)
         cap = caller.token_budget
         if cap is None and caller_agent is not None:
             cap = caller_agent.budget.max_tokens_per_run
@@ -177,6 +178,7 @@ async def start_run(
         traceparent=None,
         guardrails=guardrails,
         functions=functions,
+        agent_versions=await pin_agents(deps, agent),
         conversation_id=conversation_id,
         **tree,
     )
@@ -200,13 +202,27 @@ class TranscriptCache:
         known = self._runs.pop(run.run_id, [])
         if len(known) > run.message_count:
             known = []
-        transcript = [*known, *await runs.messages(run.run_id, start=len(known))]
+        transcript = list(known)
+        if len(transcript) < run.message_count:
+            transcript.extend(await runs.messages(run.run_id, start=len(known)))
         if len(transcript) != run.message_count:
             transcript = await runs.messages(run.run_id)
-        self._runs[run.run_id] = transcript
+        self._keep(run.run_id, transcript)
+        return list(transcript)
+
+    def committed(self, run_id: str, message_count: int, added: list[Message]) -> None:
+        """A step this process committed appended ``added``, ending at ``message_count``: kept,
+        so the run's next step here reads no transcript (only if what is held is the prefix
+        just before them; otherwise the next read finds what is missing)."""
+        known = self._runs.get(run_id)
+        if known is not None and len(known) + len(added) == message_count:
+            self._keep(run_id, [*known, *added])
+
+    def _keep(self, run_id: str, transcript: list[Message]) -> None:
+        self._runs.pop(run_id, None)
+        self._runs[run_id] = transcript
         while len(self._runs) > self.max_runs:
             self._runs.popitem(last=False)
-        return list(transcript)
 
     def forget(self, run_id: str) -> None:
         self._runs.pop(run_id, None)
@@ -311,7 +327,7 @@ class RunExecutor:
         return await self._commit(*plan.plan_stop(self._context(), run, run.progress, [], stop))
 
     async def _step(self, run: RunRecord) -> str:
-        agent = await self.deps.agents.get_agent(run.agent_id)
+        agent = await definition(self.deps, run, run.agent_id)
         if agent is None:
             gone = Stop(LoopExit.ERROR, f"agent {run.agent_id!r} no longer exists")
             return await self._commit(*plan.plan_stop(self._context(), run, run.progress, [], gone))
@@ -367,13 +383,13 @@ class RunExecutor:
                     *plan.plan_stop(self._context(), run, progress, new_messages, capped)
                 )
         tools = await run_specs(self.deps, run)
-        peers = await self._peers(agent)
+        peers = await self._peers(run, agent)
         specs, offer = self._offered(agent, tools, peers)
         # Every call is reserved and settled in its own agent's ledger (what it spent, cap or
         # not), and in its tree's root agent's when that one has a cap.
         ledgers = list(dict.fromkeys([agent.id, *(p.id for p in payers)]))
         reply_or_error = await self._call_model(
-            run, agent, transcript, day, reserve, specs, offer, ledgers
+            run, agent, transcript, day, reserve, specs, offer, ledgers, payers
         )
         if isinstance(reply_or_error, LimitReached):
             return await self._defer(run, reply_or_error)
@@ -412,16 +428,17 @@ class RunExecutor:
         a tree of calls its root agent's too (a fan-out cannot spend past the root's cap)."""
         payers = [agent] if agent.budget.max_daily_cost is not None else []
         if run.root_agent_id is not None and run.root_agent_id != agent.id:
-            root = await self.deps.agents.get_agent(run.root_agent_id)
+            root = await definition(self.deps, run, run.root_agent_id)
             if root is not None and root.budget.max_daily_cost is not None:
                 payers.append(root)
         return payers
 
-    async def _peers(self, agent: AgentDefinition) -> dict[str, AgentDefinition]:
-        """The registered definitions of the agent's ``allowed_peers`` (one tool each)."""
+    async def _peers(self, run: RunRecord, agent: AgentDefinition) -> dict[str, AgentDefinition]:
+        """The registered definitions of the agent's ``allowed_peers`` (one tool each), at the
+        versions the run pinned."""
         found: dict[str, AgentDefinition] = {}
         for peer_id in agent.allowed_peers:
-            peer = await self.deps.agents.get_agent(peer_id)
+            peer = await definition(self.deps, run, peer_id)
             if peer is not None:
                 found[peer_id] = peer
         return found
@@ -512,6 +529,7 @@ class RunExecutor:
         specs: dict[str, ToolSpec],
         offer: list[str],
         ledgers: list[str],
+        payers: list[AgentDefinition],
     ) -> tuple[ModelResponse, float, str] | ModelError:
         model: ModelClient = RetryingModel(
             self.deps.model_factory(agent, run.run_id),
@@ -523,8 +541,16 @@ class RunExecutor:
         request = build_request(agent, transcript, specs, offer)
         chunks = _ChunkBatcher(self.deps, run.run_id, run.seq)
         hold = reservation_hold_seconds(agent)
+        # A reservation holds the estimate against a cap; a ledger without one only records
+        # what was spent (settled below), so it reserves nothing: one write less per call.
+        capped = {agent.id} if agent.budget.max_daily_cost is not None else set()
+        capped |= {payer.id for payer in payers}
         reservations = {
-            key: await self.deps.cost_ledger.reserve(key, day, reserve, hold_seconds=hold)
+            key: (
+                await self.deps.cost_ledger.reserve(key, day, reserve, hold_seconds=hold)
+                if key in capped
+                else ""
+            )
             for key in ledgers
         }
         actual = 0.0
@@ -583,6 +609,10 @@ class RunExecutor:
             return "lost-race"
         if committed.finished:
             self.transcripts.forget(commit.run_id)
+        else:
+            self.transcripts.committed(
+                commit.run_id, committed.message_count, list(commit.new_messages)
+            )
         await self.deps.publish(committed.outbox)
         if commit.approvals:
             await self._requested(commit.approvals)

@@ -43,6 +43,7 @@ from cloudagents.engine import calls as agent_calls
 from cloudagents.engine import waits
 from cloudagents.faults import crash_point
 from cloudagents.ports.stores import ToolClaim
+from cloudagents.runtime.definitions import definition
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.toolbox import run_tool, tool_names
 from cloudagents.telemetry import tracer
@@ -100,7 +101,7 @@ class ToolInvoker:
         return await self._finish(saved, run)
 
     async def _execute(self, run: RunRecord, record: ToolCallRecord) -> ToolResult:
-        agent = await self.deps.agents.get_agent(run.agent_id)
+        agent = await definition(self.deps, run, run.agent_id)
         tool = await run_tool(self.deps, run, record)
         if agent is None or tool is None or record.call.name not in tool_names(agent):
             return ToolResult(f"tool {record.call.name!r} is not available to this agent", True)
@@ -141,7 +142,7 @@ class ToolInvoker:
         lost), wait while it runs, and once it is finished put its result on the call."""
         assert record.child_run_id is not None and record.child_agent_id is not None
         child = await self.deps.runs.get_run(record.child_run_id)
-        peer = await self.deps.agents.get_agent(record.child_agent_id)
+        peer = await definition(self.deps, run, record.child_agent_id)
         if child is None:
             message = agent_calls.child_message(peer, record.call.arguments)
             intent = agent_calls.child_intent(

@@ -88,13 +88,17 @@ class FirestoreCostLedger:
     async def settle(self, agent_id: str, day: str, reservation: str, actual: float) -> None:
         # Deleting a missing document succeeds: an expired (or TTL-deleted) reservation still
         # gets its actual cost counted.
+        # No reservation (an agent without a daily cap reserves none): only the actual cost.
         batch = self.client.batch()
-        batch.delete(self._day(agent_id, day).collection("reservations").document(reservation))
-        writes = 1
+        writes = 0
+        if reservation:
+            batch.delete(self._day(agent_id, day).collection("reservations").document(reservation))
+            writes += 1
         if actual != 0:
             batch.set(self._shard(agent_id, day), {"usd": firestore.Increment(actual)}, merge=True)
             writes += 1
-        await written(batch, writes).commit()
+        if writes:
+            await written(batch, writes).commit()
 
 
 class FirestoreRateLimiter:

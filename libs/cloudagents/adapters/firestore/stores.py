@@ -9,7 +9,9 @@ Layout: ``agent_runs/{run_id}`` (small, bounded) with sub-collections ``messages
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -95,6 +97,15 @@ def _message(data: dict[str, Any]) -> Message:
     return Message.model_validate(from_doc(data))
 
 
+# The last snapshot of each run the current delivery read (``get_run``; a context variable, so
+# one request's reads are not another's): a guarded write that follows in the same delivery (the
+# step's commit, a tool's finish, a snapshot pointer) starts from it instead of reading the run
+# again. Only ever a first attempt's input, and only where it leads to a write: that write is
+# conditioned on the snapshot's update time, so if the run changed since, it fails and the next
+# attempt reads the run afresh.
+_SEEN_RUNS: ContextVar[dict[str, Any]] = ContextVar("firestore_seen_runs", default={})  # noqa: B039
+
+
 class FirestoreRunStore:
     """Runs on Firestore; every state change is one transaction on the run document."""
 
@@ -104,6 +115,36 @@ class FirestoreRunStore:
 
     def _run_ref(self, run_id: str) -> Any:
         return self.runs.document(run_id)
+
+    @staticmethod
+    def _remember(run_id: str, snap: Any) -> None:
+        _SEEN_RUNS.set({**_SEEN_RUNS.get(), run_id: snap})
+
+    @staticmethod
+    def _recall(run_id: str) -> Any:
+        """The run as this delivery last read it (``get_run``), once; ``None`` if it did not."""
+        seen = _SEEN_RUNS.get()
+        if run_id not in seen:
+            return None
+        _SEEN_RUNS.set({k: v for k, v in seen.items() if k != run_id})
+        return seen[run_id]
+
+    async def _run_snapshot(
+        self, run_id: str, first: list[bool], usable: Callable[[RunRecord], bool]
+    ) -> tuple[Any, RunRecord | None]:
+        """The run's snapshot for a guarded attempt: on the first attempt (``first`` holds one
+        flag, cleared here) the remembered one if ``usable`` says it leads to a write, else a
+        fresh read."""
+        if first and first.pop():
+            remembered = self._recall(run_id)
+            if remembered is not None:
+                run = RunRecord.model_validate(from_doc(remembered.to_dict()))
+                if usable(run):
+                    return remembered, run
+        snap = await counted_get(self._run_ref(run_id))
+        if not snap.exists:
+            return snap, None
+        return snap, RunRecord.model_validate(from_doc(snap.to_dict()))
 
     async def create_run(self, run: RunRecord, messages: list[Message]) -> bool:
         ref = self._run_ref(run.run_id)
@@ -124,7 +165,10 @@ class FirestoreRunStore:
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         snap = await counted_get(self._run_ref(run_id))
-        return RunRecord.model_validate(from_doc(snap.to_dict())) if snap.exists else None
+        if not snap.exists:
+            return None
+        self._remember(run_id, snap)
+        return RunRecord.model_validate(from_doc(snap.to_dict()))
 
     async def list_runs(
         self,
@@ -192,13 +236,14 @@ class FirestoreRunStore:
 
     async def commit_step(self, commit: StepCommit) -> RunRecord | None:
         ref = self._run_ref(commit.run_id)
+        first = [True]
+
+        def applies(run: RunRecord) -> bool:
+            return run.seq == commit.expected_seq and not run.finished
 
         async def apply(writes: Guarded) -> RunRecord | None:
-            snap = await counted_get(ref)
-            if not snap.exists:
-                return None
-            run = RunRecord.model_validate(from_doc(snap.to_dict()))
-            if run.seq != commit.expected_seq or run.finished:
+            snap, run = await self._run_snapshot(commit.run_id, first, applies)
+            if run is None or not applies(run):
                 return None
             updated = commit.applied_to(run)  # validated before anything is written
             if updated.finished and run.conversation_id is not None:
@@ -411,6 +456,8 @@ class FirestoreRunStore:
         call_ref = self._call_ref(run_id, seq, index)
 
         async def apply(writes: Guarded) -> ToolFinish | None:
+            # Read afresh, not from the delivery's get_run: the tool ran since, and the run's
+            # snapshot pointer has usually been written meanwhile (a failed write, then a read).
             call_snap = await counted_get(call_ref)
             run_snap = await counted_get(run_ref)
             if not call_snap.exists or not run_snap.exists:
@@ -482,8 +529,10 @@ class FirestoreRunStore:
         # times one out. A write conditioned on the update time read is enough for "only
         # forward", and takes no lock.
         ref = self._run_ref(run_id)
+        remembered = self._recall(run_id)  # first try: the run as this delivery read it
         for _ in range(20):
-            snap = await counted_get(ref)
+            snap = remembered or await counted_get(ref)
+            remembered = None
             if not snap.exists:
                 return False
             current = (snap.to_dict() or {}).get("snapshot")
@@ -651,10 +700,14 @@ class FirestoreAgentStore:
     delete is one transaction over the three documents: it reads the latest version, appends
     one only if the definition changed, and writes (or deletes) ``agents/{id}``."""
 
-    def __init__(self, client: firestore.AsyncClient) -> None:
+    def __init__(self, client: firestore.AsyncClient, *, cached_versions: int = 256) -> None:
         self.client = client
         self.collection = client.collection(AGENTS)
         self.versions = client.collection(AGENT_VERSIONS)
+        # (agent_id, version) -> definition: a version never changes once written, so this
+        # per-process cache needs no invalidation (a step of a pinned run reads nothing).
+        self.cached_versions = cached_versions
+        self._versions: OrderedDict[tuple[str, int], AgentDefinition | None] = OrderedDict()
 
     async def put_agent(self, definition: AgentDefinition) -> None:
         try:
@@ -710,6 +763,29 @@ class FirestoreAgentStore:
     async def get_agent(self, agent_id: str) -> AgentDefinition | None:
         snap = await counted_get(self.collection.document(agent_id))
         return AgentDefinition.model_validate(from_doc(snap.to_dict())) if snap.exists else None
+
+    async def latest_version(self, agent_id: str) -> AgentVersion | None:
+        meta = await counted_get(self.versions.document(agent_id))
+        latest = int((meta.to_dict() or {}).get("latest", 0)) if meta.exists else 0
+        if not latest:
+            return None
+        definition = await self.get_agent_version(agent_id, latest)
+        return AgentVersion(agent_id=agent_id, version=latest, definition=definition)
+
+    async def get_agent_version(self, agent_id: str, version: int) -> AgentDefinition | None:
+        key = (agent_id, version)
+        if key in self._versions:
+            self._versions.move_to_end(key)
+            return self._versions[key]
+        ref = self.versions.document(agent_id).collection("versions").document(f"{version:06d}")
+        snap = await counted_get(ref)
+        if not snap.exists:
+            return None  # not cached: a version not there yet may be written later
+        definition = AgentVersion.model_validate(from_doc(snap.to_dict())).definition
+        self._versions[key] = definition
+        while len(self._versions) > self.cached_versions:
+            self._versions.popitem(last=False)
+        return definition
 
     async def list_agents(self) -> list[AgentDefinition]:
         found = [

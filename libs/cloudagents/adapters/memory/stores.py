@@ -419,6 +419,16 @@ class InMemoryAgentStore:
     async def get_agent(self, agent_id: str) -> AgentDefinition | None:
         return self.agents.get(agent_id)
 
+    async def latest_version(self, agent_id: str) -> AgentVersion | None:
+        versions = self.history.get(agent_id)
+        return versions[-1] if versions else None
+
+    async def get_agent_version(self, agent_id: str, version: int) -> AgentDefinition | None:
+        for found in self.history.get(agent_id, []):
+            if found.version == version:
+                return found.definition
+        return None
+
     async def list_agents(self) -> list[AgentDefinition]:
         return sorted(self.agents.values(), key=lambda d: d.id)
 
