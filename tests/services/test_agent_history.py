@@ -114,7 +114,8 @@ async def test_a_run_finishes_on_the_definition_it_started_with(stack: Stack) ->
     await pump.run()
     run = (await api.get(f"/runs/{run_id}")).json()
     assert run["agent_versions"] == {"pinned": 1}
-    assert run["result"]["exit"] == "SATISFIED" and run["result"]["payload"] == {"answer": "6*7 = 42"}
+    result = run["result"]
+    assert result["exit"] == "SATISFIED" and result["payload"] == {"answer": "6*7 = 42"}
     later = (await api.post("/runs", json={"agent_id": "pinned", "message": "again"})).json()
     await pump.run()
     result = (await api.get(f"/runs/{later['run_id']}")).json()["result"]
