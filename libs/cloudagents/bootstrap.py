@@ -145,47 +145,95 @@ def tasks_client() -> Any:
     return tasks_v2.CloudTasksClient()
 
 
-def build_gcp_deps(settings: Settings, topology: Topology, tools: ToolRegistry) -> Deps:
-    """The Firestore, Pub/Sub, Cloud Storage and Cloud Tasks adapters over fresh clients."""
-    from cloudagents.adapters.cloud_tasks import CloudTasksQueue
-    from cloudagents.adapters.firestore.budgets import (
-        FirestoreConcurrencyLimiter,
-        FirestoreCostLedger,
-        FirestoreRateLimiter,
-    )
-    from cloudagents.adapters.firestore.stores import (
-        FirestoreAgentStore,
-        FirestoreAuditStore,
-        FirestoreDeadLetterStore,
-        FirestoreHandoffStore,
-        FirestoreRunStore,
-    )
-    from cloudagents.adapters.gcs import GcsBlobStore
-    from cloudagents.adapters.pubsub import PubSubEventBus
+class _OnFirstUse:
+    """An adapter built the first time it is used, so a service imports and builds only the
+    client libraries it touches (cold start: the context snapshotter never loads Pub/Sub or
+    Cloud Tasks, the handoff broker never loads Cloud Storage). Built inside the event loop of
+    that first use, which is the serving loop: where an async client must be built."""
 
-    db = firestore_client(settings.project)
-    blobs = GcsBlobStore(storage_client(settings.project))
-    rate_limiter = FirestoreRateLimiter(db)
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._built: Any = None
+
+    def _target(self) -> Any:
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target(), name)
+
+
+def _once(build: Callable[[], Any]) -> Callable[[], Any]:
+    """``build``, called at most once (one SDK client shared by the adapters that use it)."""
+    built: list[Any] = []
+
+    def get() -> Any:
+        if not built:
+            built.append(build())
+        return built[0]
+
+    return get
+
+
+def build_gcp_deps(settings: Settings, topology: Topology, tools: ToolRegistry) -> Deps:
+    """The Firestore, Pub/Sub, Cloud Storage and Cloud Tasks adapters, each built (with its
+    client) on first use (``_OnFirstUse``)."""
+
+    def firestore_adapters() -> Any:
+        from cloudagents.adapters.firestore import budgets, stores
+
+        return stores, budgets
+
+    db = _once(lambda: firestore_client(settings.project))
+
+    def gcs() -> Any:
+        from cloudagents.adapters.gcs import GcsBlobStore
+
+        return GcsBlobStore(storage_client(settings.project))
+
+    def bus() -> Any:
+        from cloudagents.adapters.pubsub import PubSubEventBus
+
+        return PubSubEventBus(publisher_client(), settings.project)
+
+    def tasks() -> Any:
+        from cloudagents.adapters.cloud_tasks import CloudTasksQueue
+
+        return CloudTasksQueue(
+            tasks_client(), settings.project, settings.location, settings.tasks_service_account
+        )
+
+    def store(name: str) -> Any:
+        return _OnFirstUse(lambda: getattr(firestore_adapters()[0], name)(db()))
+
+    def ledger(name: str) -> Any:
+        return _OnFirstUse(lambda: getattr(firestore_adapters()[1], name)(db()))
+
+    rate_limiter = ledger("FirestoreRateLimiter")
+
+    blobs: Any = _OnFirstUse(gcs)
+    functions: Any = _OnFirstUse(lambda: _firestore_functions(db(), blobs, topology.context_bucket))
     return Deps(
         settings=settings,
         topology=topology,
-        runs=FirestoreRunStore(db),
-        agents=FirestoreAgentStore(db),
-        dead_letters=FirestoreDeadLetterStore(db),
-        handoffs=FirestoreHandoffStore(db),
-        audit=FirestoreAuditStore(db),
-        bus=PubSubEventBus(publisher_client(), settings.project),
+        runs=store("FirestoreRunStore"),
+        agents=store("FirestoreAgentStore"),
+        dead_letters=store("FirestoreDeadLetterStore"),
+        handoffs=store("FirestoreHandoffStore"),
+        audit=store("FirestoreAuditStore"),
+        bus=_OnFirstUse(bus),
         blobs=blobs,
-        tasks=CloudTasksQueue(
-            tasks_client(), settings.project, settings.location, settings.tasks_service_account
-        ),
-        cost_ledger=FirestoreCostLedger(db),
+        tasks=_OnFirstUse(tasks),
+        cost_ledger=ledger("FirestoreCostLedger"),
         rate_limiter=rate_limiter,
         tools=tools,
-        functions=FunctionStore(_firestore_functions(db, blobs, topology.context_bucket)),
-        transitions=_firestore_transitions(db),
+        functions=FunctionStore(functions),
+        transitions=_OnFirstUse(lambda: _firestore_transitions(db())),
         model_factory=default_model_factory,
-        limit_model=shared_llm_limits(settings, rate_limiter, FirestoreConcurrencyLimiter(db)),
+        limit_model=shared_llm_limits(
+            settings, rate_limiter, ledger("FirestoreConcurrencyLimiter")
+        ),
     )
 
 

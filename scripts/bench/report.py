@@ -338,6 +338,8 @@ def cold_start(results: dict[str, Any]) -> str:
             _table(headers, body),
             f"  libs = importing google.cloud firestore, pubsub_v1, storage, tasks_v2 alone: "
             f"{google:.0f} ms",
+            "  app+clients builds the adapters a service's usual request touches (coldstart.USES;"
+            " the others are built on first use)",
         ]
     )
 

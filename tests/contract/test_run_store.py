@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cloudagents.adapters.firestore.stores import FirestoreRunStore
 from cloudagents.domain.events import ContentChunk, ThinkingStatus, ToolResultEvent
 from cloudagents.domain.messages import Message, Usage
 from cloudagents.domain.results import LoopExit
@@ -227,6 +228,65 @@ async def test_commit_step_marks_the_applied_model_call(run_store: RunStore) -> 
     calls = await run_store.model_calls(run.run_id)
     assert [(c.attempt_id, c.applied) for c in calls] == [("attempt-0", False), ("attempt-1", True)]
     assert calls[1].usage.total_tokens == 7
+
+
+async def test_the_applied_model_call_is_named_on_the_interaction_and_read_as_before(
+    run_store: RunStore, backend: str
+) -> None:
+    """A step with an interaction names its applied call there (no write on the call's own
+    document); a step written by the previous layout (the call marked ``applied`` on its
+    document, an interaction of version 1) still reads as applied."""
+    run = make_run()
+    assert await run_store.create_run(run, [user("q")])
+    for i in range(2):
+        await run_store.record_model_call(
+            ModelCallRecord(
+                run_id=run.run_id,
+                seq=i,
+                attempt_id=f"attempt-{i}",
+                model="m",
+                usage=Usage(prompt_tokens=1, completion_tokens=1),
+                cost_usd=0.0,
+            )
+        )
+    interaction = Interaction(
+        run_id=run.run_id, agent_id="a", seq=0, decision="tools", total_tokens=2
+    )
+    commit = StepCommit(
+        run_id=run.run_id,
+        expected_seq=0,
+        status=RunStatus.RUNNING,
+        progress=progress(),
+        interaction=interaction,
+        applied_model_call="attempt-0",
+    )
+    assert await run_store.commit_step(commit) is not None
+    [stored] = await run_store.interactions(run.run_id)
+    assert stored.applied_model_call == "attempt-0"
+    if backend == "emulator":
+        assert isinstance(run_store, FirestoreRunStore)
+        calls = run_store.client.collection("agent_runs").document(run.run_id)
+        call_doc = await calls.collection("model_calls").document("attempt-0").get()
+        assert call_doc.to_dict()["applied"] is False  # as recorded: no write marked it
+        # The previous layout: step 1's call marked on its own document, its interaction v1.
+        await (
+            calls.collection("model_calls").document("attempt-1").set({"applied": True}, merge=True)
+        )
+        legacy = interaction.model_dump(mode="json", exclude={"applied_model_call"})
+        await (
+            run_store.client.collection("interactions")
+            .document(f"{run.run_id}-000001")
+            .set({**legacy, "seq": 1, "schema_version": 1})
+        )
+        assert [i.applied_model_call for i in await run_store.interactions(run.run_id)] == [
+            "attempt-0",
+            None,
+        ]
+        applied = [(c.attempt_id, c.applied) for c in await run_store.model_calls(run.run_id)]
+        assert applied == [("attempt-0", True), ("attempt-1", True)]
+    else:
+        applied = [(c.attempt_id, c.applied) for c in await run_store.model_calls(run.run_id)]
+        assert applied == [("attempt-0", True), ("attempt-1", False)]
 
 
 async def test_commit_step_refuses_finished_and_unknown_runs(run_store: RunStore) -> None:

@@ -242,6 +242,16 @@ class FaultStack:
         ref = self.db.collection("agent_runs").document(run_id).collection(collection)
         return [d.to_dict() | {"_id": d.id} for d in ref.stream()]
 
+    def model_calls(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's model call documents, each with ``applied`` as the store reads it: named
+        by its step's interaction record (version 2), or marked on the call's own document (the
+        layout before it)."""
+        named = {i.get("applied_model_call") for i in self.interactions(run_id)}
+        return [
+            c | {"applied": bool(c.get("applied")) or c.get("attempt_id") in named}
+            for c in self.sub(run_id, "model_calls")
+        ]
+
     def transcript(self, run_id: str) -> list[dict[str, Any]]:
         messages = sorted(self.sub(run_id, "messages"), key=lambda m: m["i"])
         return [{k: v for k, v in m.items() if k != "_id"} for m in messages]

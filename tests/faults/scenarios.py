@@ -99,7 +99,7 @@ class RunSnapshot:
             run_id=run_id,
             doc=doc,
             transcript=stack.transcript(run_id),
-            model_calls=stack.sub(run_id, "model_calls"),
+            model_calls=stack.model_calls(run_id),
             tool_calls=stack.sub(run_id, "tool_calls"),
             interactions=stack.interactions(run_id),
         )

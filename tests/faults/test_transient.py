@@ -76,7 +76,7 @@ def test_transient_failures_are_retried_per_config(stack: FaultStack) -> None:
     # Recovery took the configured backoffs: 0.4 + 0.8 s before step 0's reply, 0.4 s before
     # step 1's; each step made exactly one (successful) recorded model call.
     run_id = run_ids["tr-recovers"]
-    calls = sorted(stack.sub(run_id, "model_calls"), key=lambda c: c["seq"])
+    calls = sorted(stack.model_calls(run_id), key=lambda c: c["seq"])
     assert [(c["seq"], c["applied"]) for c in calls] == [(0, True), (1, True)]
     created = ts(docs[run_id]["created_at"])
     first = ts(calls[0]["created_at"]) - created

@@ -138,10 +138,12 @@ async def test_quick_start_as_written(emulators: EmulatorStack, db: firestore.Cl
     model_calls = list(
         db.collection("agent_runs").document(run_id).collection("model_calls").stream()
     )
-    assert [(c.get("model"), c.get("applied")) for c in model_calls] == [("gpt-4", True)]
-    assert [(i["seq"], i["decision"], i["total_tokens"]) for i in interactions(db, run_id)] == [
-        (0, "finish", 100)
-    ]
+    steps = interactions(db, run_id)
+    assert [(i["seq"], i["decision"], i["total_tokens"]) for i in steps] == [(0, "finish", 100)]
+    # The applied call is named by its step's interaction record.
+    assert [
+        (c.get("model"), c.get("attempt_id") == steps[0]["applied_model_call"]) for c in model_calls
+    ] == [("gpt-4", True)]
     pointer = run["snapshot"]
     assert (
         pointer["uri"] == f"gs://my-gcp-project-agent-context/runs/{run_id}/snapshots/000001.json"

@@ -249,14 +249,16 @@ def test_duplicate_deliveries_change_nothing(api: httpx.Client, stack_state: Sta
     assert after["seq"] == run["seq"] and after["result"] == run["result"]
     assert len(list(run_ref.collection("messages").stream())) == 5
     calls = [c.to_dict() for c in run_ref.collection("model_calls").stream()]
-    # The two copies of the intent may both call the model (at-least-once); only one is applied,
-    # and every call made is recorded with its usage.
-    assert sum(c["applied"] for c in calls) == 2 and len(calls) >= 2
-    assert [c.get("attempts") for c in run_ref.collection("tool_calls").stream()] == [1]
     interactions = db.collection("interactions").where(
         filter=firestore.FieldFilter("run_id", "==", run_id)
     )
-    assert len(list(interactions.stream())) == 2
+    steps = [i.to_dict() for i in interactions.stream()]
+    assert len(steps) == 2
+    # The two copies of the intent may both call the model (at-least-once); only one is applied
+    # (named by its step's interaction record), and every call made is recorded with its usage.
+    applied = {i["applied_model_call"] for i in steps}
+    assert sum(c["attempt_id"] in applied for c in calls) == 2 and len(calls) >= 2
+    assert [c.get("attempts") for c in run_ref.collection("tool_calls").stream()] == [1]
 
 
 def test_messages_pubsub_gave_up_on_are_recorded_with_their_run_and_replay(

@@ -264,18 +264,28 @@ class ToolCallRecord(Persisted):
         return tool_call_doc_id(self.seq, self.index)
 
     def finished_with(
-        self, result: JsonValue, is_error: bool, result_uri: str | None
+        self,
+        result: JsonValue,
+        is_error: bool,
+        result_uri: str | None,
+        *,
+        started_at: datetime | None = None,
     ) -> ToolCallRecord:
-        """This call ``done`` with a result (the stores apply it only to a call not yet done)."""
-        return self.model_copy(
-            update={
-                "status": "done",
-                "result": result,
-                "is_error": is_error,
-                "result_uri": result_uri,
-                "finished_at": utcnow(),
-            }
-        )
+        """This call ``done`` with a result (the stores apply it only to a call not yet done).
+
+        A call still ``pending`` ran without a claim (an idempotent tool needs none): that run
+        is its attempt, started at ``started_at``."""
+        update: dict[str, Any] = {
+            "status": "done",
+            "result": result,
+            "is_error": is_error,
+            "result_uri": result_uri,
+            "finished_at": utcnow(),
+        }
+        if self.status == "pending":
+            update["attempts"] = self.attempts + 1
+            update["started_at"] = started_at or update["finished_at"]
+        return self.model_copy(update=update)
 
 
 def snapshot_object_name(run_id: str, seq: int) -> str:
@@ -288,7 +298,12 @@ def tool_call_doc_id(seq: int, index: int) -> str:
 
 
 class Interaction(Persisted):
-    """``interactions/{run_id}-{seq:06d}``: one lightweight record per step (seed 000)."""
+    """``interactions/{run_id}-{seq:06d}``: one lightweight record per step (seed 000).
+    Version 2: ``applied_model_call``, which a step commit used to write as a separate
+    ``{"applied": true}`` on the call's own document (still read for runs written so)."""
+
+    CURRENT_SCHEMA_VERSION: ClassVar[int] = 2
+    schema_version: int = 2
 
     run_id: str
     agent_id: str
@@ -296,6 +311,9 @@ class Interaction(Persisted):
     decision: str
     total_tokens: int
     tool_calls: list[str] = Field(default_factory=list)
+    applied_model_call: str | None = Field(
+        default=None, description="the model call (attempt id) whose reply this step applied"
+    )
     created_at: datetime = Field(default_factory=utcnow)
 
 

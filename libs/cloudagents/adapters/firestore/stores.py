@@ -258,10 +258,15 @@ class FirestoreRunStore:
                     to_doc(call.model_dump(mode="json")),
                 )
             if commit.interaction is not None:
-                doc_id = f"{run.run_id}-{commit.interaction.seq:06d}"
+                # The applied model call is named on the step's interaction record, not marked
+                # by a write of its own on the call's document (one write less per step).
+                interaction = commit.interaction.model_copy(
+                    update={"applied_model_call": commit.applied_model_call}
+                )
+                doc_id = f"{run.run_id}-{interaction.seq:06d}"
                 writes.set(
                     self.client.collection(INTERACTIONS).document(doc_id),
-                    to_doc(commit.interaction.model_dump(mode="json")),
+                    to_doc(interaction.model_dump(mode="json")),
                 )
             for event in commit.events:
                 writes.set(
@@ -278,7 +283,7 @@ class FirestoreRunStore:
                     self.client.collection(APPROVALS).document(approval.doc_id),
                     to_doc(approval.model_dump(mode="json")),
                 )
-            if commit.applied_model_call:
+            if commit.applied_model_call and commit.interaction is None:
                 call_doc = ref.collection("model_calls").document(commit.applied_model_call)
                 writes.set(call_doc, {"applied": True}, merge=True)
             writes.update_if_unchanged(ref, to_doc(updated.model_dump(mode="json")), snap)
@@ -451,6 +456,7 @@ class FirestoreRunStore:
         events: list[RunEvent],
         wake: OutboxMessage,
         kind: PendingKind = "tool_call",
+        started_at: datetime | None = None,
     ) -> ToolFinish | None:
         run_ref = self._run_ref(run_id)
         call_ref = self._call_ref(run_id, seq, index)
@@ -483,7 +489,7 @@ class FirestoreRunStore:
             if call.status == "done":  # save_tool_result recorded it: that result stands
                 done = call
             else:
-                done = call.finished_with(result, is_error, result_uri)
+                done = call.finished_with(result, is_error, result_uri, started_at=started_at)
                 writes.update_if_unchanged(
                     call_ref, to_doc(done.model_dump(mode="json")), call_snap
                 )
@@ -521,6 +527,12 @@ class FirestoreRunStore:
         # A commit marks its applied call with a merge write; only recorded calls count.
         docs = [from_doc(d.to_dict()) async for d in stream]
         calls = [ModelCallRecord.model_validate(d) for d in docs if "attempt_id" in d]
+        # Applied: named by the step's interaction record (version 2), or, for steps written
+        # before it, marked on the call's document (the merge write above).
+        named = {i.applied_model_call for i in await self.interactions(run_id)}
+        calls = [
+            c.model_copy(update={"applied": True}) if c.attempt_id in named else c for c in calls
+        ]
         return sorted(calls, key=lambda c: (c.seq, c.created_at))
 
     async def set_snapshot(self, run_id: str, pointer: SnapshotPointer) -> bool:

@@ -122,7 +122,9 @@ class InMemoryRunStore:
                 self.calls[(run.run_id, call.doc_id)] = call
             if commit.interaction is not None:
                 key = f"{run.run_id}-{commit.interaction.seq:06d}"
-                self.interaction_records[key] = commit.interaction
+                self.interaction_records[key] = commit.interaction.model_copy(
+                    update={"applied_model_call": commit.applied_model_call}
+                )
             for event in commit.events:
                 self.event_records[run.run_id][event.id] = event
             if commit.handoff_offer is not None:
@@ -204,6 +206,7 @@ class InMemoryRunStore:
         events: list[RunEvent],
         wake: OutboxMessage,
         kind: PendingKind = "tool_call",
+        started_at: datetime | None = None,
     ) -> ToolFinish | None:
         async with self._lock:
             key = (run_id, tool_call_doc_id(seq, index))
@@ -227,7 +230,9 @@ class InMemoryRunStore:
                     outbox=barrier.publish,
                 )
             done = (
-                call if call.status == "done" else call.finished_with(result, is_error, result_uri)
+                call
+                if call.status == "done"
+                else call.finished_with(result, is_error, result_uri, started_at=started_at)
             )
             self.calls[key] = done
             for event in events:
