@@ -238,7 +238,11 @@ async def outcome(runs: RunStore, handoffs: HandoffStore, run_id: str) -> dict[s
             "transcript": [m.model_dump(mode="json") for m in await runs.messages(run_id)],
             "events": merged_events(events),
             "interactions": [
-                i.model_dump(mode="json", exclude={"agent_id"})
+                # The applied model call's id is random: whether the step names one is compared.
+                {
+                    **i.model_dump(mode="json", exclude={"agent_id", "applied_model_call"}),
+                    "names_its_model_call": i.applied_model_call is not None,
+                }
                 for i in await runs.interactions(run_id)
             ],
             "tool_calls": tool_calls,
