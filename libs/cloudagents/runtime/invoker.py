@@ -3,8 +3,8 @@
 An idempotent tool without a tools-per-minute limit is run without a claim: running it twice is
 harmless, so its result goes straight onto the call with the run's barrier (``_finish``), one
 guarded write. Every other call is claimed first: a delivery claims the call with a lease (the
-tool's timeout plus ``CLOUDAGENTS_TOOL_LEASE_GRACE_SECONDS``). While another delivery holds a live lease, a
-non-idempotent tool is not run: the message is refused (503) and Pub/Sub redelivers it later,
+tool's timeout plus ``CLOUDAGENTS_TOOL_LEASE_GRACE_SECONDS``). While another delivery holds a
+live lease, a non-idempotent tool is not run: the message is refused (503) and Pub/Sub redelivers it later,
 when the holder has recorded the result or its lease has passed. A call whose lease passed
 without a result was interrupted (its process died mid-call): an idempotent tool runs again, a
 non-idempotent one is answered with an "interrupted" error result rather than risking its effect
