@@ -9,10 +9,10 @@ redelivers it later, when the holder has recorded the result or its lease has pa
 whose lease passed without a result was interrupted (its process died mid-call): an idempotent
 tool runs again, a non-idempotent one is answered with an "interrupted" error result rather than
 risking its effect twice. A call refused by the agent's tools-per-minute limit is not retried by
-redelivery (which would climb toward the subscription's ``max_delivery_attempts`` and the dead-
-letter topic): it books a slot in the first window that has one, records that on its document,
-schedules a wake-up task for that window's start, and is acknowledged (``deferred``); the wake-
-up dispatches it again. A result is saved on the tool-call document alone first (first result
+redelivery (which would climb toward the subscription's ``max_delivery_attempts`` and the
+dead-letter topic): it books a slot in the first window that has one, records that on its document,
+schedules a wake-up task for that window's start, and is acknowledged (``deferred``); the wake-up
+dispatches it again. A result is saved on the tool-call document alone first (first result
 wins; retried in process), then a transaction on the run takes the call off its pending list;
 the call that empties the list stores and publishes the run's next step message. A redelivered
 message for a saved call finishes that second part if it had not happened, or re-publishes the
