@@ -264,28 +264,18 @@ class ToolCallRecord(Persisted):
         return tool_call_doc_id(self.seq, self.index)
 
     def finished_with(
-        self,
-        result: JsonValue,
-        is_error: bool,
-        result_uri: str | None,
-        *,
-        started_at: datetime | None = None,
+        self, result: JsonValue, is_error: bool, result_uri: str | None
     ) -> ToolCallRecord:
-        """This call ``done`` with a result (the stores apply it only to a call not yet done).
-
-        A call still ``pending`` ran without a claim (an idempotent tool needs none): that run
-        is its attempt, started at ``started_at``."""
-        update: dict[str, Any] = {
-            "status": "done",
-            "result": result,
-            "is_error": is_error,
-            "result_uri": result_uri,
-            "finished_at": utcnow(),
-        }
-        if self.status == "pending":
-            update["attempts"] = self.attempts + 1
-            update["started_at"] = started_at or update["finished_at"]
-        return self.model_copy(update=update)
+        """This call ``done`` with a result (the stores apply it only to a call not yet done)."""
+        return self.model_copy(
+            update={
+                "status": "done",
+                "result": result,
+                "is_error": is_error,
+                "result_uri": result_uri,
+                "finished_at": utcnow(),
+            }
+        )
 
 
 def snapshot_object_name(run_id: str, seq: int) -> str:

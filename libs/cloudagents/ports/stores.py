@@ -163,14 +163,12 @@ class RunStore(Protocol):
         events: list[RunEvent],
         wake: OutboxMessage,
         kind: PendingKind = "tool_call",
-        started_at: datetime | None = None,
     ) -> ToolFinish | None:
         """Take the call (a pending item of ``kind``: ``tool_call``, or ``child_run`` for a call
         to another agent) off the run's pending list once, writing ``events``; the call that
         empties the list stores ``wake`` in the run's outbox and says ``wake=True``. The result
         is recorded here too unless ``save_tool_result`` recorded one already (the stored one
-        wins; ``started_at``: when a call that ran unclaimed started, see
-        ``ToolCallRecord.finished_with``). ``None`` if the call does not exist."""
+        wins). ``None`` if the call does not exist."""
         ...
 
     async def record_model_call(self, record: ModelCallRecord) -> None: ...

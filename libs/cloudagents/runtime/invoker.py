@@ -1,22 +1,20 @@
 """The tool invoker: runs one tool call per message, at most once per call where it matters.
 
-An idempotent tool without a tools-per-minute limit is run without a claim: running it twice is
-harmless, so its result goes straight onto the call with the run's barrier (``_finish``), one
-guarded write. Every other call is claimed first: a delivery claims the call with a lease (the
-tool's timeout plus ``CLOUDAGENTS_TOOL_LEASE_GRACE_SECONDS``). While another delivery holds a
-live lease, a non-idempotent tool is not run: the message is refused (503) and Pub/Sub
-redelivers it later, when the holder has recorded the result or its lease has passed. A call
-whose lease passed without a result was interrupted (its process died mid-call): an idempotent
-tool runs again, a non-idempotent one is answered with an "interrupted" error result rather than
-risking its effect twice. A call refused by the agent's tools-per-minute limit is not retried by
-redelivery (which would climb toward the subscription's ``max_delivery_attempts`` and the
-dead-letter topic): it books a slot in the first window that has one, records that on its document,
-schedules a wake-up task for that window's start, and is acknowledged (``deferred``); the wake-up
-dispatches it again. A result is saved on the tool-call document alone first (first result
-wins; retried in process), then a transaction on the run takes the call off its pending list;
-the call that empties the list stores and publishes the run's next step message. A redelivered
-message for a saved call finishes that second part if it had not happened, or re-publishes the
-wake-up (and the audit record), and does not run the tool again.
+A delivery first claims the call with a lease (the tool's timeout plus
+``CLOUDAGENTS_TOOL_LEASE_GRACE_SECONDS``). While another delivery holds a live lease, a
+non-idempotent tool is not run: the message is refused (503) and Pub/Sub redelivers it later,
+when the holder has recorded the result or its lease has passed. A call whose lease passed
+without a result was interrupted (its process died mid-call): an idempotent tool runs again, a
+non-idempotent one is answered with an "interrupted" error result rather than risking its effect
+twice. A call refused by the agent's tools-per-minute limit is not retried by redelivery (which
+would climb toward the subscription's ``max_delivery_attempts`` and the dead-letter topic): it
+books a slot in the first window that has one, records that on its document, schedules a wake-up
+task for that window's start, and is acknowledged (``deferred``); the wake-up dispatches it again.
+A result is saved on the tool-call document alone first (first result wins; retried in
+process), then a transaction on the run takes the call off its pending list; the call that empties
+the list stores and publishes the run's next step message. A redelivered message for a saved call
+finishes that second part if it had not happened, or re-publishes the wake-up (and the audit
+record), and does not run the tool again.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ import asyncio
 import json
 import logging
 import random
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from cloudagents.domain.errors import PermanentMessageError, TransientError
@@ -47,7 +45,7 @@ from cloudagents.faults import crash_point
 from cloudagents.ports.stores import ToolClaim
 from cloudagents.runtime.definitions import definition
 from cloudagents.runtime.deps import Deps
-from cloudagents.runtime.toolbox import Invocable, run_tool, tool_names
+from cloudagents.runtime.toolbox import run_tool, tool_names
 from cloudagents.telemetry import tracer
 from cloudagents.tools import ToolResult, idempotency_scope
 
@@ -94,48 +92,24 @@ class ToolInvoker:
                 "cloudagents.run_id": run.run_id,
             },
         ):
-            started = utcnow()
             try:
-                result, claimed = await self._execute(run, record)
+                result = await self._execute(run, record)
             except _Deferred:
                 return "deferred"
         crash_point("invoker.after_tool")
-        if not claimed:
-            # An idempotent tool, run without a claim: its result goes straight onto the call
-            # with the run's barrier (one guarded write); if it is lost, running it again is
-            # harmless, so it need not be saved first.
-            value, result_uri = await self._stored_value(record, result)
-            unsaved = record.model_copy(
-                update={"result": value, "is_error": result.is_error, "result_uri": result_uri}
-            )
-            return await self._finish(unsaved, run, started_at=started)
         saved = await self._save(record, result)
         return await self._finish(saved, run)
 
-    async def _execute(self, run: RunRecord, record: ToolCallRecord) -> tuple[ToolResult, bool]:
-        """The call's result, and whether the call was claimed (``False``: an idempotent tool
-        without a tools-per-minute limit runs unclaimed, or the call was not run at all)."""
+    async def _execute(self, run: RunRecord, record: ToolCallRecord) -> ToolResult:
         agent = await definition(self.deps, run, run.agent_id)
         tool = await run_tool(self.deps, run, record)
         if agent is None or tool is None or record.call.name not in tool_names(agent):
-            refused = ToolResult(f"tool {record.call.name!r} is not available to this agent", True)
-            return refused, False
-        limit = agent.budget.max_tools_per_minute
-        if tool.idempotent and limit is None:
-            # Nothing for a claim to protect: running it twice is harmless, and no booked
-            # window needs a claimer. Saves the claim's read and write, and the save's.
-            with idempotency_scope(record.idempotency_key):
-                return await tool.invoke(record.call.arguments), False
-        return await self._claimed(run, record, tool, limit), True
-
-    async def _claimed(
-        self, run: RunRecord, record: ToolCallRecord, tool: Invocable, limit: int | None
-    ) -> ToolResult:
-        """Run the call under a claim with a lease (and its tools-per-minute slot)."""
+            return ToolResult(f"tool {record.call.name!r} is not available to this agent", True)
         lease = tool.timeout_seconds + self.deps.settings.tool_lease_grace_seconds
         if not tool.idempotent and ToolClaim.decide(record, utcnow(), lease)[1] == "held":
             raise self._held(record)  # before taking a tools-per-minute slot for nothing
-        booked = limit is not None and await self._admit(record, run.agent_id, limit)
+        limit = agent.budget.max_tools_per_minute
+        booked = limit is not None and await self._admit(record, agent.id, limit)
         claim = await self.deps.runs.start_tool_call(
             run.run_id, record.seq, record.index, lease_seconds=lease
         )
@@ -260,24 +234,18 @@ class ToolInvoker:
                 await asyncio.sleep(0.2 * 2**attempt)
         return await self._save_once(record, result)
 
-    async def _stored_value(
-        self, record: ToolCallRecord, result: ToolResult
-    ) -> tuple[Any, str | None]:
-        """The result as the call's document holds it: inline, or (large) in the bucket."""
-        value: Any = result.content
-        if len(json.dumps(value, default=str)) <= self.deps.settings.tool_result_inline_bytes:
-            return value, None
-        # Large outputs go to the bucket so no Firestore document nears 1 MiB.
-        result_uri = await self.deps.blobs.put(
-            self.deps.topology.context_bucket,
-            f"runs/{record.run_id}/tool_results/{record.doc_id}.txt",
-            result.as_text().encode(),
-            "text/plain",
-        )
-        return None, result_uri
-
     async def _save_once(self, record: ToolCallRecord, result: ToolResult) -> ToolCallRecord:
-        value, result_uri = await self._stored_value(record, result)
+        value: Any = result.content
+        result_uri: str | None = None
+        if len(json.dumps(value, default=str)) > self.deps.settings.tool_result_inline_bytes:
+            # Large outputs go to the bucket so no Firestore document nears 1 MiB.
+            result_uri = await self.deps.blobs.put(
+                self.deps.topology.context_bucket,
+                f"runs/{record.run_id}/tool_results/{record.doc_id}.txt",
+                result.as_text().encode(),
+                "text/plain",
+            )
+            value = None
         saved = await self.deps.runs.save_tool_result(
             record.run_id,
             record.seq,
@@ -290,14 +258,7 @@ class ToolInvoker:
             raise PermanentMessageError(f"tool call {record.doc_id} of {record.run_id} vanished")
         return saved
 
-    async def _finish(
-        self,
-        record: ToolCallRecord,
-        run: RunRecord,
-        *,
-        peeked: bool = False,
-        started_at: datetime | None = None,
-    ) -> str:
+    async def _finish(self, record: ToolCallRecord, run: RunRecord, *, peeked: bool = False) -> str:
         """Take the (saved) call off the run's pending list; the last one wakes the run.
 
         ``peeked``: ``record`` and ``run`` were just read outside a transaction. A delivery
@@ -332,7 +293,6 @@ class ToolInvoker:
             events=[event],
             wake=wake,
             kind=kind,
-            started_at=started_at,
         )
         if finish is None:
             raise PermanentMessageError(f"tool call {record.doc_id} of {record.run_id} vanished")

@@ -456,7 +456,6 @@ class FirestoreRunStore:
         events: list[RunEvent],
         wake: OutboxMessage,
         kind: PendingKind = "tool_call",
-        started_at: datetime | None = None,
     ) -> ToolFinish | None:
         run_ref = self._run_ref(run_id)
         call_ref = self._call_ref(run_id, seq, index)
@@ -489,7 +488,7 @@ class FirestoreRunStore:
             if call.status == "done":  # save_tool_result recorded it: that result stands
                 done = call
             else:
-                done = call.finished_with(result, is_error, result_uri, started_at=started_at)
+                done = call.finished_with(result, is_error, result_uri)
                 writes.update_if_unchanged(
                     call_ref, to_doc(done.model_dump(mode="json")), call_snap
                 )

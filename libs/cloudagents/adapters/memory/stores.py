@@ -206,7 +206,6 @@ class InMemoryRunStore:
         events: list[RunEvent],
         wake: OutboxMessage,
         kind: PendingKind = "tool_call",
-        started_at: datetime | None = None,
     ) -> ToolFinish | None:
         async with self._lock:
             key = (run_id, tool_call_doc_id(seq, index))
@@ -230,9 +229,7 @@ class InMemoryRunStore:
                     outbox=barrier.publish,
                 )
             done = (
-                call
-                if call.status == "done"
-                else call.finished_with(result, is_error, result_uri, started_at=started_at)
+                call if call.status == "done" else call.finished_with(result, is_error, result_uri)
             )
             self.calls[key] = done
             for event in events:
