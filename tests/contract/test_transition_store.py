@@ -73,6 +73,36 @@ async def test_token_create_once_and_round_trip(transition_store: TransitionStor
     assert await transition_store.get_token(token.token_id) == token
 
 
+async def test_tokens_in_place_lists_the_workflows_tokens_in_that_place_only(
+    transition_store: TransitionStore,
+) -> None:
+    """What a place agent added by a new definition is scheduled for: the workflow's tokens in
+    the place now (a token moved out is not listed, nor one of another workflow or place)."""
+    workflow_id = new_id("wf")
+    here = [
+        a_token().model_copy(update={"token_id": f"{workflow_id}-{n}", "workflow_id": workflow_id})
+        for n in (2, 1, 3)
+    ]
+    elsewhere = here[0].model_copy(update={"token_id": f"{workflow_id}-other", "place": "done"})
+    other_workflow = a_token()  # in the place, of another workflow
+    for token in [*here, elsewhere, other_workflow]:
+        assert await transition_store.create_token(token)
+    found = await transition_store.tokens_in_place(workflow_id, "submitted")
+    assert found == sorted(here, key=lambda t: t.token_id)
+    assert [t.token_id for t in await transition_store.tokens_in_place(workflow_id, "done")] == [
+        elsewhere.token_id
+    ]
+    # A token that moves out of the place is no longer listed there.
+    moved = here[1].model_copy(update={"place": "done", "version": 2})
+    assert await transition_store.update_token(moved, expected_version=1)
+    assert [t.token_id for t in await transition_store.tokens_in_place(workflow_id, "done")] == [
+        moved.token_id,
+        elsewhere.token_id,
+    ]
+    assert len(await transition_store.tokens_in_place(workflow_id, "submitted")) == 2
+    assert await transition_store.tokens_in_place(new_id("wf"), "submitted") == []
+
+
 async def test_a_move_applies_only_at_the_expected_version(
     transition_store: TransitionStore,
 ) -> None:

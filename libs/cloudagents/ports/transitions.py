@@ -32,6 +32,11 @@ class TransitionStore(Protocol):
 
     async def get_token(self, token_id: str) -> Token | None: ...
 
+    async def tokens_in_place(self, workflow_id: str, place: str) -> list[Token]:
+        """Every token of ``workflow_id`` now in ``place``, by token id (what a place agent
+        added to the place by a new definition of the workflow is scheduled for)."""
+        ...
+
     async def update_token(
         self,
         token: Token,

@@ -91,6 +91,15 @@ class FirestoreTransitionStore:
         snap = await counted_get(self.tokens.document(token_id))
         return Token.model_validate(from_doc(snap.to_dict())) if snap.exists else None
 
+    async def tokens_in_place(self, workflow_id: str, place: str) -> list[Token]:
+        # Two equality filters: served by merging the single-field indexes (no composite
+        # index); one query, billed a read per token found (at least one). Ordered here.
+        query = self.tokens.where(
+            filter=firestore.FieldFilter("workflow_id", "==", workflow_id)
+        ).where(filter=firestore.FieldFilter("place", "==", place))
+        found = [Token.model_validate(from_doc(d.to_dict())) async for d in counted_stream(query)]
+        return sorted(found, key=lambda t: t.token_id)
+
     async def update_token(
         self,
         token: Token,

@@ -39,6 +39,12 @@ class InMemoryTransitionStore:
         found = self.tokens.get(token_id)
         return found.model_copy(deep=True) if found else None
 
+    async def tokens_in_place(self, workflow_id: str, place: str) -> list[Token]:
+        found = [
+            t for t in self.tokens.values() if (t.workflow_id, t.place) == (workflow_id, place)
+        ]
+        return [t.model_copy(deep=True) for t in sorted(found, key=lambda t: t.token_id)]
+
     async def update_token(
         self,
         token: Token,
