@@ -180,3 +180,74 @@ async def test_a_token_that_changes_in_its_place_is_checked_again(stack: Stack) 
     later = [t for t in place_tasks(pump) if b'"item-twice"' in t.body][len(entry) + 1 :]
     assert [json.loads(t.body)["index"] for t in later] == [0]
     assert (await run_task(clients, later[0]))["status"] == "duplicate"
+
+
+async def test_a_place_agent_added_later_runs_on_the_tokens_already_in_its_place(
+    stack: Stack,
+) -> None:
+    """Seed 004's "enters or exists in": the workflow defined again with a place agent new to a
+    place schedules it for the token already sitting there; the registration repeated, and
+    again after the execution, runs it no second time (counted per token)."""
+    clients, pump = stack
+    api = clients["api"]
+    spec = copy.deepcopy(example())
+    workflow = spec["workflows"][0]
+    agent = workflow["place_agents"][0]
+    agent["auto_transition"] = None
+    agent["schedule"] = {"initial_delay_seconds": 0, "max_executions": 1}
+    workflow["place_agents"] = []
+    await register(api, spec)
+    await new_item(api, "item-waiting")
+    elsewhere = {"workflow_id": "content-intake", "token_id": "item-done", "place": "categorized"}
+    assert (await api.post("/tokens", json=elsewhere)).status_code == 201
+    assert place_tasks(pump) == []
+    workflow["place_agents"] = [agent]
+    for _ in range(2):  # the registration repeated (a client's retry)
+        response = await api.post("/transition-workflows", json=workflow)
+        assert response.status_code == 201, response.json()
+    task, again = place_tasks(pump)
+    assert b'"item-waiting"' in task.body and (task.body, task.name) == (again.body, again.name)
+    assert json.loads(task.body)["index"] == 0
+    assert (await run_task(clients, task))["status"] == "started"
+    assert (await run_task(clients, again))["status"] in ("duplicate", "stale")
+    await pump.run()
+    token = (await api.get("/tokens/item-waiting")).json()
+    assert token["data"]["classification"] == "finance" and token["firing"] is None
+    # Registered once more after it ran: its task finds the execution counted.
+    assert (await api.post("/transition-workflows", json=workflow)).status_code == 201
+    last = place_tasks(pump)[-1]
+    assert b'"item-waiting"' in last.body
+    assert (await run_task(clients, last))["status"] == "duplicate"
+    executions = (await api.get("/tokens/item-waiting/executions")).json()["executions"]
+    assert [(e["place_agent"], e["status"]) for e in executions] == [(0, "succeeded")]
+    assert not [t for t in place_tasks(pump) if b'"item-done"' in t.body]
+
+
+async def test_changed_trigger_conditions_are_checked_for_the_tokens_in_the_place(
+    stack: Stack,
+) -> None:
+    """A token whose place agent's conditions were false on entry is checked again when the
+    workflow is defined with other conditions (a task of its own, not the entry's)."""
+    clients, pump = stack
+    api = clients["api"]
+    spec = copy.deepcopy(example())
+    workflow = spec["workflows"][0]
+    agent = workflow["place_agents"][0]
+    agent["auto_transition"] = None
+    agent["schedule"] = {"initial_delay_seconds": 0, "max_executions": 1}
+    await register(api, spec)
+    await new_item(api, "item-classified", status="classified")
+    [entry] = place_tasks(pump)
+    assert (await run_task(clients, entry))["status"] == "conditions-false"
+    # A change elsewhere (the agent's input mapping only) schedules nothing.
+    agent["input_mapping"] = {**agent["input_mapping"], "content_type": "metadata.status"}
+    assert (await api.post("/transition-workflows", json=workflow)).status_code == 201
+    assert place_tasks(pump) == [entry]
+    agent["trigger_conditions"] = [{"field_equals": ["metadata.status", "classified"]}]
+    assert (await api.post("/transition-workflows", json=workflow)).status_code == 201
+    [_, task] = place_tasks(pump)
+    assert json.loads(task.body) == {**json.loads(entry.body), "version": 1}
+    assert (await run_task(clients, task))["status"] == "started"
+    await pump.run()
+    executions = (await api.get("/tokens/item-classified/executions")).json()["executions"]
+    assert [(e["place_agent"], e["status"]) for e in executions] == [(0, "succeeded")]

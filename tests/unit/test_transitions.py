@@ -28,6 +28,8 @@ from cloudagents.engine.transitions import (
     execution_id,
     failed_rule,
     map_input,
+    place_agent_digest,
+    redefined_place_agents,
     token_variables,
 )
 
@@ -202,3 +204,27 @@ def test_execution_ids_are_derived_and_short() -> None:
     assert first == execution_id("doc-1", "ai_review", 3, 1)
     assert first != execution_id("doc-1", "ai_review", 4, 1)
     assert first.endswith("-a1") and len(execution_id("x" * 64, "y" * 64, 10**9, 10)) <= 128
+
+
+def test_a_new_definition_names_the_place_agents_it_schedules_for_tokens_in_place() -> None:
+    def defined(*agents: PlaceAgentConfig) -> WorkflowDefinition:
+        return WorkflowDefinition(id="w", places=["a", "b"], place_agents=list(agents))
+
+    one = PlaceAgentConfig(place_id="a", agent_id="x")
+    conditioned = one.model_copy(
+        update={"trigger_conditions": [Rule(kind="field_exists", path="data.k")]}
+    )
+    mapped = one.model_copy(update={"input_mapping": {"k": "data.k"}})
+    assert redefined_place_agents(None, defined(one)) == []  # no token in its places yet
+    assert redefined_place_agents(defined(), defined(one)) == [0]  # new
+    assert redefined_place_agents(defined(one), defined(one, one)) == [1]
+    assert redefined_place_agents(defined(one), defined(conditioned)) == [0]  # conditions
+    assert redefined_place_agents(
+        defined(one), defined(one.model_copy(update={"place_id": "b"}))
+    ) == [0]
+    assert redefined_place_agents(defined(one), defined(mapped)) == []  # the mapping only
+    assert redefined_place_agents(defined(one), defined()) == []
+    # The same definition again (a retried registration): all of them, counted when they run.
+    assert redefined_place_agents(defined(one, mapped), defined(one, mapped)) == [0, 1]
+    assert place_agent_digest(one) == place_agent_digest(one.model_copy())
+    assert place_agent_digest(one) != place_agent_digest(conditioned)

@@ -28,6 +28,7 @@ from cloudagents.domain.transitions import (
     Rule,
     Token,
     TransitionDefinition,
+    WorkflowDefinition,
 )
 
 _MISSING = object()
@@ -189,6 +190,40 @@ def token_variables(token: Token, mapped: Mapping[str, Any]) -> dict[str, Any]:
         "workflow_id": token.workflow_id,
         "history_count": token.history_count,
     }
+
+
+def redefined_place_agents(
+    previous: WorkflowDefinition | None, workflow: WorkflowDefinition
+) -> list[int]:
+    """The place agents a new definition of a workflow schedules for the tokens already in
+    their place (seed 004: conditions are checked when a token "enters or exists in" it): each
+    one new at its index or whose place, agent or ``trigger_conditions`` changed. The same
+    definition again (a retried registration, which may have stopped before scheduling) gives
+    them all; executions are counted per token, so one that ran does nothing. A first
+    definition gives none: no token is in its places yet."""
+    if previous is None:
+        return []
+    if previous == workflow:
+        return list(range(len(workflow.place_agents)))
+    changed: list[int] = []
+    for index, config in enumerate(workflow.place_agents):
+        before = previous.place_agents[index] if index < len(previous.place_agents) else None
+        if before is None or (before.place_id, before.agent_id, before.trigger_conditions) != (
+            config.place_id,
+            config.agent_id,
+            config.trigger_conditions,
+        ):
+            changed.append(index)
+    return changed
+
+
+def place_agent_digest(config: PlaceAgentConfig) -> str:
+    """A short digest of a place agent's definition, in the names of the tasks a definition
+    of the workflow schedules for the tokens already in its place (with the token's version in
+    their body): the same check of the same token is one task (a repeated registration's is
+    dropped as a duplicate), another definition's is its own."""
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def execution_id(token_id: str, transition_id: str, version: int, attempt: int) -> str:

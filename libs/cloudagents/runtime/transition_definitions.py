@@ -105,14 +105,18 @@ def schema_problems(
 
 async def register_workflow(
     deps: Deps, principal: Principal, workflow: WorkflowDefinition, *, action: str
-) -> None:
-    """Store a workflow; 422 with each problem's ``loc`` and ``msg`` when its agents' schemas
-    say a mapping cannot resolve, or an agent does not exist."""
+) -> WorkflowDefinition | None:
+    """Store a workflow and return the definition it replaced (the route then schedules the
+    tokens already in the place of a new or changed place agent: ``Transitions.redefined``);
+    422 with each problem's ``loc`` and ``msg`` when its agents' schemas say a mapping cannot
+    resolve, or an agent does not exist."""
     ids = {c.agent_id for t in workflow.transitions if (c := t.agent_execution) is not None}
     ids |= {p.agent_id for p in workflow.place_agents}
     agents = {agent_id: await deps.agents.get_agent(agent_id) for agent_id in sorted(ids)}
     if problems := schema_problems(workflow, agents):
         await audit(deps, action, principal, "denied", 422, workflow.id, "workflow refused")
         raise Refused(422, "invalid workflow", problems=problems)
+    previous = await deps.transitions.get_workflow(workflow.id)
     await deps.transitions.put_workflow(workflow)
     await audit(deps, action, principal, "allowed", 201, workflow.id, "workflow registered")
+    return previous

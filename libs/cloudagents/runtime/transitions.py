@@ -55,6 +55,8 @@ from cloudagents.engine.transitions import (
     execution_id,
     failed_rule,
     map_input,
+    place_agent_digest,
+    redefined_place_agents,
     token_variables,
 )
 from cloudagents.runtime.commands import Refused
@@ -385,19 +387,53 @@ class Transitions:
             )
             await self._schedule(task, delay)
 
-    async def _schedule(self, task: PlaceAgentTask, delay_seconds: float) -> None:
-        at = self.deps.clock() + timedelta(seconds=delay_seconds)
-        await self._enqueue(task.model_dump_json().encode(), "place", at)
+    async def redefined(
+        self, previous: WorkflowDefinition | None, workflow: WorkflowDefinition
+    ) -> int:
+        """The workflow was defined again (``previous`` is the definition it replaced): the
+        tokens already in the place of a place agent that is new or whose trigger conditions
+        changed get the first execution a token entering the place gets (after
+        ``initial_delay_seconds``; seed 004's "enters or exists in"). One query per such place;
+        the executions are counted per token and visit as always, so a repeated registration,
+        or an agent that already ran on the token this visit, does nothing. The tasks
+        scheduled."""
+        indices = redefined_place_agents(previous, workflow)
+        scheduled = 0
+        for place in sorted({workflow.place_agents[i].place_id for i in indices}):
+            tokens = await self.store.tokens_in_place(workflow.id, place)
+            for index in indices:
+                config = workflow.place_agents[index]
+                if config.place_id != place:
+                    continue
+                digest = place_agent_digest(config)
+                delay = (config.schedule.initial_delay_seconds if config.schedule else None) or 0
+                for token in tokens:
+                    task = PlaceAgentTask(
+                        token_id=token.token_id,
+                        place=place,
+                        index=index,
+                        visit=token.history_count,
+                        n=1,
+                        version=token.version,
+                    )
+                    await self._schedule(task, delay, salt=digest)
+                    scheduled += 1
+        return scheduled
 
-    async def _enqueue(self, body: bytes, prefix: str, at: datetime) -> None:
+    async def _schedule(self, task: PlaceAgentTask, delay_seconds: float, salt: str = "") -> None:
+        at = self.deps.clock() + timedelta(seconds=delay_seconds)
+        await self._enqueue(task.model_dump_json().encode(), "place", at, salt=salt)
+
+    async def _enqueue(self, body: bytes, prefix: str, at: datetime, *, salt: str = "") -> None:
         """A task on the place agent queue (``{ws}-place-agents`` -> the run executor's
-        ``/tasks/place-agent``), named after its content (production Cloud Tasks drops a
-        duplicate; every handler also finds a duplicate harmless)."""
+        ``/tasks/place-agent``), named after its content and ``salt`` (production Cloud Tasks
+        drops a duplicate; every handler also finds a duplicate harmless)."""
         if not self.deps.settings.wake_url:
             log.warning("CLOUDAGENTS_WAKE_URL is not set: task %s not scheduled", body.decode())
             return
         queue = self.deps.topology.place_agent_queue
-        name = f"{prefix}-" + hashlib.sha256(body).hexdigest()[:40]
+        named = body + (b"/" + salt.encode() if salt else b"")
+        name = f"{prefix}-" + hashlib.sha256(named).hexdigest()[:40]
         url = self.deps.settings.wake_url.rstrip("/") + queue.path
         await self.deps.tasks.schedule(queue.name, url, body, at, name=name)
 

@@ -1,7 +1,8 @@
 """The api's routes for seed 004's workflows of places and tokens (``runtime/transitions.py``).
 
 ``POST /transition-workflows`` registers a ``WorkflowDefinition`` (422 lists each problem's
-``loc`` and ``msg``: a bad definition, an unknown agent, a mapping its schemas refuse); ``POST
+``loc`` and ``msg``: a bad definition, an unknown agent, a mapping its schemas refuse) and
+schedules a place agent that is new or changed for the tokens already in its place; ``POST
 /tokens`` creates a token in a place; ``POST /tokens/{id}/fire`` fires a transition (202: the
 token moved, or its agent runs); ``GET /tokens/{id}`` shows it with its history; ``GET
 /tokens/{id}/executions`` lists its agent executions (seed 004's ``list_executions_for_token``).
@@ -36,7 +37,9 @@ async def put_workflow_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
     workflow = WorkflowDefinition.model_validate(await _body(request))
-    await register_workflow(deps, principal, workflow, action=action_of(request))
+    previous = await register_workflow(deps, principal, workflow, action=action_of(request))
+    # Seed 004's "enters or exists in": a place agent new to a place runs on its tokens too.
+    await Transitions(deps).redefined(previous, workflow)
     return JSONResponse(workflow.model_dump(mode="json"), status_code=201)
 
 
