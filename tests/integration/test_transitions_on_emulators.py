@@ -104,6 +104,47 @@ def test_classification_place_agent_on_cloud_tasks(
     ]
 
 
+def test_a_place_agent_added_later_runs_on_a_token_already_in_its_place(
+    api: httpx.Client, stack_state: StackState
+) -> None:
+    """The workflow registered again (twice) with a place agent: Firestore finds the token
+    already in its place, the Cloud Tasks emulator delivers the execution, it runs once."""
+    import yaml
+
+    spec = yaml.safe_load(CLASSIFICATION.read_text())
+    agent = spec["agents"][0]
+    agent["id"] = "it-late-classifier"
+    workflow = spec["workflows"][0]
+    workflow["id"] = "it-late-intake"
+    [config] = workflow["place_agents"]
+    config["agent_id"] = "it-late-classifier"
+    config["schedule"] = {"initial_delay_seconds": 0, "max_executions": 1}
+    assert api.post("/agents", json=agent).status_code == 201
+    assert (
+        api.post("/transition-workflows", json={**workflow, "place_agents": []}).status_code == 201
+    )
+    body = {
+        "workflow_id": "it-late-intake",
+        "token_id": "it-late-1",
+        "data": {"content": "Our Q3 revenue grew 12%."},
+        "metadata": {"type": "article", "status": "unclassified"},
+    }
+    assert api.post("/tokens", json=body).status_code == 201
+    for _ in range(2):
+        assert api.post("/transition-workflows", json=workflow).status_code == 201
+    wait_until(
+        lambda: api.get("/tokens/it-late-1").json()["place"] == "categorized",
+        timeout=60,
+        what="the token already in the place to be classified and moved",
+    )
+    token = api.get("/tokens/it-late-1").json()
+    assert token["data"]["classification"] == "finance"
+    executions = api.get("/tokens/it-late-1/executions").json()["executions"]
+    assert [(e["place_id"], e["status"]) for e in executions] == [
+        ("pending_classification", "succeeded")
+    ]
+
+
 def test_a_retry_waits_out_its_backoff_on_the_cloud_tasks_emulator(
     api: httpx.Client, stack_state: StackState
 ) -> None:
