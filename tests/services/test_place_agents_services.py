@@ -251,3 +251,34 @@ async def test_changed_trigger_conditions_are_checked_for_the_tokens_in_the_plac
     await pump.run()
     executions = (await api.get("/tokens/item-classified/executions")).json()["executions"]
     assert [(e["place_agent"], e["status"]) for e in executions] == [(0, "succeeded")]
+
+
+async def test_a_place_agent_registered_while_a_token_is_created_is_not_missed(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registration lands between the token request's read of the workflow and its write
+    of the token (its query of the place misses the token): the token's own scheduling reads
+    the workflow again after the write and schedules the new place agent."""
+    clients, pump = stack
+    api = clients["api"]
+    spec = copy.deepcopy(example())
+    workflow = spec["workflows"][0]
+    agent = workflow["place_agents"][0]
+    agent["auto_transition"] = None
+    agent["schedule"] = {"initial_delay_seconds": 0, "max_executions": 1}
+    workflow["place_agents"] = []
+    await register(api, spec)
+    store = pump.deps.transitions
+    create = store.create_token
+
+    async def registered_meanwhile(token: Any) -> bool:
+        changed = {**workflow, "place_agents": [agent]}
+        assert (await api.post("/transition-workflows", json=changed)).status_code == 201
+        assert place_tasks(pump) == []  # its query found no token in the place yet
+        return await create(token)
+
+    monkeypatch.setattr(store, "create_token", registered_meanwhile)
+    await new_item(api, "item-racing")
+    [task] = place_tasks(pump)
+    assert b'"item-racing"' in task.body
+    assert (await run_task(clients, task))["status"] == "started"

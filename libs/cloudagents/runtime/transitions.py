@@ -118,7 +118,9 @@ async def create_token(deps: Deps, body: CreateTokenRequest) -> tuple[Token, boo
         if found is None or not same or body.token_id is None:
             raise Refused(409, f"token {token.token_id!r} exists")
         token = found
-    await Transitions(deps).enter(token, workflow)
+    # The workflow read again after the token is written: a definition registered meanwhile
+    # (its query of the place may have missed the token) has its place agents scheduled here.
+    await Transitions(deps).enter(token)
     return token, created
 
 
