@@ -111,21 +111,46 @@ async def open_saver(kind: str, dsn: str | None, path: str | None) -> AsyncItera
         yield InMemorySaver()
 
 
+def database_and_counter(
+    kind: str, dsn: str | None, database: str
+) -> tuple[str | None, Any, str | None]:
+    """With Postgres: the DSN of a fresh ``database`` for the saver, a ``WriteCounter`` on it
+    (or None) and why counting is unavailable (or None). Otherwise ``dsn`` unchanged."""
+    if kind != "postgres":
+        return dsn, None, None
+    from scripts.bench.pgcount import CountingUnavailable, WriteCounter, create_database
+
+    admin_dsn = dsn or ""
+    saver_dsn = create_database(admin_dsn, database)
+    try:
+        return saver_dsn, WriteCounter(admin_dsn, database), None
+    except CountingUnavailable as exc:
+        return saver_dsn, None, str(exc)
+
+
+def saver_parser(description: str | None) -> argparse.ArgumentParser:
+    """The arguments every LangGraph peer takes: the saver, where it is, runs and warm-up."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--saver", choices=("postgres", "sqlite", "memory"), default="postgres")
+    parser.add_argument("--dsn")
+    parser.add_argument("--path")
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    return parser
+
+
+def versions() -> dict[str, str]:
+    import langgraph.version
+
+    return {"langgraph": langgraph.version.__version__, "python": sys.version.split()[0]}
+
+
 async def measure(
     kind: str, dsn: str | None, path: str | None, runs: int, warmup: int, steps: int
 ) -> dict[str, Any]:
     per_step: list[float] = []
-    counter = before = None
-    counting_error = None
-    admin_dsn = dsn
-    if kind == "postgres":
-        from scripts.bench.pgcount import CountingUnavailable, WriteCounter, create_database
-
-        dsn = create_database(admin_dsn or "", DATABASE)
-        try:
-            counter = WriteCounter(admin_dsn or "", DATABASE)
-        except CountingUnavailable as exc:
-            counting_error = str(exc)
+    before = None
+    dsn, counter, counting_error = database_and_counter(kind, dsn, DATABASE)
     async with open_saver(kind, dsn, path) as saver:
         app = build_graph(steps, saver)
         for i in range(warmup + runs):
@@ -154,7 +179,7 @@ async def measure(
         "checkpoints_per_run": checkpoints,
     }
     if counter is not None and before is not None and after is not None:
-        writes = WriteCounter.writes(before, after)
+        writes = counter.writes(before, after)
         result["db_writes"] = {
             "method": "pg_stat_statements",
             "runs": runs,
@@ -170,23 +195,13 @@ async def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--saver", choices=("postgres", "sqlite", "memory"), default="postgres")
-    parser.add_argument("--dsn")
-    parser.add_argument("--path")
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser = saver_parser(__doc__)
     parser.add_argument("--steps", type=int, default=STEPS)
     args = parser.parse_args()
     result = asyncio.run(
         measure(args.saver, args.dsn, args.path, args.runs, args.warmup, args.steps)
     )
-    import langgraph.version
-
-    result["versions"] = {
-        "langgraph": langgraph.version.__version__,
-        "python": sys.version.split()[0],
-    }
+    result["versions"] = versions()
     emit(result)
 
 

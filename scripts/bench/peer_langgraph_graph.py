@@ -9,11 +9,9 @@ LangGraph deployment does; with Postgres its writes are counted by the server (`
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import operator
-import sys
 import time
 import uuid
 from typing import Annotated, Any, TypedDict
@@ -27,7 +25,7 @@ from scripts.bench.common import (
     graph_node_update,
     summarize,
 )
-from scripts.bench.peer_langgraph import open_saver
+from scripts.bench.peer_langgraph import database_and_counter, open_saver, saver_parser, versions
 
 DATABASE = "langgraph_graph_bench"
 
@@ -57,17 +55,8 @@ async def measure(
     kind: str, dsn: str | None, path: str | None, runs: int, warmup: int, nodes: int
 ) -> dict[str, Any]:
     per_superstep: list[float] = []
-    counter = before = None
-    counting_error = None
-    admin_dsn = dsn
-    if kind == "postgres":
-        from scripts.bench.pgcount import CountingUnavailable, WriteCounter, create_database
-
-        dsn = create_database(admin_dsn or "", DATABASE)
-        try:
-            counter = WriteCounter(admin_dsn or "", DATABASE)
-        except CountingUnavailable as exc:
-            counting_error = str(exc)
+    before = None
+    dsn, counter, counting_error = database_and_counter(kind, dsn, DATABASE)
     async with open_saver(kind, dsn, path) as saver:
         app = build(nodes, saver)
         config: dict[str, Any] = {}
@@ -92,9 +81,7 @@ async def measure(
         "checkpoints_per_run": checkpoints,
     }
     if counter is not None and before is not None and after is not None:
-        from scripts.bench.pgcount import WriteCounter
-
-        writes = WriteCounter.writes(before, after)
+        writes = counter.writes(before, after)
         supersteps = runs * nodes
         result["db_writes"] = {
             "method": "pg_stat_statements",
@@ -108,23 +95,13 @@ async def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--saver", choices=("postgres", "sqlite", "memory"), default="postgres")
-    parser.add_argument("--dsn")
-    parser.add_argument("--path")
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser = saver_parser(__doc__)
     parser.add_argument("--nodes", type=int, default=GRAPH_NODES)
     args = parser.parse_args()
     result = asyncio.run(
         measure(args.saver, args.dsn, args.path, args.runs, args.warmup, args.nodes)
     )
-    import langgraph.version
-
-    result["versions"] = {
-        "langgraph": langgraph.version.__version__,
-        "python": sys.version.split()[0],
-    }
+    result["versions"] = versions()
     emit(result)
 
 

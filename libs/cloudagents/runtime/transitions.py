@@ -377,17 +377,8 @@ class Transitions:
         if workflow is None:
             return
         for index, config in enumerate(workflow.place_agents):
-            if config.place_id != token.place:
-                continue
-            delay = (config.schedule.initial_delay_seconds if config.schedule else None) or 0
-            task = PlaceAgentTask(
-                token_id=token.token_id,
-                place=token.place,
-                index=index,
-                visit=token.history_count,
-                n=1,
-            )
-            await self._schedule(task, delay)
+            if config.place_id == token.place:
+                await self._schedule_first(token, index, config, version=None)
 
     async def redefined(
         self, previous: WorkflowDefinition | None, workflow: WorkflowDefinition
@@ -408,17 +399,10 @@ class Transitions:
                 if config.place_id != place:
                     continue
                 digest = place_agent_digest(config)
-                delay = (config.schedule.initial_delay_seconds if config.schedule else None) or 0
                 for token in tokens:
-                    task = PlaceAgentTask(
-                        token_id=token.token_id,
-                        place=place,
-                        index=index,
-                        visit=token.history_count,
-                        n=1,
-                        version=token.version,
+                    await self._schedule_first(
+                        token, index, config, version=token.version, salt=digest
                     )
-                    await self._schedule(task, delay, salt=digest)
                     scheduled += 1
         return scheduled
 
@@ -726,16 +710,29 @@ class Transitions:
                 continue
             if config.schedule is not None and config.schedule.interval_seconds is not None:
                 continue
-            delay = (config.schedule.initial_delay_seconds if config.schedule else None) or 0
-            task = PlaceAgentTask(
-                token_id=token.token_id,
-                place=token.place,
-                index=index,
-                visit=token.history_count,
-                n=1,
-                version=token.version,
-            )
-            await self._schedule(task, delay)
+            await self._schedule_first(token, index, config, version=token.version)
+
+    async def _schedule_first(
+        self,
+        token: Token,
+        index: int,
+        config: PlaceAgentConfig,
+        *,
+        version: int | None,
+        salt: str = "",
+    ) -> None:
+        """The first execution of place agent ``index`` on the token's current visit, after
+        the schedule's initial delay (counted when it runs, so scheduling twice is harmless)."""
+        delay = (config.schedule.initial_delay_seconds if config.schedule else None) or 0
+        task = PlaceAgentTask(
+            token_id=token.token_id,
+            place=token.place,
+            index=index,
+            visit=token.history_count,
+            n=1,
+            version=version,
+        )
+        await self._schedule(task, delay, salt=salt)
 
     async def _after_place_execution(self, token: Token, step: AgentStep, firing: Firing) -> None:
         """A place agent execution ended: its next one, on an interval schedule."""
