@@ -18,7 +18,16 @@ from unittest.mock import patch
 
 import pytest
 
-from cloudagents.graphs import END, Graph, NodeRegistry, Orchestrator, State, StepLimitReached
+from cloudagents.graphs import (
+    END,
+    Graph,
+    NodeRegistry,
+    Orchestrator,
+    State,
+    StepLimitReached,
+    WorkflowCancelled,
+    WorkflowFailed,
+)
 from cloudagents.graphs.distributed import DistributedOrchestrator, DistributedWorker
 from cloudagents.graphs.superstep import TaskResult
 from cloudagents.local.emulators import start_firestore, start_pubsub
@@ -70,7 +79,9 @@ async def running(*workers: DistributedWorker) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def orchestrator_for(workspace: str, **options: Any) -> AsyncIterator[DistributedOrchestrator]:
+async def orchestrator_for(
+    workspace: str, **options: Any
+) -> AsyncIterator[DistributedOrchestrator]:
     orchestrator = DistributedOrchestrator(project_id=PROJECT, workspace=workspace, **options)
     await orchestrator.connect()
     try:
@@ -135,3 +146,251 @@ async def test_two_workers_of_different_node_types_run_the_quick_start(workspace
 async def _workers(workspace: str) -> list[Any]:
     async with orchestrator_for(workspace) as orchestrator:
         return await orchestrator.list_workers()
+
+
+# A fan-out of 4 with a join, inside a conditional loop: plan -> a, b, c, d -> join -> review,
+# and review routes back to plan until two rounds are done.
+BRANCHES = ("a", "b", "c", "d")
+
+
+def review_route(state: State) -> str:
+    return "again" if state["rounds"] < 2 else "done"
+
+
+def loop_graph(route: Any = review_route) -> Graph:
+    graph = Graph(name="fan_out_join_loop", reducers={"parts": "extend", "count": "add"})
+    for name in ("plan", *BRANCHES, "join", "review"):
+        graph.add_node(name)
+    graph.set_entry_point("plan")
+    for name in BRANCHES:
+        graph.add_edge("plan", name)
+        graph.add_edge(name, "join")
+    graph.add_edge("join", "review")
+    graph.add_conditional_edge("review", route, {"again": "plan", "done": END})
+    graph.compile()
+    return graph
+
+
+class Counter:
+    """How often each node function ran, per (workflow, step, node): the side effect."""
+
+    def __init__(self) -> None:
+        self.runs: dict[tuple[str | None, int, str], int] = {}
+
+    def hit(self, state: State, node: str) -> None:
+        key = (state.workflow_id, state.step, node)
+        self.runs[key] = self.runs.get(key, 0) + 1
+
+
+def loop_functions(counter: Counter) -> dict[str, Any]:
+    async def plan(state: State) -> dict[str, Any]:
+        counter.hit(state, "plan")
+        return {"rounds": state.get("rounds", 0) + 1}
+
+    def branch(name: str) -> Any:
+        async def run(state: State) -> dict[str, Any]:
+            counter.hit(state, name)
+            return {"parts": [f"{name}{state['rounds']}"], "count": 1}
+
+        return run
+
+    async def join(state: State) -> dict[str, Any]:
+        counter.hit(state, "join")
+        joined = state["parts"][-4:]
+        return {"joined": [*state.get("joined", []), ",".join(joined)]}
+
+    async def review(state: State) -> dict[str, Any]:
+        counter.hit(state, "review")
+        return {"reviews": state.get("reviews", 0) + 1}
+
+    return {"plan": plan, "join": join, "review": review, **{n: branch(n) for n in BRANCHES}}
+
+
+def loop_workers(workspace: str, counter: Counter, **options: Any) -> list[DistributedWorker]:
+    functions = loop_functions(counter)
+    coordinator = DistributedWorker(
+        worker_id=f"{workspace}-coordinator",
+        node_types={"plan", "join", "review"},
+        workspace=workspace,
+        **options,
+    )
+    branches = DistributedWorker(
+        worker_id=f"{workspace}-branches",
+        node_types=set(BRANCHES),
+        capacity=4,
+        workspace=workspace,
+        **options,
+    )
+    for worker in (coordinator, branches):
+        for name in worker.node_types:
+            worker.register_node(name, functions[name])
+    coordinator.register_router("review_route")(review_route)
+    return [coordinator, branches]
+
+
+async def in_process_state(graph: Graph, counter: Counter) -> dict[str, Any]:
+    registry = NodeRegistry()
+    for name, func in loop_functions(counter).items():
+        registry.register_node(name, func)
+    result = await Orchestrator(registry=registry).execute(graph, initial_state={"topic": "x"})
+    return dict(result)
+
+
+async def test_fan_out_join_and_loop_equal_the_in_process_run(workspace: str) -> None:
+    counter = Counter()
+    async with running(*loop_workers(workspace, counter)), orchestrator_for(workspace) as orch:
+        result = await asyncio.wait_for(
+            orch.execute(loop_graph(), initial_state={"topic": "x"}, workflow_id="loop-1"), 90
+        )
+    expected = await in_process_state(loop_graph(), Counter())
+    assert dict(result) == expected
+    assert result["joined"] == ["a1,b1,c1,d1", "a2,b2,c2,d2"]
+    assert result["count"] == 8
+    # Each node ran once per superstep it was planned in; the join fired once per round.
+    assert set(counter.runs.values()) == {1}
+    assert sorted(s for (_, s, n) in counter.runs if n == "join") == [2, 6]
+    assert result.step == 8
+
+
+async def test_every_task_delivered_twice_runs_once_and_applies_once(workspace: str) -> None:
+    counter = Counter()
+    async with (
+        running(*loop_workers(workspace, counter)),
+        orchestrator_for(workspace, copies=2) as orch,
+    ):
+        result = await asyncio.wait_for(
+            orch.execute(loop_graph(), initial_state={"topic": "x"}, workflow_id="dup-1"), 90
+        )
+        checkpoints = await orch.get_checkpoints("dup-1")
+    assert dict(result) == await in_process_state(loop_graph(), Counter())
+    assert set(counter.runs.values()) == {1}, counter.runs
+    assert [c.step for c in checkpoints] == list(range(9))
+
+
+async def test_a_result_saved_twice_is_applied_once(workspace: str) -> None:
+    graph = Graph(name="single")
+    graph.add_node("only")
+    graph.set_entry_point("only")
+    graph.set_finish_point("only")
+    async with orchestrator_for(workspace) as orch:
+        wid = await orch.start(graph, {"x": 0})
+        first = TaskResult(task_id="0000-only", node="only", status="done", update={"x": 1})
+        second = first.model_copy(update={"update": {"x": 2}})
+        assert await orch.store.save_result(wid, first, "one") is True
+        assert await orch.store.save_result(wid, second, "two") is False
+        result = await asyncio.wait_for(orch.wait(wid), 30)
+        assert result["x"] == 1
+        # A second advance of the same superstep (a duplicate trigger) changes nothing.
+        assert await orch._c.advance(wid, 0) is None
+        assert [c.step for c in await orch.get_checkpoints(wid)] == [0, 1]
+        task = await orch.store.get_task(wid, "0000-only")
+        assert task is not None and task.finished_by == "one"
+
+
+async def test_a_worker_stopped_mid_task_loses_its_lease_and_another_finishes(
+    workspace: str,
+) -> None:
+    graph = Graph(name="slow")
+    graph.add_node("slow")
+    graph.set_entry_point("slow")
+    graph.set_finish_point("slow")
+    started = asyncio.Event()
+    ran: list[str] = []
+    first = DistributedWorker(
+        worker_id="w-first", node_types={"slow"}, heartbeat_interval=0.3, workspace=workspace
+    )
+    second = DistributedWorker(
+        worker_id="w-second", node_types={"slow"}, heartbeat_interval=0.3, workspace=workspace
+    )
+
+    @first.register("slow")
+    async def hang(state: State) -> dict[str, Any]:
+        ran.append("w-first")
+        started.set()
+        await asyncio.Event().wait()  # never returns: the machine dies first
+        return {}
+
+    @second.register("slow")
+    async def finish(state: State) -> dict[str, Any]:
+        ran.append("w-second")
+        return {"done_by": "w-second"}
+
+    async with orchestrator_for(workspace, dispatch_timeout=1.0, poll_interval=0.1) as orch:
+        await first.start()
+        wid = await orch.start(graph, {})
+        waiting = asyncio.create_task(orch.wait(wid))
+        await asyncio.wait_for(started.wait(), 30)
+        task = await orch.store.get_task(wid, "0000-slow")
+        assert task is not None and task.lease_owner == "w-first"
+        await first.stop(graceful=False)
+        async with running(second):
+            result = await asyncio.wait_for(waiting, 60)
+        task = await orch.store.get_task(wid, "0000-slow")
+    assert result["done_by"] == "w-second"
+    assert ran == ["w-first", "w-second"]
+    assert task is not None
+    assert (task.finished_by, task.lease_owner, task.claims) == ("w-second", "w-second", 2)
+
+
+async def test_a_loop_that_never_ends_stops_at_the_step_limit(workspace: str) -> None:
+    def always_again(state: State) -> str:
+        return "again"
+
+    counter = Counter()
+    workers = loop_workers(workspace, counter)
+    graph = loop_graph(always_again)
+    workers[0].register_graph(graph)  # its inline router
+    async with running(*workers), orchestrator_for(workspace, max_steps=6) as orch:
+        with pytest.raises(StepLimitReached) as raised:
+            await asyncio.wait_for(orch.execute(graph, {"topic": "x"}), 60)
+        wid = raised.value.workflow_id
+        status = await orch.get_workflow_status(wid)
+    assert raised.value.checkpoint.step == 6
+    assert (status.status, status.step) == ("step_limit", 6)
+    assert [t.node for t in raised.value.checkpoint.pending] == ["join"]
+    assert raised.value.checkpoint.state["rounds"] == 2
+
+
+async def test_a_worker_without_the_router_fails_the_run_naming_it(workspace: str) -> None:
+    counter = Counter()
+    workers = loop_workers(workspace, counter)
+    workers[0]._routers.clear()  # as if the router were never registered on that machine
+    async with running(*workers), orchestrator_for(workspace) as orch:
+        with pytest.raises(WorkflowFailed, match="no router 'review_route' for node 'review'"):
+            await asyncio.wait_for(orch.execute(loop_graph(), {"topic": "x"}), 60)
+        [run] = await orch.list_workflows(status="failed")
+        checkpoints = await orch.get_checkpoints(run.workflow_id)
+    # The open checkpoint of superstep 3 is kept beside the failed one, not overwritten.
+    assert [(c.step, c.status) for c in checkpoints][-2:] == [(3, "running"), (3, "failed")]
+
+
+async def test_cancel_ends_the_run_at_its_last_barrier(workspace: str) -> None:
+    started = asyncio.Event()
+    worker = DistributedWorker(worker_id="w-hang", node_types={"slow"}, workspace=workspace)
+
+    @worker.register("slow")
+    async def hang(state: State) -> dict[str, Any]:
+        started.set()
+        await asyncio.sleep(3600)
+        return {}
+
+    graph = Graph(name="cancel_me")
+    graph.add_node("slow")
+    graph.set_entry_point("slow")
+    graph.set_finish_point("slow")
+    await worker.start()
+    try:
+        async with orchestrator_for(workspace) as orch:
+            wid = await orch.start(graph, {"k": 1})
+            await asyncio.wait_for(started.wait(), 30)
+            assert [s.status for s in await orch.list_workflows(status="running")] == ["running"]
+            assert await orch.cancel_workflow(wid) is True
+            assert await orch.cancel_workflow(wid) is False
+            with pytest.raises(WorkflowCancelled) as raised:
+                await asyncio.wait_for(orch.wait(wid), 30)
+            status = await orch.get_workflow_status(wid)
+    finally:
+        await worker.stop(graceful=False)
+    assert raised.value.checkpoint.state == {"k": 1}
+    assert [t.node for t in raised.value.checkpoint.pending] == ["slow"]
+    assert (status.status, status.step, status.nodes_pending) == ("cancelled", 0, ["slow"])

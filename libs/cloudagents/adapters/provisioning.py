@@ -130,8 +130,7 @@ def ensure_pull_subscriptions(
         except gexc.NotFound as exc:
             if not create:
                 raise ConfigurationError(
-                    f"Pub/Sub subscription {sub_path} (on {topic_path}) does not "
-                    f"exist. {hint}"
+                    f"Pub/Sub subscription {sub_path} (on {topic_path}) does not exist. {hint}"
                 ) from exc
         except (gexc.PermissionDenied, gexc.Forbidden):
             log.debug("cannot check subscription %s; assuming it exists", sub_path)

@@ -187,8 +187,13 @@ class FirestoreGraphStore:
     def _task_ref(self, workflow_id: str, task_id: str) -> Any:
         return self._run_ref(workflow_id).collection(TASKS).document(task_id)
 
-    def _checkpoint_ref(self, workflow_id: str, step: int) -> Any:
-        return self._run_ref(workflow_id).collection(CHECKPOINTS).document(f"{step:06d}")
+    def _checkpoint_ref(self, workflow_id: str, checkpoint: Superstep, *, stopped: bool) -> Any:
+        # A run stopped at a barrier (a failed node, a cancel) keeps that superstep's number:
+        # its checkpoint is stored beside the open one, never over it.
+        name = f"{checkpoint.step:06d}"
+        if stopped:
+            name += f"-{checkpoint.status}"
+        return self._run_ref(workflow_id).collection(CHECKPOINTS).document(name)
 
     def _open_tasks(self, writes: Guarded, checkpoint: Superstep, lease_seconds: float) -> None:
         deadline = time.time() + lease_seconds
@@ -224,7 +229,7 @@ class FirestoreGraphStore:
                 raise ValueError(f"workflow {wid} already exists; run ids are not reused")
             writes.create(self._run_ref(wid), _run_data(run))
             writes.create(
-                self._checkpoint_ref(wid, checkpoint.step),
+                self._checkpoint_ref(wid, checkpoint, stopped=False),
                 {"checkpoint": checkpoint.model_dump_json()},
             )
             self._open_tasks(writes, checkpoint, dispatch_seconds)
@@ -275,7 +280,7 @@ class FirestoreGraphStore:
             )
             writes.update_if_unchanged(ref, _run_data(after), snap)
             writes.set(
-                self._checkpoint_ref(workflow_id, ended.step),
+                self._checkpoint_ref(workflow_id, ended, stopped=True),
                 {"checkpoint": ended.model_dump_json()},
             )
             return after
@@ -426,7 +431,8 @@ class FirestoreGraphStore:
             )
             writes.update_if_unchanged(ref, _run_data(after), snap)
             writes.create(
-                self._checkpoint_ref(workflow_id, nxt.step), {"checkpoint": nxt.model_dump_json()}
+                self._checkpoint_ref(workflow_id, nxt, stopped=nxt.step == run.step),
+                {"checkpoint": nxt.model_dump_json()},
             )
             if nxt.status == "running":
                 self._open_tasks(writes, nxt, dispatch_seconds)
