@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -394,3 +396,57 @@ async def test_cancel_ends_the_run_at_its_last_barrier(workspace: str) -> None:
     assert raised.value.checkpoint.state == {"k": 1}
     assert [t.node for t in raised.value.checkpoint.pending] == ["slow"]
     assert (status.status, status.step, status.nodes_pending) == ("cancelled", 0, ["slow"])
+
+
+EXAMPLE = ROOT / "examples" / "workflows" / "distributed_workflow.py"
+
+
+def _example_env(workspace: str) -> dict[str, str]:
+    return {**os.environ, "CLOUDAGENTS_WORKSPACE": workspace, "GOOGLE_CLOUD_PROJECT": PROJECT}
+
+
+def test_the_distributed_example_runs_in_one_process(workspace: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE)],
+        env=_example_env(workspace),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "Report with 1 findings"
+    assert lines[1].startswith("status=completed supersteps=2 graph=")
+    assert lines[2:] == [
+        "worker worker-researcher serves researcher",
+        "worker worker-writer serves writer",
+    ]
+
+
+def test_the_distributed_example_runs_one_role_per_process(workspace: str) -> None:
+    env = _example_env(workspace)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(EXAMPLE), "worker", node_type],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node_type in ("researcher", "writer")
+    ]
+    try:
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLE), "orchestrator"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[0] == "Report with 1 findings"
+        assert all(w.poll() is None for w in workers)  # still serving
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.communicate(timeout=30)

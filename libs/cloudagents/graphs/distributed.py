@@ -123,8 +123,11 @@ def _settings(project_id: str | None, workspace: str | None) -> tuple[str, str]:
         raise ConfigurationError(
             "pass project_id=... or set GOOGLE_CLOUD_PROJECT to the project to coordinate in"
         )
-    settings = Settings.from_env()
-    return project_id or settings.project, workspace or settings.workspace
+    env = dict(os.environ)
+    if project_id is not None:
+        env["GOOGLE_CLOUD_PROJECT"] = project_id
+    settings = Settings.from_env(env)
+    return settings.project, workspace or settings.workspace
 
 
 def _no_redis(redis_url: str | None) -> None:
