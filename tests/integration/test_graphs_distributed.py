@@ -450,3 +450,46 @@ def test_the_distributed_example_runs_one_role_per_process(workspace: str) -> No
         for worker in workers:
             worker.kill()
             worker.communicate(timeout=30)
+
+
+async def test_without_a_waiting_orchestrator_the_workers_sweep_re_dispatches(
+    workspace: str,
+) -> None:
+    graph = Graph(name="swept")
+    graph.add_node("slow")
+    graph.set_entry_point("slow")
+    graph.set_finish_point("slow")
+    started = asyncio.Event()
+    first = DistributedWorker(
+        worker_id="w-dies", node_types={"slow"}, heartbeat_interval=0.3, workspace=workspace
+    )
+    second = DistributedWorker(
+        worker_id="w-sweeps",
+        node_types={"slow"},
+        heartbeat_interval=0.3,
+        dispatch_timeout=1.0,
+        workspace=workspace,
+    )
+
+    @first.register("slow")
+    async def hang(state: State) -> dict[str, Any]:
+        started.set()
+        await asyncio.Event().wait()
+        return {}
+
+    @second.register("slow")
+    async def finish(state: State) -> dict[str, Any]:
+        return {"done_by": "w-sweeps"}
+
+    await first.start()
+    async with orchestrator_for(workspace) as orch:
+        wid = await orch.start(graph, {})  # and nobody waits on it
+    await asyncio.wait_for(started.wait(), 30)
+    await first.stop(graceful=False)
+    async with running(second), orchestrator_for(workspace) as orch:
+        async with asyncio.timeout(60):
+            while (run := await orch.store.get_run(wid)) is None or run.status == "running":
+                await asyncio.sleep(0.1)
+        task = await orch.store.get_task(wid, "0000-slow")
+    assert run.status == "completed" and run.checkpoint.state == {"done_by": "w-sweeps"}
+    assert task is not None and task.dispatches >= 2 and task.finished_by == "w-sweeps"

@@ -245,6 +245,30 @@ class _Coordination:
             await self.dispatch(workflow_id, nxt.pending)
         return nxt
 
+    async def tend(self, run: WorkflowRunDocument) -> None:
+        """One liveness pass over a running run's open superstep (the wake-up)."""
+        store = self.need()
+        pending = run.checkpoint.pending
+        found = await store.tasks(run.workflow_id, [t.task_id for t in pending])
+        if pending and all(found.get(t.task_id) and found[t.task_id].result for t in pending):
+            await self.advance(run.workflow_id, run.step)
+            return
+        now = time.time()
+        for task in pending:
+            doc = found.get(task.task_id)
+            if doc is None or doc.result is not None or doc.lease_expires_at > now:
+                continue
+            if await store.redispatch(run.workflow_id, task.task_id, self.dispatch_seconds):
+                log.info("re-dispatching %s/%s (lease expired)", run.workflow_id, task.task_id)
+                await self.dispatch(run.workflow_id, [task])
+
+    async def sweep(self) -> int:
+        """``tend`` every running run of the workspace; returns how many were looked at."""
+        runs = await self.need().list_runs(self.workspace, "running")
+        for run in runs:
+            await self.tend(run)
+        return len(runs)
+
 
 def custom_reducers(
     graph: CompiledGraph, registry: NodeRegistry | None
@@ -395,19 +419,7 @@ class DistributedOrchestrator:
 
     async def tend(self, run: WorkflowRunDocument) -> None:
         """One liveness pass over a running run's open superstep (the wake-up)."""
-        pending = run.checkpoint.pending
-        found = await self.store.tasks(run.workflow_id, [t.task_id for t in pending])
-        if pending and all(found.get(t.task_id) and found[t.task_id].result for t in pending):
-            await self._c.advance(run.workflow_id, run.step)
-            return
-        now = time.time()
-        for task in pending:
-            doc = found.get(task.task_id)
-            if doc is None or doc.result is not None or doc.lease_expires_at > now:
-                continue
-            if await self.store.redispatch(run.workflow_id, task.task_id, self._c.dispatch_seconds):
-                log.info("re-dispatching %s/%s (lease expired)", run.workflow_id, task.task_id)
-                await self._c.dispatch(run.workflow_id, [task])
+        await self._c.tend(run)
 
     async def get_workflow_status(self, workflow_id: str) -> WorkflowStatus:
         """Status, step, nodes done and pending of the open superstep; KeyError if unknown."""
@@ -446,6 +458,8 @@ class DistributedWorker:
     opens a streaming pull per node type (flow control = ``capacity``, a cap shared by all its
     types) and returns; ``serve()`` also waits until ``stop()``. The lease of a running task is
     renewed every ``heartbeat_interval`` seconds and lasts ``lease_seconds`` (3 heartbeats).
+    With ``sweep`` (the default) each heartbeat also tends the workspace's running runs, so a
+    run started through the api, with no orchestrator waiting on it, survives a dead worker.
     """
 
     def __init__(
@@ -461,6 +475,7 @@ class DistributedWorker:
         lease_seconds: float | None = None,
         dispatch_timeout: float = 30.0,
         provision: bool | None = None,
+        sweep: bool = True,
         redis_url: str | None = None,
     ) -> None:
         _no_redis(redis_url)
@@ -481,6 +496,9 @@ class DistributedWorker:
         self.project_id = project
         self.workspace = ws
         self.registry = registry
+        self.sweep = sweep
+        """Each heartbeat, also tend every running run of the workspace (re-dispatch expired
+        leases, advance a superstep whose last saver died): liveness without an orchestrator."""
         self._c = _Coordination(
             project,
             ws,
@@ -615,6 +633,11 @@ class DistributedWorker:
                 await self._beat("running")
             except Exception as error:  # a missed heartbeat is survivable; the lease says so
                 log.warning("worker %s heartbeat failed: %r", self.worker_id, error)
+            if self.sweep:
+                try:
+                    await self._c.sweep()
+                except Exception as error:
+                    log.warning("worker %s sweep failed: %r", self.worker_id, error)
 
     async def _handle(self, data: bytes, attributes: Mapping[str, str]) -> bool:
         """One delivery of a node task; True acknowledges it."""
