@@ -39,11 +39,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar
 
-from cloudagents.adapters.firestore.graphs import (
-    FirestoreGraphStore,
-    NodeWorkerDocument,
-    WorkflowRunDocument,
-)
+from cloudagents.adapters.firestore.graphs import FirestoreGraphStore
 from cloudagents.adapters.provisioning import ensure_pull_subscriptions
 from cloudagents.adapters.pubsub import PubSubEventBus
 from cloudagents.adapters.pubsub.pull import StreamingPull
@@ -53,8 +49,8 @@ from cloudagents.bootstrap import (
     publisher_client,
     subscriber_client,
 )
-from cloudagents.domain.base import Persisted
 from cloudagents.domain.errors import ConfigurationError
+from cloudagents.graphs.documents import NodeWorkerDocument, TaskMessage, WorkflowRunDocument
 from cloudagents.graphs.errors import (
     GraphError,
     StepLimitReached,
@@ -106,13 +102,6 @@ _ERRORS: dict[str, type[WorkflowError]] = {
     "cancelled": WorkflowCancelled,
     "step_limit": StepLimitReached,
 }
-
-
-class TaskMessage(Persisted):
-    """The Pub/Sub message of one node task: which run, which task (the document has the rest)."""
-
-    workflow_id: str
-    task: NodeTask
 
 
 def _settings(project_id: str | None, workspace: str | None) -> tuple[str, str]:

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from google.cloud import firestore
-from pydantic import Field
 
 from cloudagents.adapters.firestore.ops import (
     Guarded,
@@ -31,9 +29,15 @@ from cloudagents.adapters.firestore.ops import (
     guarded,
     written,
 )
-from cloudagents.domain.base import Model, Persisted
+from cloudagents.graphs.documents import (
+    Claim,
+    NodeWorkerDocument,
+    TaskDocument,
+    WorkflowRunDocument,
+    now,
+)
 from cloudagents.graphs.spec import CompiledGraph
-from cloudagents.graphs.superstep import NodeTask, Superstep, TaskResult
+from cloudagents.graphs.superstep import Superstep, TaskResult
 from cloudagents.metrics import count
 
 GRAPHS = "workflow_graphs"
@@ -41,65 +45,6 @@ RUNS = "workflow_runs"
 TASKS = "tasks"
 CHECKPOINTS = "checkpoints"
 WORKERS = "node_workers"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class WorkflowRunDocument(Persisted):
-    """``workflow_runs/{id}``: the run and its open superstep's checkpoint."""
-
-    workflow_id: str
-    workspace: str
-    graph_name: str
-    graph_hash: str
-    status: str
-    step: int
-    checkpoint: Superstep
-    created_at: datetime = Field(default_factory=_now)
-    updated_at: datetime = Field(default_factory=_now)
-
-
-class TaskDocument(Persisted):
-    """``workflow_runs/{id}/tasks/{task_id}``: a node task, its lease and its result.
-
-    ``lease_expires_at`` (epoch seconds) is when whoever holds the task (a worker running it,
-    or the dispatch itself before any worker claimed it) is presumed gone: a task without a
-    result past that time is dispatched again."""
-
-    workflow_id: str
-    task: NodeTask
-    lease_owner: str | None = None
-    lease_expires_at: float
-    dispatches: int = 1
-    claims: int = 0
-    result: TaskResult | None = None
-    finished_by: str | None = None
-
-
-class NodeWorkerDocument(Persisted):
-    """``node_workers/{worker_id}``: a pull worker, for listing only (leases decide liveness)."""
-
-    worker_id: str
-    workspace: str
-    node_types: list[str]
-    capacity: int
-    active: int = 0
-    status: Literal["running", "stopped"] = "running"
-    last_seen: datetime = Field(default_factory=_now)
-
-
-ClaimOutcome = Literal["claimed", "done", "held", "stale"]
-
-
-class Claim(Model):
-    """What ``claim`` found: the task is ours now, already has a result, is held by a live
-    lease, or belongs to a superstep (or run) that is no longer open."""
-
-    outcome: ClaimOutcome
-    run: WorkflowRunDocument | None = None
-    task: TaskDocument | None = None
 
 
 def _run_data(run: WorkflowRunDocument) -> dict[str, Any]:
@@ -148,7 +93,7 @@ class FirestoreGraphStore:
         ref = self.client.collection(GRAPHS).document(digest)
         snap = await counted_get(ref)
         if not snap.exists:
-            data = {"name": graph.name, "spec": graph.to_json(), "created_at": _now()}
+            data = {"name": graph.name, "spec": graph.to_json(), "created_at": now()}
 
             async def create(writes: Guarded) -> None:
                 again = await counted_get(ref)
@@ -276,7 +221,7 @@ class FirestoreGraphStore:
                 return None
             ended = stop(run.checkpoint)
             after = run.model_copy(
-                update={"status": ended.status, "checkpoint": ended, "updated_at": _now()}
+                update={"status": ended.status, "checkpoint": ended, "updated_at": now()}
             )
             writes.update_if_unchanged(ref, _run_data(after), snap)
             writes.set(
@@ -426,7 +371,7 @@ class FirestoreGraphStore:
                     "status": nxt.status,
                     "step": nxt.step,
                     "checkpoint": nxt,
-                    "updated_at": _now(),
+                    "updated_at": now(),
                 }
             )
             writes.update_if_unchanged(ref, _run_data(after), snap)
