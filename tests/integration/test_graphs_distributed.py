@@ -493,3 +493,49 @@ async def test_without_a_waiting_orchestrator_the_workers_sweep_re_dispatches(
         task = await orch.store.get_task(wid, "0000-slow")
     assert run.status == "completed" and run.checkpoint.state == {"done_by": "w-sweeps"}
     assert task is not None and task.dispatches >= 2 and task.finished_by == "w-sweeps"
+
+
+async def test_a_worker_process_killed_mid_task_is_replaced_by_another(workspace: str) -> None:
+    graph = Graph(name="killed")
+    graph.add_node("slow")
+    graph.set_entry_point("slow")
+    graph.set_finish_point("slow")
+    env = {**_example_env(workspace), "CLOUDAGENTS_WORKSPACE": workspace}
+
+    def spawn(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.graph_worker_process", *args],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    async def line(process: subprocess.Popen[str]) -> str:
+        assert process.stdout is not None
+        return (await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 60)).strip()
+
+    doomed = spawn("w-killed", "hang")
+    survivor: subprocess.Popen[str] | None = None
+    try:
+        assert await line(doomed) == "ready"
+        async with orchestrator_for(workspace, dispatch_timeout=1.0, poll_interval=0.1) as orch:
+            wid = await orch.start(graph, {})
+            waiting = asyncio.create_task(orch.wait(wid))
+            assert await line(doomed) == "started"
+            doomed.kill()  # SIGKILL: no clean-up, the lease simply stops being renewed
+            doomed.wait(timeout=30)
+            survivor = spawn("w-survivor")
+            result = await asyncio.wait_for(waiting, 60)
+            task = await orch.store.get_task(wid, "0000-slow")
+    finally:
+        for process in (doomed, survivor):
+            if process is not None and process.poll() is None:
+                process.kill()
+            if process is not None:
+                process.communicate(timeout=30)
+    assert result["done_by"] == "w-survivor"
+    assert task is not None
+    assert (task.finished_by, task.claims) == ("w-survivor", 2)
+    assert task.dispatches >= 2

@@ -49,7 +49,7 @@ from cloudagents.bootstrap import (
     publisher_client,
     subscriber_client,
 )
-from cloudagents.domain.errors import ConfigurationError
+from cloudagents.domain.errors import ConfigurationError, TransientError
 from cloudagents.graphs.documents import NodeWorkerDocument, TaskMessage, WorkflowRunDocument
 from cloudagents.graphs.errors import (
     GraphError,
@@ -255,7 +255,10 @@ class _Coordination:
         """``tend`` every running run of the workspace; returns how many were looked at."""
         runs = await self.need().list_runs(self.workspace, "running")
         for run in runs:
-            await self.tend(run)
+            try:
+                await self.tend(run)
+            except TransientError as error:  # one contended run does not stop the sweep
+                log.warning("tending %s: %s", run.workflow_id, error)
         return len(runs)
 
 
@@ -395,7 +398,10 @@ class DistributedOrchestrator:
                 raise KeyError(f"unknown workflow {workflow_id!r}")
             if run.status != "running":
                 break
-            await self.tend(run)
+            try:
+                await self.tend(run)
+            except TransientError as error:  # contention; the next pass tries again
+                log.warning("tending %s: %s", workflow_id, error)
             await asyncio.sleep(self.poll_interval)
         checkpoint = run.checkpoint
         if checkpoint.status == "completed":
