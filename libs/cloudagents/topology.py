@@ -307,7 +307,9 @@ def build_topology(
 # Graph workflows (seed 001): node tasks travel on a topic per node type, consumed by pull
 # workers (``cloudagents.graphs.distributed``) through one shared subscription per type. Node
 # types are the application's, so these are provisioned on first use (``adapters/provisioning``).
-GRAPH_NODE_ACK_DEADLINE_SECONDS = 60
+# Short (Pub/Sub's minimum): a live worker's client extends it while the task runs, and a
+# delivery stranded on a consumer that died comes back within it rather than a minute later.
+GRAPH_NODE_ACK_DEADLINE_SECONDS = 10
 
 
 def graph_node_topic(workspace: str, node_type: str) -> str:

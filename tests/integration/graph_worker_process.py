@@ -5,6 +5,7 @@ tests.integration.graph_worker_process WORKER_ID [hang]`` serves node type ``slo
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from typing import Any
 
@@ -28,4 +29,6 @@ async def main(worker_id: str, hang: bool) -> None:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger("cloudagents").setLevel(logging.DEBUG)
     asyncio.run(main(sys.argv[1], sys.argv[2:] == ["hang"]))

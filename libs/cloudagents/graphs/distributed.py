@@ -215,13 +215,18 @@ class _Coordination:
     def _reducers(self, graph: CompiledGraph) -> Mapping[str, ReducerFunction]:
         return custom_reducers(graph, self.registry)
 
-    async def advance(self, workflow_id: str, step: int) -> Superstep | None:
-        """Advance superstep ``step`` if all its results are saved; dispatch what comes next."""
+    async def advance(
+        self, workflow_id: str, step: int, graph_hash: str | None = None
+    ) -> Superstep | None:
+        """Advance superstep ``step`` if all its results are saved; dispatch what comes next.
+        ``graph_hash`` (the run's, when the caller has read it) saves a read."""
         store = self.need()
-        run = await store.get_run(workflow_id)
-        if run is None or run.status != "running" or run.step != step:
-            return None
-        graph = await store.get_graph(run.graph_hash)
+        if graph_hash is None:
+            run = await store.get_run(workflow_id)
+            if run is None or run.status != "running" or run.step != step:
+                return None
+            graph_hash = run.graph_hash
+        graph = await store.get_graph(graph_hash)
 
         def plan(current: WorkflowRunDocument, results: list[TaskResult]) -> Superstep:
             try:
@@ -240,7 +245,7 @@ class _Coordination:
         pending = run.checkpoint.pending
         found = await store.tasks(run.workflow_id, [t.task_id for t in pending])
         if pending and all(found.get(t.task_id) and found[t.task_id].result for t in pending):
-            await self.advance(run.workflow_id, run.step)
+            await self.advance(run.workflow_id, run.step, run.graph_hash)
             return
         now = time.time()
         for task in pending:
@@ -307,6 +312,7 @@ class DistributedOrchestrator:
         registry: NodeRegistry | None = None,
         max_steps: int = DEFAULT_MAX_STEPS,
         poll_interval: float = 0.2,
+        tend_interval: float = 1.0,
         dispatch_timeout: float = 30.0,
         provision: bool | None = None,
         copies: int = 1,
@@ -320,6 +326,9 @@ class DistributedOrchestrator:
         self.workspace = ws
         self.max_steps = max_steps
         self.poll_interval = poll_interval
+        self.tend_interval = tend_interval
+        """``wait`` tends a run (re-dispatch, recover an advance) once it made no progress for
+        this long; while supersteps keep committing it only reads the run document."""
         self._c = _Coordination(
             project,
             ws,
@@ -392,16 +401,22 @@ class DistributedOrchestrator:
     async def wait(self, workflow_id: str) -> State:
         """Wait for a run to end, re-dispatching tasks whose lease expired and advancing a
         superstep whose last saver died (bound it with ``asyncio.timeout``)."""
+        loop = asyncio.get_running_loop()
+        seen_step, since = -1, loop.time()
         while True:
             run = await self.store.get_run(workflow_id)
             if run is None:
                 raise KeyError(f"unknown workflow {workflow_id!r}")
             if run.status != "running":
                 break
-            try:
-                await self.tend(run)
-            except TransientError as error:  # contention; the next pass tries again
-                log.warning("tending %s: %s", workflow_id, error)
+            if run.step != seen_step:  # progress: nothing to tend yet
+                seen_step, since = run.step, loop.time()
+            elif loop.time() - since >= self.tend_interval:
+                since = loop.time()
+                try:
+                    await self.tend(run)
+                except TransientError as error:  # contention; the next pass tries again
+                    log.warning("tending %s: %s", workflow_id, error)
             await asyncio.sleep(self.poll_interval)
         checkpoint = run.checkpoint
         if checkpoint.status == "completed":
@@ -657,8 +672,10 @@ class DistributedWorker:
         store = self._c.need()
         wid, task = message.workflow_id, message.task
         claim = await store.claim(wid, task.task_id, self.worker_id, self.lease_seconds)
+        log.debug("worker %s: %s/%s %s", self.worker_id, wid, task.task_id, claim.outcome)
         if claim.outcome == "done":
-            await self._c.advance(wid, task.step)  # harmless if done; recovers a lost advance
+            # Harmless if already advanced; recovers an advance whose saver died.
+            await self._c.advance(wid, task.step, claim.run.graph_hash if claim.run else None)
             return True
         if claim.outcome != "claimed" or claim.run is None:
             return True  # held by a live lease, or no longer open: nothing to do here
@@ -666,7 +683,7 @@ class DistributedWorker:
         result = await self._execute(graph, claim.run.checkpoint, task)
         if await store.save_result(wid, result, self.worker_id):
             self.completed += 1
-        await self._c.advance(wid, task.step)
+        await self._c.advance(wid, task.step, claim.run.graph_hash)
         return True
 
     async def _execute(
