@@ -334,6 +334,31 @@ async def test_a_worker_stopped_mid_task_loses_its_lease_and_another_finishes(
     assert (task.finished_by, task.lease_owner, task.claims) == ("w-second", "w-second", 2)
 
 
+async def test_a_worker_re_dispatches_on_the_run_s_dispatch_timeout_not_its_own(
+    workspace: str,
+) -> None:
+    # A worker sweeping with its default dispatch timeout (30 s) used to set the next
+    # re-dispatch of a run started with 1 s 30 s out: the hand-over tests then saw a handful of
+    # re-dispatches a minute, each of which the emulator may route to a dead worker's stream.
+    graph = Graph(name="unclaimed")
+    graph.add_node("slow")
+    graph.set_entry_point("slow")
+    graph.set_finish_point("slow")
+    sweeper = DistributedWorker(worker_id="w-tends", node_types={"slow"}, workspace=workspace)
+    async with orchestrator_for(workspace, dispatch_timeout=0.0) as orch:
+        wid = await orch.start(graph, {})  # no worker pulls: every dispatch expires at once
+        await sweeper._c.connect()
+        try:
+            for _ in range(2):
+                run = await orch.store.get_run(wid)
+                assert run is not None
+                await sweeper._c.tend(run)
+        finally:
+            await sweeper._c.close()
+        task = await orch.store.get_task(wid, "0000-slow")
+    assert task is not None and task.dispatches == 3  # both tends found the lease expired
+
+
 async def test_a_loop_that_never_ends_stops_at_the_step_limit(workspace: str) -> None:
     def always_again(state: State) -> str:
         return "again"
@@ -463,12 +488,8 @@ async def test_without_a_waiting_orchestrator_the_workers_sweep_re_dispatches(
     first = DistributedWorker(
         worker_id="w-dies", node_types={"slow"}, heartbeat_interval=0.3, workspace=workspace
     )
-    second = DistributedWorker(
-        worker_id="w-sweeps",
-        node_types={"slow"},
-        heartbeat_interval=0.3,
-        dispatch_timeout=1.0,
-        workspace=workspace,
+    second = DistributedWorker(  # its own dispatch timeout is the default 30 s: the run's is used
+        worker_id="w-sweeps", node_types={"slow"}, heartbeat_interval=0.3, workspace=workspace
     )
 
     @first.register("slow")
@@ -482,7 +503,7 @@ async def test_without_a_waiting_orchestrator_the_workers_sweep_re_dispatches(
         return {"done_by": "w-sweeps"}
 
     await first.start()
-    async with orchestrator_for(workspace) as orch:
+    async with orchestrator_for(workspace, dispatch_timeout=1.0) as orch:
         wid = await orch.start(graph, {})  # and nobody waits on it
     await asyncio.wait_for(started.wait(), 30)
     await first.stop(graceful=False)

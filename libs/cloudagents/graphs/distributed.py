@@ -248,11 +248,16 @@ class _Coordination:
             await self.advance(run.workflow_id, run.step, run.graph_hash)
             return
         now = time.time()
+        # The run's own dispatch timeout, not this tender's: a worker sweeping with its default
+        # of 30 s must not push the next re-dispatch of a run started with 1 s out by 30 s.
+        dispatch_seconds = (
+            self.dispatch_seconds if run.dispatch_seconds is None else run.dispatch_seconds
+        )
         for task in pending:
             doc = found.get(task.task_id)
             if doc is None or doc.result is not None or doc.lease_expires_at > now:
                 continue
-            if await store.redispatch(run.workflow_id, task.task_id, self.dispatch_seconds):
+            if await store.redispatch(run.workflow_id, task.task_id, dispatch_seconds):
                 log.info("re-dispatching %s/%s (lease expired)", run.workflow_id, task.task_id)
                 await self.dispatch(run.workflow_id, [task])
 

@@ -26,6 +26,11 @@ class WorkflowRunDocument(Persisted):
     status: str
     step: int
     checkpoint: Superstep
+    dispatch_seconds: float | None = None
+    """How long a dispatched task may wait for a claim before it is dispatched again, chosen
+    when the run starts: every tender and advancer of the run (an orchestrator waiting, a
+    worker sweeping) uses it, so one with a longer timeout of its own does not slow the run's
+    re-dispatch. None on documents written before it was stored: the tender's own."""
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
 

@@ -167,6 +167,7 @@ class FirestoreGraphStore:
             status=checkpoint.status,
             step=checkpoint.step,
             checkpoint=checkpoint,
+            dispatch_seconds=dispatch_seconds,
         )
 
         async def create(writes: Guarded) -> None:
@@ -350,7 +351,9 @@ class FirestoreGraphStore:
         """Fold superstep ``step`` into the next one: when the run is still at ``step`` and every
         pending task has a result, write ``plan(run, results)`` as the run's checkpoint, append
         it to the checkpoints and create the next tasks — one batch conditioned on the run
-        document as read. Returns the new checkpoint if this call committed it, else None."""
+        document as read. The next tasks' first dispatch lasts the run's ``dispatch_seconds``
+        (``dispatch_seconds`` for a run stored without it). Returns the new checkpoint if this
+        call committed it, else None."""
         ref = self._run_ref(workflow_id)
 
         async def apply(writes: Guarded) -> Superstep | None:
@@ -380,7 +383,11 @@ class FirestoreGraphStore:
                 {"checkpoint": nxt.model_dump_json()},
             )
             if nxt.status == "running":
-                self._open_tasks(writes, nxt, dispatch_seconds)
+                self._open_tasks(
+                    writes,
+                    nxt,
+                    dispatch_seconds if run.dispatch_seconds is None else run.dispatch_seconds,
+                )
             return nxt
 
         result: Superstep | None = await guarded(self.client, apply)

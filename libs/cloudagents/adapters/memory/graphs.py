@@ -51,6 +51,7 @@ class InMemoryWorkflowStore:
             status=checkpoint.status,
             step=checkpoint.step,
             checkpoint=checkpoint,
+            dispatch_seconds=dispatch_seconds,
         )
         self.runs[wid] = run
         self.checkpoint_docs[wid] = [checkpoint]
