@@ -32,6 +32,7 @@ from cloudagents.adapters.memory.budgets import (
     InMemoryCostLedger,
     InMemoryRateLimiter,
 )
+from cloudagents.adapters.memory.graphs import InMemoryWorkflowStore
 from cloudagents.adapters.memory.messaging import (
     InMemoryBlobStore,
     InMemoryEventBus,
@@ -234,7 +235,14 @@ def build_gcp_deps(settings: Settings, topology: Topology, tools: ToolRegistry) 
         limit_model=shared_llm_limits(
             settings, rate_limiter, ledger("FirestoreConcurrencyLimiter")
         ),
+        workflows=_OnFirstUse(lambda: _firestore_workflows(db())),
     )
+
+
+def _firestore_workflows(db: Any) -> Any:
+    from cloudagents.adapters.firestore.graphs import FirestoreGraphStore
+
+    return FirestoreGraphStore(db)
 
 
 def _firestore_functions(db: Any, blobs: Any, bucket: str) -> FunctionRepository:
@@ -343,6 +351,7 @@ def build_deps(settings: Settings) -> Deps:
             transitions=InMemoryTransitionStore(),
             model_factory=default_model_factory,
             limit_model=shared_llm_limits(settings, rate_limiter, InMemoryConcurrencyLimiter()),
+            workflows=InMemoryWorkflowStore(),
         )
     return build_gcp_deps(settings, topology, tools)
 

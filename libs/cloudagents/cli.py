@@ -26,6 +26,7 @@ import yaml
 
 from cloudagents.cli_functions import add_function_commands
 from cloudagents.cli_transitions import add_transition_commands
+from cloudagents.cli_workflows import add_workflow_commands
 from cloudagents.client import ApiError, CloudAgentsClient
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4
@@ -670,6 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
     add_function_commands(commands, api_client)
     add_transition_commands(commands, api_client)
+    add_workflow_commands(commands, api_client)
     return parser
 
 

@@ -120,6 +120,48 @@ class CloudAgentsClient:
     def cancel_run(self, run_id: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/runs/{run_id}/cancel"))
 
+    # graph workflows (seed 001) ------------------------------------------------------------
+
+    def register_workflow(self, graph: dict[str, Any]) -> dict[str, Any]:
+        """Store a compiled graph's JSON; the answer carries its ``hash``."""
+        return dict(self._call("POST", "/workflows", json=graph))
+
+    def list_workflows(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/workflows")["workflows"])
+
+    def start_workflow_run(
+        self,
+        graph_hash: str,
+        initial_state: dict[str, Any] | None = None,
+        *,
+        workflow_id: str | None = None,
+        max_steps: int | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"initial_state": initial_state or {}}
+        if workflow_id:
+            body["workflow_id"] = workflow_id
+        if max_steps is not None:
+            body["max_steps"] = max_steps
+        return dict(self._call("POST", f"/workflows/{graph_hash}/runs", json=body))
+
+    def workflow_run(self, workflow_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/workflow-runs/{workflow_id}"))
+
+    def list_workflow_runs(
+        self, status: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        return list(self._call("GET", "/workflow-runs", params=params)["workflow_runs"])
+
+    def cancel_workflow_run(self, workflow_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/workflow-runs/{workflow_id}/cancel"))
+
+    def workflow_checkpoints(self, workflow_id: str) -> list[dict[str, Any]]:
+        path = f"/workflow-runs/{workflow_id}/checkpoints"
+        return list(self._call("GET", path)["checkpoints"])
+
     def messages(self, run_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/runs/{run_id}/messages"))
 

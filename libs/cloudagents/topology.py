@@ -302,3 +302,21 @@ def build_topology(
             for s in subscriptions
         ),
     )
+
+
+# Graph workflows (seed 001): node tasks travel on a topic per node type, consumed by pull
+# workers (``cloudagents.graphs.distributed``) through one shared subscription per type. Node
+# types are the application's, so these are provisioned on first use (``adapters/provisioning``).
+# Short (Pub/Sub's minimum): a live worker's client extends it while the task runs, and a
+# delivery stranded on a consumer that died comes back within it rather than a minute later.
+GRAPH_NODE_ACK_DEADLINE_SECONDS = 10
+
+
+def graph_node_topic(workspace: str, node_type: str) -> str:
+    """The topic of ``node_type``'s node tasks in ``workspace``."""
+    return f"{workspace}-graph-{re.sub(r'[^A-Za-z0-9._~+%-]', '-', node_type)}"
+
+
+def graph_node_subscription(workspace: str, node_type: str) -> str:
+    """The pull subscription that ``node_type``'s workers share."""
+    return f"{graph_node_topic(workspace, node_type)}-workers"

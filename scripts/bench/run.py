@@ -13,8 +13,9 @@ results.json`` and ``bench-results/chart.png``. What is measured, and how, is in
 2. cost per step, counted by the adapters with every service in one process (``cost.py``);
 3. throughput of 200 concurrent runs with one and with two executor processes;
 4. cold start per service (``coldstart.py``) and each service's peak RSS;
-5. graph supersteps: the same 10-node chain in process (``graph_inprocess.py``) and in
-   LangGraph with its Postgres checkpointer (``peer_langgraph_graph.py``).
+5. graph supersteps: the same 10-node chain in process (``graph_inprocess.py``), distributed
+   on the emulators (``graph_distributed.py``) and in LangGraph with its Postgres checkpointer
+   (``peer_langgraph_graph.py``).
 
 The peers run in ``.venv-bench`` (created here with uv from ``requirements.txt``), never in
 ``.venv``. Speed is only ever printed here, never asserted by a test.
@@ -256,6 +257,16 @@ class Bench:
         )
         self.graph_row(
             "g1", "(g1) cloudagents graphs, in process", data, durability="none (memory)"
+        )
+        progress("(g2) cloudagents graph workflow distributed on the emulators: 10-node chain")
+        data = self.phase(
+            "graph distributed", lambda: child(sys.executable, "graph_distributed", *runs)
+        )
+        self.graph_row(
+            "g2",
+            "(g2) cloudagents graphs, distributed (Firestore + Pub/Sub emulators)",
+            data,
+            durability="a checkpoint per superstep, any process",
         )
         if pg is None:
             why = f"needs PostgreSQL: {self.results['errors'].get('postgres')}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "workflows"
-NAMES = ("simple_workflow.py", "conditional_workflow.py")
+NAMES = ("simple_workflow.py", "conditional_workflow.py", "llm_agents.py")
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +40,12 @@ def test_conditional_workflow_loops_until_approved(outputs: dict[str, list[str]]
     lines = outputs["conditional_workflow.py"]
     assert lines[0] == "Published after 3 reviews: section 1, section 2, section 3"
     assert lines[1].startswith("status=completed supersteps=7 graph=")
+
+
+def test_llm_agents_run_agent_nodes_with_tools(outputs: dict[str, list[str]]) -> None:
+    assert outputs["llm_agents.py"] == [
+        "findings: ['Cloud Run scales to zero', 'Pub/Sub delivers at least once']",
+        "minutes saved: 30.0",
+        "draft: Serverless agents scale to zero and survive redelivery. (sources: search)",
+        "revisions=2 tokens=170",
+    ]

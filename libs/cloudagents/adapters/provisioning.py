@@ -107,3 +107,41 @@ def ensure_resources(
             storage.create_bucket(bucket)
     except (gexc.PermissionDenied, gexc.Forbidden):
         log.debug("cannot check bucket %s; assuming it exists", bucket)
+
+
+def ensure_pull_subscriptions(
+    project: str,
+    pairs: Iterable[tuple[str, str]],
+    *,
+    publisher: Any,
+    subscriber: Any,
+    create: bool,
+    hint: str,
+    ack_deadline_seconds: int = 60,
+) -> None:
+    """Each (subscription, topic) pair exists: created where allowed, else a
+    ``ConfigurationError`` naming what is missing and ``hint``."""
+    for subscription, topic in pairs:
+        topic_path = publisher.topic_path(project, topic)
+        sub_path = subscriber.subscription_path(project, subscription)
+        try:
+            subscriber.get_subscription(subscription=sub_path)
+            continue
+        except gexc.NotFound as exc:
+            if not create:
+                raise ConfigurationError(
+                    f"Pub/Sub subscription {sub_path} (on {topic_path}) does not exist. {hint}"
+                ) from exc
+        except (gexc.PermissionDenied, gexc.Forbidden):
+            log.debug("cannot check subscription %s; assuming it exists", sub_path)
+            continue
+        with contextlib.suppress(gexc.AlreadyExists):
+            publisher.create_topic(name=topic_path)
+        with contextlib.suppress(gexc.AlreadyExists):
+            subscriber.create_subscription(
+                request={
+                    "name": sub_path,
+                    "topic": topic_path,
+                    "ack_deadline_seconds": ack_deadline_seconds,
+                }
+            )

@@ -53,6 +53,7 @@ from cloudagents.runtime.transitions_api import TRANSITION_ROUTES
 from cloudagents.runtime.trees import run_tree, tree_events
 from cloudagents.runtime.ui import ASSETS as UI_FILES
 from cloudagents.runtime.ui import ui_route
+from cloudagents.runtime.workflows_api import WORKFLOW_ROUTES
 
 log = logging.getLogger(__name__)
 
@@ -461,6 +462,7 @@ ROUTES: list[Route] = [
     *AGENT_HISTORY_ROUTES,
     *FUNCTION_ROUTES,
     *TRANSITION_ROUTES,
+    *WORKFLOW_ROUTES,
 ]
 # fmt: on
 ROUTER = Router(ROUTES)

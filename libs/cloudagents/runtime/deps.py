@@ -15,6 +15,7 @@ from cloudagents.domain.runs import OutboxMessage, WakeUp
 from cloudagents.functions import FunctionStore
 from cloudagents.ports.budgets import CostLedger, RateLimiter
 from cloudagents.ports.bus import BlobStore, EventBus, TaskQueue
+from cloudagents.ports.graphs import WorkflowStore
 from cloudagents.ports.model import ModelClient
 from cloudagents.ports.stores import (
     AgentStore,
@@ -70,6 +71,8 @@ class Deps:
     on_approval: Callable[[ApprovalRecord], Awaitable[None]] | None = None
     """Told of each approval a committed step requested (the in-process approval callback);
     the services leave it unset: people decide through the api and the CLI."""
+    workflows: WorkflowStore | None = None
+    """Graph workflows (seed 001) for the api's ``/workflows`` routes; None where unused."""
 
     async def publish(self, messages: list[OutboxMessage]) -> None:
         """Publish an outbox, in order, carrying the current trace context. A ``wakeups``

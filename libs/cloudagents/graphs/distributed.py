@@ -1,0 +1,731 @@
+"""Graph workflows across machines (seed 001's ``distributed_agents.distributed``), on GCP.
+
+``DistributedOrchestrator(project_id=..., workspace=...)`` takes the place of the seed's
+``redis_url``; ``DistributedWorker(worker_id, node_types, capacity, heartbeat_interval)`` serves
+node types from any machine. Coordination is Firestore and Pub/Sub
+(``adapters/firestore/graphs.py`` names the documents):
+
+1. ``execute`` stores the compiled graph under its SHA-256 (immutable) and creates the
+   workflow run pinned to that hash, with the checkpoint of superstep 0 and one task document
+   per pending node task, in one batch; then publishes each task on its node type's topic.
+2. A worker pulls (streaming pull, flow control = capacity), takes the task's lease on its
+   document (renewed every ``heartbeat_interval``), runs the node function and its router
+   (``execution.run_task``, as in process) on the committed state, and saves the
+   ``TaskResult`` on the task document, first write wins. A duplicate delivery finds the
+   result (or a live lease) and only acknowledges.
+3. Whoever saves a superstep's last result advances the run: the pure planner
+   (``superstep.advance``) folds the results, and the next checkpoint, its copy under
+   ``checkpoints/`` and the next task documents are written in one batch conditioned on the run
+   document as read (so on ``step``): of concurrent advancers exactly one commits. Then the new
+   tasks are published.
+4. The orchestrator's wait loop is the wake-up: a task without a result whose lease (or
+   first dispatch) expired is dispatched again, and a superstep whose results are all saved
+   but not advanced (its last saver died) is advanced. A node function can therefore run more
+   than once after a crash; its result is applied exactly once.
+
+``cancel_workflow`` ends the run at its last barrier commit (the superstep in flight is
+discarded; its pending tasks stay in the checkpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, TypeVar
+
+from cloudagents.adapters.firestore.graphs import FirestoreGraphStore
+from cloudagents.adapters.provisioning import ensure_pull_subscriptions
+from cloudagents.adapters.pubsub import PubSubEventBus
+from cloudagents.adapters.pubsub.pull import StreamingPull
+from cloudagents.bootstrap import (
+    close_firestore,
+    firestore_client,
+    publisher_client,
+    subscriber_client,
+)
+from cloudagents.domain.errors import ConfigurationError, TransientError
+from cloudagents.graphs.documents import NodeWorkerDocument, TaskMessage, WorkflowRunDocument
+from cloudagents.graphs.errors import (
+    GraphError,
+    StepLimitReached,
+    WorkflowCancelled,
+    WorkflowError,
+    WorkflowFailed,
+)
+from cloudagents.graphs.execution import run_task
+from cloudagents.graphs.graph import Graph
+from cloudagents.graphs.orchestrator import WorkflowStatus
+from cloudagents.graphs.reducers import BUILTIN_REDUCERS, ReducerFunction
+from cloudagents.graphs.registry import NodeRegistry
+from cloudagents.graphs.spec import CompiledGraph
+from cloudagents.graphs.state import State
+from cloudagents.graphs.superstep import (
+    DEFAULT_MAX_STEPS,
+    NodeTask,
+    RunStatus,
+    Superstep,
+    TaskResult,
+    advance,
+    start,
+    stop,
+)
+from cloudagents.settings import Settings
+from cloudagents.topology import (
+    GRAPH_NODE_ACK_DEADLINE_SECONDS,
+    graph_node_subscription,
+    graph_node_topic,
+)
+
+__all__ = [
+    "DistributedOrchestrator",
+    "DistributedWorker",
+    "NodeWorkerDocument",
+    "WorkflowStatus",
+]
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+PROVISION_HINT = (
+    "Node-type topics and their worker subscriptions are created on first use on the emulators; "
+    "in a project, create them (gcloud pubsub topics create / subscriptions create) or pass "
+    "provision=True to let this identity create them."
+)
+_ERRORS: dict[str, type[WorkflowError]] = {
+    "failed": WorkflowFailed,
+    "cancelled": WorkflowCancelled,
+    "step_limit": StepLimitReached,
+}
+
+
+def _settings(project_id: str | None, workspace: str | None) -> tuple[str, str]:
+    """Project and workspace: the arguments, else the settings' environment variables."""
+    if project_id is None and not (
+        os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCLOUD_PROJECT")
+    ):
+        raise ConfigurationError(
+            "pass project_id=... or set GOOGLE_CLOUD_PROJECT to the project to coordinate in"
+        )
+    env = dict(os.environ)
+    if project_id is not None:
+        env["GOOGLE_CLOUD_PROJECT"] = project_id
+    settings = Settings.from_env(env)
+    return settings.project, workspace or settings.workspace
+
+
+def _no_redis(redis_url: str | None) -> None:
+    if redis_url is not None:
+        raise TypeError(
+            "cloudagents coordinates on Firestore and Pub/Sub, not Redis: pass project_id=... "
+            "and workspace=... instead of redis_url"
+        )
+
+
+class _Coordination:
+    """What orchestrators and workers share: the store, dispatch, and the advance."""
+
+    def __init__(
+        self,
+        project: str,
+        workspace: str,
+        *,
+        provision: bool | None,
+        dispatch_seconds: float,
+        copies: int,
+        registry: NodeRegistry | None,
+    ) -> None:
+        self.project = project
+        self.workspace = workspace
+        self.provision = (
+            bool(os.environ.get("PUBSUB_EMULATOR_HOST")) if provision is None else provision
+        )
+        self.dispatch_seconds = dispatch_seconds
+        self.copies = copies
+        self.registry = registry
+        self.store: FirestoreGraphStore | None = None
+        self.publisher: Any = None
+        self.subscriber: Any = None
+        self.bus: PubSubEventBus | None = None
+        self._db: Any = None
+        self._ensured: set[str] = set()
+
+    async def connect(self) -> None:
+        if self.store is None:
+            self._db = firestore_client(self.project)
+            self.store = FirestoreGraphStore(self._db)
+            self.publisher = publisher_client()
+            self.subscriber = subscriber_client()
+            self.bus = PubSubEventBus(self.publisher, self.project)
+
+    async def close(self) -> None:
+        if self.store is None:
+            return
+        publisher, subscriber, db = self.publisher, self.subscriber, self._db
+        self.store = self.bus = self.publisher = self.subscriber = self._db = None
+        await asyncio.to_thread(publisher.stop)
+        with contextlib.suppress(Exception):
+            subscriber.close()
+        await close_firestore(db)
+
+    def need(self) -> FirestoreGraphStore:
+        if self.store is None:
+            raise RuntimeError("not connected: await connect() (or start()) first")
+        return self.store
+
+    async def ensure(self, node_types: Iterable[str]) -> None:
+        """Each node type's topic and worker subscription exist (before anything is published:
+        a message on a topic without a subscription is lost)."""
+        missing = sorted(set(node_types) - self._ensured)
+        if not missing:
+            return
+        pairs = [
+            (graph_node_subscription(self.workspace, t), graph_node_topic(self.workspace, t))
+            for t in missing
+        ]
+        await asyncio.to_thread(
+            ensure_pull_subscriptions,
+            self.project,
+            pairs,
+            publisher=self.publisher,
+            subscriber=self.subscriber,
+            create=self.provision,
+            hint=PROVISION_HINT,
+            ack_deadline_seconds=GRAPH_NODE_ACK_DEADLINE_SECONDS,
+        )
+        self._ensured.update(missing)
+
+    async def dispatch(self, workflow_id: str, tasks: Iterable[NodeTask]) -> None:
+        tasks = list(tasks)
+        await self.ensure(t.node_type for t in tasks)
+        assert self.bus is not None
+        for task in tasks:
+            data = TaskMessage(workflow_id=workflow_id, task=task).model_dump_json().encode()
+            attributes = {"workflow_id": workflow_id, "task_id": task.task_id}
+            for _ in range(self.copies):
+                await self.bus.publish(
+                    graph_node_topic(self.workspace, task.node_type), data, attributes
+                )
+
+    def _reducers(self, graph: CompiledGraph) -> Mapping[str, ReducerFunction]:
+        return custom_reducers(graph, self.registry)
+
+    async def advance(
+        self, workflow_id: str, step: int, graph_hash: str | None = None
+    ) -> Superstep | None:
+        """Advance superstep ``step`` if all its results are saved; dispatch what comes next.
+        ``graph_hash`` (the run's, when the caller has read it) saves a read."""
+        store = self.need()
+        if graph_hash is None:
+            run = await store.get_run(workflow_id)
+            if run is None or run.status != "running" or run.step != step:
+                return None
+            graph_hash = run.graph_hash
+        graph = await store.get_graph(graph_hash)
+
+        def plan(current: WorkflowRunDocument, results: list[TaskResult]) -> Superstep:
+            try:
+                return advance(graph, current.checkpoint, results, self._reducers(graph))
+            except GraphError as error:  # e.g. a custom reducer this process does not have
+                return stop(current.checkpoint, "failed", str(error))
+
+        nxt = await store.advance(workflow_id, step, plan, dispatch_seconds=self.dispatch_seconds)
+        if nxt is not None and nxt.status == "running":
+            await self.dispatch(workflow_id, nxt.pending)
+        return nxt
+
+    async def tend(self, run: WorkflowRunDocument) -> None:
+        """One liveness pass over a running run's open superstep (the wake-up)."""
+        store = self.need()
+        pending = run.checkpoint.pending
+        found = await store.tasks(run.workflow_id, [t.task_id for t in pending])
+        if pending and all(found.get(t.task_id) and found[t.task_id].result for t in pending):
+            await self.advance(run.workflow_id, run.step, run.graph_hash)
+            return
+        now = time.time()
+        # The run's own dispatch timeout, not this tender's: a worker sweeping with its default
+        # of 30 s must not push the next re-dispatch of a run started with 1 s out by 30 s.
+        dispatch_seconds = (
+            self.dispatch_seconds if run.dispatch_seconds is None else run.dispatch_seconds
+        )
+        for task in pending:
+            doc = found.get(task.task_id)
+            if doc is None or doc.result is not None or doc.lease_expires_at > now:
+                continue
+            if await store.redispatch(run.workflow_id, task.task_id, dispatch_seconds):
+                log.info("re-dispatching %s/%s (lease expired)", run.workflow_id, task.task_id)
+                await self.dispatch(run.workflow_id, [task])
+
+    async def sweep(self) -> int:
+        """``tend`` every running run of the workspace; returns how many were looked at."""
+        runs = await self.need().list_runs(self.workspace, "running")
+        for run in runs:
+            try:
+                await self.tend(run)
+            except TransientError as error:  # one contended run does not stop the sweep
+                log.warning("tending %s: %s", run.workflow_id, error)
+        return len(runs)
+
+
+def custom_reducers(
+    graph: CompiledGraph, registry: NodeRegistry | None
+) -> dict[str, ReducerFunction]:
+    """The registered reducers a graph names (a missing one fails the run when it is needed)."""
+    found: dict[str, ReducerFunction] = {}
+    for name in set(graph.reducers.values()) - set(BUILTIN_REDUCERS):
+        reducer = registry.get_reducer(name) if registry is not None else None
+        if reducer is not None:
+            found[name] = reducer
+    return found
+
+
+def _status(run: WorkflowRunDocument, done: Iterable[str] = ()) -> WorkflowStatus:
+    finished = set(done)
+    pending = [t.node for t in run.checkpoint.pending]
+    return WorkflowStatus(
+        workflow_id=run.workflow_id,
+        graph_name=run.graph_name,
+        graph_hash=run.graph_hash,
+        status=run.checkpoint.status,
+        step=run.step,
+        nodes_done=sorted(n for n in pending if n in finished) if run.status == "running" else [],
+        nodes_pending=[n for n in pending if n not in finished],
+        error=run.checkpoint.error,
+    )
+
+
+class DistributedOrchestrator:
+    """Seed 001's distributed orchestrator: runs graphs whose nodes run on ``DistributedWorker``s.
+
+    ``project_id`` / ``workspace`` default to ``GOOGLE_CLOUD_PROJECT`` / ``CLOUDAGENTS_WORKSPACE``
+    (as every cloudagents process); on the emulators (``FIRESTORE_EMULATOR_HOST``,
+    ``PUBSUB_EMULATOR_HOST``) the node-type topics are created on first use. ``registry``
+    supplies custom reducers; node functions live on the workers. ``copies`` publishes every
+    task that many times (fault testing: every delivery duplicated).
+    """
+
+    def __init__(
+        self,
+        project_id: str | None = None,
+        workspace: str | None = None,
+        *,
+        registry: NodeRegistry | None = None,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        poll_interval: float = 0.2,
+        tend_interval: float = 1.0,
+        dispatch_timeout: float = 30.0,
+        provision: bool | None = None,
+        copies: int = 1,
+        redis_url: str | None = None,
+    ) -> None:
+        _no_redis(redis_url)
+        if copies < 1:
+            raise ValueError("copies must be at least 1")
+        project, ws = _settings(project_id, workspace)
+        self.project_id = project
+        self.workspace = ws
+        self.max_steps = max_steps
+        self.poll_interval = poll_interval
+        self.tend_interval = tend_interval
+        """``wait`` tends a run (re-dispatch, recover an advance) once it made no progress for
+        this long; while supersteps keep committing it only reads the run document."""
+        self._c = _Coordination(
+            project,
+            ws,
+            provision=provision,
+            dispatch_seconds=dispatch_timeout,
+            copies=copies,
+            registry=registry,
+        )
+
+    @property
+    def store(self) -> FirestoreGraphStore:
+        """The Firestore documents (after ``connect``)."""
+        return self._c.need()
+
+    async def connect(self) -> None:
+        """Build the Firestore and Pub/Sub clients (in this event loop)."""
+        await self._c.connect()
+
+    async def close(self) -> None:
+        await self._c.close()
+
+    async def __aenter__(self) -> DistributedOrchestrator:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def register_graph(self, graph: Graph | CompiledGraph) -> CompiledGraph:
+        """Compile (structure only: node functions are the workers') and store by hash."""
+        compiled = graph.compile() if isinstance(graph, Graph) else graph
+        await self.store.put_graph(compiled)
+        return compiled
+
+    async def start(
+        self,
+        graph: Graph | CompiledGraph,
+        initial_state: Mapping[str, Any] | State | None = None,
+        workflow_id: str | None = None,
+    ) -> str:
+        """Create the run and dispatch superstep 0; returns the workflow id (see ``wait``)."""
+        compiled = await self.register_graph(graph)
+        if isinstance(initial_state, State):
+            workflow_id = workflow_id or initial_state.workflow_id
+        wid = workflow_id or f"wf-{uuid.uuid4().hex[:12]}"
+        first = start(
+            compiled, dict(initial_state or {}), workflow_id=wid, max_steps=self.max_steps
+        )
+        await self._c.ensure(t.node_type for t in first.pending)
+        await self.store.create_run(
+            first,
+            workspace=self.workspace,
+            graph_name=compiled.name,
+            dispatch_seconds=self._c.dispatch_seconds,
+        )
+        await self._c.dispatch(wid, first.pending)
+        return wid
+
+    async def execute(
+        self,
+        graph: Graph | CompiledGraph,
+        initial_state: Mapping[str, Any] | State | None = None,
+        workflow_id: str | None = None,
+    ) -> State:
+        """Run ``graph`` to END on the workers and return the final state; raises
+        ``WorkflowFailed`` / ``WorkflowCancelled`` / ``StepLimitReached`` otherwise."""
+        wid = await self.start(graph, initial_state, workflow_id)
+        return await self.wait(wid)
+
+    async def wait(self, workflow_id: str) -> State:
+        """Wait for a run to end, re-dispatching tasks whose lease expired and advancing a
+        superstep whose last saver died (bound it with ``asyncio.timeout``)."""
+        loop = asyncio.get_running_loop()
+        seen_step, since = -1, loop.time()
+        while True:
+            run = await self.store.get_run(workflow_id)
+            if run is None:
+                raise KeyError(f"unknown workflow {workflow_id!r}")
+            if run.status != "running":
+                break
+            if run.step != seen_step:  # progress: nothing to tend yet
+                seen_step, since = run.step, loop.time()
+            elif loop.time() - since >= self.tend_interval:
+                since = loop.time()
+                try:
+                    await self.tend(run)
+                except TransientError as error:  # contention; the next pass tries again
+                    log.warning("tending %s: %s", workflow_id, error)
+            await asyncio.sleep(self.poll_interval)
+        checkpoint = run.checkpoint
+        if checkpoint.status == "completed":
+            return State(workflow_id, checkpoint.state, step=checkpoint.step)
+        raise _ERRORS[checkpoint.status](
+            f"workflow {workflow_id} {checkpoint.status}: {checkpoint.error}",
+            workflow_id=workflow_id,
+            checkpoint=checkpoint,
+        )
+
+    async def tend(self, run: WorkflowRunDocument) -> None:
+        """One liveness pass over a running run's open superstep (the wake-up)."""
+        await self._c.tend(run)
+
+    async def get_workflow_status(self, workflow_id: str) -> WorkflowStatus:
+        """Status, step, nodes done and pending of the open superstep; KeyError if unknown."""
+        run = await self.store.get_run(workflow_id)
+        if run is None:
+            raise KeyError(f"unknown workflow {workflow_id!r}")
+        found = await self.store.tasks(workflow_id, [t.task_id for t in run.checkpoint.pending])
+        done = [d.task.node for d in found.values() if d.result is not None]
+        return _status(run, done)
+
+    async def cancel_workflow(self, workflow_id: str) -> bool:
+        """End a running workflow at its last barrier commit; False if it is not running."""
+        ended = await self.store.stop_run(
+            workflow_id, lambda cp: stop(cp, "cancelled", "cancelled by cancel_workflow")
+        )
+        return ended is not None
+
+    async def list_workflows(self, status: RunStatus | None = None) -> list[WorkflowStatus]:
+        """Runs of this workspace (optionally of one status), newest first."""
+        return [_status(r) for r in await self.store.list_runs(self.workspace, status)]
+
+    async def get_checkpoints(self, workflow_id: str) -> list[Superstep]:
+        """Every barrier commit of a run, oldest first."""
+        return await self.store.checkpoints(workflow_id)
+
+    async def list_workers(self) -> list[NodeWorkerDocument]:
+        """The ``node_workers`` documents of this workspace (types, capacity, last seen)."""
+        return await self.store.list_workers(self.workspace)
+
+
+class DistributedWorker:
+    """Seed 001's distributed worker: serves ``node_types`` from any machine.
+
+    ``@worker.register("researcher")`` serves a node type; routers of conditional edges out of
+    the nodes it serves come from ``@worker.register_router(name)`` or ``registry``. ``start()``
+    opens a streaming pull per node type (flow control = ``capacity``, a cap shared by all its
+    types) and returns; ``serve()`` also waits until ``stop()``. The lease of a running task is
+    renewed every ``heartbeat_interval`` seconds and lasts ``lease_seconds`` (3 heartbeats).
+    With ``sweep`` (the default) each heartbeat also tends the workspace's running runs, so a
+    run started through the api, with no orchestrator waiting on it, survives a dead worker.
+    """
+
+    def __init__(
+        self,
+        worker_id: str | None = None,
+        node_types: Iterable[str] = (),
+        capacity: int = 4,
+        heartbeat_interval: float = 10.0,
+        *,
+        project_id: str | None = None,
+        workspace: str | None = None,
+        registry: NodeRegistry | None = None,
+        lease_seconds: float | None = None,
+        dispatch_timeout: float = 30.0,
+        provision: bool | None = None,
+        sweep: bool = True,
+        redis_url: str | None = None,
+    ) -> None:
+        _no_redis(redis_url)
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        if heartbeat_interval <= 0:
+            raise ValueError("heartbeat_interval must be positive")
+        self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
+        self.node_types = frozenset(node_types)
+        if not self.node_types:
+            raise ValueError("node_types must name at least one node type")
+        self.capacity = capacity
+        self.heartbeat_interval = heartbeat_interval
+        self.lease_seconds = lease_seconds or 3 * heartbeat_interval
+        if self.lease_seconds <= heartbeat_interval:
+            raise ValueError("lease_seconds must be longer than heartbeat_interval")
+        project, ws = _settings(project_id, workspace)
+        self.project_id = project
+        self.workspace = ws
+        self.registry = registry
+        self.sweep = sweep
+        """Each heartbeat, also tend every running run of the workspace (re-dispatch expired
+        leases, advance a superstep whose last saver died): liveness without an orchestrator."""
+        self._c = _Coordination(
+            project,
+            ws,
+            provision=provision,
+            dispatch_seconds=dispatch_timeout,
+            copies=1,
+            registry=registry,
+        )
+        self._functions: dict[str, Callable[..., Any]] = {}
+        self._routers: dict[str, Callable[..., Any]] = {}
+        self._pulls: list[StreamingPull] = []
+        self._held: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        self._slots = asyncio.Semaphore(capacity)
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self.completed = 0
+        """Tasks whose result this worker saved."""
+
+    def register_node(self, name: str, func: Callable[..., Any]) -> None:
+        """Serve node type ``name`` with ``func`` (sync or async, ``State`` -> dict)."""
+        if name not in self.node_types:
+            raise ValueError(f"worker {self.worker_id} does not serve node type {name!r}")
+        self._functions[name] = func
+
+    def register(self, name: str) -> Callable[[F], F]:
+        """Decorator form of ``register_node``."""
+
+        def decorate(func: F) -> F:
+            self.register_node(name, func)
+            return func
+
+        return decorate
+
+    def register_router(self, name: str) -> Callable[[F], F]:
+        """Decorator: the router named ``name`` (for conditional edges out of served nodes)."""
+
+        def decorate(func: F) -> F:
+            self._routers[name] = func
+            return func
+
+        return decorate
+
+    def register_graph(self, graph: Graph | CompiledGraph) -> None:
+        """Take the routers a graph was built with (inline functions of
+        ``add_conditional_edge``), for a worker in the process that defines the graph."""
+        compiled = graph.compiled or graph.compile() if isinstance(graph, Graph) else graph
+        for name, router in compiled._routers.items():
+            self._routers.setdefault(name, router)
+
+    @property
+    def active(self) -> int:
+        """Tasks running right now (never above ``capacity``)."""
+        return len(self._held)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._pulls)
+
+    async def start(self) -> None:
+        """Connect, register in ``node_workers`` and start pulling (idempotent)."""
+        if self._pulls:
+            return
+        for node_type in sorted(self.node_types):
+            if node_type not in self._functions and not (
+                self.registry is not None and node_type in self.registry
+            ):
+                raise GraphError(
+                    f"worker {self.worker_id}: no function registered for node type {node_type!r}"
+                )
+        await self._c.connect()
+        await self._c.ensure(self.node_types)
+        self._stopped.clear()
+        await self._beat("running")
+        subscriber = self._c.subscriber
+        for node_type in sorted(self.node_types):
+            path = subscriber.subscription_path(
+                self.project_id, graph_node_subscription(self.workspace, node_type)
+            )
+            pull = StreamingPull(subscriber, path, self._handle, max_messages=self.capacity)
+            pull.start()
+            self._pulls.append(pull)
+        self._heartbeat = asyncio.create_task(self._beating(), name=f"{self.worker_id}-heartbeat")
+
+    async def serve(self) -> None:
+        """``start()``, then wait until ``stop()`` (a worker machine's main loop)."""
+        await self.start()
+        await self._stopped.wait()
+
+    async def stop(self, *, graceful: bool = True) -> None:
+        """Stop pulling. ``graceful``: let running tasks finish and save their results;
+        otherwise abandon them as a crash would (their leases lapse and they are re-dispatched)."""
+        pulls, self._pulls = self._pulls, []
+        for pull in pulls:
+            await pull.stop()
+        held = list(self._held.values())
+        if graceful:
+            await asyncio.gather(*held, return_exceptions=True)
+        else:
+            for task in held:
+                task.cancel()
+            await asyncio.gather(*held, return_exceptions=True)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
+        if self._c.store is not None:
+            if graceful:
+                with contextlib.suppress(Exception):
+                    await self._beat("stopped")
+            await self._c.close()
+        self._stopped.set()
+
+    async def _beat(self, status: Literal["running", "stopped"]) -> None:
+        await self._c.need().put_worker(
+            NodeWorkerDocument(
+                worker_id=self.worker_id,
+                workspace=self.workspace,
+                node_types=sorted(self.node_types),
+                capacity=self.capacity,
+                active=self.active,
+                status=status,
+            )
+        )
+
+    async def _beating(self) -> None:
+        store = self._c.need()
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                for workflow_id, task_id in list(self._held):
+                    await store.renew(workflow_id, task_id, self.worker_id, self.lease_seconds)
+                await self._beat("running")
+            except Exception as error:  # a missed heartbeat is survivable; the lease says so
+                log.warning("worker %s heartbeat failed: %r", self.worker_id, error)
+            if self.sweep:
+                try:
+                    await self._c.sweep()
+                except Exception as error:
+                    log.warning("worker %s sweep failed: %r", self.worker_id, error)
+
+    async def _handle(self, data: bytes, attributes: Mapping[str, str]) -> bool:
+        """One delivery of a node task; True acknowledges it."""
+        try:
+            message = TaskMessage.model_validate_json(data)
+        except ValueError:
+            log.error("dropping a malformed node task message: %r", data[:200])
+            return True
+        async with self._slots:
+            key = (message.workflow_id, message.task.task_id)
+            if key in self._held:  # a duplicate of a task running here
+                return True
+            job = asyncio.current_task()
+            assert job is not None
+            self._held[key] = job
+            try:
+                return await self._run(message)
+            finally:
+                self._held.pop(key, None)
+
+    async def _run(self, message: TaskMessage) -> bool:
+        store = self._c.need()
+        wid, task = message.workflow_id, message.task
+        claim = await store.claim(wid, task.task_id, self.worker_id, self.lease_seconds)
+        log.debug("worker %s: %s/%s %s", self.worker_id, wid, task.task_id, claim.outcome)
+        if claim.outcome == "done":
+            # Harmless if already advanced; recovers an advance whose saver died.
+            await self._c.advance(wid, task.step, claim.run.graph_hash if claim.run else None)
+            return True
+        if claim.outcome != "claimed" or claim.run is None:
+            return True  # held by a live lease, or no longer open: nothing to do here
+        graph = await store.get_graph(claim.run.graph_hash)
+        result = await self._execute(graph, claim.run.checkpoint, task)
+        if await store.save_result(wid, result, self.worker_id):
+            self.completed += 1
+        await self._c.advance(wid, task.step, claim.run.graph_hash)
+        return True
+
+    async def _execute(
+        self, graph: CompiledGraph, checkpoint: Superstep, task: NodeTask
+    ) -> TaskResult:
+        func = self._functions.get(task.node_type)
+        if func is None and self.registry is not None:
+            func = self.registry.get(task.node_type)
+        router = None
+        branch = graph.branches.get(task.node)
+        if branch is not None:
+            router = self._routers.get(branch.router)
+            if router is None and self.registry is not None:
+                router = self.registry.get_router(branch.router)
+            if router is None:
+                return TaskResult(
+                    task_id=task.task_id,
+                    node=task.node,
+                    status="failed",
+                    error=(
+                        f"worker {self.worker_id} has no router {branch.router!r} for node "
+                        f"{task.node!r}; register it with @worker.register_router"
+                    ),
+                )
+        assert func is not None
+        reducers = custom_reducers(graph, self.registry)
+        return await run_task(
+            graph,
+            task,
+            checkpoint.state,
+            func,
+            router,
+            workflow_id=checkpoint.workflow_id,
+            reducers=reducers,
+        )
+
+
+def task_message(data: bytes) -> dict[str, Any]:
+    """Decode a node task message (for tools and tests)."""
+    return dict(json.loads(data))

@@ -1,0 +1,232 @@
+"""The api's graph workflow routes (seed 001, distributed): register a compiled graph, start a
+workflow run on it, read, list and cancel runs, list a run's checkpoints.
+
+A run started here is the run ``DistributedOrchestrator.start`` makes (``graphs/distributed.py``):
+the graph pinned by its hash, checkpoint 0 and the first task documents, and each task published
+on its node type's topic (``{ws}-graph-{node_type}``), where ``DistributedWorker``s pull it. The
+workers' sweep re-dispatches a task whose lease expired, so nothing here has to wait on the run.
+The node-type topics and subscriptions must exist (a worker's ``start()`` makes them on the
+emulators).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from cloudagents.graphs.documents import TaskMessage, WorkflowRunDocument
+from cloudagents.graphs.errors import GraphError
+from cloudagents.graphs.spec import CompiledGraph
+from cloudagents.graphs.superstep import DEFAULT_MAX_STEPS, start, stop
+from cloudagents.ports.graphs import WorkflowStore
+from cloudagents.runtime.audit import action_of, audit
+from cloudagents.runtime.auth import Principal
+from cloudagents.runtime.deps import Deps
+from cloudagents.runtime.routing import ID_PATTERN, Param, Route
+from cloudagents.topology import graph_node_topic
+
+# A never-claimed task is dispatched again after this long (by a worker's sweep).
+DISPATCH_SECONDS = 30.0
+RUN_STATUSES = ("running", "completed", "failed", "cancelled", "step_limit")
+
+
+class StartWorkflowRunRequest(BaseModel):
+    """``POST /workflows/{graph_hash}/runs`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+    initial_state: dict[str, JsonValue] = Field(default_factory=dict)
+    workflow_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    max_steps: int = Field(default=DEFAULT_MAX_STEPS, ge=1, le=10_000)
+
+
+def _store(deps: Deps) -> WorkflowStore:
+    if deps.workflows is None:
+        raise RuntimeError("this process has no workflow store (Deps.workflows)")
+    return deps.workflows
+
+
+def graph_view(graph: CompiledGraph) -> dict[str, Any]:
+    return {"hash": graph.hash, **graph.model_dump(mode="json")}
+
+
+def workflow_run_view(run: WorkflowRunDocument, done: set[str] | None = None) -> dict[str, Any]:
+    """A run as the api shows it: status, step, the open superstep's tasks, the state."""
+    checkpoint = run.checkpoint
+    return {
+        "workflow_id": run.workflow_id,
+        "graph_name": run.graph_name,
+        "graph_hash": run.graph_hash,
+        "status": checkpoint.status,
+        "step": checkpoint.step,
+        "step_limit": checkpoint.step_limit,
+        "pending": [
+            {**t.model_dump(mode="json"), "done": t.task_id in (done or set())}
+            for t in checkpoint.pending
+        ],
+        "state": checkpoint.state,
+        "error": checkpoint.error,
+        "created_at": run.created_at.isoformat(),
+        "updated_at": run.updated_at.isoformat(),
+    }
+
+
+async def register_workflow_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    from cloudagents.runtime.api import _json_body, error
+
+    graph = CompiledGraph.model_validate(await _json_body(request))
+    try:
+        graph.check_structure()
+    except GraphError as exc:
+        await audit(deps, action_of(request), principal, "denied", 422, graph.name, str(exc))
+        return error(422, str(exc))
+    digest = await _store(deps).put_graph(graph)
+    await audit(deps, action_of(request), principal, "allowed", 201, digest, "graph stored")
+    return JSONResponse(graph_view(graph), status_code=201)
+
+
+async def list_workflows_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    graphs = await _store(deps).list_graphs()
+    return JSONResponse({"workflows": [{"hash": h, "name": n} for h, n in graphs]})
+
+
+async def get_workflow_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    from cloudagents.runtime.api import error
+
+    try:
+        graph = await _store(deps).get_graph(params["graph_hash"])
+    except KeyError:
+        return error(404, f"unknown workflow graph {params['graph_hash']!r}")
+    return JSONResponse(graph_view(graph))
+
+
+async def start_workflow_run_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    import uuid
+
+    from cloudagents.runtime.api import _json_body, error
+
+    raw = await _json_body(request)
+    body = StartWorkflowRunRequest.model_validate({} if raw is None else raw)
+    store = _store(deps)
+    try:
+        graph = await store.get_graph(params["graph_hash"])
+    except KeyError:
+        return error(404, f"unknown workflow graph {params['graph_hash']!r}")
+    wid = body.workflow_id or f"wf-{uuid.uuid4().hex[:12]}"
+    first = start(graph, body.initial_state, workflow_id=wid, max_steps=body.max_steps)
+    try:
+        run = await store.create_run(
+            first,
+            workspace=deps.settings.workspace,
+            graph_name=graph.name,
+            dispatch_seconds=DISPATCH_SECONDS,
+        )
+    except ValueError as exc:
+        return error(409, str(exc))
+    for task in first.pending:
+        message = TaskMessage(workflow_id=wid, task=task).model_dump_json().encode()
+        await deps.bus.publish(
+            graph_node_topic(deps.settings.workspace, task.node_type),
+            message,
+            {"workflow_id": wid, "task_id": task.task_id},
+        )
+    await audit(deps, action_of(request), principal, "allowed", 202, wid, "workflow run started")
+    return JSONResponse(workflow_run_view(run), status_code=202)
+
+
+async def list_workflow_runs_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    from cloudagents.runtime.api import error
+
+    status = request.query_params.get("status")
+    if status is not None and status not in RUN_STATUSES:
+        return error(400, f"status must be one of {', '.join(RUN_STATUSES)}")
+    try:
+        limit = int(request.query_params.get("limit", "50"))
+    except ValueError:
+        return error(400, "limit must be an integer")
+    if not 1 <= limit <= 500:
+        return error(400, "limit must be between 1 and 500")
+    runs = await _store(deps).list_runs(deps.settings.workspace, status, limit)
+    return JSONResponse({"workflow_runs": [workflow_run_view(r) for r in runs]})
+
+
+async def get_workflow_run_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    from cloudagents.runtime.api import error
+
+    store = _store(deps)
+    run = await store.get_run(params["workflow_id"])
+    if run is None or run.workspace != deps.settings.workspace:
+        return error(404, f"unknown workflow run {params['workflow_id']!r}")
+    found = await store.tasks(run.workflow_id, [t.task_id for t in run.checkpoint.pending])
+    done = {t for t, doc in found.items() if doc.result is not None}
+    return JSONResponse(workflow_run_view(run, done))
+
+
+async def cancel_workflow_run_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    from cloudagents.runtime.api import error
+
+    store = _store(deps)
+    wid = params["workflow_id"]
+    run = await store.get_run(wid)
+    if run is None or run.workspace != deps.settings.workspace:
+        return error(404, f"unknown workflow run {wid!r}")
+    ended = await store.stop_run(wid, lambda cp: stop(cp, "cancelled", "cancelled via the api"))
+    if ended is None:
+        return error(409, f"workflow run {wid!r} is {run.status}, not running")
+    await audit(deps, action_of(request), principal, "allowed", 200, wid, "workflow run cancelled")
+    return JSONResponse(workflow_run_view(ended))
+
+
+async def workflow_checkpoints_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    from cloudagents.runtime.api import error
+
+    store = _store(deps)
+    run = await store.get_run(params["workflow_id"])
+    if run is None or run.workspace != deps.settings.workspace:
+        return error(404, f"unknown workflow run {params['workflow_id']!r}")
+    checkpoints = await store.checkpoints(run.workflow_id)
+    return JSONResponse({"checkpoints": [c.model_dump(mode="json") for c in checkpoints]})
+
+
+_STATUS = Param("status", {"type": "string", "enum": list(RUN_STATUSES)})
+_LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 500})
+
+# fmt: off
+WORKFLOW_ROUTES: list[Route] = [
+    Route("POST", "/workflows", register_workflow_route,
+          "Register a compiled graph (canonical JSON); stored by its SHA-256",
+          (201, 400, 401, 422), body=CompiledGraph),
+    Route("GET", "/workflows", list_workflows_route, "Registered graphs", (200, 401)),
+    Route("GET", "/workflows/{graph_hash}", get_workflow_route, "One graph, by hash",
+          (200, 401, 404)),
+    Route("POST", "/workflows/{graph_hash}/runs", start_workflow_run_route,
+          "Start a workflow run on a graph (202; workers run its nodes)",
+          (202, 400, 401, 404, 409, 422), body=StartWorkflowRunRequest),
+    Route("GET", "/workflow-runs", list_workflow_runs_route, "List workflow runs",
+          (200, 400, 401), params=(_STATUS, _LIMIT)),
+    Route("GET", "/workflow-runs/{workflow_id}", get_workflow_run_route,
+          "A workflow run: status, step, pending tasks, state", (200, 401, 404)),
+    Route("POST", "/workflow-runs/{workflow_id}/cancel", cancel_workflow_run_route,
+          "Cancel a workflow run at its last barrier (409: not running)", (200, 401, 404, 409)),
+    Route("GET", "/workflow-runs/{workflow_id}/checkpoints", workflow_checkpoints_route,
+          "A workflow run's checkpoints, oldest first", (200, 401, 404)),
+]
+# fmt: on

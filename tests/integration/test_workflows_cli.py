@@ -1,0 +1,103 @@
+"""``cloudagents workflows ...`` against the local stack's api, with two ``DistributedWorker``s
+of different node types in this process: register the example's graph, run it to the end,
+inspect it, and cancel a run nobody serves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudagents import cli
+from cloudagents.graphs import State
+from cloudagents.graphs.distributed import DistributedWorker
+from cloudagents.local.stack import StackState
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "workflows" / "distributed_workflow.py"
+
+
+def workers(state: StackState) -> list[DistributedWorker]:
+    options: dict[str, Any] = {"project_id": state.project, "workspace": state.workspace}
+    researchers = DistributedWorker(worker_id="cli-research", node_types={"researcher"}, **options)
+    writers = DistributedWorker(worker_id="cli-write", node_types={"writer"}, **options)
+
+    @researchers.register("researcher")
+    async def researcher(s: State) -> dict[str, Any]:
+        return {"findings": [f"Finding about {s.get('query', '')}"]}
+
+    @writers.register("writer")
+    async def writer(s: State) -> dict[str, Any]:
+        return {"report": f"Report with {len(s.get('findings', []))} findings"}
+
+    return [researchers, writers]
+
+
+async def test_workflows_commands_register_run_show_and_cancel(stack_state: StackState) -> None:
+    base = ["--api", stack_state.api_url, "--token", stack_state.api_token or ""]
+
+    async def run(*args: str) -> tuple[int, list[str]]:
+        def call() -> tuple[int, list[str]]:
+            stdout, stderr = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                code = cli.main([*base, *args])
+            assert not stderr.getvalue() or code != 0, stderr.getvalue()
+            return code, stdout.getvalue().splitlines()
+
+        return await asyncio.to_thread(call)
+
+    code, lines = await run("workflows", "register", f"{EXAMPLE}:graph")
+    assert code == 0
+    digest, name = lines[0].split()
+    assert name == "research_workflow" and len(digest) == 64
+    code, lines = await run("workflows", "list")
+    assert f"{digest} research_workflow" in lines
+
+    serving = workers(stack_state)
+    for worker in serving:
+        await worker.start()
+    try:
+        code, lines = await run(
+            "workflows",
+            "run",
+            digest,
+            "--state",
+            '{"query": "AI trends"}',
+            "--id",
+            "cli-wf-1",
+            "--wait",
+            "--timeout",
+            "60",
+        )
+    finally:
+        for worker in serving:
+            await worker.stop()
+    assert code == 0, lines
+    assert lines[0] == "started workflow run cli-wf-1"
+    assert lines[1].split()[:3] == ["cli-wf-1", "research_workflow", "completed"]
+    assert '"report": "Report with 1 findings"' in "\n".join(lines)
+
+    code, lines = await run("workflows", "checkpoints", "cli-wf-1")
+    assert lines == [
+        "step 0    running     pending researcher",
+        "step 1    running     pending writer",
+        "step 2    completed   pending -",
+    ]
+    code, lines = await run("workflows", "runs", "--status", "completed")
+    assert any(line.startswith("cli-wf-1 ") for line in lines)
+
+    # With no worker running, a run waits at step 0 until it is cancelled.
+    code, lines = await run("workflows", "run", digest, "--id", "cli-wf-2")
+    assert (code, lines) == (0, ["started workflow run cli-wf-2"])
+    code, lines = await run("workflows", "show", "cli-wf-2")
+    assert lines[0].split()[2:5] == ["running", "step", "0"]
+    assert lines[2].split() == ["pending", "0000-researcher", "researcher"]
+    code, lines = await run("workflows", "cancel", "cli-wf-2")
+    assert (code, lines) == (0, ["cli-wf-2 cancelled at step 0"])
+    code, _ = await run("workflows", "cancel", "cli-wf-2")
+    assert code == 2  # 409: not running

@@ -1,0 +1,95 @@
+"""The api's graph workflow routes on the memory backend: register a graph by hash, start a run
+(its first task published on the node type's topic), read, list, cancel, checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from cloudagents.graphs import Graph
+from cloudagents.graphs.documents import TaskMessage
+from tests.services.conftest import Pump
+
+Stack = tuple[dict[str, httpx.AsyncClient], Pump]
+
+
+def research_graph() -> dict[str, object]:
+    graph = Graph(name="research_workflow")
+    graph.add_node("researcher")
+    graph.add_node("writer")
+    graph.set_entry_point("researcher")
+    graph.add_edge("researcher", "writer")
+    graph.set_finish_point("writer")
+    return json.loads(graph.compile().to_json())
+
+
+async def test_register_start_show_list_and_cancel_a_workflow_run(stack: Stack) -> None:
+    clients, pump = stack
+    api = clients["api"]
+    registered = await api.post("/workflows", json=research_graph())
+    assert registered.status_code == 201, registered.text
+    digest = registered.json()["hash"]
+    assert registered.json()["entry_point"] == "researcher"
+    again = await api.post("/workflows", json=research_graph())
+    assert again.json()["hash"] == digest  # the same graph, the same id
+    assert (await api.get("/workflows")).json() == {
+        "workflows": [{"hash": digest, "name": "research_workflow"}]
+    }
+    assert (await api.get(f"/workflows/{digest}")).json()["nodes"]["writer"][
+        "node_type"
+    ] == "writer"
+
+    started = await api.post(
+        f"/workflows/{digest}/runs",
+        json={"initial_state": {"query": "AI trends"}, "workflow_id": "wf-api-1"},
+    )
+    assert started.status_code == 202, started.text
+    view = started.json()
+    assert (view["workflow_id"], view["status"], view["step"]) == ("wf-api-1", "running", 0)
+    assert view["state"] == {"query": "AI trends"}
+    [published] = [m for m in pump.bus.published if m.topic == "agents-graph-researcher"]
+    message = TaskMessage.model_validate_json(published.data)
+    assert (message.workflow_id, message.task.task_id) == ("wf-api-1", "0000-researcher")
+
+    duplicate = await api.post(f"/workflows/{digest}/runs", json={"workflow_id": "wf-api-1"})
+    assert duplicate.status_code == 409
+    shown = (await api.get("/workflow-runs/wf-api-1")).json()
+    assert shown["pending"] == [
+        {
+            "task_id": "0000-researcher",
+            "step": 0,
+            "node": "researcher",
+            "node_type": "researcher",
+            "done": False,
+        }
+    ]
+    listed = (await api.get("/workflow-runs", params={"status": "running"})).json()
+    assert [r["workflow_id"] for r in listed["workflow_runs"]] == ["wf-api-1"]
+
+    cancelled = await api.post("/workflow-runs/wf-api-1/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert (await api.post("/workflow-runs/wf-api-1/cancel")).status_code == 409
+    checkpoints = (await api.get("/workflow-runs/wf-api-1/checkpoints")).json()["checkpoints"]
+    assert [(c["step"], c["status"]) for c in checkpoints] == [(0, "running"), (0, "cancelled")]
+    assert (await api.get("/workflow-runs", params={"status": "running"})).json() == {
+        "workflow_runs": []
+    }
+
+
+async def test_workflow_route_errors(stack: Stack) -> None:
+    clients, _ = stack
+    api = clients["api"]
+    broken = research_graph() | {"entry_point": "nobody"}
+    refused = await api.post("/workflows", json=broken)
+    assert refused.status_code == 422
+    assert refused.json()["error"] == "entry point 'nobody' is not a node of 'research_workflow'"
+    assert (await api.post("/workflows", json={"name": "x"})).status_code == 422
+    assert (await api.post("/workflows/abc123/runs", json={})).status_code == 404
+    assert (await api.get("/workflows/abc123")).status_code == 404
+    assert (await api.get("/workflow-runs/nope")).status_code == 404
+    assert (await api.post("/workflow-runs/nope/cancel")).status_code == 404
+    assert (await api.get("/workflow-runs", params={"status": "odd"})).status_code == 400
+    digest = (await api.post("/workflows", json=research_graph())).json()["hash"]
+    bad = await api.post(f"/workflows/{digest}/runs", json={"max_steps": 0})
+    assert bad.status_code == 422
