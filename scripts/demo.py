@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from cloudagents.cli import follow_run, load_state, print_result, publish_intent
 from cloudagents.cli import main as cli
@@ -45,6 +47,37 @@ def model_choice() -> tuple[str, dict[str, str] | None]:
         "the scripted provider (deterministic replies from examples/agents.yaml; no model, no key)",
         None,
     )
+
+
+def distributed_workflow(client: CloudAgentsClient, state: Any) -> int:
+    """Seed 001's ``distributed_workflow.py`` as written (two pull workers of different node
+    types and the orchestrator, in one process) against the stack's emulators; then the run as
+    the api shows it: its final state and one checkpoint per superstep."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "workflows"
+    env = {**os.environ, **state.env}
+    before = {r["workflow_id"] for r in client.list_workflow_runs()}
+    print("$ python examples/workflows/distributed_workflow.py")
+    done = subprocess.run(
+        [sys.executable, str(example / "distributed_workflow.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    print(done.stdout.rstrip())
+    if done.returncode != 0:
+        print(done.stderr[-2000:])
+        return 1
+    new = [r for r in client.list_workflow_runs() if r["workflow_id"] not in before]
+    if len(new) != 1:
+        print(f"expected one new workflow run, found {len(new)}")
+        return 1
+    workflow_id = new[0]["workflow_id"]
+    print(f"$ cloudagents workflows show {workflow_id}")
+    failures = cli(["workflows", "show", workflow_id])
+    print(f"$ cloudagents workflows checkpoints {workflow_id} --state")
+    return failures + cli(["workflows", "checkpoints", workflow_id, "--state"])
 
 
 def main() -> int:
@@ -161,6 +194,9 @@ def main() -> int:
             break
         time.sleep(0.5)
     failures += cli(["tokens", "show", item])
+
+    banner("7. seed 001: a graph workflow across two workers (researcher, writer) on the stack")
+    failures += distributed_workflow(client, state)
 
     banner("done")
     print(f"api: {state.api_url}   logs: {state.log_dir}")

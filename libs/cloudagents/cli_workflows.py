@@ -121,6 +121,10 @@ def cmd_checkpoints(args: argparse.Namespace, client: CloudAgentsClient) -> int:
     for checkpoint in client.workflow_checkpoints(args.workflow_id):
         pending = ",".join(t["node"] for t in checkpoint["pending"]) or "-"
         _out(f"step {checkpoint['step']:<4} {checkpoint['status']:<11} pending {pending}")
+        if args.state:
+            done = ",".join(checkpoint.get("completed") or []) or "-"
+            state = json.dumps(checkpoint.get("state") or {}, sort_keys=True)
+            _out(f"  after {done}: {state}")
     return EXIT_OK
 
 
@@ -158,4 +162,7 @@ def add_workflow_commands(
         bind(parser, command)
     checkpoints = sub.add_parser("checkpoints", help="a workflow run's barrier commits")
     checkpoints.add_argument("workflow_id")
+    checkpoints.add_argument(
+        "--state", action="store_true", help="also the state each barrier committed"
+    )
     bind(checkpoints, cmd_checkpoints)

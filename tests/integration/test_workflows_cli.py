@@ -88,6 +88,12 @@ async def test_workflows_commands_register_run_show_and_cancel(stack_state: Stac
         "step 1    running     pending writer",
         "step 2    completed   pending -",
     ]
+    code, lines = await run("workflows", "checkpoints", "cli-wf-1", "--state")
+    assert code == 0, lines
+    assert lines[1] == '  after -: {"query": "AI trends"}', lines
+    assert lines[3] == (
+        '  after researcher: {"findings": ["Finding about AI trends"], "query": "AI trends"}'
+    ), lines
     code, lines = await run("workflows", "runs", "--status", "completed")
     assert any(line.startswith("cli-wf-1 ") for line in lines)
 
