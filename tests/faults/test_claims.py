@@ -46,6 +46,11 @@ def post_until_acked(url: str, body: dict[str, Any], barrier: threading.Barrier)
     return {"status": f"gave up: {response.status_code} {response.text[:200]}"}
 
 
+def offer_status(stack: FaultStack, offer_id: str) -> str | None:
+    doc = stack.db.collection("handoff_offers").document(offer_id).get().to_dict() or {}
+    return doc.get("status")
+
+
 @pytest.mark.timeout(600)
 def test_two_brokers_race_for_every_offer_and_claim_it_once(
     stack: FaultStack, tmp_path_factory: pytest.TempPathFactory
@@ -82,18 +87,18 @@ def test_two_brokers_race_for_every_offer_and_claim_it_once(
             stack.db.collection("handoff_offers").document(offer_id).get().get("status") == "open"
         )
 
-    # Two capable agents appear (written directly, so the api does not re-offer anything).
     targets = ("race-tgt-a", "race-tgt-b")
-    for agent_id in targets:
-        definition = AgentDefinition.model_validate(
-            scripted(agent_id, [{"content": f"{agent_id} took it"}], capabilities=[capability])
-        )
-        stack.db.collection("agents").document(agent_id).set(definition.model_dump(mode="json"))
-
     second_dir = tmp_path_factory.mktemp("second-broker")
     second = start_service("handoff_broker", free_port(), stack.local.env, second_dir, ROOT)
     try:
         wait_healthy([second])
+        # Two capable agents appear (written directly, so the api does not re-offer anything),
+        # just before the race: from here on any delivery of an offer can claim it.
+        for agent_id in targets:
+            definition = AgentDefinition.model_validate(
+                scripted(agent_id, [{"content": f"{agent_id} took it"}], capabilities=[capability])
+            )
+            stack.db.collection("agents").document(agent_id).set(definition.model_dump(mode="json"))
         path = next(s.path for s in stack.topology.subscriptions if s.service == "handoff_broker")
         urls = (stack.local.services["handoff_broker"].url + path, second.url + path)
         jobs = []
@@ -118,7 +123,13 @@ def test_two_brokers_race_for_every_offer_and_claim_it_once(
     by_broker = Counter(
         i for replies in answers.values() for i, r in enumerate(replies) if r["status"] == "claimed"
     )
-    twice = [o for o in offers if claimed_now[o] != 1]
+    # A third contender is legitimate: any other delivery of an offer message (a redelivered
+    # step message re-publishes its step's outbox, the offer among it) lets the stack's broker
+    # claim it as soon as the capable agents exist. Both racers then answer already-claimed,
+    # which is right: the checks below (one target run per offer, the source told once) hold
+    # for every offer, whoever claimed it.
+    before_race = [o for o in offers if claimed_now[o] == 0 and offer_status(stack, o) == "claimed"]
+    twice = [o for o in offers if claimed_now[o] != 1 and o not in before_race]
     target_runs: dict[str, list[str]] = {}
     for offer_id in offers:
         candidates = [f"{offer_id}-{t}" for t in targets]
@@ -133,6 +144,9 @@ def test_two_brokers_race_for_every_offer_and_claim_it_once(
     figures.record(section, "offers raced by two broker processes", len(offers))
     figures.record(section, "offers claimed exactly once", len(offers) - len(twice))
     figures.record(section, "offers claimed twice (or never)", len(twice))
+    figures.record(
+        section, "offers claimed by another delivery before the racers", len(before_race)
+    )
     figures.record(section, "broker answers", dict(outcomes))
     figures.record(section, "claims won by broker 1 / broker 2", f"{by_broker[0]} / {by_broker[1]}")
     figures.record(
@@ -140,6 +154,7 @@ def test_two_brokers_race_for_every_offer_and_claim_it_once(
     )
 
     assert twice == [], {o: answers[o] for o in twice[:3]}
+    assert len(before_race) < len(offers), "no offer was left to race for"
     for offer_id, runs in target_runs.items():
         offer = offer_docs[offer_id]
         assert offer["status"] == "claimed"
