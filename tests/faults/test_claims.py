@@ -82,10 +82,19 @@ def test_two_brokers_race_for_every_offer_and_claim_it_once(
             break
         assert time.monotonic() < deadline, "context snapshots missing"
         time.sleep(0.25)
-    for offer_id in offers:
-        assert (
-            stack.db.collection("handoff_offers").document(offer_id).get().get("status") == "open"
-        )
+    # Every offer's first delivery answered (the broker schedules its expiry then) before the
+    # capable agents appear: a delivery still queued would claim it first. freshK saw that: the
+    # handoff subscription's pushes were late after the earlier tests' kills, all 20 offers were
+    # claimed by their first delivery once the agents existed, and both racers found them taken.
+    deadline = time.monotonic() + 120
+    while True:
+        seen = [stack.db.collection("handoff_offers").document(o).get().to_dict() for o in offers]
+        if all(doc and doc.get("expiry_task") for doc in seen):
+            break
+        assert time.monotonic() < deadline, "the broker never saw some offers"
+        time.sleep(0.25)
+    for doc in seen:
+        assert doc is not None and doc["status"] == "open"
 
     targets = ("race-tgt-a", "race-tgt-b")
     second_dir = tmp_path_factory.mktemp("second-broker")
