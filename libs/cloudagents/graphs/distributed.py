@@ -75,6 +75,7 @@ from cloudagents.graphs.superstep import (
     start,
     stop,
 )
+from cloudagents.graphs.worker import NodeFunctions
 from cloudagents.settings import Settings
 from cloudagents.topology import (
     GRAPH_NODE_ACK_DEADLINE_SECONDS,
@@ -465,7 +466,7 @@ class DistributedOrchestrator:
         return await self.store.list_workers(self.workspace)
 
 
-class DistributedWorker:
+class DistributedWorker(NodeFunctions):
     """Seed 001's distributed worker: serves ``node_types`` from any machine.
 
     ``@worker.register("researcher")`` serves a node type; routers of conditional edges out of
@@ -531,21 +532,6 @@ class DistributedWorker:
         self._stopped = asyncio.Event()
         self.completed = 0
         """Tasks whose result this worker saved."""
-
-    def register_node(self, name: str, func: Callable[..., Any]) -> None:
-        """Serve node type ``name`` with ``func`` (sync or async, ``State`` -> dict)."""
-        if name not in self.node_types:
-            raise ValueError(f"worker {self.worker_id} does not serve node type {name!r}")
-        self._functions[name] = func
-
-    def register(self, name: str) -> Callable[[F], F]:
-        """Decorator form of ``register_node``."""
-
-        def decorate(func: F) -> F:
-            self.register_node(name, func)
-            return func
-
-        return decorate
 
     def register_router(self, name: str) -> Callable[[F], F]:
         """Decorator: the router named ``name`` (for conditional edges out of served nodes)."""

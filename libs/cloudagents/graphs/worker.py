@@ -20,7 +20,30 @@ Job = Callable[[Callable[..., Any]], Awaitable[TaskResult]]
 """Given the worker's function for the task's node type, run the task."""
 
 
-class Worker:
+class NodeFunctions:
+    """What both workers share: the node types a worker serves and its function for each."""
+
+    worker_id: str
+    node_types: frozenset[str]
+    _functions: dict[str, Callable[..., Any]]
+
+    def register_node(self, name: str, func: Callable[..., Any]) -> None:
+        """Serve node type ``name`` with ``func`` (sync or async, ``State`` -> dict)."""
+        if name not in self.node_types:
+            raise ValueError(f"worker {self.worker_id} does not serve node type {name!r}")
+        self._functions[name] = func
+
+    def register(self, name: str) -> Callable[[F], F]:
+        """Decorator form of ``register_node``."""
+
+        def decorate(func: F) -> F:
+            self.register_node(name, func)
+            return func
+
+        return decorate
+
+
+class Worker(NodeFunctions):
     """Serves the node types it names; ``capacity`` consumers pull from one queue.
 
     ``start()`` spawns the consumers and returns; ``stop()`` cancels them. An
@@ -42,21 +65,6 @@ class Worker:
         self._consumers: list[asyncio.Task[None]] = []
         self.active = 0
         """Tasks running right now (never above ``capacity``)."""
-
-    def register_node(self, name: str, func: Callable[..., Any]) -> None:
-        """Serve node type ``name`` with ``func``."""
-        if name not in self.node_types:
-            raise ValueError(f"worker {self.worker_id} does not serve node type {name!r}")
-        self._functions[name] = func
-
-    def register(self, name: str) -> Callable[[F], F]:
-        """Decorator form of ``register_node``."""
-
-        def decorate(func: F) -> F:
-            self.register_node(name, func)
-            return func
-
-        return decorate
 
     def serves(self, node_type: str) -> bool:
         """Whether this worker has a function for ``node_type``."""
