@@ -305,18 +305,29 @@ def build_topology(
 
 
 # Graph workflows (seed 001): node tasks travel on a topic per node type, consumed by pull
-# workers (``cloudagents.graphs.distributed``) through one shared subscription per type. Node
+# workers (``cloudagents.graphs.distributed``) through one shared subscription per type, in
+# three priority bands (a topic and subscription per band and type: a worker runs what it holds
+# of a higher band first; separate topics need no subscription filters, which cannot be changed
+# on an existing subscription, and leave the normal band's names as they were). Node
 # types are the application's, so these are provisioned on first use (``adapters/provisioning``).
 # Short (Pub/Sub's minimum): a live worker's client extends it while the task runs, and a
 # delivery stranded on a consumer that died comes back within it rather than a minute later.
 GRAPH_NODE_ACK_DEADLINE_SECONDS = 10
 
 
-def graph_node_topic(workspace: str, node_type: str) -> str:
-    """The topic of ``node_type``'s node tasks in ``workspace``."""
-    return f"{workspace}-graph-{re.sub(r'[^A-Za-z0-9._~+%-]', '-', node_type)}"
+def graph_node_topic(workspace: str, node_type: str, band: str = "normal") -> str:
+    """The topic of ``node_type``'s node tasks in ``workspace``, in priority ``band``
+    (``graphs/documents.py:PRIORITY_BANDS``): ``normal`` is ``{ws}-graph-{type}``, the others
+    ``{ws}-graph_{band}-{type}`` (``_`` where the normal name has ``-``, so no node type's
+    normal topic can be another's banded one)."""
+    name = re.sub(r"[^A-Za-z0-9._~+%-]", "-", node_type)
+    if band == "normal":
+        return f"{workspace}-graph-{name}"
+    if band not in ("high", "low"):
+        raise ValueError(f"unknown priority band {band!r}; expected high, normal or low")
+    return f"{workspace}-graph_{band}-{name}"
 
 
-def graph_node_subscription(workspace: str, node_type: str) -> str:
-    """The pull subscription that ``node_type``'s workers share."""
-    return f"{graph_node_topic(workspace, node_type)}-workers"
+def graph_node_subscription(workspace: str, node_type: str, band: str = "normal") -> str:
+    """The pull subscription that ``node_type``'s workers share, in priority ``band``."""
+    return f"{graph_node_topic(workspace, node_type, band)}-workers"

@@ -30,13 +30,16 @@ discarded; its pending tasks stay in the checkpoint).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
+import itertools
 import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar
 
 from cloudagents.adapters.firestore.graphs import FirestoreGraphStore
@@ -50,7 +53,13 @@ from cloudagents.bootstrap import (
     subscriber_client,
 )
 from cloudagents.domain.errors import ConfigurationError, TransientError
-from cloudagents.graphs.documents import NodeWorkerDocument, TaskMessage, WorkflowRunDocument
+from cloudagents.graphs.documents import (
+    PRIORITY_BANDS,
+    NodeWorkerDocument,
+    Priority,
+    TaskMessage,
+    WorkflowRunDocument,
+)
 from cloudagents.graphs.errors import (
     GraphError,
     StepLimitReached,
@@ -63,6 +72,12 @@ from cloudagents.graphs.graph import Graph
 from cloudagents.graphs.orchestrator import WorkflowStatus
 from cloudagents.graphs.reducers import BUILTIN_REDUCERS, ReducerFunction
 from cloudagents.graphs.registry import NodeRegistry
+from cloudagents.graphs.runs import (
+    fork_workflow_run,
+    resume_workflow_run,
+    start_workflow_run,
+    task_publications,
+)
 from cloudagents.graphs.spec import CompiledGraph
 from cloudagents.graphs.state import State
 from cloudagents.graphs.superstep import (
@@ -72,7 +87,6 @@ from cloudagents.graphs.superstep import (
     Superstep,
     TaskResult,
     advance,
-    start,
     stop,
 )
 from cloudagents.graphs.worker import NodeFunctions
@@ -154,7 +168,7 @@ class _Coordination:
         self.subscriber: Any = None
         self.bus: PubSubEventBus | None = None
         self._db: Any = None
-        self._ensured: set[str] = set()
+        self._ensured: set[tuple[str, str]] = set()
 
     async def connect(self) -> None:
         if self.store is None:
@@ -179,15 +193,19 @@ class _Coordination:
             raise RuntimeError("not connected: await connect() (or start()) first")
         return self.store
 
-    async def ensure(self, node_types: Iterable[str]) -> None:
-        """Each node type's topic and worker subscription exist (before anything is published:
-        a message on a topic without a subscription is lost)."""
-        missing = sorted(set(node_types) - self._ensured)
+    async def ensure(self, node_types: Iterable[str], bands: Iterable[str] = ("normal",)) -> None:
+        """Each node type's topic and worker subscription exist in each band (before anything
+        is published: a message on a topic without a subscription is lost)."""
+        wanted = {(t, b) for t in node_types for b in bands}
+        missing = sorted(wanted - self._ensured)
         if not missing:
             return
         pairs = [
-            (graph_node_subscription(self.workspace, t), graph_node_topic(self.workspace, t))
-            for t in missing
+            (
+                graph_node_subscription(self.workspace, t, b),
+                graph_node_topic(self.workspace, t, b),
+            )
+            for t, b in missing
         ]
         await asyncio.to_thread(
             ensure_pull_subscriptions,
@@ -201,33 +219,33 @@ class _Coordination:
         )
         self._ensured.update(missing)
 
-    async def dispatch(self, workflow_id: str, tasks: Iterable[NodeTask]) -> None:
+    async def dispatch(
+        self, workflow_id: str, priority: Priority, tasks: Iterable[NodeTask]
+    ) -> None:
+        """Publish ``tasks`` on their node types' topics in the run's band (``runs.Dispatch``)."""
         tasks = list(tasks)
-        await self.ensure(t.node_type for t in tasks)
+        await self.ensure((t.node_type for t in tasks), (priority,))
         assert self.bus is not None
-        for task in tasks:
-            data = TaskMessage(workflow_id=workflow_id, task=task).model_dump_json().encode()
-            attributes = {"workflow_id": workflow_id, "task_id": task.task_id}
+        for topic, data, attributes in task_publications(
+            self.workspace, workflow_id, priority, tasks
+        ):
             for _ in range(self.copies):
-                await self.bus.publish(
-                    graph_node_topic(self.workspace, task.node_type), data, attributes
-                )
+                await self.bus.publish(topic, data, attributes)
 
     def _reducers(self, graph: CompiledGraph) -> Mapping[str, ReducerFunction]:
         return custom_reducers(graph, self.registry)
 
     async def advance(
-        self, workflow_id: str, step: int, graph_hash: str | None = None
+        self, workflow_id: str, step: int, run: WorkflowRunDocument | None = None
     ) -> Superstep | None:
         """Advance superstep ``step`` if all its results are saved; dispatch what comes next.
-        ``graph_hash`` (the run's, when the caller has read it) saves a read."""
+        ``run`` (as the caller read it, for its graph hash and priority) saves a read."""
         store = self.need()
-        if graph_hash is None:
+        if run is None:
             run = await store.get_run(workflow_id)
             if run is None or run.status != "running" or run.step != step:
                 return None
-            graph_hash = run.graph_hash
-        graph = await store.get_graph(graph_hash)
+        graph = await store.get_graph(run.graph_hash)
 
         def plan(current: WorkflowRunDocument, results: list[TaskResult]) -> Superstep:
             try:
@@ -237,7 +255,7 @@ class _Coordination:
 
         nxt = await store.advance(workflow_id, step, plan, dispatch_seconds=self.dispatch_seconds)
         if nxt is not None and nxt.status == "running":
-            await self.dispatch(workflow_id, nxt.pending)
+            await self.dispatch(workflow_id, run.priority, nxt.pending)
         return nxt
 
     async def tend(self, run: WorkflowRunDocument) -> None:
@@ -246,7 +264,7 @@ class _Coordination:
         pending = run.checkpoint.pending
         found = await store.tasks(run.workflow_id, [t.task_id for t in pending])
         if pending and all(found.get(t.task_id) and found[t.task_id].result for t in pending):
-            await self.advance(run.workflow_id, run.step, run.graph_hash)
+            await self.advance(run.workflow_id, run.step, run)
             return
         now = time.time()
         # The run's own dispatch timeout, not this tender's: a worker sweeping with its default
@@ -260,7 +278,7 @@ class _Coordination:
                 continue
             if await store.redispatch(run.workflow_id, task.task_id, dispatch_seconds):
                 log.info("re-dispatching %s/%s (lease expired)", run.workflow_id, task.task_id)
-                await self.dispatch(run.workflow_id, [task])
+                await self.dispatch(run.workflow_id, run.priority, [task])
 
     async def sweep(self) -> int:
         """``tend`` every running run of the workspace; returns how many were looked at."""
@@ -374,24 +392,68 @@ class DistributedOrchestrator:
         graph: Graph | CompiledGraph,
         initial_state: Mapping[str, Any] | State | None = None,
         workflow_id: str | None = None,
+        *,
+        priority: Priority = "normal",
     ) -> str:
-        """Create the run and dispatch superstep 0; returns the workflow id (see ``wait``)."""
+        """Create the run and dispatch superstep 0 (``graphs/runs.py``, as the api and intents
+        do); returns the workflow id (see ``wait``). ``priority``: the band of its tasks."""
         compiled = await self.register_graph(graph)
         if isinstance(initial_state, State):
             workflow_id = workflow_id or initial_state.workflow_id
-        wid = workflow_id or f"wf-{uuid.uuid4().hex[:12]}"
-        first = start(
-            compiled, dict(initial_state or {}), workflow_id=wid, max_steps=self.max_steps
-        )
-        await self._c.ensure(t.node_type for t in first.pending)
-        await self.store.create_run(
-            first,
+        run, _ = await start_workflow_run(
+            self.store,
+            self._c.dispatch,
             workspace=self.workspace,
-            graph_name=compiled.name,
+            graph=compiled.hash,
+            initial_state=dict(initial_state or {}),
+            workflow_id=workflow_id,
+            max_steps=self.max_steps,
+            priority=priority,
             dispatch_seconds=self._c.dispatch_seconds,
         )
-        await self._c.dispatch(wid, first.pending)
-        return wid
+        return run.workflow_id
+
+    async def fork_workflow(
+        self,
+        workflow_id: str,
+        step: int,
+        updates: Mapping[str, Any] | None = None,
+        *,
+        new_workflow_id: str | None = None,
+        max_steps: int | None = None,
+        priority: Priority | None = None,
+    ) -> str:
+        """Start a new run from the checkpoint that opened ``step`` of ``workflow_id`` (same
+        graph, its state with ``updates`` over it); returns the new id (see ``wait``).
+        ``UnknownWorkflow`` (a KeyError) for a run or step that does not exist."""
+        run = await fork_workflow_run(
+            self.store,
+            self._c.dispatch,
+            workspace=self.workspace,
+            workflow_id=workflow_id,
+            step=step,
+            updates=updates,
+            new_workflow_id=new_workflow_id,
+            max_steps=max_steps,
+            priority=priority,
+            dispatch_seconds=self._c.dispatch_seconds,
+        )
+        return run.workflow_id
+
+    async def resume_workflow(self, workflow_id: str, max_steps: int | None = None) -> str:
+        """Continue a cancelled, failed or step-limited run from its last checkpoint
+        (``max_steps``: its new total step limit); returns its id (see ``wait``).
+        ``WorkflowConflict`` if it is running or completed."""
+        run = await resume_workflow_run(
+            self.store,
+            self._c.dispatch,
+            workspace=self.workspace,
+            workflow_id=workflow_id,
+            max_steps=max_steps,
+            dispatch_seconds=self._c.dispatch_seconds,
+        )
+        await self._c.tend(run)  # a superstep whose every result was saved is advanced now
+        return workflow_id
 
     async def execute(
         self,
@@ -492,11 +554,14 @@ class DistributedWorker(NodeFunctions):
         dispatch_timeout: float = 30.0,
         provision: bool | None = None,
         sweep: bool = True,
+        prefetch: int | None = None,
         redis_url: str | None = None,
     ) -> None:
         _no_redis(redis_url)
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if prefetch is not None and prefetch < 0:
+            raise ValueError("prefetch must be 0 or more")
         if heartbeat_interval <= 0:
             raise ValueError("heartbeat_interval must be positive")
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
@@ -527,7 +592,10 @@ class DistributedWorker(NodeFunctions):
         self._routers: dict[str, Callable[..., Any]] = {}
         self._pulls: list[StreamingPull] = []
         self._held: dict[tuple[str, str], asyncio.Task[Any]] = {}
-        self._slots = asyncio.Semaphore(capacity)
+        self.prefetch = capacity if prefetch is None else prefetch
+        """Tasks each band's stream of a node type may hold beyond ``capacity``, waiting for a
+        slot: what lets a waiting high-band task take the next free slot before a low one."""
+        self._slots = BandGate(capacity)
         self._heartbeat: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.completed = 0
@@ -555,6 +623,11 @@ class DistributedWorker(NodeFunctions):
         return len(self._held)
 
     @property
+    def waiting(self) -> int:
+        """Tasks held, waiting for a slot (served high band first)."""
+        return self._slots.waiting
+
+    @property
     def running(self) -> bool:
         return bool(self._pulls)
 
@@ -570,15 +643,20 @@ class DistributedWorker(NodeFunctions):
                     f"worker {self.worker_id}: no function registered for node type {node_type!r}"
                 )
         await self._c.connect()
-        await self._c.ensure(self.node_types)
+        await self._c.ensure(self.node_types, PRIORITY_BANDS)
         self._stopped.clear()
         await self._beat("running")
         subscriber = self._c.subscriber
-        for node_type in sorted(self.node_types):
+        for band, node_type in itertools.product(PRIORITY_BANDS, sorted(self.node_types)):
             path = subscriber.subscription_path(
-                self.project_id, graph_node_subscription(self.workspace, node_type)
+                self.project_id, graph_node_subscription(self.workspace, node_type, band)
             )
-            pull = StreamingPull(subscriber, path, self._handle, max_messages=self.capacity)
+            pull = StreamingPull(
+                subscriber,
+                path,
+                functools.partial(self._handle, band=PRIORITY_BANDS.index(band)),
+                max_messages=self.capacity + self.prefetch,
+            )
             pull.start()
             self._pulls.append(pull)
         self._heartbeat = asyncio.create_task(self._beating(), name=f"{self.worker_id}-heartbeat")
@@ -640,14 +718,15 @@ class DistributedWorker(NodeFunctions):
                 except Exception as error:
                     log.warning("worker %s sweep failed: %r", self.worker_id, error)
 
-    async def _handle(self, data: bytes, attributes: Mapping[str, str]) -> bool:
-        """One delivery of a node task; True acknowledges it."""
+    async def _handle(self, data: bytes, attributes: Mapping[str, str], *, band: int = 1) -> bool:
+        """One delivery of a node task (``band``: index in ``PRIORITY_BANDS``); True
+        acknowledges it."""
         try:
             message = TaskMessage.model_validate_json(data)
         except ValueError:
             log.error("dropping a malformed node task message: %r", data[:200])
             return True
-        async with self._slots:
+        async with self._slots.slot(band):
             key = (message.workflow_id, message.task.task_id)
             if key in self._held:  # a duplicate of a task running here
                 return True
@@ -666,7 +745,7 @@ class DistributedWorker(NodeFunctions):
         log.debug("worker %s: %s/%s %s", self.worker_id, wid, task.task_id, claim.outcome)
         if claim.outcome == "done":
             # Harmless if already advanced; recovers an advance whose saver died.
-            await self._c.advance(wid, task.step, claim.run.graph_hash if claim.run else None)
+            await self._c.advance(wid, task.step, claim.run)
             return True
         if claim.outcome != "claimed" or claim.run is None:
             return True  # held by a live lease, or no longer open: nothing to do here
@@ -674,7 +753,7 @@ class DistributedWorker(NodeFunctions):
         result = await self._execute(graph, claim.run.checkpoint, task)
         if await store.save_result(wid, result, self.worker_id):
             self.completed += 1
-        await self._c.advance(wid, task.step, claim.run.graph_hash)
+        await self._c.advance(wid, task.step, claim.run)
         return True
 
     async def _execute(
@@ -710,6 +789,54 @@ class DistributedWorker(NodeFunctions):
             workflow_id=checkpoint.workflow_id,
             reducers=reducers,
         )
+
+
+class BandGate:
+    """``capacity`` slots shared by every band: a freed slot goes to the waiter of the highest
+    band (lowest index), first come first served within a band."""
+
+    def __init__(self, capacity: int, bands: int = len(PRIORITY_BANDS)) -> None:
+        self.free = capacity
+        self._waiters: list[collections.deque[asyncio.Future[None]]] = [
+            collections.deque() for _ in range(bands)
+        ]
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for q in self._waiters for f in q if not f.done())
+
+    @contextlib.asynccontextmanager
+    async def slot(self, band: int) -> AsyncIterator[None]:
+        await self.acquire(band)
+        try:
+            yield
+        finally:
+            self.release()
+
+    async def acquire(self, band: int) -> None:
+        if self.free > 0:
+            self.free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[band].append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot as it was cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters[band].remove(waiter)
+            raise
+
+    def release(self) -> None:
+        for queue in self._waiters:
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)  # the slot passes straight on
+                    return
+        self.free += 1
 
 
 def task_message(data: bytes) -> dict[str, Any]:

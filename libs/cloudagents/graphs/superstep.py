@@ -117,12 +117,63 @@ def start(
     )
 
 
-def resume(checkpoint: Superstep, *, max_steps: int = DEFAULT_MAX_STEPS) -> Superstep:
-    """Continue a run stopped by its step limit (or cancelled) for up to ``max_steps`` more."""
-    if checkpoint.status not in ("step_limit", "cancelled") or not checkpoint.pending:
+RESUMABLE: tuple[RunStatus, ...] = ("cancelled", "failed", "step_limit")
+
+
+def resume(
+    checkpoint: Superstep,
+    *,
+    max_steps: int = DEFAULT_MAX_STEPS,
+    step_limit: int | None = None,
+) -> Superstep:
+    """Continue a stopped run (cancelled, failed, or at its step limit) from its checkpoint:
+    its pending tasks run again. The new limit is ``step_limit`` (the run's total, greater
+    than its step) if given, else ``max_steps`` more than its step."""
+    if checkpoint.status not in RESUMABLE or not checkpoint.pending:
         raise ValueError(f"a {checkpoint.status} run with nothing pending cannot resume")
+    limit = checkpoint.step + max_steps if step_limit is None else step_limit
+    if limit <= checkpoint.step:
+        raise ValueError(
+            f"workflow {checkpoint.workflow_id} is at step {checkpoint.step}: a step limit of "
+            f"{limit} leaves nothing to run; raise max_steps above {checkpoint.step}"
+        )
+    return checkpoint.model_copy(update={"status": "running", "error": None, "step_limit": limit})
+
+
+def fork(
+    checkpoint: Superstep,
+    *,
+    workflow_id: str,
+    updates: Mapping[str, Any] | None = None,
+    step_limit: int | None = None,
+) -> Superstep:
+    """A new run ``workflow_id`` from ``checkpoint`` (a barrier commit of another run): its
+    state with ``updates`` written over (keys replaced, no reducers), the same pending tasks
+    and joins, the same graph. ``step_limit`` defaults to the checkpoint's, raised to leave
+    at least one superstep to run."""
+    if not checkpoint.pending:
+        raise ValueError(
+            f"step {checkpoint.step} of {checkpoint.workflow_id} has nothing pending "
+            f"(the run {checkpoint.status} there): nothing to fork"
+        )
+    limit = (
+        step_limit if step_limit is not None else max(checkpoint.step_limit, checkpoint.step + 1)
+    )
+    if limit <= checkpoint.step:
+        raise ValueError(
+            f"a step limit of {limit} leaves nothing to run after step {checkpoint.step}"
+        )
+    state = copy.deepcopy(dict(checkpoint.state))
+    state.update(copy.deepcopy(dict(updates or {})))
     return checkpoint.model_copy(
-        update={"status": "running", "error": None, "step_limit": checkpoint.step + max_steps}
+        update={
+            "workflow_id": workflow_id,
+            "status": "running",
+            "error": None,
+            "step_limit": limit,
+            "state": state,
+        },
+        deep=True,
     )
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from cloudagents.graphs.documents import TaskDocument, WorkflowRunDocument
+from cloudagents.graphs.documents import Priority, Resumed, TaskDocument, WorkflowRunDocument
+from cloudagents.graphs.events import WorkflowEvent
 from cloudagents.graphs.spec import CompiledGraph
 from cloudagents.graphs.superstep import Superstep
 
@@ -26,6 +27,10 @@ class WorkflowStore(Protocol):
         """(hash, name) of every stored graph."""
         ...
 
+    async def graph_by_name(self, name: str) -> str | None:
+        """The hash of the graph named ``name`` registered last; None if there is none."""
+        ...
+
     async def create_run(
         self,
         checkpoint: Superstep,
@@ -33,8 +38,11 @@ class WorkflowStore(Protocol):
         workspace: str,
         graph_name: str,
         dispatch_seconds: float,
+        priority: Priority = "normal",
+        forked_from: str | None = None,
     ) -> WorkflowRunDocument:
-        """The run with its first checkpoint and tasks; ValueError if the id is taken."""
+        """The run with its first checkpoint, tasks and ``workflow_started`` event; ValueError
+        if the id is taken."""
         ...
 
     async def get_run(self, workflow_id: str) -> WorkflowRunDocument | None: ...
@@ -49,6 +57,26 @@ class WorkflowStore(Protocol):
         self, workflow_id: str, stop: Callable[[Superstep], Superstep]
     ) -> WorkflowRunDocument | None:
         """End a running run with ``stop(checkpoint)``; None if it is not running."""
+        ...
+
+    async def resume_run(
+        self,
+        workflow_id: str,
+        resume: Callable[[Superstep], Superstep],
+        *,
+        dispatch_seconds: float,
+    ) -> Resumed | None:
+        """Reopen a stopped run with ``resume(checkpoint)``; its open tasks without a ``done``
+        result are cleared for a new dispatch (``Resumed.dispatch``). None if unknown;
+        ValueError if it is running or ``resume`` refuses it."""
+        ...
+
+    async def checkpoint(self, workflow_id: str, step: int) -> Superstep | None:
+        """The barrier commit that opened superstep ``step``; None if the run never got there."""
+        ...
+
+    async def events(self, workflow_id: str, after: str | None = None) -> list[WorkflowEvent]:
+        """The run's events after ``after``, in id order (``graphs/events.py``)."""
         ...
 
     async def tasks(self, workflow_id: str, task_ids: Iterable[str]) -> dict[str, TaskDocument]:

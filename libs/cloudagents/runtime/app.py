@@ -19,10 +19,12 @@ from starlette.websockets import WebSocket
 from cloudagents.runtime.graphql import graphql_app
 from cloudagents.runtime.streaming import (
     AGENT_STREAM_PATH,
+    WORKFLOW_WS_PATH,
     WS_PATH,
     DepsProvider,
     agent_stream_websocket,
     websocket_events,
+    workflow_websocket_events,
 )
 
 GRAPHQL_PATH = "/graphql"
@@ -47,9 +49,13 @@ def build_api_app(source: str | Path, deps_of: DepsProvider) -> ASGIApp:
     async def agent_stream_route(websocket: WebSocket) -> None:
         await agent_stream_websocket(websocket, deps_of)
 
+    async def workflow_events_route(websocket: WebSocket) -> None:
+        await workflow_websocket_events(websocket, deps_of)
+
     ws_app = Starlette(
         routes=[
             WebSocketRoute(WS_PATH, events_route),
+            WebSocketRoute(WORKFLOW_WS_PATH, workflow_events_route),
             WebSocketRoute(AGENT_STREAM_PATH, agent_stream_route),
         ]
     )

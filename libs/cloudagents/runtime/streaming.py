@@ -12,6 +12,12 @@ SSE: ``GET /runs/{id}/events`` with ``Accept: text/event-stream``, or ``GET
 ``GET /agent-stream/{id}`` is the same stream as seed 004's ``EventSource`` expects it:
 unnamed ``data:`` events carrying the seed's JSON (``eventType``, ``content``, ...).
 
+Workflow runs (``graphs/events.py``): ``GET /workflow-runs/{id}/events/stream`` (SSE, the
+same frames, keep-alives and ``Last-Event-ID`` / ``?after=``) and the WebSocket
+``/workflow-runs/{id}/events/ws``; the stream ends after ``workflow_ended``. A reader resuming
+inside a superstep re-reads that superstep's node events (``resume_point``): none missed,
+re-sent ones keep their ids.
+
 WebSocket: ``/runs/{id}/events/ws`` (the stored event JSON) and ``/agent-stream/{id}`` (the
 seed's JSON), ``?token=`` or ``Authorization``, ``?after=``, one JSON event per text message.
 functions-framework's ASGI app routes HTTP only, so the WebSockets (and GraphQL at
@@ -34,6 +40,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cloudagents.domain.events import RunEvent
+from cloudagents.graphs.events import TERMINAL, WorkflowEvent, resume_point
+from cloudagents.ports.graphs import WorkflowStore
 from cloudagents.runtime.audit import action_of, audit
 from cloudagents.runtime.auth import TOKEN_COOKIE, AuthError, Principal, authenticate
 from cloudagents.runtime.deps import Deps
@@ -48,6 +56,8 @@ KEEPALIVE_SECONDS = 15.0
 RETRY_MILLISECONDS = 1000
 TREE_SCAN_SECONDS = 1.0  # how often a tree stream looks for runs that joined the tree
 WS_PATH = "/runs/{run_id}/events/ws"
+WORKFLOW_WS_PATH = "/workflow-runs/{workflow_id}/events/ws"
+WORKFLOW_POLL_SECONDS = (0.2, 2.0)  # a workflow stream's events query: fastest, slowest
 AGENT_STREAM_PATH = "/agent-stream/{run_id}"
 SLOW_SUBSCRIBER_CLOSE = 1008
 
@@ -278,6 +288,124 @@ async def websocket_required_route(
         status_code=426,
         headers={"Upgrade": "websocket"},
     )
+
+
+# ---- workflow runs -------------------------------------------------------------------------
+
+
+def workflow_sse_frame(event: WorkflowEvent) -> bytes:
+    data = event.model_dump_json()
+    return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
+async def workflow_events(
+    store: WorkflowStore, workflow_id: str, *, after: str | None = None
+) -> AsyncIterator[WorkflowEvent]:
+    """A workflow run's events as they are written, through its ``workflow_ended``: the store
+    polled every 0.2 s, the interval doubling to 2 s while nothing arrives. Node events of the
+    open superstep are re-read with it (their ids sort by task, not time), each sent once."""
+    cursor = resume_point(after)
+    sent: set[str] = set()
+    interval = WORKFLOW_POLL_SECONDS[0]
+    while True:
+        batch = [e for e in await store.events(workflow_id, after=cursor) if e.id not in sent]
+        if after is not None:
+            batch = [e for e in batch if e.id > after or "-n-" in e.id]
+            after = None  # only the first read can hold what the reader saw
+        for event in batch:
+            sent.add(event.id)
+            yield event
+            if event.type == TERMINAL:
+                return
+        if batch:
+            # Everything before the open superstep's node events is final: move past it.
+            cursor = resume_point(batch[-1].id)
+            sent = {i for i in sent if cursor is None or i > cursor}
+            interval = WORKFLOW_POLL_SECONDS[0]
+        else:
+            interval = min(interval * 2, WORKFLOW_POLL_SECONDS[1])
+        await asyncio.sleep(interval)
+
+
+async def workflow_sse_stream(
+    store: WorkflowStore,
+    workflow_id: str,
+    *,
+    after: str | None = None,
+    keepalive_seconds: float = KEEPALIVE_SECONDS,
+) -> AsyncIterator[bytes]:
+    """The body of a workflow run's SSE response, keep-alive comments between events."""
+    events = workflow_events(store, workflow_id, after=after).__aiter__()
+    yield f"retry: {RETRY_MILLISECONDS}\n: streaming workflow {workflow_id}\n\n".encode()
+    pending: asyncio.Task[WorkflowEvent] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(events.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=keepalive_seconds)
+            if not done:
+                yield b": keep-alive\n\n"
+                continue
+            task, pending = pending, None
+            try:
+                event = task.result()
+            except StopAsyncIteration:
+                return
+            yield workflow_sse_frame(event)
+    finally:
+        if pending is not None:
+            pending.cancel()
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+def workflow_sse_response(request: Request, store: WorkflowStore, workflow_id: str) -> Response:
+    after = request.headers.get("last-event-id") or request.query_params.get("after")
+    return StreamingResponse(
+        workflow_sse_stream(
+            store, workflow_id, after=after or None, keepalive_seconds=_keepalive(request)
+        ),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def workflow_websocket_events(websocket: WebSocket, deps_of: DepsProvider) -> None:
+    """``/workflow-runs/{id}/events/ws``: one event JSON per text message, ``?after=``; close
+    codes 4401/4403 (authentication), 4404 (unknown run), 1000 after ``workflow_ended``."""
+    deps = await deps_of()
+    workflow_id = websocket.path_params["workflow_id"]
+    request = as_http_request(websocket)
+    await websocket.accept()
+    try:
+        await authenticate(request, deps.settings)
+    except AuthError as exc:
+        await audit(deps, action_of(request), None, "unauthenticated", exc.status, None, exc.reason)
+        await websocket.close(code=4000 + exc.status, reason=exc.reason)
+        return
+    store = deps.workflows
+    run = await store.get_run(workflow_id) if store and valid_id(workflow_id) else None
+    if store is None or run is None or run.workspace != deps.settings.workspace:
+        await websocket.close(code=4404, reason=f"unknown workflow run {workflow_id!r}")
+        return
+
+    async def send() -> None:
+        after = websocket.query_params.get("after") or None
+        async for event in workflow_events(store, workflow_id, after=after):
+            await websocket.send_text(event.model_dump_json())
+
+    sender = asyncio.create_task(send())
+    receiver = asyncio.create_task(_until_disconnect(websocket))
+    done, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+            await task
+    if sender in done:
+        try:
+            sender.result()
+        except WebSocketDisconnect:
+            return
+        await websocket.close(code=1000)
 
 
 # ---- WebSocket -----------------------------------------------------------------------------

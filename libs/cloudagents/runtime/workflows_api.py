@@ -1,9 +1,12 @@
 """The api's graph workflow routes (seed 001, distributed): register a compiled graph, start a
-workflow run on it, read, list and cancel runs, list a run's checkpoints.
+workflow run on it, read, list and cancel runs, list a run's checkpoints, fork a run from a
+step, resume a stopped run, and its events (JSON, or SSE at ``/events/stream``).
 
-A run started here is the run ``DistributedOrchestrator.start`` makes (``graphs/distributed.py``):
-the graph pinned by its hash, checkpoint 0 and the first task documents, and each task published
-on its node type's topic (``{ws}-graph-{node_type}``), where ``DistributedWorker``s pull it. The
+A run started here is the run ``DistributedOrchestrator.start`` makes (one function,
+``graphs/runs.py``): the graph pinned by its hash, checkpoint 0 and the first task documents,
+and each task published on its node type's topic in the run's priority band
+(``{ws}-graph-{node_type}``, ``{ws}-graph_high-{node_type}``, ...), where
+``DistributedWorker``s pull it. The
 workers' sweep re-dispatches a task whose lease expired, so nothing here has to wait on the run.
 The node-type topics and subscriptions must exist (a worker's ``start()`` makes them on the
 emulators).
@@ -17,16 +20,28 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from cloudagents.graphs.documents import TaskMessage, WorkflowRunDocument
+from cloudagents.graphs.documents import Priority, WorkflowRunDocument
 from cloudagents.graphs.errors import GraphError
+from cloudagents.graphs.runs import (
+    Dispatch,
+    WorkflowRunError,
+    fork_workflow_run,
+    publisher,
+    resume_workflow_run,
+    start_workflow_run,
+)
 from cloudagents.graphs.spec import CompiledGraph
-from cloudagents.graphs.superstep import DEFAULT_MAX_STEPS, start, stop
+from cloudagents.graphs.superstep import DEFAULT_MAX_STEPS, stop
 from cloudagents.ports.graphs import WorkflowStore
 from cloudagents.runtime.audit import action_of, audit
 from cloudagents.runtime.auth import Principal
 from cloudagents.runtime.deps import Deps
-from cloudagents.runtime.routing import ID_PATTERN, Param, Route
-from cloudagents.topology import graph_node_topic
+from cloudagents.runtime.routing import ID_PATTERN, TOKEN_PARAM, Param, Route
+from cloudagents.runtime.streaming import (
+    wants_event_stream,
+    websocket_required_route,
+    workflow_sse_response,
+)
 
 # A never-claimed task is dispatched again after this long (by a worker's sweep).
 DISPATCH_SECONDS = 30.0
@@ -40,12 +55,38 @@ class StartWorkflowRunRequest(BaseModel):
     initial_state: dict[str, JsonValue] = Field(default_factory=dict)
     workflow_id: str | None = Field(default=None, pattern=ID_PATTERN)
     max_steps: int = Field(default=DEFAULT_MAX_STEPS, ge=1, le=10_000)
+    priority: Priority = "normal"
+
+
+class ForkWorkflowRunRequest(BaseModel):
+    """``POST /workflow-runs/{id}/fork`` body: the step whose checkpoint the new run starts
+    from, state keys written over it, and the new run's id, step limit and priority."""
+
+    model_config = ConfigDict(extra="forbid")
+    step: int = Field(ge=0)
+    updates: dict[str, JsonValue] = Field(default_factory=dict)
+    workflow_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    max_steps: int | None = Field(default=None, ge=1, le=10_000)
+    priority: Priority | None = None
+
+
+class ResumeWorkflowRunRequest(BaseModel):
+    """``POST /workflow-runs/{id}/resume`` body: optionally a higher step limit (the run's
+    total, as ``max_steps`` at its start)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_steps: int | None = Field(default=None, ge=1, le=10_000)
 
 
 def _store(deps: Deps) -> WorkflowStore:
     if deps.workflows is None:
         raise RuntimeError("this process has no workflow store (Deps.workflows)")
     return deps.workflows
+
+
+def dispatch_for(deps: Deps) -> Dispatch:
+    """How this process publishes node tasks: on the workspace's node-type topics."""
+    return publisher(deps.settings.workspace, deps.bus.publish)
 
 
 def graph_view(graph: CompiledGraph) -> dict[str, Any]:
@@ -62,6 +103,9 @@ def workflow_run_view(run: WorkflowRunDocument, done: set[str] | None = None) ->
         "status": checkpoint.status,
         "step": checkpoint.step,
         "step_limit": checkpoint.step_limit,
+        "priority": run.priority,
+        "forked_from": run.forked_from,
+        "resumes": run.resumes,
         "pending": [
             {**t.model_dump(mode="json"), "done": t.task_id in (done or set())}
             for t in checkpoint.pending
@@ -111,36 +155,83 @@ async def get_workflow_route(
 async def start_workflow_run_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
-    import uuid
-
+    """``POST /workflows/{graph}/runs``: ``graph`` is a hash or a name (its latest hash)."""
     from cloudagents.runtime.api import _json_body, error
 
     raw = await _json_body(request)
     body = StartWorkflowRunRequest.model_validate({} if raw is None else raw)
-    store = _store(deps)
     try:
-        graph = await store.get_graph(params["graph_hash"])
-    except KeyError:
-        return error(404, f"unknown workflow graph {params['graph_hash']!r}")
-    wid = body.workflow_id or f"wf-{uuid.uuid4().hex[:12]}"
-    first = start(graph, body.initial_state, workflow_id=wid, max_steps=body.max_steps)
-    try:
-        run = await store.create_run(
-            first,
+        run, _ = await start_workflow_run(
+            _store(deps),
+            dispatch_for(deps),
             workspace=deps.settings.workspace,
-            graph_name=graph.name,
+            graph=params["graph_hash"],
+            initial_state=body.initial_state,
+            workflow_id=body.workflow_id,
+            max_steps=body.max_steps,
+            priority=body.priority,
             dispatch_seconds=DISPATCH_SECONDS,
         )
-    except ValueError as exc:
-        return error(409, str(exc))
-    for task in first.pending:
-        message = TaskMessage(workflow_id=wid, task=task).model_dump_json().encode()
-        await deps.bus.publish(
-            graph_node_topic(deps.settings.workspace, task.node_type),
-            message,
-            {"workflow_id": wid, "task_id": task.task_id},
-        )
+    except WorkflowRunError as exc:
+        return error(exc.status, str(exc))
+    wid = run.workflow_id
     await audit(deps, action_of(request), principal, "allowed", 202, wid, "workflow run started")
+    return JSONResponse(workflow_run_view(run), status_code=202)
+
+
+async def fork_workflow_run_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    from cloudagents.runtime.api import _json_body, error
+
+    body = ForkWorkflowRunRequest.model_validate(await _json_body(request))
+    try:
+        run = await fork_workflow_run(
+            _store(deps),
+            dispatch_for(deps),
+            workspace=deps.settings.workspace,
+            workflow_id=params["workflow_id"],
+            step=body.step,
+            updates=body.updates,
+            new_workflow_id=body.workflow_id,
+            max_steps=body.max_steps,
+            priority=body.priority,
+            dispatch_seconds=DISPATCH_SECONDS,
+        )
+    except WorkflowRunError as exc:
+        return error(exc.status, str(exc))
+    await audit(
+        deps,
+        action_of(request),
+        principal,
+        "allowed",
+        202,
+        run.workflow_id,
+        f"forked from {run.forked_from}",
+    )
+    return JSONResponse(workflow_run_view(run), status_code=202)
+
+
+async def resume_workflow_run_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    from cloudagents.runtime.api import _json_body, error
+
+    raw = await _json_body(request)
+    body = ResumeWorkflowRunRequest.model_validate({} if raw is None else raw)
+    try:
+        run = await resume_workflow_run(
+            _store(deps),
+            dispatch_for(deps),
+            workspace=deps.settings.workspace,
+            workflow_id=params["workflow_id"],
+            max_steps=body.max_steps,
+            dispatch_seconds=DISPATCH_SECONDS,
+        )
+    except WorkflowRunError as exc:
+        return error(exc.status, str(exc))
+    wid = run.workflow_id
+    await audit(deps, action_of(request), principal, "allowed", 202, wid, "workflow run resumed")
     return JSONResponse(workflow_run_view(run), status_code=202)
 
 
@@ -206,8 +297,41 @@ async def workflow_checkpoints_route(
     return JSONResponse({"checkpoints": [c.model_dump(mode="json") for c in checkpoints]})
 
 
+async def _workflow_run(deps: Deps, workflow_id: str) -> WorkflowRunDocument | None:
+    run = await _store(deps).get_run(workflow_id)
+    return run if run is not None and run.workspace == deps.settings.workspace else None
+
+
+async def workflow_events_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    """``GET /workflow-runs/{id}/events``: stored events after ``?after=`` (JSON), or the SSE
+    stream when the client asks for ``text/event-stream``."""
+    from cloudagents.runtime.api import error
+
+    wid = params["workflow_id"]
+    if await _workflow_run(deps, wid) is None:
+        return error(404, f"unknown workflow run {wid!r}")
+    if wants_event_stream(request):
+        return workflow_sse_response(request, _store(deps), wid)
+    events = await _store(deps).events(wid, after=request.query_params.get("after") or None)
+    return JSONResponse({"events": [e.model_dump(mode="json") for e in events]})
+
+
+async def workflow_event_stream_route(
+    request: Request, deps: Deps, params: dict[str, str], principal: Principal
+) -> Response:
+    from cloudagents.runtime.api import error
+
+    wid = params["workflow_id"]
+    if await _workflow_run(deps, wid) is None:
+        return error(404, f"unknown workflow run {wid!r}")
+    return workflow_sse_response(request, _store(deps), wid)
+
+
 _STATUS = Param("status", {"type": "string", "enum": list(RUN_STATUSES)})
 _LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 500})
+_AFTER = Param("after", {"type": "string"})
 
 # fmt: off
 WORKFLOW_ROUTES: list[Route] = [
@@ -228,5 +352,20 @@ WORKFLOW_ROUTES: list[Route] = [
           "Cancel a workflow run at its last barrier (409: not running)", (200, 401, 404, 409)),
     Route("GET", "/workflow-runs/{workflow_id}/checkpoints", workflow_checkpoints_route,
           "A workflow run's checkpoints, oldest first", (200, 401, 404)),
+    Route("POST", "/workflow-runs/{workflow_id}/fork", fork_workflow_run_route,
+          "Start a new run from a step's checkpoint (same graph; state updates optional)",
+          (202, 400, 401, 404, 409, 422), body=ForkWorkflowRunRequest),
+    Route("POST", "/workflow-runs/{workflow_id}/resume", resume_workflow_run_route,
+          "Resume a cancelled, failed or step-limited run from its last checkpoint",
+          (202, 400, 401, 404, 409, 422), body=ResumeWorkflowRunRequest),
+    Route("GET", "/workflow-runs/{workflow_id}/events", workflow_events_route,
+          "A workflow run's events (supersteps, node tasks); SSE with text/event-stream",
+          (200, 401, 404), params=(_AFTER,)),
+    Route("GET", "/workflow-runs/{workflow_id}/events/stream", workflow_event_stream_route,
+          "A workflow run's events as Server-Sent Events, from Last-Event-ID or ?after=",
+          (200, 401, 404), content="text/event-stream", params=(_AFTER,), query_token=True),
+    Route("GET", "/workflow-runs/{workflow_id}/events/ws", websocket_required_route,
+          "WebSocket of a workflow run's events (JSON per message), from ?after=; plain HTTP "
+          "gets 426", (101, 401, 404, 426), params=(_AFTER, TOKEN_PARAM), content=None),
 ]
 # fmt: on

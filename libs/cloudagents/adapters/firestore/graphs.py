@@ -8,6 +8,8 @@ Documents (``graphs/distributed.py`` describes the protocol):
 * ``workflow_runs/{workflow_id}/checkpoints/{step:06d}``: every barrier commit, append-only;
 * ``workflow_runs/{workflow_id}/tasks/{task_id}``: one per node task of a superstep
   (``task_id`` is ``{step:04d}-{node}``), holding its lease and, first-write-wins, its result;
+* ``workflow_runs/{workflow_id}/events/{event_id}``: the run's events (``graphs/events.py``),
+  each written in the batch of the transition it reports;
 * ``node_workers/{worker_id}``: what a pull worker serves and when it was last seen (listing).
 
 Every read-modify-write is a ``guarded`` batch (``ops.py``): the advance of a superstep is one
@@ -32,10 +34,22 @@ from cloudagents.adapters.firestore.ops import (
 from cloudagents.graphs.documents import (
     Claim,
     NodeWorkerDocument,
+    Priority,
+    Resumed,
     TaskDocument,
     WorkflowRunDocument,
+    claimed_event,
+    new_run_document,
     now,
+    open_task_documents,
+    redispatched_event,
+    reopened_task,
+    result_event,
+    resumed_event,
+    started_event,
+    transition_events,
 )
+from cloudagents.graphs.events import WORKFLOW_EVENT_ADAPTER, WorkflowEvent
 from cloudagents.graphs.spec import CompiledGraph
 from cloudagents.graphs.superstep import Superstep, TaskResult
 from cloudagents.metrics import count
@@ -45,6 +59,7 @@ RUNS = "workflow_runs"
 TASKS = "tasks"
 CHECKPOINTS = "checkpoints"
 WORKERS = "node_workers"
+EVENTS = "events"
 
 
 def _run_data(run: WorkflowRunDocument) -> dict[str, Any]:
@@ -121,6 +136,12 @@ class FirestoreGraphStore:
         """(hash, name) of every stored graph."""
         return [(d.id, d.to_dict()["name"]) async for d in counted_stream(self._graphs_ref())]
 
+    async def graph_by_name(self, name: str) -> str | None:
+        """The hash of the graph named ``name`` registered last (None if there is none)."""
+        query = self._graphs_ref().where(filter=firestore.FieldFilter("name", "==", name))
+        found = [(d.to_dict()["created_at"], d.id) async for d in counted_stream(query)]
+        return max(found)[1] if found else None
+
     def _graphs_ref(self) -> Any:
         return self.client.collection(GRAPHS)
 
@@ -132,21 +153,31 @@ class FirestoreGraphStore:
     def _task_ref(self, workflow_id: str, task_id: str) -> Any:
         return self._run_ref(workflow_id).collection(TASKS).document(task_id)
 
-    def _checkpoint_ref(self, workflow_id: str, checkpoint: Superstep, *, stopped: bool) -> Any:
+    def _checkpoint_ref(
+        self, workflow_id: str, checkpoint: Superstep, *, stopped: bool, resumes: int = 0
+    ) -> Any:
         # A run stopped at a barrier (a failed node, a cancel) keeps that superstep's number:
-        # its checkpoint is stored beside the open one, never over it.
+        # its checkpoint is stored beside the open one, never over it; a resumed run's later
+        # stops and resumes carry the resume count, so history stays append-only.
         name = f"{checkpoint.step:06d}"
         if stopped:
             name += f"-{checkpoint.status}"
+        if resumes:
+            name += f"-r{resumes}"
         return self._run_ref(workflow_id).collection(CHECKPOINTS).document(name)
 
-    def _open_tasks(self, writes: Guarded, checkpoint: Superstep, lease_seconds: float) -> None:
-        deadline = time.time() + lease_seconds
-        for task in checkpoint.pending:
-            doc = TaskDocument(
-                workflow_id=checkpoint.workflow_id, task=task, lease_expires_at=deadline
-            )
-            writes.create(self._task_ref(checkpoint.workflow_id, task.task_id), _task_data(doc))
+    def _checkpoint(self, writes: Guarded, ref: Any, checkpoint: Superstep) -> None:
+        writes.set(ref, {"checkpoint": checkpoint.model_dump_json(), "at": time.time()})
+
+    def _open_tasks(
+        self, writes: Guarded, checkpoint: Superstep, lease_seconds: float, epoch: int = 0
+    ) -> None:
+        for doc in open_task_documents(checkpoint, lease_seconds, epoch):
+            writes.create(self._task_ref(checkpoint.workflow_id, doc.task.task_id), _task_data(doc))
+
+    def _event(self, writes: Guarded, event: WorkflowEvent) -> None:
+        ref = self._run_ref(event.workflow_id).collection(EVENTS).document(event.id)
+        writes.set(ref, {"id": event.id, "event": event.model_dump_json()})
 
     async def create_run(
         self,
@@ -155,30 +186,31 @@ class FirestoreGraphStore:
         workspace: str,
         graph_name: str,
         dispatch_seconds: float,
+        priority: Priority = "normal",
+        forked_from: str | None = None,
     ) -> WorkflowRunDocument:
-        """The run, its first checkpoint and its first tasks, in one batch; ValueError if a run
-        with this id exists (run ids are never reused: history is append-only)."""
+        """The run, its first checkpoint, its first tasks and its ``workflow_started`` event, in
+        one batch; ValueError if a run with this id exists (run ids are never reused: history
+        is append-only)."""
         wid = checkpoint.workflow_id
-        run = WorkflowRunDocument(
-            workflow_id=wid,
+        run = new_run_document(
+            checkpoint,
             workspace=workspace,
             graph_name=graph_name,
-            graph_hash=checkpoint.graph_hash,
-            status=checkpoint.status,
-            step=checkpoint.step,
-            checkpoint=checkpoint,
             dispatch_seconds=dispatch_seconds,
+            priority=priority,
+            forked_from=forked_from,
         )
 
         async def create(writes: Guarded) -> None:
             if (await counted_get(self._run_ref(wid))).exists:
                 raise ValueError(f"workflow {wid} already exists; run ids are not reused")
             writes.create(self._run_ref(wid), _run_data(run))
-            writes.create(
-                self._checkpoint_ref(wid, checkpoint, stopped=False),
-                {"checkpoint": checkpoint.model_dump_json()},
+            self._checkpoint(
+                writes, self._checkpoint_ref(wid, checkpoint, stopped=False), checkpoint
             )
             self._open_tasks(writes, checkpoint, dispatch_seconds)
+            self._event(writes, started_event(run))
 
         await guarded(self.client, create)
         return run
@@ -201,11 +233,25 @@ class FirestoreGraphStore:
         return runs[:limit]
 
     async def checkpoints(self, workflow_id: str) -> list[Superstep]:
-        """Every barrier commit of a run, oldest first."""
+        """Every barrier commit (and stop, and resume) of a run, oldest first."""
         query = self._run_ref(workflow_id).collection(CHECKPOINTS)
         docs = [d async for d in counted_stream(query)]
-        docs.sort(key=lambda d: d.id)
+        docs.sort(key=lambda d: (d.id[:6], d.to_dict().get("at", 0.0), d.id))
         return [Superstep.model_validate_json(d.to_dict()["checkpoint"]) for d in docs]
+
+    async def checkpoint(self, workflow_id: str, step: int) -> Superstep | None:
+        """The barrier commit that opened superstep ``step`` (None if the run never got there)."""
+        ref = self._run_ref(workflow_id).collection(CHECKPOINTS).document(f"{step:06d}")
+        snap = await counted_get(ref)
+        return Superstep.model_validate_json(snap.to_dict()["checkpoint"]) if snap.exists else None
+
+    async def events(self, workflow_id: str, after: str | None = None) -> list[WorkflowEvent]:
+        """The run's events with ids after ``after``, in id order."""
+        query: Any = self._run_ref(workflow_id).collection(EVENTS)
+        if after is not None:
+            query = query.where(filter=firestore.FieldFilter("id", ">", after))
+        docs = [d.to_dict() async for d in counted_stream(query.order_by("id"))]
+        return [WORKFLOW_EVENT_ADAPTER.validate_json(d["event"]) for d in docs]
 
     async def stop_run(
         self, workflow_id: str, stop: Callable[[Superstep], Superstep]
@@ -225,13 +271,75 @@ class FirestoreGraphStore:
                 update={"status": ended.status, "checkpoint": ended, "updated_at": now()}
             )
             writes.update_if_unchanged(ref, _run_data(after), snap)
-            writes.set(
-                self._checkpoint_ref(workflow_id, ended, stopped=True),
-                {"checkpoint": ended.model_dump_json()},
+            self._checkpoint(
+                writes,
+                self._checkpoint_ref(workflow_id, ended, stopped=True, resumes=run.resumes),
+                ended,
             )
+            for event in transition_events(run, ended):
+                self._event(writes, event)
             return after
 
         result: WorkflowRunDocument | None = await guarded(self.client, apply)
+        return result
+
+    async def resume_run(
+        self,
+        workflow_id: str,
+        resume: Callable[[Superstep], Superstep],
+        *,
+        dispatch_seconds: float,
+    ) -> Resumed | None:
+        """Reopen a stopped run at its checkpoint with ``resume(checkpoint)`` (which raises
+        ValueError for a run that cannot resume): its open tasks without a ``done`` result are
+        cleared for a new dispatch, in one batch with the run, a checkpoint copy and the
+        ``workflow_resumed`` event. None if there is no such run."""
+        ref = self._run_ref(workflow_id)
+
+        async def apply(writes: Guarded) -> Resumed | None:
+            snap = await counted_get(ref)
+            if not snap.exists:
+                return None
+            run = _run_from(snap.to_dict())
+            if run.status == "running":
+                raise ValueError(f"workflow {workflow_id} is running; only a stopped run resumes")
+            again = resume(run.checkpoint)
+            after = run.model_copy(
+                update={
+                    "status": again.status,
+                    "checkpoint": again,
+                    "resumes": run.resumes + 1,
+                    "updated_at": now(),
+                }
+            )
+            lease = dispatch_seconds if run.dispatch_seconds is None else run.dispatch_seconds
+            found = await self.tasks(workflow_id, [t.task_id for t in again.pending])
+            dispatch = []
+            for task in again.pending:
+                doc = found.get(task.task_id)
+                if doc is None:
+                    [fresh] = open_task_documents(
+                        again.model_copy(update={"pending": [task]}), lease, after.resumes
+                    )
+                    writes.create(self._task_ref(workflow_id, task.task_id), _task_data(fresh))
+                    dispatch.append(task)
+                    continue
+                reopened = reopened_task(doc, lease, after.resumes)
+                if reopened is not None:
+                    writes.set(self._task_ref(workflow_id, task.task_id), _task_data(reopened))
+                    dispatch.append(task)
+            writes.update_if_unchanged(ref, _run_data(after), snap)
+            self._checkpoint(
+                writes,
+                self._run_ref(workflow_id)
+                .collection(CHECKPOINTS)
+                .document(f"{again.step:06d}-resumed-r{after.resumes}"),
+                again,
+            )
+            self._event(writes, resumed_event(run, after))
+            return Resumed(run=after, dispatch=dispatch)
+
+        result: Resumed | None = await guarded(self.client, apply)
         return result
 
     # tasks --------------------------------------------------------------------------------
@@ -279,6 +387,7 @@ class FirestoreGraphStore:
                 }
             )
             writes.update_if_unchanged(ref, _task_data(mine), snap)
+            self._event(writes, claimed_event(mine))
             return Claim(outcome="claimed", run=run, task=mine)
 
         result: Claim = await guarded(self.client, apply)
@@ -315,6 +424,7 @@ class FirestoreGraphStore:
                 return False
             done = task.model_copy(update={"result": result, "finished_by": by})
             writes.update_if_unchanged(ref, _task_data(done), snap)
+            self._event(writes, result_event(done))
             return True
 
         saved: bool = await guarded(self.client, apply)
@@ -340,6 +450,7 @@ class FirestoreGraphStore:
                 }
             )
             writes.update_if_unchanged(ref, _task_data(again), snap)
+            self._event(writes, redispatched_event(again))
             return True
 
         result: bool = await guarded(self.client, apply)
@@ -378,16 +489,23 @@ class FirestoreGraphStore:
                 }
             )
             writes.update_if_unchanged(ref, _run_data(after), snap)
-            writes.create(
-                self._checkpoint_ref(workflow_id, nxt, stopped=nxt.step == run.step),
-                {"checkpoint": nxt.model_dump_json()},
+            stopped = nxt.step == run.step
+            self._checkpoint(
+                writes,
+                self._checkpoint_ref(
+                    workflow_id, nxt, stopped=stopped, resumes=run.resumes if stopped else 0
+                ),
+                nxt,
             )
             if nxt.status == "running":
                 self._open_tasks(
                     writes,
                     nxt,
                     dispatch_seconds if run.dispatch_seconds is None else run.dispatch_seconds,
+                    run.resumes,
                 )
+            for event in transition_events(run, nxt):
+                self._event(writes, event)
             return nxt
 
         result: Superstep | None = await guarded(self.client, apply)
