@@ -7,6 +7,7 @@ import json
 
 import httpx
 
+from cloudagents.domain.intents import IntentionMessage
 from cloudagents.graphs import Graph
 from cloudagents.graphs.documents import TaskMessage
 from tests.services.conftest import Pump
@@ -93,3 +94,150 @@ async def test_workflow_route_errors(stack: Stack) -> None:
     digest = (await api.post("/workflows", json=research_graph())).json()["hash"]
     bad = await api.post(f"/workflows/{digest}/runs", json={"max_steps": 0})
     assert bad.status_code == 422
+
+
+async def _start(api: httpx.AsyncClient, wid: str, **body: object) -> str:
+    digest = (await api.post("/workflows", json=research_graph())).json()["hash"]
+    started = await api.post(f"/workflows/{digest}/runs", json={"workflow_id": wid, **body})
+    assert started.status_code == 202, started.text
+    return str(digest)
+
+
+async def test_resume_a_cancelled_run_and_fork_it_into_a_new_run(stack: Stack) -> None:
+    clients, pump = stack
+    api = clients["api"]
+    digest = await _start(api, "wf-src", initial_state={"query": "AI"}, max_steps=5)
+    running = await api.post("/workflow-runs/wf-src/resume")
+    assert running.status_code == 409
+    assert "only a stopped run resumes" in running.json()["error"]
+    await api.post("/workflow-runs/wf-src/cancel")
+
+    resumed = await api.post("/workflow-runs/wf-src/resume", json={"max_steps": 9})
+    assert resumed.status_code == 202, resumed.text
+    view = resumed.json()
+    assert (view["status"], view["step"], view["step_limit"], view["resumes"]) == (
+        "running",
+        0,
+        9,
+        1,
+    )
+    # The task never got a result, so it is published again (once per resume).
+    tasks = [m for m in pump.bus.published if m.topic == "agents-graph-researcher"]
+    assert [TaskMessage.model_validate_json(m.data).workflow_id for m in tasks] == [
+        "wf-src",
+        "wf-src",
+    ]
+    checkpoints = (await api.get("/workflow-runs/wf-src/checkpoints")).json()["checkpoints"]
+    assert [(c["status"], c["step_limit"]) for c in checkpoints] == [
+        ("running", 5),
+        ("cancelled", 5),
+        ("running", 9),
+    ]
+
+    forked = await api.post(
+        "/workflow-runs/wf-src/fork",
+        json={"step": 0, "updates": {"query": "GCP"}, "workflow_id": "wf-fork", "priority": "high"},
+    )
+    assert forked.status_code == 202, forked.text
+    fork = forked.json()
+    assert fork["graph_hash"] == digest and fork["forked_from"] == "wf-src@0"
+    assert (fork["state"], fork["step"], fork["priority"]) == ({"query": "GCP"}, 0, "high")
+    [high] = [m for m in pump.bus.published if m.topic == "agents-graph_high-researcher"]
+    assert TaskMessage.model_validate_json(high.data).workflow_id == "wf-fork"
+    assert high.attributes["priority"] == "high"
+    source = (await api.get("/workflow-runs/wf-src")).json()
+    assert source["state"] == {"query": "AI"}  # the source run is untouched
+
+    events = (await api.get("/workflow-runs/wf-src/events")).json()["events"]
+    assert [e["type"] for e in events] == ["workflow_started", "workflow_ended", "workflow_resumed"]
+    assert events[1]["status"] == "cancelled" and events[2]["previous_status"] == "cancelled"
+    after = (
+        await api.get("/workflow-runs/wf-src/events", params={"after": events[1]["id"]})
+    ).json()
+    assert [e["type"] for e in after["events"]] == ["workflow_resumed"]
+    fork_events = (await api.get("/workflow-runs/wf-fork/events")).json()["events"]
+    assert [(e["type"], e["forked_from"]) for e in fork_events] == [
+        ("workflow_started", "wf-src@0")
+    ]
+
+
+async def test_fork_and_resume_errors(stack: Stack) -> None:
+    clients, _ = stack
+    api = clients["api"]
+    await _start(api, "wf-e")
+    assert (await api.post("/workflow-runs/nope/fork", json={"step": 0})).status_code == 404
+    assert (await api.post("/workflow-runs/nope/resume")).status_code == 404
+    missing_step = await api.post("/workflow-runs/wf-e/fork", json={"step": 3})
+    assert missing_step.status_code == 404
+    assert "no checkpoint at step 3" in missing_step.json()["error"]
+    assert (await api.post("/workflow-runs/wf-e/fork", json={"step": -1})).status_code == 422
+    assert (await api.post("/workflow-runs/wf-e/fork", json={})).status_code == 422
+    taken = await api.post("/workflow-runs/wf-e/fork", json={"step": 0, "workflow_id": "wf-e"})
+    assert taken.status_code == 409
+    await api.post("/workflow-runs/wf-e/cancel")
+    low = await api.post("/workflow-runs/wf-e/resume", json={"max_steps": 0})
+    assert low.status_code == 422
+    bad_priority = await api.post(
+        "/workflow-runs/wf-e/fork", json={"step": 0, "priority": "urgent"}
+    )
+    assert bad_priority.status_code == 422
+
+
+async def test_the_event_stream_of_a_stopped_run_ends_with_workflow_ended(stack: Stack) -> None:
+    clients, _ = stack
+    api = clients["api"]
+    await _start(api, "wf-sse")
+    await api.post("/workflow-runs/wf-sse/cancel")
+    streamed = await api.get("/workflow-runs/wf-sse/events/stream")
+    assert streamed.status_code == 200
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    frames = [f for f in streamed.text.split("\n\n") if f.startswith("id: ")]
+    assert [f.splitlines()[1] for f in frames] == [
+        "event: workflow_started",
+        "event: workflow_ended",
+    ]
+    started_id = frames[0].splitlines()[0].removeprefix("id: ")
+    again = await api.get(
+        "/workflow-runs/wf-sse/events",
+        headers={"Accept": "text/event-stream", "Last-Event-ID": started_id},
+    )
+    assert [f.splitlines()[1] for f in again.text.split("\n\n") if f.startswith("id: ")] == [
+        "event: workflow_ended"
+    ]
+    assert (await api.get("/workflow-runs/nope/events/stream")).status_code == 404
+
+
+async def test_a_workflow_intent_starts_one_run_however_often_it_is_delivered(
+    stack: Stack,
+) -> None:
+    clients, pump = stack
+    api = clients["api"]
+    digest = (await api.post("/workflows", json=research_graph())).json()["hash"]
+    intents = pump.deps.topology.topic("intents")
+    intent = IntentionMessage.for_workflow(
+        run_id="wf-intent",
+        graph="research_workflow",  # by name: its latest registered hash
+        initial_state={"query": "AI"},
+        priority="low",
+    )
+    data = intent.model_dump_json().encode()
+    await pump.bus.publish(intents, data, {})
+    await pump.run()
+    await pump.bus.publish(intents, data, {})  # a redelivery
+    await pump.run()
+    outcomes = [r for r in pump.responses if r[0].endswith("run-executor-intents")]
+    assert [status for _, status, _ in outcomes] == [200, 200]
+    listed = (await api.get("/workflow-runs")).json()["workflow_runs"]
+    assert [(r["workflow_id"], r["graph_hash"], r["priority"]) for r in listed] == [
+        ("wf-intent", digest, "low")
+    ]
+    published = [m for m in pump.bus.published if m.topic == "agents-graph_low-researcher"]
+    # Published again by the redelivery (the task had no result yet); one run either way.
+    assert len(published) == 2
+
+    unknown = IntentionMessage.for_workflow(run_id="wf-unknown", graph="no_such_graph")
+    await pump.bus.publish(intents, unknown.model_dump_json().encode(), {})
+    await pump.run()
+    assert (await api.get("/workflow-runs/wf-unknown")).status_code == 404
+    letters = (await api.get("/dead-letters")).json()
+    assert any("no_such_graph" in json.dumps(letter) for letter in letters["dead_letters"])

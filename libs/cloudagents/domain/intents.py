@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, JsonValue
 
@@ -29,6 +29,22 @@ class StartRun(Model):
     )
 
 
+class StartWorkflow(Model):
+    """An intent's payload that starts a graph workflow run: ``{"workflow": {...}}``."""
+
+    graph: str = Field(
+        min_length=1, max_length=128, description="a registered graph's hash, or its name"
+    )
+    initial_state: dict[str, JsonValue] = Field(default_factory=dict)
+    workflow_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
+        description="the run's id (default: the intent's run_id); a redelivery starts none",
+    )
+    max_steps: int = Field(default=50, ge=1, le=10_000)
+    priority: Literal["high", "normal", "low"] = "normal"
+
+
 class IntentionMessage(Persisted):
     """An intent on ``{workspace}``; its JSON Schema is in ``schemas/intention_message.json``."""
 
@@ -37,6 +53,22 @@ class IntentionMessage(Persisted):
     timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
     attention_weight: float = Field(default=1.0, ge=0.0, le=1.0)
     payload: dict[str, JsonValue]
+
+    @property
+    def starts_workflow(self) -> bool:
+        """The payload names a graph (``{"workflow": {...}}``), not an agent."""
+        return "workflow" in self.payload
+
+    def start_workflow(self) -> StartWorkflow:
+        """The payload read as a workflow start (``ValidationError`` when it is not one)."""
+        return StartWorkflow.model_validate(self.payload.get("workflow"))
+
+    @classmethod
+    def for_workflow(
+        cls, *, run_id: str, graph: str, source_agent: str = "user", **extra: Any
+    ) -> IntentionMessage:
+        workflow = StartWorkflow(graph=graph, **extra).model_dump(mode="json", exclude_none=True)
+        return cls(run_id=run_id, source_agent=source_agent, payload={"workflow": workflow})
 
     def start_run(self) -> StartRun:
         """The payload read as a run start (raises ``ValidationError`` when it is not one)."""

@@ -25,6 +25,9 @@ Dispatch = Callable[[str, Priority, list[NodeTask]], Awaitable[None]]
 Publish = Callable[[str, bytes, dict[str, str]], Awaitable[object]]
 """(topic, data, attributes): an ``EventBus.publish``."""
 
+DEFAULT_DISPATCH_SECONDS = 30.0
+"""A never-claimed task of a run started by the api or an intent is dispatched again after
+this long (by a worker's sweep)."""
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 

@@ -65,6 +65,12 @@ from cloudagents.engine.step import (
     unrenderable_opening,
 )
 from cloudagents.faults import crash_point
+from cloudagents.graphs.runs import (
+    DEFAULT_DISPATCH_SECONDS,
+    WorkflowRunError,
+    publisher,
+    start_workflow_run,
+)
 from cloudagents.ports.model import ModelClient
 from cloudagents.ports.stores import RunStore
 from cloudagents.runtime.definitions import definition, pin_agents
@@ -236,7 +242,10 @@ class RunExecutor:
         self.transcripts = TranscriptCache()
 
     async def handle_intent(self, intent: IntentionMessage) -> str:
-        """Create the run an intent names (once) and apply its first step."""
+        """Create the run an intent names (once) and apply its first step; an intent that names
+        a graph starts a workflow run instead (``start_workflow``)."""
+        if intent.starts_workflow:
+            return await self.start_workflow(intent)
         try:
             start = intent.start_run()
         except ValidationError as exc:
@@ -260,6 +269,34 @@ class RunExecutor:
             parent_call=start.parent_call,
             conversation_id=start.conversation_id,
         )
+
+    async def start_workflow(self, intent: IntentionMessage) -> str:
+        """Start the graph workflow run an intent names, once: the run id is the payload's
+        ``workflow_id`` or the intent's ``run_id``, so a redelivered intent finds its run (and
+        publishes its still open tasks again) instead of starting a second one. The same
+        start as ``POST /workflows/{graph}/runs`` (``graphs/runs.py``)."""
+        try:
+            start = intent.start_workflow()
+        except ValidationError as exc:
+            raise PermanentMessageError(f"intent payload is not a workflow start: {exc}") from exc
+        if self.deps.workflows is None:
+            raise PermanentMessageError("this service has no workflow store for a workflow intent")
+        try:
+            _, created = await start_workflow_run(
+                self.deps.workflows,
+                publisher(self.deps.settings.workspace, self.deps.bus.publish),
+                workspace=self.deps.settings.workspace,
+                graph=start.graph,
+                initial_state=start.initial_state,
+                workflow_id=start.workflow_id or intent.run_id,
+                max_steps=start.max_steps,
+                priority=start.priority,
+                dispatch_seconds=DEFAULT_DISPATCH_SECONDS,
+                existing_ok=True,
+            )
+        except WorkflowRunError as exc:  # unknown graph, an id taken by another graph's run
+            raise PermanentMessageError(str(exc)) from exc
+        return "workflow-started" if created else "workflow-duplicate"
 
     async def begin(
         self,

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from cloudagents.graphs.documents import Priority, WorkflowRunDocument
 from cloudagents.graphs.errors import GraphError
 from cloudagents.graphs.runs import (
+    DEFAULT_DISPATCH_SECONDS,
     Dispatch,
     WorkflowRunError,
     fork_workflow_run,
@@ -43,8 +44,7 @@ from cloudagents.runtime.streaming import (
     workflow_sse_response,
 )
 
-# A never-claimed task is dispatched again after this long (by a worker's sweep).
-DISPATCH_SECONDS = 30.0
+DISPATCH_SECONDS = DEFAULT_DISPATCH_SECONDS
 RUN_STATUSES = ("running", "completed", "failed", "cancelled", "step_limit")
 
 
@@ -76,6 +76,16 @@ class ResumeWorkflowRunRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     max_steps: int | None = Field(default=None, ge=1, le=10_000)
+
+
+async def _optional_body(request: Request) -> Any:
+    """The JSON body; ``{}`` when there is none (``POST .../resume`` needs no body)."""
+    from cloudagents.runtime.api import _json_body
+
+    if not (await request.body()).strip():
+        return {}
+    raw = await _json_body(request)
+    return {} if raw is None else raw
 
 
 def _store(deps: Deps) -> WorkflowStore:
@@ -215,10 +225,9 @@ async def fork_workflow_run_route(
 async def resume_workflow_run_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
-    from cloudagents.runtime.api import _json_body, error
+    from cloudagents.runtime.api import error
 
-    raw = await _json_body(request)
-    body = ResumeWorkflowRunRequest.model_validate({} if raw is None else raw)
+    body = ResumeWorkflowRunRequest.model_validate(await _optional_body(request))
     try:
         run = await resume_workflow_run(
             _store(deps),
