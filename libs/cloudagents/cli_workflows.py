@@ -1,4 +1,5 @@
-"""``cloudagents workflows``: register graphs, start, show, list and cancel workflow runs.
+"""``cloudagents workflows``: register graphs, start, show, list, cancel, fork and resume
+workflow runs, list their checkpoints and events.
 
 ``register FILE`` takes a compiled graph's canonical JSON (``graph.compile().to_json()``) or a
 Python file defining a ``Graph`` (``path.py`` for its ``graph``, ``path.py:name`` for another
@@ -84,9 +85,13 @@ def cmd_run(args: argparse.Namespace, client: CloudAgentsClient) -> int:
     if not isinstance(state, dict):
         raise ValueError("--state must be a JSON object")
     run = client.start_workflow_run(
-        args.graph, state, workflow_id=args.id, max_steps=args.max_steps
+        args.graph, state, workflow_id=args.id, max_steps=args.max_steps, priority=args.priority
     )
     _out(f"started workflow run {run['workflow_id']}")
+    return _wait(args, client, run)
+
+
+def _wait(args: argparse.Namespace, client: CloudAgentsClient, run: dict[str, Any]) -> int:
     if not args.wait:
         return EXIT_OK
     deadline = time.monotonic() + args.timeout
@@ -117,6 +122,43 @@ def cmd_cancel(args: argparse.Namespace, client: CloudAgentsClient) -> int:
     return EXIT_OK
 
 
+def cmd_fork(args: argparse.Namespace, client: CloudAgentsClient) -> int:
+    updates = json.loads(args.set)
+    if not isinstance(updates, dict):
+        raise ValueError("--set must be a JSON object")
+    run = client.fork_workflow_run(
+        args.workflow_id,
+        args.step,
+        updates,
+        new_workflow_id=args.id,
+        max_steps=args.max_steps,
+        priority=args.priority,
+    )
+    _out(f"forked {run['forked_from']} into workflow run {run['workflow_id']}")
+    return _wait(args, client, run)
+
+
+def cmd_resume(args: argparse.Namespace, client: CloudAgentsClient) -> int:
+    run = client.resume_workflow_run(args.workflow_id, max_steps=args.max_steps)
+    _out(f"resumed {run['workflow_id']} at step {run['step']} (limit {run['step_limit']})")
+    return _wait(args, client, run)
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    detail = {
+        k: v
+        for k, v in event.items()
+        if k not in ("id", "type", "workflow_id", "timestamp", "schema_version")
+    }
+    return f"{event['id']:<40} {event['type']:<20} {json.dumps(detail, sort_keys=True)}"
+
+
+def cmd_events(args: argparse.Namespace, client: CloudAgentsClient) -> int:
+    for event in client.workflow_events(args.workflow_id, after=args.after):
+        _out(_event_line(event))
+    return EXIT_OK
+
+
 def cmd_checkpoints(args: argparse.Namespace, client: CloudAgentsClient) -> int:
     for checkpoint in client.workflow_checkpoints(args.workflow_id):
         pending = ",".join(t["node"] for t in checkpoint["pending"]) or "-"
@@ -138,6 +180,10 @@ def add_workflow_commands(
     def bind(parser: argparse.ArgumentParser, command: Callable[..., int]) -> None:
         parser.set_defaults(handler=lambda args: command(args, client(args)))
 
+    def waits(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--wait", action="store_true", help="wait for it to end and show it")
+        parser.add_argument("--timeout", type=float, default=600.0)
+
     register = sub.add_parser("register", help="store a graph (.json, or .py[:name])")
     register.add_argument("file")
     bind(register, cmd_register)
@@ -147,9 +193,27 @@ def add_workflow_commands(
     run.add_argument("--state", default="{}", help="the initial state, a JSON object")
     run.add_argument("--id", help="the workflow run id (default: generated)")
     run.add_argument("--max-steps", type=int, default=50)
-    run.add_argument("--wait", action="store_true", help="wait for it to end and show it")
-    run.add_argument("--timeout", type=float, default=600.0)
+    run.add_argument("--priority", choices=("high", "normal", "low"), default="normal")
+    waits(run)
     bind(run, cmd_run)
+    fork = sub.add_parser("fork", help="start a new run from a step's checkpoint of a run")
+    fork.add_argument("workflow_id")
+    fork.add_argument("--step", type=int, required=True, help="the superstep to fork from")
+    fork.add_argument("--set", default="{}", help="state keys to write over, a JSON object")
+    fork.add_argument("--id", help="the new run's id (default: generated)")
+    fork.add_argument("--max-steps", type=int, help="the new run's step limit (default: same)")
+    fork.add_argument("--priority", choices=("high", "normal", "low"))
+    waits(fork)
+    bind(fork, cmd_fork)
+    resume = sub.add_parser("resume", help="continue a cancelled, failed or step-limited run")
+    resume.add_argument("workflow_id")
+    resume.add_argument("--max-steps", type=int, help="raise the run's step limit to this")
+    waits(resume)
+    bind(resume, cmd_resume)
+    events = sub.add_parser("events", help="a workflow run's events (supersteps, node tasks)")
+    events.add_argument("workflow_id")
+    events.add_argument("--after", help="only the events after this id")
+    bind(events, cmd_events)
     runs = sub.add_parser("runs", help="list workflow runs")
     runs.add_argument(
         "--status", choices=("running", "completed", "failed", "cancelled", "step_limit")

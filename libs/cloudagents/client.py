@@ -136,13 +136,46 @@ class CloudAgentsClient:
         *,
         workflow_id: str | None = None,
         max_steps: int | None = None,
+        priority: str | None = None,
     ) -> dict[str, Any]:
+        """Start a run of a graph, named by its hash or its name (the latest registered)."""
         body: dict[str, Any] = {"initial_state": initial_state or {}}
         if workflow_id:
             body["workflow_id"] = workflow_id
         if max_steps is not None:
             body["max_steps"] = max_steps
+        if priority:
+            body["priority"] = priority
         return dict(self._call("POST", f"/workflows/{graph_hash}/runs", json=body))
+
+    def fork_workflow_run(
+        self,
+        workflow_id: str,
+        step: int,
+        updates: dict[str, Any] | None = None,
+        *,
+        new_workflow_id: str | None = None,
+        max_steps: int | None = None,
+        priority: str | None = None,
+    ) -> dict[str, Any]:
+        """A new run from the checkpoint that opened ``step`` of ``workflow_id``."""
+        body: dict[str, Any] = {"step": step, "updates": updates or {}}
+        if new_workflow_id:
+            body["workflow_id"] = new_workflow_id
+        if max_steps is not None:
+            body["max_steps"] = max_steps
+        if priority:
+            body["priority"] = priority
+        return dict(self._call("POST", f"/workflow-runs/{workflow_id}/fork", json=body))
+
+    def resume_workflow_run(self, workflow_id: str, max_steps: int | None = None) -> dict[str, Any]:
+        body = {} if max_steps is None else {"max_steps": max_steps}
+        return dict(self._call("POST", f"/workflow-runs/{workflow_id}/resume", json=body))
+
+    def workflow_events(self, workflow_id: str, after: str | None = None) -> list[dict[str, Any]]:
+        params = {"after": after} if after else {}
+        path = f"/workflow-runs/{workflow_id}/events"
+        return list(self._call("GET", path, params=params)["events"])
 
     def workflow_run(self, workflow_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/workflow-runs/{workflow_id}"))

@@ -107,3 +107,41 @@ async def test_workflows_commands_register_run_show_and_cancel(stack_state: Stac
     assert (code, lines) == (0, ["cli-wf-2 cancelled at step 0"])
     code, _ = await run("workflows", "cancel", "cli-wf-2")
     assert code == 2  # 409: not running
+
+    # Resume the cancelled run and fork the finished one from step 1 with other findings.
+    code, lines = await run("workflows", "events", "cli-wf-1")
+    types = [line.split()[1] for line in lines]
+    assert types[0] == "workflow_started" and types[-1] == "workflow_ended", lines
+    assert types.count("superstep_committed") == 2 and types.count("node_finished") == 2
+    serving = workers(stack_state)
+    for worker in serving:
+        await worker.start()
+    try:
+        code, lines = await run("workflows", "resume", "cli-wf-2", "--wait", "--timeout", "60")
+        assert code == 0, lines
+        assert lines[0] == "resumed cli-wf-2 at step 0 (limit 50)"
+        assert lines[1].split()[:3] == ["cli-wf-2", "research_workflow", "completed"]
+        code, lines = await run(
+            "workflows",
+            "fork",
+            "cli-wf-1",
+            "--step",
+            "1",
+            "--set",
+            '{"findings": ["a", "b"]}',
+            "--id",
+            "cli-wf-3",
+            "--wait",
+            "--timeout",
+            "60",
+        )
+    finally:
+        for worker in serving:
+            await worker.stop()
+    assert code == 0, lines
+    assert lines[0] == "forked cli-wf-1@1 into workflow run cli-wf-3"
+    assert '"report": "Report with 2 findings"' in "\n".join(lines)
+    code, _ = await run("workflows", "resume", "cli-wf-3")
+    assert code == 2  # 409: a completed run has nothing to resume
+    code, _ = await run("workflows", "fork", "cli-wf-1", "--step", "7")
+    assert code != 0  # 404: no checkpoint at step 7
