@@ -31,3 +31,12 @@ def test_schema_accepts_a_real_intent_and_rejects_bad_ones() -> None:
     assert not list(validator.iter_errors(good))
     assert list(validator.iter_errors({**good, "attention_weight": 1.5}))
     assert list(validator.iter_errors({**good, "payload": {"message": "no agent"}}))
+    workflow = json.loads(
+        IntentionMessage.for_workflow(
+            run_id="wf-1", graph="research_workflow", initial_state={"q": 1}, priority="high"
+        ).model_dump_json()
+    )
+    assert not list(validator.iter_errors(workflow))
+    bad = {**workflow, "payload": {"workflow": {"graph": "g", "priority": "urgent"}}}
+    assert list(validator.iter_errors(bad))
+    assert list(validator.iter_errors({**workflow, "payload": {"workflow": {}}}))

@@ -83,18 +83,33 @@ class IntentionMessage(Persisted):
 
 
 def intent_json_schema() -> dict[str, Any]:
-    """JSON Schema of an intent that starts a run (``schemas/intention_message.json``)."""
+    """JSON Schema of an intent that starts a run or a workflow run
+    (``schemas/intention_message.json``)."""
     schema = IntentionMessage.model_json_schema()
     start = StartRun.model_json_schema()
+    workflow = StartWorkflow.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "IntentionMessage"
     schema["description"] = (
         "Published to the workspace topic to start a run. The payload names the agent and the "
-        "user's message. The run_id makes the intent idempotent: publishing it twice starts "
-        "one run."
+        'user\'s message, or (under "workflow") a registered graph and its initial state. The '
+        "run_id makes the intent idempotent: publishing it twice starts one run."
     )
-    # The payload's definitions join the document's, where its ``#/$defs/...`` refs point.
+    # The payloads' definitions join the document's, where their ``#/$defs/...`` refs point.
     schema.setdefault("$defs", {}).update(start.pop("$defs", {}))
-    schema["properties"]["payload"] = {**start, "title": "StartRun"}
+    schema["$defs"].update(workflow.pop("$defs", {}))
+    schema["$defs"]["StartWorkflow"] = workflow
+    schema["properties"]["payload"] = {
+        "oneOf": [
+            {**start, "title": "StartRun"},
+            {
+                "title": "StartWorkflowPayload",
+                "type": "object",
+                "properties": {"workflow": {"$ref": "#/$defs/StartWorkflow"}},
+                "required": ["workflow"],
+                "additionalProperties": False,
+            },
+        ]
+    }
     schema["required"] = ["run_id", "source_agent", "payload"]
     return schema

@@ -29,6 +29,7 @@ from cloudagents.graphs.superstep import (
     Superstep,
     TaskResult,
     advance,
+    fork,
     resume,
     start,
     stop,
@@ -100,7 +101,8 @@ class Orchestrator:
     async def resume(
         self, graph: Graph | CompiledGraph, checkpoint: Superstep, *, max_steps: int | None = None
     ) -> State:
-        """Continue a run stopped by its step limit (or a cancel) from its checkpoint."""
+        """Continue a run stopped by its step limit, a cancel or a failed node from its
+        checkpoint (the stopped superstep's nodes run again), for up to ``max_steps`` more."""
         compiled, bindings = self._prepare(graph)
         if compiled.hash != checkpoint.graph_hash:
             raise GraphError(
@@ -109,6 +111,30 @@ class Orchestrator:
             )
         again = resume(checkpoint, max_steps=max_steps or self.max_steps)
         return await self._drive(compiled, bindings, again)
+
+    async def fork(
+        self,
+        graph: Graph | CompiledGraph,
+        checkpoint: Superstep,
+        updates: Mapping[str, Any] | None = None,
+        *,
+        workflow_id: str | None = None,
+        max_steps: int | None = None,
+    ) -> State:
+        """Run a new workflow from ``checkpoint`` (e.g. one of ``get_checkpoints``): its state
+        with ``updates`` written over, its pending nodes next; the source run is untouched.
+        ``max_steps``: the new run's step limit (default: the checkpoint's)."""
+        compiled, bindings = self._prepare(graph)
+        if compiled.hash != checkpoint.graph_hash:
+            raise GraphError(
+                f"checkpoint of {checkpoint.workflow_id} pins graph {checkpoint.graph_hash[:12]}, "
+                f"not {compiled.hash[:12]}"
+            )
+        wid = workflow_id or f"wf-{uuid.uuid4().hex[:12]}"
+        if wid in self._runs:
+            raise ValueError(f"workflow {wid} exists; a fork needs a new id")
+        forked = fork(checkpoint, workflow_id=wid, updates=updates, step_limit=max_steps)
+        return await self._drive(compiled, bindings, forked)
 
     def get_workflow_status(self, workflow_id: str) -> WorkflowStatus:
         """The status of a run this orchestrator knows; KeyError otherwise."""
