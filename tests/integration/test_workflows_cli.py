@@ -7,15 +7,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from cloudagents import cli
+from cloudagents.domain.intents import IntentionMessage
 from cloudagents.graphs import State
 from cloudagents.graphs.distributed import DistributedWorker
 from cloudagents.local.stack import StackState
+from tests.integration.test_runs_on_emulators import publish
 
 pytestmark = pytest.mark.integration
 
@@ -145,3 +149,75 @@ async def test_workflows_commands_register_run_show_and_cancel(stack_state: Stac
     assert code == 2  # 409: a completed run has nothing to resume
     code, _ = await run("workflows", "fork", "cli-wf-1", "--step", "7")
     assert code != 0  # 404: no checkpoint at step 7
+
+
+async def test_a_workflow_intent_delivered_twice_runs_once_and_streams_its_events(
+    stack_state: StackState, api: httpx.Client
+) -> None:
+    """The run executor starts a graph named in an intent on the workspace topic (twice
+    published: one run); the api's SSE stream shows each superstep and node event once."""
+    from cloudagents.cli_workflows import read_graph
+
+    registered = await asyncio.to_thread(
+        api.post, "/workflows", json=read_graph(f"{EXAMPLE}:graph")
+    )
+    registered.raise_for_status()
+    intent = IntentionMessage.for_workflow(
+        run_id="intent-wf-1", graph="research_workflow", initial_state={"query": "GCP"}
+    )
+    data = intent.model_dump_json().encode()
+    serving = workers(stack_state)
+    for worker in serving:
+        await worker.start()
+    try:
+        for _ in range(2):
+            await asyncio.to_thread(publish, stack_state, stack_state.workspace, data)
+
+        def stream(**headers: str) -> list[tuple[str, str, dict[str, Any]]]:
+            frames = []
+            with api.stream(
+                "GET", "/workflow-runs/intent-wf-1/events/stream", headers=headers, timeout=60
+            ) as response:
+                response.raise_for_status()
+                for block in response.iter_text():
+                    frames.append(block)
+            events = []
+            for frame in "".join(frames).split("\n\n"):
+                lines = dict(
+                    line.split(": ", 1) for line in frame.splitlines() if not line.startswith(":")
+                )
+                if "id" in lines:
+                    events.append((lines["id"], lines["event"], json.loads(lines["data"])))
+            return events
+
+        async def started() -> None:
+            while (
+                await asyncio.to_thread(api.get, "/workflow-runs/intent-wf-1")
+            ).status_code == 404:
+                await asyncio.sleep(0.1)
+
+        async with asyncio.timeout(60):
+            await started()
+        events = await asyncio.to_thread(stream)
+    finally:
+        for worker in serving:
+            await worker.stop()
+    kinds = [(kind, data.get("node") or data.get("status")) for _, kind, data in events]
+    assert kinds == [
+        ("workflow_started", None),
+        ("node_started", "researcher"),
+        ("node_finished", "researcher"),
+        ("superstep_committed", "running"),
+        ("node_started", "writer"),
+        ("node_finished", "writer"),
+        ("superstep_committed", "completed"),
+        ("workflow_ended", "completed"),
+    ], kinds
+    ids = [event_id for event_id, _, _ in events]
+    assert ids == sorted(set(ids))
+    listed = await asyncio.to_thread(api.get, "/workflow-runs", params={"status": "completed"})
+    runs = listed.json()["workflow_runs"]
+    assert [r["workflow_id"] for r in runs].count("intent-wf-1") == 1
+    # Resumed after the first commit: the rest, nothing twice.
+    rest = await asyncio.to_thread(stream, **{"Last-Event-ID": ids[3]})
+    assert [event_id for event_id, _, _ in rest] == ids[4:]
