@@ -43,7 +43,15 @@ def test_worker_arguments_are_checked() -> None:
         DistributedWorker(node_types={"a"}, capacity=0, project_id="p", workspace="w")
     with pytest.raises(ValueError, match="lease_seconds"):
         DistributedWorker(node_types={"a"}, lease_seconds=1, heartbeat_interval=2, project_id="p")
+    with pytest.raises(ValueError, match="prefetch"):
+        DistributedWorker(node_types={"a"}, prefetch=-1, project_id="p", workspace="w")
+    with pytest.raises(ValueError, match="bands must name"):
+        DistributedWorker(node_types={"a"}, bands=(), project_id="p", workspace="w")
+    assert DistributedWorker(
+        node_types={"a"}, bands=("low", "high"), project_id="p", workspace="w"
+    ).bands == ("high", "low")
     worker = DistributedWorker(node_types={"a"}, project_id="p", workspace="w")
+    assert (worker.bands, worker.prefetch) == (("high", "normal", "low"), 4)
     with pytest.raises(ValueError, match="does not serve node type 'b'"):
         worker.register("b")(lambda state: {})
 
@@ -52,3 +60,9 @@ def test_node_type_topics_are_valid_pub_sub_names() -> None:
     assert graph_node_topic("ws", "researcher") == "ws-graph-researcher"
     assert graph_node_topic("ws", "web search/v2") == "ws-graph-web-search-v2"
     assert graph_node_subscription("ws", "writer") == "ws-graph-writer-workers"
+    assert graph_node_topic("ws", "writer", "high") == "ws-graph_high-writer"
+    assert graph_node_subscription("ws", "writer", "low") == "ws-graph_low-writer-workers"
+    # No node type's normal topic is another's banded one.
+    assert graph_node_topic("ws", "high-writer") != graph_node_topic("ws", "writer", "high")
+    with pytest.raises(ValueError, match="unknown priority band 'urgent'"):
+        graph_node_topic("ws", "writer", "urgent")

@@ -24,7 +24,9 @@ node types from any machine. Coordination is Firestore and Pub/Sub
    than once after a crash; its result is applied exactly once.
 
 ``cancel_workflow`` ends the run at its last barrier commit (the superstep in flight is
-discarded; its pending tasks stay in the checkpoint).
+discarded; its pending tasks stay in the checkpoint). ``resume_workflow`` continues a stopped
+run from there and ``fork_workflow`` starts a new run from any step's checkpoint
+(``graphs/runs.py``, shared with the api). Tasks travel in the run's priority band.
 """
 
 from __future__ import annotations
@@ -400,6 +402,8 @@ class DistributedOrchestrator:
         compiled = await self.register_graph(graph)
         if isinstance(initial_state, State):
             workflow_id = workflow_id or initial_state.workflow_id
+        # A missing topic fails the start before the run exists (dispatch ensures it too).
+        await self._c.ensure([compiled.nodes[compiled.entry_point].node_type], (priority,))
         run, _ = await start_workflow_run(
             self.store,
             self._c.dispatch,
@@ -533,8 +537,10 @@ class DistributedWorker(NodeFunctions):
 
     ``@worker.register("researcher")`` serves a node type; routers of conditional edges out of
     the nodes it serves come from ``@worker.register_router(name)`` or ``registry``. ``start()``
-    opens a streaming pull per node type (flow control = ``capacity``, a cap shared by all its
-    types) and returns; ``serve()`` also waits until ``stop()``. The lease of a running task is
+    opens a streaming pull per node type and priority band (``bands``, all three by default;
+    each holds up to ``capacity + prefetch`` tasks) and returns; ``capacity`` tasks run at once
+    across all of them, and a freed slot goes to the highest band waiting (``BandGate``).
+    ``serve()`` also waits until ``stop()``. The lease of a running task is
     renewed every ``heartbeat_interval`` seconds and lasts ``lease_seconds`` (3 heartbeats).
     With ``sweep`` (the default) each heartbeat also tends the workspace's running runs, so a
     run started through the api, with no orchestrator waiting on it, survives a dead worker.
@@ -555,6 +561,7 @@ class DistributedWorker(NodeFunctions):
         provision: bool | None = None,
         sweep: bool = True,
         prefetch: int | None = None,
+        bands: Iterable[Priority] = PRIORITY_BANDS,
         redis_url: str | None = None,
     ) -> None:
         _no_redis(redis_url)
@@ -592,6 +599,10 @@ class DistributedWorker(NodeFunctions):
         self._routers: dict[str, Callable[..., Any]] = {}
         self._pulls: list[StreamingPull] = []
         self._held: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        self.bands = tuple(b for b in PRIORITY_BANDS if b in set(bands))
+        """The priority bands served (their subscriptions must exist), highest first."""
+        if not self.bands:
+            raise ValueError(f"bands must name at least one of {', '.join(PRIORITY_BANDS)}")
         self.prefetch = capacity if prefetch is None else prefetch
         """Tasks each band's stream of a node type may hold beyond ``capacity``, waiting for a
         slot: what lets a waiting high-band task take the next free slot before a low one."""
@@ -643,11 +654,11 @@ class DistributedWorker(NodeFunctions):
                     f"worker {self.worker_id}: no function registered for node type {node_type!r}"
                 )
         await self._c.connect()
-        await self._c.ensure(self.node_types, PRIORITY_BANDS)
+        await self._c.ensure(self.node_types, self.bands)
         self._stopped.clear()
         await self._beat("running")
         subscriber = self._c.subscriber
-        for band, node_type in itertools.product(PRIORITY_BANDS, sorted(self.node_types)):
+        for band, node_type in itertools.product(self.bands, sorted(self.node_types)):
             path = subscriber.subscription_path(
                 self.project_id, graph_node_subscription(self.workspace, node_type, band)
             )
