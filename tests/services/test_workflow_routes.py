@@ -7,10 +7,13 @@ import json
 
 import httpx
 
+from cloudagents.bootstrap import get_deps
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.graphs import Graph
 from cloudagents.graphs.documents import TaskMessage
-from tests.services.conftest import Pump
+from cloudagents.runtime.app import build_api_app
+from tests.services.conftest import TOKEN, Pump
+from tests.services.test_streaming_services import API_SOURCE, WebSocketSession
 
 Stack = tuple[dict[str, httpx.AsyncClient], Pump]
 
@@ -241,3 +244,24 @@ async def test_a_workflow_intent_starts_one_run_however_often_it_is_delivered(
     assert (await api.get("/workflow-runs/wf-unknown")).status_code == 404
     letters = (await api.get("/dead-letters")).json()
     assert any("no_such_graph" in json.dumps(letter) for letter in letters["dead_letters"])
+
+
+async def test_the_websocket_streams_a_workflow_run_s_events(stack: Stack) -> None:
+    clients, _ = stack
+    api = clients["api"]
+    await _start(api, "wf-ws")
+    await api.post("/workflow-runs/wf-ws/cancel")
+    app = build_api_app(API_SOURCE, lambda: get_deps("api"))
+    async with WebSocketSession(app, "/workflow-runs/wf-ws/events/ws", f"token={TOKEN}") as ws:
+        events = [event async for event in ws.events()]  # closes with 1000 after the end
+    assert [(e["type"], e.get("status")) for e in events] == [
+        ("workflow_started", None),
+        ("workflow_ended", "cancelled"),
+    ]
+    after = f"token={TOKEN}&after={events[0]['id']}"
+    async with WebSocketSession(app, "/workflow-runs/wf-ws/events/ws", after) as ws:
+        assert [e["type"] async for e in ws.events()] == ["workflow_ended"]
+    async with WebSocketSession(app, "/workflow-runs/nope/events/ws", f"token={TOKEN}") as ws:
+        closed = await ws.receive()
+    assert closed["type"] == "websocket.close" and closed["code"] == 4404
+    assert (await api.get("/workflow-runs/wf-ws/events/ws")).status_code == 426
