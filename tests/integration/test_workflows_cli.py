@@ -16,7 +16,7 @@ import pytest
 
 from cloudagents import cli
 from cloudagents.domain.intents import IntentionMessage
-from cloudagents.graphs import State
+from cloudagents.graphs import Graph, State
 from cloudagents.graphs.distributed import DistributedWorker
 from cloudagents.local.stack import StackState
 from tests.integration.test_runs_on_emulators import publish
@@ -78,13 +78,17 @@ async def test_workflows_commands_register_run_show_and_cancel(stack_state: Stac
             "--timeout",
             "60",
         )
+        assert code == 0, lines
+        assert lines[0] == "started workflow run cli-wf-1"
+        assert lines[1].split()[:3] == ["cli-wf-1", "research_workflow", "completed"]
+        assert '"report": "Report with 1 findings"' in "\n".join(lines)
+        # The workers keep serving while runs are resumed and forked: a worker stopped and
+        # started again on the same subscription would leave the Pub/Sub emulator a dead
+        # stream that it keeps routing messages to (docs/graphs.md).
+        await resume_and_fork(run, digest)
     finally:
         for worker in serving:
             await worker.stop()
-    assert code == 0, lines
-    assert lines[0] == "started workflow run cli-wf-1"
-    assert lines[1].split()[:3] == ["cli-wf-1", "research_workflow", "completed"]
-    assert '"report": "Report with 1 findings"' in "\n".join(lines)
 
     code, lines = await run("workflows", "checkpoints", "cli-wf-1")
     assert lines == [
@@ -112,36 +116,48 @@ async def test_workflows_commands_register_run_show_and_cancel(stack_state: Stac
     code, _ = await run("workflows", "cancel", "cli-wf-2")
     assert code == 2  # 409: not running
 
-    # Resume the cancelled run and fork the finished one from step 1 with other findings.
+    # A cancelled run resumes (nobody serves it now: it is running at step 0 again).
+    code, lines = await run("workflows", "resume", "cli-wf-2", "--max-steps", "7")
+    assert (code, lines) == (0, ["resumed cli-wf-2 at step 0 (limit 7)"])
+    code, _ = await run("workflows", "resume", "cli-wf-2")
+    assert code == 2  # 409: running
+    code, lines = await run("workflows", "cancel", "cli-wf-2")
+    assert code == 0, lines
+
+
+async def resume_and_fork(run: Any, digest: str) -> None:
+    """A run stopped at its step limit resumes with a higher one; a finished run forks from
+    step 1 with other findings; the events of the first run."""
     code, lines = await run("workflows", "events", "cli-wf-1")
     types = [line.split()[1] for line in lines]
     assert types[0] == "workflow_started" and types[-1] == "workflow_ended", lines
     assert types.count("superstep_committed") == 2 and types.count("node_finished") == 2
-    serving = workers(stack_state)
-    for worker in serving:
-        await worker.start()
-    try:
-        code, lines = await run("workflows", "resume", "cli-wf-2", "--wait", "--timeout", "60")
-        assert code == 0, lines
-        assert lines[0] == "resumed cli-wf-2 at step 0 (limit 50)"
-        assert lines[1].split()[:3] == ["cli-wf-2", "research_workflow", "completed"]
-        code, lines = await run(
-            "workflows",
-            "fork",
-            "cli-wf-1",
-            "--step",
-            "1",
-            "--set",
-            '{"findings": ["a", "b"]}',
-            "--id",
-            "cli-wf-3",
-            "--wait",
-            "--timeout",
-            "60",
-        )
-    finally:
-        for worker in serving:
-            await worker.stop()
+    code, lines = await run(
+        "workflows", "run", digest, "--id", "cli-wf-limit", "--max-steps", "1", "--wait"
+    )
+    assert code == 1 and lines[1].split()[2] == "step_limit", lines
+    code, _ = await run("workflows", "resume", "cli-wf-limit")
+    assert code == 2  # 409: its limit leaves nothing to run
+    code, lines = await run(
+        "workflows", "resume", "cli-wf-limit", "--max-steps", "5", "--wait", "--timeout", "60"
+    )
+    assert code == 0, lines
+    assert lines[0] == "resumed cli-wf-limit at step 1 (limit 5)"
+    assert lines[1].split()[:3] == ["cli-wf-limit", "research_workflow", "completed"]
+    code, lines = await run(
+        "workflows",
+        "fork",
+        "cli-wf-1",
+        "--step",
+        "1",
+        "--set",
+        '{"findings": ["a", "b"]}',
+        "--id",
+        "cli-wf-3",
+        "--wait",
+        "--timeout",
+        "60",
+    )
     assert code == 0, lines
     assert lines[0] == "forked cli-wf-1@1 into workflow run cli-wf-3"
     assert '"report": "Report with 2 findings"' in "\n".join(lines)
@@ -156,17 +172,37 @@ async def test_a_workflow_intent_delivered_twice_runs_once_and_streams_its_event
 ) -> None:
     """The run executor starts a graph named in an intent on the workspace topic (twice
     published: one run); the api's SSE stream shows each superstep and node event once."""
-    from cloudagents.cli_workflows import read_graph
-
+    # Node types of its own: fresh subscriptions (see resume_and_fork on restarted workers).
+    graph = Graph(name="intent_flow")
+    graph.add_node("fetch", node_type="intent-fetch")
+    graph.add_node("summarise", node_type="intent-summarise")
+    graph.set_entry_point("fetch")
+    graph.add_edge("fetch", "summarise")
+    graph.set_finish_point("summarise")
     registered = await asyncio.to_thread(
-        api.post, "/workflows", json=read_graph(f"{EXAMPLE}:graph")
+        api.post, "/workflows", json=json.loads(graph.compile().to_json())
     )
     registered.raise_for_status()
     intent = IntentionMessage.for_workflow(
-        run_id="intent-wf-1", graph="research_workflow", initial_state={"query": "GCP"}
+        run_id="intent-wf-1", graph="intent_flow", initial_state={"query": "GCP"}
     )
     data = intent.model_dump_json().encode()
-    serving = workers(stack_state)
+    worker = DistributedWorker(
+        worker_id="intent-worker",
+        node_types={"intent-fetch", "intent-summarise"},
+        project_id=stack_state.project,
+        workspace=stack_state.workspace,
+    )
+
+    @worker.register("intent-fetch")
+    async def fetch(s: State) -> dict[str, Any]:
+        return {"found": f"about {s['query']}"}
+
+    @worker.register("intent-summarise")
+    async def summarise(s: State) -> dict[str, Any]:
+        return {"summary": s["found"].upper()}
+
+    serving = [worker]
     for worker in serving:
         await worker.start()
     try:
@@ -205,11 +241,11 @@ async def test_a_workflow_intent_delivered_twice_runs_once_and_streams_its_event
     kinds = [(kind, data.get("node") or data.get("status")) for _, kind, data in events]
     assert kinds == [
         ("workflow_started", None),
-        ("node_started", "researcher"),
-        ("node_finished", "researcher"),
+        ("node_started", "fetch"),
+        ("node_finished", "fetch"),
         ("superstep_committed", "running"),
-        ("node_started", "writer"),
-        ("node_finished", "writer"),
+        ("node_started", "summarise"),
+        ("node_finished", "summarise"),
         ("superstep_committed", "completed"),
         ("workflow_ended", "completed"),
     ], kinds
@@ -218,6 +254,8 @@ async def test_a_workflow_intent_delivered_twice_runs_once_and_streams_its_event
     listed = await asyncio.to_thread(api.get, "/workflow-runs", params={"status": "completed"})
     runs = listed.json()["workflow_runs"]
     assert [r["workflow_id"] for r in runs].count("intent-wf-1") == 1
+    shown = (await asyncio.to_thread(api.get, "/workflow-runs/intent-wf-1")).json()
+    assert shown["state"] == {"query": "GCP", "found": "about GCP", "summary": "ABOUT GCP"}
     # Resumed after the first commit: the rest, nothing twice.
     rest = await asyncio.to_thread(stream, **{"Last-Event-ID": ids[3]})
     assert [event_id for event_id, _, _ in rest] == ids[4:]
