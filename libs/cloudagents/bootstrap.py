@@ -52,6 +52,7 @@ from cloudagents.engine.step import reservation_hold_seconds
 from cloudagents.functions import FunctionRepository, FunctionStore, InMemoryFunctionRepository
 from cloudagents.ports.budgets import ConcurrencyLimiter, CostLedger, RateLimiter
 from cloudagents.ports.bus import EventBus
+from cloudagents.ports.graphs import WorkflowStore
 from cloudagents.ports.model import ModelClient
 from cloudagents.ports.transitions import TransitionStore
 from cloudagents.runtime.deps import Deps, ModelFactory, ModelLimiter
@@ -239,7 +240,7 @@ def build_gcp_deps(settings: Settings, topology: Topology, tools: ToolRegistry) 
     )
 
 
-def _firestore_workflows(db: Any) -> Any:
+def _firestore_workflows(db: Any) -> WorkflowStore:
     from cloudagents.adapters.firestore.graphs import FirestoreGraphStore
 
     return FirestoreGraphStore(db)
