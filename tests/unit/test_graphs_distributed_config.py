@@ -51,7 +51,7 @@ def test_worker_arguments_are_checked() -> None:
         node_types={"a"}, bands=("low", "high"), project_id="p", workspace="w"
     ).bands == ("high", "low")
     worker = DistributedWorker(node_types={"a"}, project_id="p", workspace="w")
-    assert (worker.bands, worker.prefetch) == (("high", "normal", "low"), 4)
+    assert (worker.bands, worker.prefetch) == (("high", "normal", "low"), 0)
     with pytest.raises(ValueError, match="does not serve node type 'b'"):
         worker.register("b")(lambda state: {})
 

@@ -538,9 +538,9 @@ class DistributedWorker(NodeFunctions):
     ``@worker.register("researcher")`` serves a node type; routers of conditional edges out of
     the nodes it serves come from ``@worker.register_router(name)`` or ``registry``. ``start()``
     opens a streaming pull per node type and priority band (``bands``, all three by default;
-    each holds up to ``capacity + prefetch`` tasks) and returns; ``capacity`` tasks run at once
-    across all of them, and a freed slot goes to the highest band waiting (``BandGate``).
-    ``serve()`` also waits until ``stop()``. The lease of a running task is
+    each holds up to ``capacity + prefetch`` tasks, ``prefetch`` 0 by default) and returns;
+    ``capacity`` tasks run at once across all of them, and a freed slot goes to the highest
+    band waiting (``BandGate``). ``serve()`` also waits until ``stop()``. The lease of a running task is
     renewed every ``heartbeat_interval`` seconds and lasts ``lease_seconds`` (3 heartbeats).
     With ``sweep`` (the default) each heartbeat also tends the workspace's running runs, so a
     run started through the api, with no orchestrator waiting on it, survives a dead worker.
@@ -603,9 +603,12 @@ class DistributedWorker(NodeFunctions):
         """The priority bands served (their subscriptions must exist), highest first."""
         if not self.bands:
             raise ValueError(f"bands must name at least one of {', '.join(PRIORITY_BANDS)}")
-        self.prefetch = capacity if prefetch is None else prefetch
+        self.prefetch = 0 if prefetch is None else prefetch
         """Tasks each band's stream of a node type may hold beyond ``capacity``, waiting for a
-        slot: what lets a waiting high-band task take the next free slot before a low one."""
+        slot. 0 (the default) holds no more per stream than before bands existed, so other
+        workers get their share of a fan-out; more makes the order strict under a backlog (a
+        high task is already waiting when a slot frees) at the cost of holding tasks another
+        worker could run."""
         self._slots = BandGate(capacity)
         self._heartbeat: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
