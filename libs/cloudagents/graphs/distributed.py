@@ -540,8 +540,9 @@ class DistributedWorker(NodeFunctions):
     opens a streaming pull per node type and priority band (``bands``, all three by default;
     each holds up to ``capacity + prefetch`` tasks, ``prefetch`` 0 by default) and returns;
     ``capacity`` tasks run at once across all of them, and a freed slot goes to the highest
-    band waiting (``BandGate``). ``serve()`` also waits until ``stop()``. The lease of a running task is
-    renewed every ``heartbeat_interval`` seconds and lasts ``lease_seconds`` (3 heartbeats).
+    band waiting (``BandGate``). ``serve()`` also waits until ``stop()``. The lease of a
+    running task is renewed every ``heartbeat_interval`` seconds and lasts ``lease_seconds``
+    (3 heartbeats).
     With ``sweep`` (the default) each heartbeat also tends the workspace's running runs, so a
     run started through the api, with no orchestrator waiting on it, survives a dead worker.
     """
