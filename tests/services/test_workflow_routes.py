@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from cloudagents.bootstrap import get_deps
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.graphs import Graph
 from cloudagents.graphs.documents import TaskMessage
 from cloudagents.runtime.app import build_api_app
+from cloudagents.runtime.hub import workflow_hub
 from tests.services.conftest import TOKEN, Pump
 from tests.services.test_streaming_services import API_SOURCE, WebSocketSession
 
@@ -265,3 +267,27 @@ async def test_the_websocket_streams_a_workflow_run_s_events(stack: Stack) -> No
         closed = await ws.receive()
     assert closed["type"] == "websocket.close" and closed["code"] == 4404
     assert (await api.get("/workflow-runs/wf-ws/events/ws")).status_code == 426
+
+
+async def test_watchers_of_one_workflow_run_share_one_feed(stack: Stack) -> None:
+    clients, pump = stack
+    api = clients["api"]
+    await _start(api, "wf-hub")
+    store = pump.deps.workflows
+    assert store is not None
+    hub = workflow_hub(store)
+    first, second = hub.subscribe("wf-hub").__aiter__(), hub.subscribe("wf-hub").__aiter__()
+    assert (await anext(first)).type == (await anext(second)).type == "workflow_started"
+    assert len(hub.feeds) == 1 and hub.subscriber_count("wf-hub") == 2
+    started = hub.feeds["wf-hub"].kept[0].id
+    late = hub.subscribe("wf-hub", after=started).__aiter__()  # from the feed's kept events
+    await api.post("/workflow-runs/wf-hub/cancel")
+    assert (await anext(late)).type == "workflow_ended"
+    for watcher in (first, second):
+        ended = await anext(watcher)
+        assert ended.type == "workflow_ended"
+        with pytest.raises(StopAsyncIteration):
+            await anext(watcher)
+    with pytest.raises(StopAsyncIteration):
+        await anext(late)
+    assert hub.feeds == {}  # the feed ended with the run

@@ -11,11 +11,15 @@ for every reader.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+from collections.abc import AsyncIterator
 
 from cloudagents.domain.events import TERMINAL_EVENT_TYPES, Completed, Failed, RunEvent, event_id
 from cloudagents.domain.runs import RunRecord
+from cloudagents.graphs.events import TERMINAL, WorkflowEvent, resume_point
+from cloudagents.ports.graphs import WorkflowStore
 from cloudagents.runtime.deps import Deps
 
 RUN_CHECK_SECONDS = 1.0
@@ -144,3 +148,44 @@ class RunEventFollower:
             )
         self.after = closing_id
         return [*ready, closing]
+
+
+WORKFLOW_POLL_SECONDS = (0.2, 2.0)  # a workflow run's events query: fastest, slowest
+
+
+def after_resume(event: WorkflowEvent, after: str | None) -> bool:
+    """Whether a reader that resumes after ``after`` is sent ``event``: everything past it,
+    and every node event of the superstep ``after`` is in (their ids sort by task, not time:
+    ``graphs.events.resume_point``)."""
+    if after is None:
+        return True
+    point = resume_point(after)
+    return event.id > after or (point is not None and event.id > point and "-n-" in event.id)
+
+
+async def workflow_events(
+    store: WorkflowStore, workflow_id: str, *, after: str | None = None
+) -> AsyncIterator[WorkflowEvent]:
+    """A workflow run's events as they are written, through its ``workflow_ended``: the store
+    polled every 0.2 s, the interval doubling to 2 s while nothing arrives. Node events of the
+    open superstep are re-read with it (their ids sort by task, not time), each sent once."""
+    cursor = resume_point(after)
+    sent: set[str] = set()
+    interval = WORKFLOW_POLL_SECONDS[0]
+    while True:
+        stored = await store.events(workflow_id, after=cursor)
+        batch = [e for e in stored if e.id not in sent and after_resume(e, after)]
+        after = None  # only the first read can hold what the reader saw
+        for event in batch:
+            sent.add(event.id)
+            yield event
+            if event.type == TERMINAL:
+                return
+        if batch:
+            # Everything before the open superstep's node events is final: move past it.
+            cursor = resume_point(batch[-1].id)
+            sent = {i for i in sent if cursor is None or i > cursor}
+            interval = WORKFLOW_POLL_SECONDS[0]
+        else:
+            interval = min(interval * 2, WORKFLOW_POLL_SECONDS[1])
+        await asyncio.sleep(interval)

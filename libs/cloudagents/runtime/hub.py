@@ -1,4 +1,5 @@
-"""One event hub per api process: one follower per watched run, fanned out to its subscribers.
+"""One event hub per api process: one follower per watched run, fanned out to its subscribers
+(agent runs: ``EventHub``; workflow runs: ``WorkflowHub``, at the end).
 
 Every SSE, WebSocket and GraphQL subscriber of a run on this process shares one ``RunFeed``,
 which reads the run's events from the store (``RunEventFollower``: gap-free, in id order) and
@@ -41,8 +42,10 @@ from dataclasses import dataclass
 from cloudagents.domain.events import RunEvent
 from cloudagents.domain.runs import RunRecord
 from cloudagents.engine import waits
+from cloudagents.graphs.events import WorkflowEvent
+from cloudagents.ports.graphs import WorkflowStore
 from cloudagents.runtime.deps import Deps
-from cloudagents.runtime.follow import RunEventFollower
+from cloudagents.runtime.follow import RunEventFollower, after_resume, workflow_events
 
 log = logging.getLogger(__name__)
 
@@ -301,3 +304,100 @@ def hub_for(deps: Deps) -> EventHub:
     if _hub is None or _hub.deps is not deps:
         _hub = EventHub(deps)
     return _hub
+
+
+# ---- workflow runs ---------------------------------------------------------------------------
+
+
+class WorkflowFeed:
+    """The one reader of a workflow run's events on this process (``follow.workflow_events``),
+    fanned out: each event it finds is kept (a run's events are few: about three per node task)
+    and put on every subscriber's queue. A subscriber that joins later is sent what the feed
+    kept, filtered by its resume point, then the live events: none missed, none twice. One
+    that resumes from before where the feed started reads the store on its own."""
+
+    def __init__(self, hub: WorkflowHub, workflow_id: str, start: str | None) -> None:
+        self.hub = hub
+        self.workflow_id = workflow_id
+        self.start = start
+        self.kept: list[WorkflowEvent] = []
+        self.queues: set[asyncio.Queue[WorkflowEvent | None]] = set()
+        self.ended = False
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.create_task(self._follow())
+
+    def covers(self, after: str | None) -> bool:
+        """Whether what the feed read (from ``start``) holds everything ``after`` needs."""
+        return self.start is None or (after is not None and after >= self.start)
+
+    async def _follow(self) -> None:
+        try:
+            async for event in workflow_events(self.hub.store, self.workflow_id, after=self.start):
+                self.kept.append(event)
+                for queue in list(self.queues):
+                    queue.put_nowait(event)
+        except Exception:
+            log.warning("feed of workflow %s: reading failed", self.workflow_id, exc_info=True)
+        finally:
+            self.ended = True
+            for queue in list(self.queues):
+                queue.put_nowait(None)
+            self.hub.forget(self)
+
+    async def events(self, after: str | None) -> AsyncIterator[WorkflowEvent]:
+        queue: asyncio.Queue[WorkflowEvent | None] = asyncio.Queue()
+        backlog = [e for e in self.kept if after_resume(e, after)]
+        self.queues.add(queue)
+        try:
+            for event in backlog:
+                yield event
+            if self.ended and queue.empty():
+                return
+            while (live := await queue.get()) is not None:
+                yield live
+        finally:
+            self.queues.discard(queue)
+            if not self.queues and not self.ended:
+                self.task.cancel()  # the last subscriber left
+                self.hub.forget(self)
+
+
+class WorkflowHub:
+    """Per api process: the feeds of the workflow runs someone is watching."""
+
+    def __init__(self, store: WorkflowStore) -> None:
+        self.store = store
+        self.feeds: dict[str, WorkflowFeed] = {}
+
+    def subscribe(self, workflow_id: str, after: str | None = None) -> AsyncIterator[WorkflowEvent]:
+        """The run's events after ``after``, through ``workflow_ended``."""
+        feed = self.feeds.get(workflow_id)
+        if feed is not None and (
+            feed.ended or feed.task.done() or feed.loop is not asyncio.get_running_loop()
+        ):
+            feed = None
+        if feed is None:
+            feed = WorkflowFeed(self, workflow_id, after)
+            self.feeds[workflow_id] = feed
+        elif not feed.covers(after):
+            return workflow_events(self.store, workflow_id, after=after)  # read on its own
+        return feed.events(after)
+
+    def forget(self, feed: WorkflowFeed) -> None:
+        if self.feeds.get(feed.workflow_id) is feed:
+            del self.feeds[feed.workflow_id]
+
+    def subscriber_count(self, workflow_id: str) -> int:
+        feed = self.feeds.get(workflow_id)
+        return 0 if feed is None else len(feed.queues)
+
+
+_workflow_hub: WorkflowHub | None = None
+
+
+def workflow_hub(store: WorkflowStore) -> WorkflowHub:
+    """This process's workflow hub (one per store: the api builds its ``Deps`` once)."""
+    global _workflow_hub
+    if _workflow_hub is None or _workflow_hub.store is not store:
+        _workflow_hub = WorkflowHub(store)
+    return _workflow_hub

@@ -14,7 +14,8 @@ unnamed ``data:`` events carrying the seed's JSON (``eventType``, ``content``, .
 
 Workflow runs (``graphs/events.py``): ``GET /workflow-runs/{id}/events/stream`` (SSE, the
 same frames, keep-alives and ``Last-Event-ID`` / ``?after=``) and the WebSocket
-``/workflow-runs/{id}/events/ws``; the stream ends after ``workflow_ended``. A reader resuming
+``/workflow-runs/{id}/events/ws``, from this process's one feed of the run
+(``hub.WorkflowHub``); the stream ends after ``workflow_ended``. A reader resuming
 inside a superstep re-reads that superstep's node events (``resume_point``): none missed,
 re-sent ones keep their ids.
 
@@ -40,13 +41,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cloudagents.domain.events import RunEvent
-from cloudagents.graphs.events import TERMINAL, WorkflowEvent, resume_point
+from cloudagents.graphs.events import WorkflowEvent
 from cloudagents.ports.graphs import WorkflowStore
 from cloudagents.runtime.audit import action_of, audit
 from cloudagents.runtime.auth import TOKEN_COOKIE, AuthError, Principal, authenticate
 from cloudagents.runtime.deps import Deps
 from cloudagents.runtime.follow import RunEventFollower, gap_free_prefix
-from cloudagents.runtime.hub import Subscription, hub_for
+from cloudagents.runtime.hub import Subscription, hub_for, workflow_hub
 from cloudagents.runtime.routing import valid_id
 from cloudagents.runtime.trees import run_tree, tree_run_ids
 
@@ -57,7 +58,6 @@ RETRY_MILLISECONDS = 1000
 TREE_SCAN_SECONDS = 1.0  # how often a tree stream looks for runs that joined the tree
 WS_PATH = "/runs/{run_id}/events/ws"
 WORKFLOW_WS_PATH = "/workflow-runs/{workflow_id}/events/ws"
-WORKFLOW_POLL_SECONDS = (0.2, 2.0)  # a workflow stream's events query: fastest, slowest
 AGENT_STREAM_PATH = "/agent-stream/{run_id}"
 SLOW_SUBSCRIBER_CLOSE = 1008
 
@@ -298,35 +298,6 @@ def workflow_sse_frame(event: WorkflowEvent) -> bytes:
     return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
 
 
-async def workflow_events(
-    store: WorkflowStore, workflow_id: str, *, after: str | None = None
-) -> AsyncIterator[WorkflowEvent]:
-    """A workflow run's events as they are written, through its ``workflow_ended``: the store
-    polled every 0.2 s, the interval doubling to 2 s while nothing arrives. Node events of the
-    open superstep are re-read with it (their ids sort by task, not time), each sent once."""
-    cursor = resume_point(after)
-    sent: set[str] = set()
-    interval = WORKFLOW_POLL_SECONDS[0]
-    while True:
-        batch = [e for e in await store.events(workflow_id, after=cursor) if e.id not in sent]
-        if after is not None:
-            batch = [e for e in batch if e.id > after or "-n-" in e.id]
-            after = None  # only the first read can hold what the reader saw
-        for event in batch:
-            sent.add(event.id)
-            yield event
-            if event.type == TERMINAL:
-                return
-        if batch:
-            # Everything before the open superstep's node events is final: move past it.
-            cursor = resume_point(batch[-1].id)
-            sent = {i for i in sent if cursor is None or i > cursor}
-            interval = WORKFLOW_POLL_SECONDS[0]
-        else:
-            interval = min(interval * 2, WORKFLOW_POLL_SECONDS[1])
-        await asyncio.sleep(interval)
-
-
 async def workflow_sse_stream(
     store: WorkflowStore,
     workflow_id: str,
@@ -334,8 +305,9 @@ async def workflow_sse_stream(
     after: str | None = None,
     keepalive_seconds: float = KEEPALIVE_SECONDS,
 ) -> AsyncIterator[bytes]:
-    """The body of a workflow run's SSE response, keep-alive comments between events."""
-    events = workflow_events(store, workflow_id, after=after).__aiter__()
+    """The body of a workflow run's SSE response, keep-alive comments between events: the
+    events of this process's one feed of the run (``hub.WorkflowFeed``)."""
+    events = workflow_hub(store).subscribe(workflow_id, after).__aiter__()
     yield f"retry: {RETRY_MILLISECONDS}\n: streaming workflow {workflow_id}\n\n".encode()
     pending: asyncio.Task[WorkflowEvent] | None = None
     try:
@@ -390,7 +362,7 @@ async def workflow_websocket_events(websocket: WebSocket, deps_of: DepsProvider)
 
     async def send() -> None:
         after = websocket.query_params.get("after") or None
-        async for event in workflow_events(store, workflow_id, after=after):
+        async for event in workflow_hub(store).subscribe(workflow_id, after):
             await websocket.send_text(event.model_dump_json())
 
     sender = asyncio.create_task(send())
