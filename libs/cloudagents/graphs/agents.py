@@ -164,6 +164,7 @@ class FirestoreChildRuns:
         *,
         agents: Any = None,
         poll_seconds: float = 0.5,
+        republish_seconds: float = 10.0,
     ) -> None:
         """``runs``: a ``RunStore``; ``publish``: sends an intent to the workspace topic;
         ``agents``: an ``AgentStore`` to refuse an unknown agent before publishing."""
@@ -171,6 +172,10 @@ class FirestoreChildRuns:
         self.publish = publish
         self.agents = agents
         self.poll_seconds = poll_seconds
+        self.republish_seconds = republish_seconds
+        """While the run does not exist, its intent is published again this often: an intent
+        lost on the way (a dead executor's push) never leaves the task waiting for nothing.
+        Once the run exists its own wake-ups carry it (``engine.md``)."""
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         found: RunRecord | None = await self.runs.get_run(run_id)
@@ -182,18 +187,19 @@ class FirestoreChildRuns:
             # Not retried (a GraphError): the executor would dead-letter the intent, and this
             # task would wait for a run that never starts.
             raise GraphError(f"agent node {link.node!r}: no agent {agent!r} is registered")
-        if found is None or not found.finished:
-            # Published on every delivery of the task while the run is not finished: the
-            # executor starts a run once by its id, and a duplicate intent is acknowledged.
-            intent = IntentionMessage.for_run(
-                run_id=run_id,
-                agent_id=agent,
-                message=message,
-                source_agent="graph",
-                graph_task=link,
-            )
-            await self.publish(intent.model_dump_json().encode())
+        intent = IntentionMessage.for_run(
+            run_id=run_id, agent_id=agent, message=message, source_agent="graph", graph_task=link
+        ).model_dump_json()
+        loop = asyncio.get_running_loop()
+        published = None
         while found is None or not found.finished:
+            if published is None or (
+                found is None and loop.time() - published >= self.republish_seconds
+            ):
+                # On every delivery of the task while the run is not finished: the executor
+                # starts a run once by its id, and a duplicate intent is acknowledged.
+                await self.publish(intent.encode())
+                published = loop.time()
             await asyncio.sleep(self.poll_seconds)
             found = await self.get_run(run_id)
         assert found.result is not None  # a finished run carries its result
