@@ -14,7 +14,7 @@ them (``RunRecord.graph_task``); when the run ends, its final output is the node
   finished are not started again, so a re-dispatched task resumes where the last one was.
 * In process (``Orchestrator``) the run is ``Agent.run`` of the agent registered with
   ``registry.register_agent``; on workers (``DistributedWorker``) it is an intent published to
-  the workspace topic, which the run executor carries to its end (``FirestoreChildRuns``).
+  the workspace topic, which the run executor carries to its end (``IntentChildRuns``).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.results import LoopExit, LoopResult
 from cloudagents.domain.runs import GraphTaskLink, RunRecord
 from cloudagents.graphs.errors import GraphError
-from cloudagents.graphs.spec import NodeSpec
+from cloudagents.graphs.spec import CompiledGraph, NodeSpec
 from cloudagents.graphs.state import State
-from cloudagents.graphs.superstep import task_id
+from cloudagents.graphs.superstep import NodeTask, task_id
 
 RUN_ID_LIMIT = 128
 _NOT_ID = re.compile(r"[^A-Za-z0-9_.:-]")
@@ -69,8 +69,42 @@ def agent_message(state: Mapping[str, Any], spec: NodeSpec) -> str:
 
 
 def final_output(result: LoopResult) -> Any:
-    """A finished run's final output: the ``content`` of its payload (or the payload)."""
-    return result.payload.get("content", result.payload)
+    """A ``SATISFIED`` run's final output, as an agent-to-agent call gets it
+    (``engine/calls.py``): a text answer as the text, a structured one as its object."""
+    payload = dict(result.payload)
+    if set(payload) == {"answer"} and isinstance(payload["answer"], str):
+        return payload["answer"]
+    return payload
+
+
+async def agent_runs(
+    runs: Any, graph: CompiledGraph, workflow_id: str, tasks: list[NodeTask]
+) -> dict[str, list[dict[str, Any]]]:
+    """The child runs started so far by the agent-node tasks among ``tasks`` (``runs``: a
+    ``RunStore``), by task id: each attempt's run id, status and exit (what a workflow run's
+    view shows)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for task in tasks:
+        spec = graph.nodes.get(task.node)
+        if spec is None or spec.agent is None:
+            continue
+        attempts = spec.retry.max_attempts if spec.retry is not None else 1
+        found[task.task_id] = []
+        for attempt in range(1, attempts + 1):
+            run_id = child_run_id(workflow_id, task.task_id, attempt)
+            run: RunRecord | None = await runs.get_run(run_id)
+            if run is None:
+                break
+            found[task.task_id].append(
+                {
+                    "run_id": run_id,
+                    "agent_id": run.agent_id,
+                    "attempt": attempt,
+                    "status": run.status.value,
+                    "exit": run.result.exit.value if run.result is not None else None,
+                }
+            )
+    return found
 
 
 class ChildRuns(Protocol):
@@ -152,7 +186,7 @@ class InProcessChildRuns:
         return result
 
 
-class FirestoreChildRuns:
+class IntentChildRuns:
     """Agent nodes on workers: the run is started by an intent on the workspace topic (the
     run executor creates it once, by its id, and carries it to its end); the task waits for
     the run document to say it finished, holding its lease meanwhile."""

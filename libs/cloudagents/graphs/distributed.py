@@ -50,7 +50,7 @@ from cloudagents.bootstrap import (
     subscriber_client,
 )
 from cloudagents.domain.errors import ConfigurationError, TransientError
-from cloudagents.graphs.agents import FirestoreChildRuns, agent_node_function
+from cloudagents.graphs.agents import IntentChildRuns, agent_node_function
 from cloudagents.graphs.documents import NodeWorkerDocument, TaskMessage, WorkflowRunDocument
 from cloudagents.graphs.errors import (
     GraphError,
@@ -535,7 +535,7 @@ class DistributedWorker(NodeFunctions):
             registry=registry,
         )
         self.agent_node_types = frozenset(agent_node_types) & self.node_types
-        self._children: FirestoreChildRuns | None = None
+        self._children: IntentChildRuns | None = None
         self._functions: dict[str, Callable[..., Any]] = {}
         self._routers: dict[str, Callable[..., Any]] = {}
         self._pulls: list[StreamingPull] = []
@@ -729,7 +729,7 @@ class DistributedWorker(NodeFunctions):
             reducers=reducers,
         )
 
-    def _child_runs(self) -> FirestoreChildRuns:
+    def _child_runs(self) -> IntentChildRuns:
         """The run machinery agent nodes start their runs on: this worker's Firestore client
         (runs and agents) and its publisher, to the workspace topic (intents)."""
         if self._children is None:
@@ -744,7 +744,7 @@ class DistributedWorker(NodeFunctions):
             async def publish(data: bytes) -> None:
                 await bus.publish(self.workspace, data, {})
 
-            self._children = FirestoreChildRuns(
+            self._children = IntentChildRuns(
                 FirestoreRunStore(db), publish, agents=FirestoreAgentStore(db)
             )
         return self._children
