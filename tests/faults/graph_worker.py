@@ -13,7 +13,7 @@ from tests.faults.graph_scenario import FUNCTIONS, route_merge
 from tests.faults.harness import PROJECT, WORKSPACE
 
 HEARTBEAT_SECONDS = 0.5
-DISPATCH_SECONDS = 4.0
+DISPATCH_SECONDS = 8.0
 
 
 async def main(worker_id: str) -> None:
