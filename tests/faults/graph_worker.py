@@ -12,7 +12,7 @@ from cloudagents.graphs.distributed import DistributedWorker
 from tests.faults.graph_scenario import FUNCTIONS, route_merge
 from tests.faults.harness import PROJECT, WORKSPACE
 
-HEARTBEAT_SECONDS = 0.5
+HEARTBEAT_SECONDS = 1.0
 DISPATCH_SECONDS = 8.0
 
 

@@ -74,7 +74,9 @@ async def test_a_failed_run_fails_the_node_and_each_retry_is_a_new_run() -> None
 
     registry = NodeRegistry()
     summariser = agent("summariser")
-    summariser.definition = summariser.definition.model_copy(update={"retry": RetryConfig(max_attempts=1)})
+    summariser.definition = summariser.definition.model_copy(
+        update={"retry": RetryConfig(max_attempts=1)}
+    )
     registry.register_agent(summariser, context={"llm_client": flaky})
     retry = RetryPolicy(max_attempts=2, backoff_seconds=0)
     result = await Orchestrator(registry=registry).execute(
@@ -95,12 +97,12 @@ async def test_without_retries_a_failed_run_fails_the_workflow_naming_the_run() 
 
     registry = NodeRegistry()
     summariser = agent("summariser")
-    summariser.definition = summariser.definition.model_copy(update={"retry": RetryConfig(max_attempts=1)})
+    summariser.definition = summariser.definition.model_copy(
+        update={"retry": RetryConfig(max_attempts=1)}
+    )
     registry.register_agent(summariser, context={"llm_client": never})
     with pytest.raises(Exception, match=r"agent run wf-agent-3\.0001-summary ended ERROR"):
-        await Orchestrator(registry=registry).execute(
-            graph(), {"q": "x"}, workflow_id="wf-agent-3"
-        )
+        await Orchestrator(registry=registry).execute(graph(), {"q": "x"}, workflow_id="wf-agent-3")
 
 
 def test_an_agent_node_names_its_agent_in_the_graph_and_compile_checks_it() -> None:

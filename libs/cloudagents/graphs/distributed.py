@@ -643,8 +643,15 @@ class DistributedWorker(NodeFunctions):
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
-                for workflow_id, task_id in list(self._held):
-                    await store.renew(workflow_id, task_id, self.worker_id, self.lease_seconds)
+                # All at once: one after the other, the renewal of the last of `capacity`
+                # held tasks waits for every earlier one, and on a slow store can come after
+                # its lease passed (another worker then claims it and runs it again).
+                await asyncio.gather(
+                    *(
+                        store.renew(workflow_id, task_id, self.worker_id, self.lease_seconds)
+                        for workflow_id, task_id in list(self._held)
+                    )
+                )
                 await self._beat("running")
             except Exception as error:  # a missed heartbeat is survivable; the lease says so
                 log.warning("worker %s heartbeat failed: %r", self.worker_id, error)
