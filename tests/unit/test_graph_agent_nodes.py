@@ -10,7 +10,15 @@ import pytest
 from cloudagents import Agent, AgentDefinition, ModelConfig
 from cloudagents.domain.policy import RetryConfig
 from cloudagents.domain.results import LoopExit
-from cloudagents.graphs import END, Graph, GraphError, NodeRegistry, Orchestrator, RetryPolicy
+from cloudagents.graphs import (
+    END,
+    Graph,
+    GraphError,
+    NodeRegistry,
+    Orchestrator,
+    RetryPolicy,
+    Worker,
+)
 from cloudagents.graphs.agents import child_run_id
 from cloudagents.graphs.superstep import task_id
 
@@ -121,3 +129,24 @@ def test_child_run_ids_are_valid_run_ids_however_long_the_workflow_id() -> None:
     assert len(long) <= 128 and "/" not in long
     assert long == child_run_id("wf/" + "x" * 200, "0003-node", 3)
     assert long != child_run_id("wf/" + "x" * 200, "0003-node", 2)
+
+
+async def test_with_workers_an_agent_node_runs_its_agent_and_the_rest_on_workers() -> None:
+    registry = NodeRegistry()
+    registry.register_agent(agent("summariser"), context={"llm_client": summarise})
+    worker = Worker({"prepare"}, capacity=1)
+    worker.register("prepare")(lambda state: {"topic": f"about {state['q']}"})
+    g = Graph(name="agent-node-workers")
+    g.add_node("prepare")
+    g.add_agent_node("summary", agent="summariser", input_key="topic", output_key="summary")
+    g.set_entry_point("prepare")
+    g.add_edge("prepare", "summary")
+    g.set_finish_point("summary")
+    await worker.start()
+    try:
+        # Compiled without the registry: compile(registry) wants every function registered.
+        orchestrator = Orchestrator(registry=registry, workers=[worker])
+        result = await orchestrator.execute(g.compile(), {"q": "fog"})
+    finally:
+        await worker.stop()
+    assert result["summary"] == {"summary": "ABOUT FOG"}
