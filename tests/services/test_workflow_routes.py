@@ -174,3 +174,67 @@ async def test_an_agent_node_task_starts_one_linked_run_through_an_intent(stack:
             "exit": "SATISFIED",
         }
     ]
+
+
+async def test_an_agent_node_whose_run_fails_is_retried_with_a_new_run(stack: Stack) -> None:
+    """A child run that ends ERROR fails the attempt; under the node's retry policy the next
+    attempt is a new run (``….a2``); when that fails too the node fails, and a redelivery of
+    the task afterwards starts no third run."""
+    import asyncio
+
+    from cloudagents.graphs import RetryPolicy
+    from cloudagents.graphs.agents import IntentChildRuns, agent_node_function
+    from cloudagents.graphs.execution import run_task
+    from cloudagents.graphs.superstep import NodeTask
+
+    clients, pump = stack
+    broken = {
+        "id": "broken",
+        "instructions": "Answer.",
+        "model": {
+            "provider": "scripted",
+            "name": "scripted-broken",
+            "script": [{"content": "never", "fail_with": "bad_request", "fail_times": 9}],
+        },
+    }
+    assert (await clients["api"].post("/agents", json=broken)).status_code == 201
+    graph = Graph(name="broken_node")
+    graph.add_agent_node(
+        "answer",
+        agent="broken",
+        input_key="q",
+        output_key="a",
+        retry=RetryPolicy(max_attempts=2, backoff_seconds=0),
+    )
+    graph.set_entry_point("answer")
+    graph.set_finish_point("answer")
+    compiled = graph.compile()
+    task = NodeTask(task_id="0000-answer", step=0, node="answer", node_type="agent")
+
+    async def publish(data: bytes) -> None:
+        await pump.deps.bus.publish("agents", data, {})
+
+    children = IntentChildRuns(pump.deps.runs, publish, agents=pump.deps.agents, poll_seconds=0)
+
+    async def deliver_task() -> object:
+        node = agent_node_function(children, compiled.nodes["answer"])
+        job = asyncio.ensure_future(
+            run_task(compiled, task, {"q": "?"}, node, workflow_id="wf-broken")
+        )
+        while not job.done():
+            await pump.run()
+            await asyncio.sleep(0)
+        return job.result()
+
+    result = await deliver_task()
+    assert (result.status, result.attempts) == ("failed", 2)  # type: ignore[attr-defined]
+    assert result.error == (  # type: ignore[attr-defined]
+        "AgentRunFailed: agent run wf-broken.0000-answer.a2 ended ERROR: "
+        "bad_request: scripted failure on turn 0"
+    )
+    again = await deliver_task()  # redelivered: attempt 2's run is found, not a third started
+    assert again.status == "failed"  # type: ignore[attr-defined]
+    runs = {r.run_id: r for r in await pump.deps.runs.list_runs(limit=50) if r.graph_task}
+    assert sorted(runs) == ["wf-broken.0000-answer", "wf-broken.0000-answer.a2"]
+    assert [runs[r].graph_task.attempt for r in sorted(runs)] == [1, 2]  # type: ignore[union-attr]
+    assert {r.result.exit.value for r in runs.values() if r.result} == {"ERROR"}
