@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from cloudagents.domain.intents import IntentionMessage
 from cloudagents.domain.results import LoopExit, LoopResult
-from cloudagents.domain.runs import GraphTaskLink, RunRecord
+from cloudagents.domain.runs import GraphTaskLink, RunRecord, RunStatus
 from cloudagents.graphs.errors import GraphError
 from cloudagents.graphs.spec import CompiledGraph, NodeSpec
 from cloudagents.graphs.state import State
@@ -207,9 +207,10 @@ class IntentChildRuns:
         self.agents = agents
         self.poll_seconds = poll_seconds
         self.republish_seconds = republish_seconds
-        """While the run does not exist, its intent is published again this often: an intent
-        lost on the way (a dead executor's push) never leaves the task waiting for nothing.
-        Once the run exists its own wake-ups carry it (``engine.md``)."""
+        """While the run does not exist (or is still queued at its first step), its intent is
+        published again this often: an intent lost on the way (a dead executor's push) never
+        leaves the task waiting for nothing. Once the run has stepped, its own wake-ups carry
+        it (``engine.md``)."""
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         found: RunRecord | None = await self.runs.get_run(run_id)
@@ -225,13 +226,16 @@ class IntentChildRuns:
             run_id=run_id, agent_id=agent, message=message, source_agent="graph", graph_task=link
         ).model_dump_json()
         loop = asyncio.get_running_loop()
-        published = None
+        published: float | None = None
         while found is None or not found.finished:
-            if published is None or (
-                found is None and loop.time() - published >= self.republish_seconds
+            unstarted = found is None or (found.seq == 0 and found.status is RunStatus.QUEUED)
+            if unstarted and (
+                published is None or loop.time() - published >= self.republish_seconds
             ):
-                # On every delivery of the task while the run is not finished: the executor
-                # starts a run once by its id, and a duplicate intent is acknowledged.
+                # As the handoff broker does: only while the run is absent or still queued at
+                # its first step (whoever created it may have died before stepping it). The
+                # executor starts a run once by its id; a duplicate intent is acknowledged.
+                # Once the run has stepped, its own wake-ups carry it.
                 await self.publish(intent.encode())
                 published = loop.time()
             await asyncio.sleep(self.poll_seconds)
