@@ -1,9 +1,12 @@
 """Seed 001's ``llm_agents.py``: LLM-powered agents with tools as the nodes of a graph.
 
-Each node runs a cloudagents ``Agent`` (the run machinery: budget, tool calls, guardrails,
-transcript), so an agent node is a child agent run of the workflow. A researcher agent calls a
-``search`` tool, an analyst agent calls a ``calculator`` tool, a writer agent drafts the
-report, and a reviewer routes back to the writer until the draft cites its sources.
+The researcher and the analyst are agent nodes (``graph.add_agent_node``): each node task is a
+run of a registered cloudagents ``Agent`` (the run machinery: budget, tool calls, guardrails,
+transcript), started once with an id derived from the workflow and the task, linked to them on
+the run record, and its final output is written to the node's output key. The researcher calls
+a ``search`` tool, the analyst a ``calculator`` tool. The writer is a function node that calls
+``Agent.run`` itself (when the prompt depends on more than one state key), and a reviewer
+routes back to the writer until the draft cites its sources.
 
 The models here are scripted ``llm_client`` functions (seed 000's contract) so the example runs
 offline; give the agents a real ``ModelConfig`` (e.g. ``provider="openai"``) to use a provider.
@@ -95,16 +98,8 @@ def payload(result: Any) -> dict[str, Any]:
     return content if isinstance(content, dict) else {"text": content}
 
 
-@registry.register("researcher")
-async def researcher(state: State) -> dict:
-    result = await researcher_agent.run(state["topic"], context={"llm_client": researcher_llm})
-    return {"findings": payload(result)["findings"], "tokens": result.total_tokens}
-
-
-@registry.register("analyst")
-async def analyst(state: State) -> dict:
-    result = await analyst_agent.run("How many minutes saved?", {"llm_client": analyst_llm})
-    return {"minutes_saved": payload(result)["minutes_saved"], "tokens": result.total_tokens}
+registry.register_agent(researcher_agent, context={"llm_client": researcher_llm})
+registry.register_agent(analyst_agent, context={"llm_client": analyst_llm})
 
 
 @registry.register("writer")
@@ -128,8 +123,8 @@ def route_after_review(state: dict) -> str:
 
 
 graph = Graph(name="llm_research", reducers={"tokens": "add"})
-graph.add_node("researcher")
-graph.add_node("analyst")
+graph.add_agent_node("researcher", agent="researcher", input_key="topic", output_key="research")
+graph.add_agent_node("analyst", agent="analyst", input_key="question", output_key="analysis")
 graph.add_node("writer")
 graph.add_node("reviewer")
 graph.set_entry_point("researcher")
@@ -142,11 +137,21 @@ graph.compile()
 
 async def main():
     orchestrator = Orchestrator(registry=registry)
-    result = await orchestrator.execute(graph, initial_state={"topic": "serverless agents"})
-    print(f"findings: {result['findings']}")
-    print(f"minutes saved: {result['minutes_saved']}")
+    result = await orchestrator.execute(
+        graph,
+        initial_state={"topic": "serverless agents", "question": "How many minutes saved?"},
+        workflow_id="research-1",
+    )
+    print(f"findings: {result['research']['findings']}")
+    print(f"minutes saved: {result['analysis']['minutes_saved']}")
     print(f"draft: {result['draft']}")
-    print(f"revisions={result['revisions']} tokens={result['tokens']}")
+    print(f"revisions={result['revisions']} writer tokens={result['tokens']}")
+    # Each agent node's run is a run of the run machinery, linked to its workflow task.
+    for run_id in ("research-1.0000-researcher", "research-1.0001-analyst"):
+        run = await researcher_agent.driver.deps.runs.get_run(run_id)
+        run = run or await analyst_agent.driver.deps.runs.get_run(run_id)
+        link = run.graph_task
+        print(f"{run_id}: {run.result.exit.value}, task {link.task_id} of {link.workflow_id}")
 
 
 asyncio.run(main())

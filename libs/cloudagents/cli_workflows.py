@@ -63,6 +63,12 @@ def _show(run: dict[str, Any]) -> None:
     for task in run["pending"]:
         done = "done" if task["done"] else ""
         _out(f"pending {task['task_id']:<24} {task['node_type']:<16} {done}".rstrip())
+        for child in task.get("agent_runs", []):  # an agent node's runs, one per attempt
+            ended = child["exit"] or child["status"]
+            _out(
+                f"  agent run {child['run_id']} ({child['agent_id']}, attempt "
+                f"{child['attempt']}): {ended}"
+            )
     if run["error"]:
         _out(f"error   {run['error']}")
     _out(json.dumps(run["state"], indent=2, sort_keys=True))

@@ -20,6 +20,7 @@ from cloudagents.bootstrap import build_local_deps, default_model_factory
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.policy import GuardrailConfig
 from cloudagents.domain.results import LoopResult
+from cloudagents.domain.runs import GraphTaskLink
 from cloudagents.functions import FunctionStore
 from cloudagents.ports.budgets import CostLedger, RateLimiter
 from cloudagents.ports.bus import EventBus
@@ -116,11 +117,13 @@ class Agent:
         guardrails: GuardrailConfig | Mapping[str, Any] | None = None,
         run_id: str | None = None,
         approval: ApprovalCallback | None = None,
+        graph_task: GraphTaskLink | None = None,
     ) -> LoopResult:
         """Run to an exit. ``context["llm_client"]`` overrides the model; other context keys are
         template variables for ``user_template``. ``guardrails`` overrides the definition's.
         ``approval`` answers the approvals of gated tool calls (``runtime/driver.py``); without
-        it they are asked on the terminal when there is one, else rejected."""
+        it they are asked on the terminal when there is one, else rejected. ``graph_task``: the
+        graph workflow node task this run is (an agent node, ``graphs/agents.py``)."""
         llm_client = (context or {}).get("llm_client")
         for peer in self.peers:
             await self._driver.deps.agents.put_agent(peer)
@@ -133,4 +136,5 @@ class Agent:
             source="inprocess",
             model=CallableModel(llm_client) if llm_client is not None else None,
             approval=approval,
+            graph_task=graph_task,
         )

@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[i] = item
 
 
-KILLERS = ("killed_holder", "keeps_locked", "test_crashes")
+KILLERS = ("killed_holder", "keeps_locked", "test_graph_faults", "test_crashes")
 
 
 def _kills_clients(item: pytest.Item) -> int:

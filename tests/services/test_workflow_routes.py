@@ -291,3 +291,148 @@ async def test_watchers_of_one_workflow_run_share_one_feed(stack: Stack) -> None
     with pytest.raises(StopAsyncIteration):
         await anext(late)
     assert hub.feeds == {}  # the feed ended with the run
+
+
+async def test_an_agent_node_task_starts_one_linked_run_through_an_intent(stack: Stack) -> None:
+    """What a worker does with an agent node's task: an intent starts the child run (once, by
+    its derived id) on the run executor; the run's view names its workflow task, and the
+    workflow run's view lists the task's child run."""
+    import asyncio
+
+    from cloudagents.graphs.agents import IntentChildRuns, agent_node_function
+    from cloudagents.graphs.execution import run_task
+    from cloudagents.graphs.spec import CompiledGraph
+
+    clients, pump = stack
+    api = clients["api"]
+    agent = {
+        "id": "summariser",
+        "instructions": "Summarise.",
+        "model": {
+            "provider": "scripted",
+            "name": "scripted-summariser",
+            "script": [{"content": "short", "total_tokens": 3}],
+        },
+    }
+    assert (await api.post("/agents", json=agent)).status_code == 201
+    graph = Graph(name="agent_node")
+    graph.add_agent_node("summary", agent="summariser", input_key="text", output_key="summary")
+    graph.set_entry_point("summary")
+    graph.set_finish_point("summary")
+    digest = (await api.post("/workflows", json=json.loads(graph.compile().to_json()))).json()[
+        "hash"
+    ]
+    started = await api.post(
+        f"/workflows/{digest}/runs",
+        json={"initial_state": {"text": "a long text"}, "workflow_id": "wf-agent"},
+    )
+    [task] = [
+        TaskMessage.model_validate_json(m.data).task
+        for m in pump.bus.published
+        if m.topic == "agents-graph-agent"
+    ]
+    assert started.json()["pending"][0]["node_type"] == "agent"
+    compiled = CompiledGraph.from_json(graph.compile().to_json())
+
+    async def publish(data: bytes) -> None:
+        await pump.deps.bus.publish("agents", data, {})
+
+    children = IntentChildRuns(pump.deps.runs, publish, agents=pump.deps.agents, poll_seconds=0)
+
+    async def deliver_task() -> object:
+        node = agent_node_function(children, compiled.nodes["summary"])
+        job = asyncio.ensure_future(
+            run_task(compiled, task, {"text": "a long text"}, node, workflow_id="wf-agent")
+        )
+        while not job.done():
+            await pump.run()
+            await asyncio.sleep(0)
+        return job.result()
+
+    first = await deliver_task()
+    again = await deliver_task()  # a redelivered (or re-dispatched) task: the same run
+    assert first == again
+    assert first.status == "done" and first.update == {"summary": "short"}  # type: ignore[attr-defined]
+    runs = [r for r in await pump.deps.runs.list_runs(limit=50) if r.graph_task is not None]
+    assert [r.run_id for r in runs] == ["wf-agent.0000-summary"]
+    shown = (await api.get("/runs/wf-agent.0000-summary")).json()
+    assert shown["graph_task"] == {
+        "workflow_id": "wf-agent",
+        "task_id": "0000-summary",
+        "node": "summary",
+        "attempt": 1,
+    }
+    view = (await api.get("/workflow-runs/wf-agent")).json()
+    assert view["pending"][0]["agent_runs"] == [
+        {
+            "run_id": "wf-agent.0000-summary",
+            "agent_id": "summariser",
+            "attempt": 1,
+            "status": "finished",
+            "exit": "SATISFIED",
+        }
+    ]
+
+
+async def test_an_agent_node_whose_run_fails_is_retried_with_a_new_run(stack: Stack) -> None:
+    """A child run that ends ERROR fails the attempt; under the node's retry policy the next
+    attempt is a new run (``….a2``); when that fails too the node fails, and a redelivery of
+    the task afterwards starts no third run."""
+    import asyncio
+
+    from cloudagents.graphs import RetryPolicy
+    from cloudagents.graphs.agents import IntentChildRuns, agent_node_function
+    from cloudagents.graphs.execution import run_task
+    from cloudagents.graphs.superstep import NodeTask
+
+    clients, pump = stack
+    broken = {
+        "id": "broken",
+        "instructions": "Answer.",
+        "model": {
+            "provider": "scripted",
+            "name": "scripted-broken",
+            "script": [{"content": "never", "fail_with": "bad_request", "fail_times": 9}],
+        },
+    }
+    assert (await clients["api"].post("/agents", json=broken)).status_code == 201
+    graph = Graph(name="broken_node")
+    graph.add_agent_node(
+        "answer",
+        agent="broken",
+        input_key="q",
+        output_key="a",
+        retry=RetryPolicy(max_attempts=2, backoff_seconds=0),
+    )
+    graph.set_entry_point("answer")
+    graph.set_finish_point("answer")
+    compiled = graph.compile()
+    task = NodeTask(task_id="0000-answer", step=0, node="answer", node_type="agent")
+
+    async def publish(data: bytes) -> None:
+        await pump.deps.bus.publish("agents", data, {})
+
+    children = IntentChildRuns(pump.deps.runs, publish, agents=pump.deps.agents, poll_seconds=0)
+
+    async def deliver_task() -> object:
+        node = agent_node_function(children, compiled.nodes["answer"])
+        job = asyncio.ensure_future(
+            run_task(compiled, task, {"q": "?"}, node, workflow_id="wf-broken")
+        )
+        while not job.done():
+            await pump.run()
+            await asyncio.sleep(0)
+        return job.result()
+
+    result = await deliver_task()
+    assert (result.status, result.attempts) == ("failed", 2)  # type: ignore[attr-defined]
+    assert result.error == (  # type: ignore[attr-defined]
+        "AgentRunFailed: agent run wf-broken.0000-answer.a2 ended ERROR: "
+        "bad_request: scripted failure on turn 0"
+    )
+    again = await deliver_task()  # redelivered: attempt 2's run is found, not a third started
+    assert again.status == "failed"  # type: ignore[attr-defined]
+    runs = {r.run_id: r for r in await pump.deps.runs.list_runs(limit=50) if r.graph_task}
+    assert sorted(runs) == ["wf-broken.0000-answer", "wf-broken.0000-answer.a2"]
+    assert [runs[r].graph_task.attempt for r in sorted(runs)] == [1, 2]  # type: ignore[union-attr]
+    assert {r.result.exit.value for r in runs.values() if r.result} == {"ERROR"}

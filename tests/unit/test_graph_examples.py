@@ -47,5 +47,7 @@ def test_llm_agents_run_agent_nodes_with_tools(outputs: dict[str, list[str]]) ->
         "findings: ['Cloud Run scales to zero', 'Pub/Sub delivers at least once']",
         "minutes saved: 30.0",
         "draft: Serverless agents scale to zero and survive redelivery. (sources: search)",
-        "revisions=2 tokens=170",
+        "revisions=2 writer tokens=80",
+        "research-1.0000-researcher: SATISFIED, task 0000-researcher of research-1",
+        "research-1.0001-analyst: SATISFIED, task 0001-analyst of research-1",
     ]

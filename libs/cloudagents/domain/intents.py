@@ -9,7 +9,7 @@ from pydantic import Field, JsonValue
 
 from cloudagents.domain.agents import AGENT_ID_PATTERN
 from cloudagents.domain.base import Model, Persisted
-from cloudagents.domain.runs import ParentCall
+from cloudagents.domain.runs import GraphTaskLink, ParentCall
 
 
 class StartRun(Model):
@@ -26,6 +26,9 @@ class StartRun(Model):
         default=None,
         pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
         description="continue this conversation (one run at a time)",
+    )
+    graph_task: GraphTaskLink | None = Field(
+        default=None, description="set when a graph workflow's agent node started this run"
     )
 
 

@@ -99,6 +99,16 @@ class TokenLink(Model):
     execution_id: str = Field(min_length=1, max_length=200)
 
 
+class GraphTaskLink(Model):
+    """The graph workflow node task a run answers (an agent node, ``graphs/agents.py``): the
+    run's id is derived from these, and the task's result is the run's final output."""
+
+    workflow_id: str = Field(min_length=1, max_length=128)
+    task_id: str = Field(min_length=1, max_length=300)
+    node: str = Field(min_length=1, max_length=300)
+    attempt: int = Field(default=1, ge=1, description="the node's attempt (its retry policy)")
+
+
 class RunRecord(Persisted):
     """``agent_runs/{run_id}``. Version 2: ``pending`` items replace ``pending_tool_calls``.
     Version 3: run trees (``parent_call``, ``root_run_id``, ``call_path``, ``call_depth``).
@@ -133,6 +143,9 @@ class RunRecord(Persisted):
         default=None,
         description="generation parameters replacing the agent's for this run (a place "
         "agent's llm_config, seed 004)",
+    )
+    graph_task: GraphTaskLink | None = Field(
+        default=None, description="the graph workflow node task this run is, if any"
     )
     principal: str | None = None
     parent_run_id: str | None = None
@@ -214,6 +227,8 @@ class RunRecord(Persisted):
             data.pop("token_link", None)
         if self.generation is None and isinstance(data, dict):
             data.pop("generation", None)
+        if self.graph_task is None and isinstance(data, dict):
+            data.pop("graph_task", None)
         return data
 
     @property

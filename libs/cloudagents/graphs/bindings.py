@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloudagents.graphs.agents import InProcessChildRuns, agent_node_function
 from cloudagents.graphs.errors import GraphError
 from cloudagents.graphs.reducers import BUILTIN_REDUCERS, ReducerFunction
 from cloudagents.graphs.registry import NodeRegistry
@@ -30,8 +31,23 @@ def resolve(
     from JSON has none, so everything must be registered.
     """
     found = Bindings()
+    children = None
+    for name, spec in graph.nodes.items():
+        if spec.agent is not None:  # bound here even for workers: the agent runs the node
+            have = registry.agents() if registry is not None else {}
+            if spec.agent.agent not in have:
+                raise GraphError(
+                    f"agent node {name!r}: no agent {spec.agent.agent!r} registered "
+                    "(registry.register_agent)"
+                )
+            if children is None:
+                assert registry is not None
+                children = InProcessChildRuns(have, registry.agent_contexts())
+            found.nodes[name] = agent_node_function(children, spec)
     if with_nodes:
         for name, spec in graph.nodes.items():
+            if spec.agent is not None:
+                continue
             func = graph._functions.get(name)
             if func is None and registry is not None and spec.node_type in registry:
                 func = registry.get(spec.node_type)

@@ -55,6 +55,7 @@ from cloudagents.bootstrap import (
     subscriber_client,
 )
 from cloudagents.domain.errors import ConfigurationError, TransientError
+from cloudagents.graphs.agents import IntentChildRuns, agent_node_function
 from cloudagents.graphs.documents import (
     PRIORITY_BANDS,
     NodeWorkerDocument,
@@ -80,7 +81,7 @@ from cloudagents.graphs.runs import (
     start_workflow_run,
     task_publications,
 )
-from cloudagents.graphs.spec import CompiledGraph
+from cloudagents.graphs.spec import AGENT_NODE_TYPE, CompiledGraph
 from cloudagents.graphs.state import State
 from cloudagents.graphs.superstep import (
     DEFAULT_MAX_STEPS,
@@ -545,6 +546,12 @@ class DistributedWorker(NodeFunctions):
     (3 heartbeats).
     With ``sweep`` (the default) each heartbeat also tends the workspace's running runs, so a
     run started through the api, with no orchestrator waiting on it, survives a dead worker.
+
+    Agent nodes (``Graph.add_agent_node``) need no function: a worker serving their node type
+    (``agent_node_types``, default ``"agent"``) starts the agent's run with an intent on the
+    workspace topic and saves the run's final output when it ends (``graphs/agents.py``); the
+    run executor runs it. ``copies`` publishes every task this worker dispatches that many
+    times (fault testing, as the orchestrator's).
     """
 
     def __init__(
@@ -563,9 +570,13 @@ class DistributedWorker(NodeFunctions):
         sweep: bool = True,
         prefetch: int | None = None,
         bands: Iterable[Priority] = PRIORITY_BANDS,
+        agent_node_types: Iterable[str] = (AGENT_NODE_TYPE,),
+        copies: int = 1,
         redis_url: str | None = None,
     ) -> None:
         _no_redis(redis_url)
+        if copies < 1:
+            raise ValueError("copies must be at least 1")
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         if prefetch is not None and prefetch < 0:
@@ -593,9 +604,11 @@ class DistributedWorker(NodeFunctions):
             ws,
             provision=provision,
             dispatch_seconds=dispatch_timeout,
-            copies=1,
+            copies=copies,
             registry=registry,
         )
+        self.agent_node_types = frozenset(agent_node_types) & self.node_types
+        self._children: IntentChildRuns | None = None
         self._functions: dict[str, Callable[..., Any]] = {}
         self._routers: dict[str, Callable[..., Any]] = {}
         self._pulls: list[StreamingPull] = []
@@ -650,7 +663,7 @@ class DistributedWorker(NodeFunctions):
         """Connect, register in ``node_workers`` and start pulling (idempotent)."""
         if self._pulls:
             return
-        for node_type in sorted(self.node_types):
+        for node_type in sorted(self.node_types - self.agent_node_types):
             if node_type not in self._functions and not (
                 self.registry is not None and node_type in self.registry
             ):
@@ -702,6 +715,7 @@ class DistributedWorker(NodeFunctions):
             if graceful:
                 with contextlib.suppress(Exception):
                     await self._beat("stopped")
+            self._children = None
             await self._c.close()
         self._stopped.set()
 
@@ -722,8 +736,15 @@ class DistributedWorker(NodeFunctions):
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
-                for workflow_id, task_id in list(self._held):
-                    await store.renew(workflow_id, task_id, self.worker_id, self.lease_seconds)
+                # All at once: one after the other, the renewal of the last of `capacity`
+                # held tasks waits for every earlier one, and on a slow store can come after
+                # its lease passed (another worker then claims it and runs it again).
+                await asyncio.gather(
+                    *(
+                        store.renew(workflow_id, task_id, self.worker_id, self.lease_seconds)
+                        for workflow_id, task_id in list(self._held)
+                    )
+                )
                 await self._beat("running")
             except Exception as error:  # a missed heartbeat is survivable; the lease says so
                 log.warning("worker %s heartbeat failed: %r", self.worker_id, error)
@@ -774,7 +795,11 @@ class DistributedWorker(NodeFunctions):
     async def _execute(
         self, graph: CompiledGraph, checkpoint: Superstep, task: NodeTask
     ) -> TaskResult:
-        func = self._functions.get(task.node_type)
+        func: Callable[..., Any] | None = None
+        spec = graph.nodes[task.node]
+        if spec.agent is not None:  # --- agent nodes (graphs/agents.py) ---
+            func = agent_node_function(self._child_runs(), spec)
+        func = func or self._functions.get(task.node_type)
         if func is None and self.registry is not None:
             func = self.registry.get(task.node_type)
         router = None
@@ -804,6 +829,26 @@ class DistributedWorker(NodeFunctions):
             workflow_id=checkpoint.workflow_id,
             reducers=reducers,
         )
+
+    def _child_runs(self) -> IntentChildRuns:
+        """The run machinery agent nodes start their runs on: this worker's Firestore client
+        (runs and agents) and its publisher, to the workspace topic (intents)."""
+        if self._children is None:
+            from cloudagents.adapters.firestore.stores import (
+                FirestoreAgentStore,
+                FirestoreRunStore,
+            )
+
+            db, bus = self._c._db, self._c.bus
+            assert db is not None and bus is not None
+
+            async def publish(data: bytes) -> None:
+                await bus.publish(self.workspace, data, {})
+
+            self._children = IntentChildRuns(
+                FirestoreRunStore(db), publish, agents=FirestoreAgentStore(db)
+            )
+        return self._children
 
 
 class BandGate:

@@ -9,7 +9,16 @@ from cloudagents.graphs.analysis import check_write_conflicts
 from cloudagents.graphs.bindings import resolve
 from cloudagents.graphs.errors import GraphError
 from cloudagents.graphs.registry import NodeRegistry, router_name
-from cloudagents.graphs.spec import END, BranchSpec, CompiledGraph, EdgeSpec, NodeSpec, RetryPolicy
+from cloudagents.graphs.spec import (
+    AGENT_NODE_TYPE,
+    END,
+    AgentNodeSpec,
+    BranchSpec,
+    CompiledGraph,
+    EdgeSpec,
+    NodeSpec,
+    RetryPolicy,
+)
 
 
 class Graph:
@@ -64,6 +73,37 @@ class Graph:
         )
         if func is not None:
             self._functions[name] = func
+        return self
+
+    def add_agent_node(
+        self,
+        name: str,
+        agent: str,
+        *,
+        input_key: str,
+        output_key: str,
+        node_type: str = AGENT_NODE_TYPE,
+        retry: RetryPolicy | None = None,
+        timeout_seconds: float | None = None,
+    ) -> Graph:
+        """Add a node that is a run of the registered agent ``agent`` (``graphs/agents.py``):
+        its message is the state's ``input_key`` and its final output is written to
+        ``output_key``. The run is started once per task (its id derives from the workflow and
+        the task) and linked to them; a run that does not end ``SATISFIED`` fails the node
+        (``retry`` starts a new run per attempt). In process the agent comes from
+        ``registry.register_agent``; distributed, from the agents the run executor knows
+        (``POST /agents``), run by a worker serving ``node_type`` (default ``"agent"``)."""
+        self.add_node(
+            name,
+            node_type=node_type,
+            retry=retry,
+            timeout_seconds=timeout_seconds,
+            writes=[output_key],
+        )
+        spec = self._nodes[name]
+        self._nodes[name] = spec.model_copy(
+            update={"agent": AgentNodeSpec(agent=agent, input_key=input_key, output_key=output_key)}
+        )
         return self
 
     def add_edge(self, source: str, target: str) -> Graph:

@@ -172,6 +172,8 @@ class Orchestrator:
         bindings = resolve(compiled, self.registry, with_nodes=not self.workers)
         if self.workers:
             for name, spec in sorted(compiled.nodes.items()):
+                if spec.agent is not None:
+                    continue  # an agent node is its agent's run, not a worker's function
                 if not any(w.serves(spec.node_type) for w in self.workers):
                     raise GraphError(
                         f"node {name!r}: no worker serves node type {spec.node_type!r}"
@@ -248,7 +250,7 @@ class Orchestrator:
                 sleep=self._sleep,
             )
 
-        if self.workers:
+        if self.workers and task.node not in bindings.nodes:
             serving = [w for w in self.workers if w.serves(task.node_type)]
             worker = min(serving, key=lambda w: w.load)  # least loaded; ties: listed first
             result = await worker.submit(task, job)

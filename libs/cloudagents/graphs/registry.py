@@ -36,6 +36,8 @@ class NodeRegistry:
         self._nodes: dict[str, Callable[..., Any]] = {}
         self._routers: dict[str, Callable[..., Any]] = {}
         self._reducers: dict[str, ReducerFunction] = {}
+        self._agents: dict[str, Any] = {}
+        self._agent_contexts: dict[str, dict[str, Any]] = {}
 
     def register(self, name: str) -> Callable[[F], F]:
         """Decorator: register a node function (sync or async) under ``name``."""
@@ -70,6 +72,25 @@ class NodeRegistry:
             return func
 
         return decorate
+
+    def register_agent(
+        self, agent: Any, *, context: Mapping[str, Any] | None = None, name: str | None = None
+    ) -> Any:
+        """Serve the agent nodes naming ``name`` (default: the agent's definition id) with
+        ``agent`` (a ``cloudagents.Agent``) in process; ``context`` is what each run gets
+        (``Agent.run``'s: an ``llm_client``, template variables). Returns the agent."""
+        key = name or agent.definition.id
+        self._agents[key] = agent
+        self._agent_contexts[key] = dict(context or {})
+        return agent
+
+    def agents(self) -> dict[str, Any]:
+        """The registered agents, by the id agent nodes name."""
+        return dict(self._agents)
+
+    def agent_contexts(self) -> dict[str, dict[str, Any]]:
+        """Each registered agent's run context."""
+        return {k: dict(v) for k, v in self._agent_contexts.items()}
 
     def get(self, name: str) -> Callable[..., Any]:
         """The node function registered as ``name``; KeyError names what is registered."""

@@ -13,7 +13,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from cloudagents.domain.base import Model, Persisted
 from cloudagents.graphs.errors import GraphError
@@ -53,6 +59,23 @@ class RetryPolicy(Model):
         return any(name in names for name in self.retry_on)
 
 
+AGENT_NODE_TYPE = "agent"
+"""The node type of agent nodes unless one is given: any worker serving it runs agent nodes
+(it needs no function registered; the agent's run is the run executor's)."""
+
+
+class AgentNodeSpec(Model):
+    """An agent node: the node task is a run of the registered agent ``agent``, started once
+    (its id derived from the workflow and the task) and linked to them; its final output is
+    the node's update of ``output_key``."""
+
+    agent: str = Field(min_length=1, max_length=128)
+    input_key: str = Field(min_length=1)
+    """The state key whose value is the run's message (a string as is, anything else as JSON)."""
+    output_key: str = Field(min_length=1)
+    """The state key the run's final output is written to."""
+
+
 class NodeSpec(Model):
     """One node: its function key, retry and timeout, and the keys it declares it writes."""
 
@@ -63,6 +86,17 @@ class NodeSpec(Model):
     timeout_seconds: float | None = Field(default=None, gt=0)
     writes: list[str] | None = None
     """Declared output keys (sorted); None means undeclared, checked at run time only."""
+    agent: AgentNodeSpec | None = None
+    """Set for an agent node (``Graph.add_agent_node``): the node runs that agent."""
+
+    @model_serializer(mode="wrap")
+    def _omit_no_agent(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A function node is written exactly as before agent nodes existed, so the canonical
+        # JSON, and so the hash every stored run pins, of an existing graph does not change.
+        data = handler(self)
+        if self.agent is None and isinstance(data, dict):
+            data.pop("agent", None)
+        return data
 
 
 class EdgeSpec(Model):

@@ -25,7 +25,7 @@ from cloudagents.domain.errors import PermanentMessageError
 from cloudagents.domain.messages import Message
 from cloudagents.domain.policy import GuardrailConfig
 from cloudagents.domain.results import LoopResult
-from cloudagents.domain.runs import RunRecord
+from cloudagents.domain.runs import GraphTaskLink, RunRecord
 from cloudagents.ports.bus import EventBus
 from cloudagents.ports.model import ModelClient
 from cloudagents.runtime.approvals import ApprovalError, Approvals
@@ -196,6 +196,7 @@ class LocalDriver:
         approval: ApprovalCallback | None = None,
         prior_messages: list[Message] | None = None,
         conversation_id: str | None = None,
+        graph_task: GraphTaskLink | None = None,
     ) -> RunRecord:
         """Run ``agent`` on ``message`` to its end. A ``run_id`` that already exists is not run
         again (as a redelivered intent): its finished record is returned. ``approval``
@@ -228,6 +229,7 @@ class LocalDriver:
                         guardrails=guardrails,
                         prior_messages=prior_messages,
                         conversation_id=conversation_id,
+                        graph_task=graph_task,
                     )
 
                 dispatcher.submit(run_id, "intent", begin)
@@ -248,6 +250,7 @@ class LocalDriver:
         source: str,
         model: ModelClient | None,
         approval: ApprovalCallback | None = None,
+        graph_task: GraphTaskLink | None = None,
     ) -> LoopResult:
         """Seed 000's ``run(message, context, guardrails=...)``: the context's entries (but the
         ``llm_client``) are template variables, ``guardrails`` replace the agent's for this run;
@@ -263,6 +266,7 @@ class LocalDriver:
             ),
             model=model,
             approval=approval,
+            graph_task=graph_task,
         )
         assert run.result is not None  # a finished run carries its result
         return run.result

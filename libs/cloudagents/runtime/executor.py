@@ -40,6 +40,7 @@ from cloudagents.domain.policy import GuardrailConfig
 from cloudagents.domain.results import LoopExit, RunProgress
 from cloudagents.domain.runs import (
     AuditRecord,
+    GraphTaskLink,
     ModelCallRecord,
     ParentCall,
     RunRecord,
@@ -103,10 +104,12 @@ async def start_run(
     conversation_id: str | None = None,
     token_link: TokenLink | None = None,
     generation: GenerationParams | None = None,
+    graph_task: GraphTaskLink | None = None,
 ) -> bool:
     """Create the run document and its opening transcript; ``False`` if it already existed.
     ``token_link``: the workflow token firing the run executes (``runtime/transitions.py``);
-    ``generation`` replaces the agent's generation parameters for this run.
+    ``generation`` replaces the agent's generation parameters for this run; ``graph_task``: the
+    graph workflow node task the run is (``graphs/agents.py``).
 
     ``prior_messages`` (a handoff's transferred context) go between the instructions and the
     new user message; the other agent's replies among them are named after ``prior_agent``.
@@ -177,6 +180,7 @@ async def start_run(
         opening_error=opening_error,
         token_link=token_link,
         generation=generation,
+        graph_task=graph_task,
         source=source,
         principal=principal,
         parent_run_id=parent_run_id,
@@ -268,6 +272,7 @@ class RunExecutor:
             parent_run_id=start.parent_run_id,
             parent_call=start.parent_call,
             conversation_id=start.conversation_id,
+            graph_task=start.graph_task,
         )
 
     async def start_workflow(self, intent: IntentionMessage) -> str:
@@ -311,6 +316,7 @@ class RunExecutor:
         parent_call: ParentCall | None = None,
         prior_messages: list[Message] | None = None,
         conversation_id: str | None = None,
+        graph_task: GraphTaskLink | None = None,
     ) -> str:
         """Create the run (once), schedule its deadline wake-up and apply its first step: what
         an intent does, and what ``Agent.run`` and ``DistributedAgent.run`` do in process.
@@ -329,6 +335,7 @@ class RunExecutor:
             prior_messages=prior_messages,
             prior_agent=agent.id,
             conversation_id=conversation_id,
+            graph_task=graph_task,
         )
         # The run's deadline wake-up, on every delivery of the intent (a duplicate is harmless,
         # a missing one is a run nobody ends): it ends the run at timeout_seconds whatever it is

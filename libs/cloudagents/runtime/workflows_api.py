@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from cloudagents.graphs.agents import agent_runs
 from cloudagents.graphs.documents import Priority, WorkflowRunDocument
 from cloudagents.graphs.errors import GraphError
 from cloudagents.graphs.runs import (
@@ -103,9 +104,15 @@ def graph_view(graph: CompiledGraph) -> dict[str, Any]:
     return {"hash": graph.hash, **graph.model_dump(mode="json")}
 
 
-def workflow_run_view(run: WorkflowRunDocument, done: set[str] | None = None) -> dict[str, Any]:
-    """A run as the api shows it: status, step, the open superstep's tasks, the state."""
+def workflow_run_view(
+    run: WorkflowRunDocument,
+    done: set[str] | None = None,
+    children: dict[str, list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """A run as the api shows it: status, step, the open superstep's tasks (an agent node's
+    with ``agent_runs``, its child runs: ``children``), the state."""
     checkpoint = run.checkpoint
+    children = children or {}
     return {
         "workflow_id": run.workflow_id,
         "graph_name": run.graph_name,
@@ -117,7 +124,11 @@ def workflow_run_view(run: WorkflowRunDocument, done: set[str] | None = None) ->
         "forked_from": run.forked_from,
         "resumes": run.resumes,
         "pending": [
-            {**t.model_dump(mode="json"), "done": t.task_id in (done or set())}
+            {
+                **t.model_dump(mode="json"),
+                "done": t.task_id in (done or set()),
+                **({"agent_runs": children[t.task_id]} if t.task_id in children else {}),
+            }
             for t in checkpoint.pending
         ],
         "state": checkpoint.state,
@@ -273,7 +284,9 @@ async def get_workflow_run_route(
         return error(404, f"unknown workflow run {params['workflow_id']!r}")
     found = await store.tasks(run.workflow_id, [t.task_id for t in run.checkpoint.pending])
     done = {t for t, doc in found.items() if doc.result is not None}
-    return JSONResponse(workflow_run_view(run, done))
+    graph = await store.get_graph(run.graph_hash)
+    children = await agent_runs(deps.runs, graph, run.workflow_id, run.checkpoint.pending)
+    return JSONResponse(workflow_run_view(run, done, children))
 
 
 async def cancel_workflow_run_route(
