@@ -67,12 +67,10 @@ def test_run_started_over_http_finishes_with_a_tool_call(
     assert [(c.get("status"), c.get("result"), c.get("attempts")) for c in calls] == [
         ("done", 42, 1)
     ]
-    interactions = list(
-        db.collection("interactions")
-        .where(filter=firestore.FieldFilter("run_id", "==", run["run_id"]))
-        .stream()
-    )
-    assert sorted(i.get("decision") for i in interactions) == ["finish", "tools:calculator"]
+    # One step document per step (and one for the opening messages), each with its interaction.
+    steps = list(db.collection("agent_runs").document(run["run_id"]).collection("steps").stream())
+    decisions = [(s.get("interaction") or {}).get("decision") for s in steps]
+    assert sorted(decisions, key=str) == ["finish", "tools:calculator", None]
 
 
 def test_run_started_by_a_pubsub_intent(api: httpx.Client, stack_state: StackState) -> None:
@@ -247,12 +245,10 @@ def test_duplicate_deliveries_change_nothing(api: httpx.Client, stack_state: Sta
     time.sleep(3.0)  # let the push subscriptions deliver the duplicates
     after = api.get(f"/runs/{run_id}").json()
     assert after["seq"] == run["seq"] and after["result"] == run["result"]
-    assert len(list(run_ref.collection("messages").stream())) == 5
+    step_docs = [d.to_dict() for d in run_ref.collection("steps").stream()]
+    assert sum(len(d["messages"]) for d in step_docs) == 5
     calls = [c.to_dict() for c in run_ref.collection("model_calls").stream()]
-    interactions = db.collection("interactions").where(
-        filter=firestore.FieldFilter("run_id", "==", run_id)
-    )
-    steps = [i.to_dict() for i in interactions.stream()]
+    steps = [d["interaction"] for d in step_docs if d.get("interaction")]
     assert len(steps) == 2
     # The two copies of the intent may both call the model (at-least-once); only one is applied
     # (named by its step's interaction record), and every call made is recorded with its usage.

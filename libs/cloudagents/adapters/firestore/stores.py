@@ -1,9 +1,12 @@
 """``FirestoreRunStore``, ``FirestoreAgentStore``, ``FirestoreDeadLetterStore``.
 
-Layout: ``agent_runs/{run_id}`` (small, bounded) with sub-collections ``messages/{i:06d}``,
-``tool_calls/{seq:06d}-{index:03d}``, ``model_calls/{id}``, ``events/{event_id}``; top-level
-``interactions/{run_id}-{seq:06d}``, ``handoff_offers/{offer_id}``, ``agents/{id}``,
-``dead_letters/{id}``. Queries that would need composite indexes sort on the client instead.
+Layout: ``agent_runs/{run_id}`` (small, bounded) with sub-collections ``steps/{seq:06d}`` (a
+step's messages, committed events and interaction record in one document: ``steps.py``),
+``tool_calls/{seq:06d}-{index:03d}``, ``model_calls/{id}``, ``events/{event_id}`` (live events);
+top-level ``handoff_offers/{offer_id}``, ``agents/{id}``, ``dead_letters/{id}``. Runs written
+before step documents keep ``messages/{i:06d}``, committed events in ``events`` and
+``interactions/{run_id}-{seq:06d}``, which are still read. Queries that would need composite
+indexes sort on the client instead.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from pydantic import JsonValue
 
+from cloudagents.adapters.firestore import steps as step_docs
 from cloudagents.adapters.firestore.ops import (
     Guarded,
     contention_exhausted,
@@ -153,10 +157,13 @@ class FirestoreRunStore:
             ref,
             to_doc(run.model_copy(update={"message_count": len(messages)}).model_dump(mode="json")),
         )
-        for i, message in enumerate(messages):
-            written(batch).set(
-                ref.collection("messages").document(f"{i:06d}"), _message_doc(i, message)
-            )
+        opening, spilled = step_docs.step_doc(-1, 0, messages, [], None)
+        written(batch).set(ref.collection(step_docs.STEPS).document(step_docs.OPENING), opening)
+        if spilled:
+            for i, message in enumerate(messages):
+                written(batch).set(
+                    ref.collection("messages").document(f"{i:06d}"), _message_doc(i, message)
+                )
         try:
             await batch.commit()
         except gexc.AlreadyExists:
@@ -196,16 +203,49 @@ class FirestoreRunStore:
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return runs[:limit]
 
-    async def messages(self, run_id: str, *, start: int = 0) -> list[Message]:
+    def _legacy_messages(self, run_id: str, start: int, end: int | None) -> Any:
         query = (
             self._run_ref(run_id)
             .collection("messages")
             .where(filter=firestore.FieldFilter("i", ">=", start))
-            .order_by("i")
         )
-        return [_message(d.to_dict()) async for d in counted_stream(query)]
+        if end is not None:
+            query = query.where(filter=firestore.FieldFilter("i", "<", end))
+        return query.order_by("i")
+
+    async def messages(self, run_id: str, *, start: int = 0) -> list[Message]:
+        # The step documents that end past ``start`` (one read each); before the first of them,
+        # the previous layout's message documents (a run written before step documents).
+        query = (
+            self._run_ref(run_id)
+            .collection(step_docs.STEPS)
+            .where(filter=firestore.FieldFilter("end", ">", start))
+            .order_by("end")
+        )
+        docs = [d.to_dict() async for d in counted_stream(query)]
+        found: list[Message] = []
+        first = min((int(d["first"]) for d in docs), default=None)
+        if first is None or first > start:
+            legacy = self._legacy_messages(run_id, start, first)
+            found.extend([_message(d.to_dict()) async for d in counted_stream(legacy)])
+        for doc in docs:
+            if doc.get("spilled"):
+                spilled = self._legacy_messages(run_id, max(start, doc["first"]), doc["end"])
+                found.extend([_message(d.to_dict()) async for d in counted_stream(spilled)])
+            else:
+                found.extend(step_docs.step_messages(doc, start))
+        return found
 
     async def recent_messages(self, run_id: str, limit: int) -> list[Message]:
+        last_step = (
+            self._run_ref(run_id)
+            .collection(step_docs.STEPS)
+            .order_by("end", direction=firestore.Query.DESCENDING)
+            .limit(1)
+        )
+        ends = [int(d.to_dict()["end"]) async for d in counted_stream(last_step)]
+        if ends:
+            return (await self.messages(run_id, start=max(0, ends[0] - limit)))[-limit:]
         query = (
             self._run_ref(run_id)
             .collection("messages")
@@ -248,30 +288,34 @@ class FirestoreRunStore:
             updated = commit.applied_to(run)  # validated before anything is written
             if updated.finished and run.conversation_id is not None:
                 await self._let_go(writes, run, commit.conversation_reply)
-            for offset, message in enumerate(commit.new_messages):
-                index = run.message_count + offset
-                doc = ref.collection("messages").document(f"{index:06d}")
-                writes.set(doc, _message_doc(index, message))
-            for call in commit.tool_calls:
-                writes.set(
-                    self._call_ref(run.run_id, call.seq, call.index),
-                    to_doc(call.model_dump(mode="json")),
-                )
+            interaction = None
             if commit.interaction is not None:
                 # The applied model call is named on the step's interaction record, not marked
                 # by a write of its own on the call's document (one write less per step).
                 interaction = commit.interaction.model_copy(
                     update={"applied_model_call": commit.applied_model_call}
                 )
-                doc_id = f"{run.run_id}-{interaction.seq:06d}"
-                writes.set(
-                    self.client.collection(INTERACTIONS).document(doc_id),
-                    to_doc(interaction.model_dump(mode="json")),
+            if commit.new_messages or commit.events or interaction is not None:
+                # One document for the step's messages, events and interaction record.
+                doc, spilled = step_docs.step_doc(
+                    run.seq, run.message_count, commit.new_messages, commit.events, interaction
                 )
-            for event in commit.events:
+                step_ref = ref.collection(step_docs.STEPS).document(step_docs.step_doc_id(run.seq))
+                writes.set(step_ref, doc)
+                if spilled:
+                    for offset, message in enumerate(commit.new_messages):
+                        index = run.message_count + offset
+                        doc_ref = ref.collection("messages").document(f"{index:06d}")
+                        writes.set(doc_ref, _message_doc(index, message))
+                    for event in commit.events:
+                        writes.set(
+                            ref.collection("events").document(event.id),
+                            to_doc(event.model_dump(mode="json")),
+                        )
+            for call in commit.tool_calls:
                 writes.set(
-                    ref.collection("events").document(event.id),
-                    to_doc(event.model_dump(mode="json")),
+                    self._call_ref(run.run_id, call.seq, call.index),
+                    to_doc(call.model_dump(mode="json")),
                 )
             if commit.handoff_offer is not None:
                 writes.set(
@@ -587,14 +631,25 @@ class FirestoreRunStore:
         return run
 
     async def events(self, run_id: str, *, after: str | None = None) -> list[RunEvent]:
+        # Live events (and, for runs written before step documents, every event) in ``events``;
+        # a step's committed events in its step document, from the step of ``after`` on.
         query: Any = self._run_ref(run_id).collection("events")
         if after:
             query = query.where(filter=firestore.FieldFilter("id", ">", after))
         query = query.order_by("id")
-        return [
-            RUN_EVENT_ADAPTER.validate_python(from_doc(d.to_dict()))
-            async for d in counted_stream(query)
-        ]
+        found: dict[str, RunEvent] = {}
+        async for d in counted_stream(query):
+            event = RUN_EVENT_ADAPTER.validate_python(from_doc(d.to_dict()))
+            found[event.id] = event
+        steps: Any = self._run_ref(run_id).collection(step_docs.STEPS)
+        if after:
+            since = step_docs.seq_of_event_id(after)
+            steps = steps.where(filter=firestore.FieldFilter("seq", ">=", since))
+        async for doc in counted_stream(steps):
+            for event in step_docs.step_events(doc.to_dict()):
+                if after is None or event.id > after:
+                    found[event.id] = event
+        return [found[i] for i in sorted(found)]
 
     async def add_events(self, run_id: str, events: list[RunEvent]) -> None:
         batch = self.client.batch()
@@ -604,13 +659,14 @@ class FirestoreRunStore:
         await batch.commit()
 
     async def interactions(self, run_id: str) -> list[Interaction]:
+        # Step documents, and ``interactions`` for the steps of runs written before them.
         query = self.client.collection(INTERACTIONS).where(
             filter=firestore.FieldFilter("run_id", "==", run_id)
         )
-        found = [
-            Interaction.model_validate(from_doc(d.to_dict())) async for d in counted_stream(query)
-        ]
-        return sorted(found, key=lambda i: i.seq)
+        legacy = [d.to_dict() async for d in counted_stream(query)]
+        steps = self._run_ref(run_id).collection(step_docs.STEPS).select(["seq", "interaction"])
+        docs = [d.to_dict() async for d in counted_stream(steps)]
+        return step_docs.interactions(docs, legacy)
 
     def _approval_ref(self, run_id: str, approval_id: str) -> Any:
         return self.client.collection(APPROVALS).document(approval_doc_id(run_id, approval_id))
