@@ -1010,3 +1010,43 @@ async def test_a_step_is_one_document_and_a_large_one_spills(
     assert [len(m.content or "") for m in messages][-3:] == [len(big), len(big), 4]
     assert [m.content for m in await run_store.messages(run.run_id, start=4)] == ["done"]
     assert "000001-b0000" in [e.id for e in await run_store.events(run.run_id)]
+
+
+async def test_a_tool_delivery_reads_the_call_once_and_a_stale_copy_never_decides(
+    run_store: RunStore, backend: str
+) -> None:
+    """Claim, save and finish start from the call as the delivery read or wrote it (Firestore:
+    one read of the call per delivery); a copy another delivery made stale fails its write's
+    condition, and the claim is decided again on a fresh read."""
+    import contextvars
+
+    from cloudagents import metrics
+
+    run = make_run()
+    assert await run_store.create_run(run, [user("q")])
+    assert await run_store.commit_step(tool_step(run, 0, calls=2)) is not None
+
+    before = metrics.snapshot().get("firestore.read", 0)
+    assert (await run_store.get_tool_call(run.run_id, 0, 0)) is not None
+    claim = await run_store.start_tool_call(run.run_id, 0, 0, lease_seconds=60)
+    assert claim is not None and claim.outcome == "first"
+    saved = await run_store.save_tool_result(
+        run.run_id, 0, 0, result=1, is_error=False, result_uri=None
+    )
+    assert saved is not None and saved.status == "done" and saved.result == 1
+    finished = await finish(run_store, run.run_id, 0, 0, result=1)
+    assert finished is not None and finished.newly_finished and finished.record.result == 1
+    if backend == "emulator":
+        # get_tool_call, and the run read afresh by the finish: nothing else.
+        assert metrics.snapshot().get("firestore.read", 0) - before == 2
+
+    # Call 1: this delivery reads it pending; another delivery (its own context) claims it.
+    assert (await run_store.get_tool_call(run.run_id, 0, 1)) is not None
+    other = contextvars.Context()
+    other_claim = await asyncio.create_task(
+        run_store.start_tool_call(run.run_id, 0, 1, lease_seconds=60), context=other
+    )
+    assert other_claim is not None and other_claim.outcome == "first"
+    mine = await run_store.start_tool_call(run.run_id, 0, 1, lease_seconds=60)
+    assert mine is not None and mine.outcome == "held"
+    assert mine.record.attempts == 1
