@@ -61,6 +61,9 @@ def step_doc(
         "spilled": spilled,
         "messages": [] if spilled else to_doc(message_docs),
         "events": [] if spilled else to_doc(event_docs),
+        # The highest event id held here: a reader resuming after an id reads only the step
+        # documents with events past it (a range on one field).
+        "last_event": "" if spilled else max((e.id for e in events), default=""),
         "interaction": (
             to_doc(interaction.model_dump(mode="json")) if interaction is not None else None
         ),
@@ -82,12 +85,6 @@ def step_events(doc: dict[str, Any]) -> list[RunEvent]:
 def step_interaction(doc: dict[str, Any]) -> Interaction | None:
     data = doc.get("interaction")
     return Interaction.model_validate(from_doc(data)) if data else None
-
-
-def seq_of_event_id(event_id: str | None) -> int:
-    """The step an event id (``{seq:06d}-{phase}{n:04d}``) belongs to; -1 if it names none."""
-    head = (event_id or "")[:6]
-    return int(head) if head.isdigit() else -1
 
 
 def transcript(steps: list[dict[str, Any]], legacy: list[dict[str, Any]]) -> list[Message]:

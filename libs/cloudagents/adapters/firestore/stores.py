@@ -696,7 +696,7 @@ class FirestoreRunStore:
 
     async def events(self, run_id: str, *, after: str | None = None) -> list[RunEvent]:
         # Live events (and, for runs written before step documents, every event) in ``events``;
-        # a step's committed events in its step document, from the step of ``after`` on.
+        # a step's committed events in its step document (those holding events past ``after``).
         query: Any = self._run_ref(run_id).collection("events")
         if after:
             query = query.where(filter=firestore.FieldFilter("id", ">", after))
@@ -707,8 +707,7 @@ class FirestoreRunStore:
             found[event.id] = event
         steps: Any = self._run_ref(run_id).collection(step_docs.STEPS)
         if after:
-            since = step_docs.seq_of_event_id(after)
-            steps = steps.where(filter=firestore.FieldFilter("seq", ">=", since))
+            steps = steps.where(filter=firestore.FieldFilter("last_event", ">", after))
         async for doc in counted_stream(steps):
             for event in step_docs.step_events(doc.to_dict()):
                 if after is None or event.id > after:
