@@ -70,7 +70,7 @@ def test_run_started_over_http_finishes_with_a_tool_call(
     # One step document per step (and one for the opening messages), each with its interaction.
     steps = list(db.collection("agent_runs").document(run["run_id"]).collection("steps").stream())
     decisions = [(s.get("interaction") or {}).get("decision") for s in steps]
-    assert sorted(decisions, key=str) == ["finish", "tools:calculator", None]
+    assert sorted(decisions, key=str) == [None, "finish", "tools:calculator"]
 
 
 def test_run_started_by_a_pubsub_intent(api: httpx.Client, stack_state: StackState) -> None:
