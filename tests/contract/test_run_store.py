@@ -868,3 +868,185 @@ async def test_a_wake_up_is_claimed_once(run_store: RunStore) -> None:
     assert sorted(claims) == [False, False, False, True]
     assert await run_store.claim_wake(run.run_id, "000001-0001")
     assert await run_store.claim_wake(new_id("other"), "000001-0000")
+
+
+# --------------------------------------------------------------------------------------------
+# the step document (issue 20) and the previous layout (Firestore only)
+# --------------------------------------------------------------------------------------------
+
+
+async def write_previous_layout(
+    store: FirestoreRunStore,
+    run: Any,
+    messages: list[Message],
+    events: list[Any],
+    calls: list[Any],
+) -> None:
+    """``run`` as a release before step documents wrote it: a version 4 run document, one
+    document per message, per committed event and per interaction record."""
+    ref = store.client.collection("agent_runs").document(run.run_id)
+    await ref.set({**run.model_dump(mode="json"), "schema_version": 4})
+    for i, message in enumerate(messages):
+        await (
+            ref.collection("messages")
+            .document(f"{i:06d}")
+            .set({"i": i, **message.model_dump(mode="json")})
+        )
+    for event in events:
+        await ref.collection("events").document(event.id).set(event.model_dump(mode="json"))
+    for call in calls:  # the tool-call documents are where they were
+        await ref.collection("tool_calls").document(call.doc_id).set(call.model_dump(mode="json"))
+    interaction = Interaction(
+        run_id=run.run_id, agent_id=run.agent_id, seq=0, decision="tools:calculator",
+        total_tokens=10, applied_model_call="attempt-old",
+    )  # fmt: skip
+    await (
+        store.client.collection("interactions")
+        .document(f"{run.run_id}-000000")
+        .set(interaction.model_dump(mode="json"))
+    )
+
+
+async def test_a_run_in_the_previous_layout_reads_and_continues_in_step_documents(
+    run_store: RunStore, backend: str
+) -> None:
+    if backend != "emulator":
+        pytest.skip("the layout is Firestore's")
+    assert isinstance(run_store, FirestoreRunStore)
+    from tests.contract.conftest import tool_step
+
+    run = make_run()
+    opening = [Message(role="system", content="s"), user("q")]
+    step0 = tool_step(run, 0, calls=1)
+    after0 = step0.applied_to(run.model_copy(update={"message_count": 2}))
+    await write_previous_layout(
+        run_store, after0, [*opening, *step0.new_messages], step0.events, step0.tool_calls
+    )
+
+    stored = await run_store.get_run(run.run_id)
+    assert stored is not None and stored.schema_version == 5 and stored.seq == 1
+    assert [m.role for m in await run_store.messages(run.run_id)] == ["system", "user", "assistant"]
+    assert [m.role for m in await run_store.messages(run.run_id, start=2)] == ["assistant"]
+    assert [e.id for e in await run_store.events(run.run_id)] == ["000000-b0000"]
+    assert [i.seq for i in await run_store.interactions(run.run_id)] == [0]
+
+    # The next step, by this release: a step document after the previous layout's messages.
+    finished = await finish(run_store, run.run_id, 0, 0)
+    assert finished is not None and finished.wake
+    step1 = StepCommit(
+        run_id=run.run_id,
+        expected_seq=1,
+        new_messages=[Message(role="tool", content="1", tool_call_id="call_0"),
+                      Message(role="assistant", content="done")],
+        status=RunStatus.FINISHED,
+        progress=progress(iterations=2),
+        interaction=Interaction(
+            run_id=run.run_id, agent_id=run.agent_id, seq=1, decision="finish", total_tokens=20
+        ),
+        events=[ThinkingStatus(run_id=run.run_id, seq=1, id="000001-b0000", status="done")],
+        applied_model_call="attempt-new",
+    )  # fmt: skip
+    after1 = await run_store.commit_step(step1)
+    assert after1 is not None and after1.message_count == 5
+    raw = await run_store.client.collection("agent_runs").document(run.run_id).get()
+    assert raw.to_dict()["schema_version"] == 5  # a release that knows only 4 now retries it
+    step_doc = await (
+        run_store.client.collection("agent_runs").document(run.run_id)
+        .collection("steps").document("000001").get()
+    )  # fmt: skip
+    assert (step_doc.get("first"), step_doc.get("end")) == (3, 5)
+    roles = [m.role for m in await run_store.messages(run.run_id)]
+    assert roles == ["system", "user", "assistant", "tool", "assistant"]
+    assert [m.content for m in await run_store.messages(run.run_id, start=1)][-2:] == ["1", "done"]
+    assert [m.role for m in await run_store.recent_messages(run.run_id, 3)] == [
+        "assistant", "tool", "assistant"
+    ]  # fmt: skip
+    assert [m.role for m in await run_store.recent_messages(run.run_id, 50)] == roles
+    events = [e.id for e in await run_store.events(run.run_id)]
+    assert events == ["000000-b0000", "000000-c0000", "000001-b0000"]
+    assert [e.id for e in await run_store.events(run.run_id, after="000000-b0000")] == events[1:]
+    assert [(i.seq, i.applied_model_call) for i in await run_store.interactions(run.run_id)] == [
+        (0, "attempt-old"), (1, "attempt-new")
+    ]  # fmt: skip
+
+
+async def test_a_step_is_one_document_and_a_large_one_spills(
+    run_store: RunStore, backend: str
+) -> None:
+    if backend != "emulator":
+        pytest.skip("the layout is Firestore's")
+    assert isinstance(run_store, FirestoreRunStore)
+    from cloudagents.adapters.firestore.steps import SPILL_BYTES
+
+    run = make_run()
+    assert await run_store.create_run(run, [user("q")])
+    ref = run_store.client.collection("agent_runs").document(run.run_id)
+    commit = tool_step(run, 0, calls=2)
+    assert await run_store.commit_step(commit) is not None
+    assert sorted([d.id async for d in ref.collection("steps").stream()]) == ["000000", "opening"]
+    assert [d.id async for d in ref.collection("messages").stream()] == []
+    assert [d.id async for d in ref.collection("events").stream()] == []
+
+    # Tool results too large for one document: the step's messages and events go one document
+    # each, as before step documents, and read the same.
+    await finish(run_store, run.run_id, 0, 0)
+    await finish(run_store, run.run_id, 0, 1)
+    big = "x" * (SPILL_BYTES // 2 + 1)
+    step1 = StepCommit(
+        run_id=run.run_id,
+        expected_seq=1,
+        new_messages=[Message(role="tool", content=big, tool_call_id="call_0"),
+                      Message(role="tool", content=big, tool_call_id="call_1"),
+                      Message(role="assistant", content="done")],
+        status=RunStatus.FINISHED,
+        progress=progress(iterations=2),
+        events=[ThinkingStatus(run_id=run.run_id, seq=1, id="000001-b0000", status="done")],
+    )  # fmt: skip
+    assert await run_store.commit_step(step1) is not None
+    spilled = await ref.collection("steps").document("000001").get()
+    assert spilled.get("spilled") is True and spilled.get("messages") == []
+    assert len([d async for d in ref.collection("messages").stream()]) == 3
+    messages = await run_store.messages(run.run_id)
+    assert [len(m.content or "") for m in messages][-3:] == [len(big), len(big), 4]
+    assert [m.content for m in await run_store.messages(run.run_id, start=4)] == ["done"]
+    assert "000001-b0000" in [e.id for e in await run_store.events(run.run_id)]
+
+
+async def test_a_tool_delivery_reads_the_call_once_and_a_stale_copy_never_decides(
+    run_store: RunStore, backend: str
+) -> None:
+    """Claim, save and finish start from the call as the delivery read or wrote it (Firestore:
+    one read of the call per delivery); a copy another delivery made stale fails its write's
+    condition, and the claim is decided again on a fresh read."""
+    import contextvars
+
+    from cloudagents import metrics
+
+    run = make_run()
+    assert await run_store.create_run(run, [user("q")])
+    assert await run_store.commit_step(tool_step(run, 0, calls=2)) is not None
+
+    before = metrics.snapshot().get("firestore.read", 0)
+    assert (await run_store.get_tool_call(run.run_id, 0, 0)) is not None
+    claim = await run_store.start_tool_call(run.run_id, 0, 0, lease_seconds=60)
+    assert claim is not None and claim.outcome == "first"
+    saved = await run_store.save_tool_result(
+        run.run_id, 0, 0, result=1, is_error=False, result_uri=None
+    )
+    assert saved is not None and saved.status == "done" and saved.result == 1
+    finished = await finish(run_store, run.run_id, 0, 0, result=1)
+    assert finished is not None and finished.newly_finished and finished.record.result == 1
+    if backend == "emulator":
+        # get_tool_call, and the run read afresh by the finish: nothing else.
+        assert metrics.snapshot().get("firestore.read", 0) - before == 2
+
+    # Call 1: this delivery reads it pending; another delivery (its own context) claims it.
+    assert (await run_store.get_tool_call(run.run_id, 0, 1)) is not None
+    other = contextvars.Context()
+    other_claim = await asyncio.create_task(
+        run_store.start_tool_call(run.run_id, 0, 1, lease_seconds=60), context=other
+    )
+    assert other_claim is not None and other_claim.outcome == "first"
+    mine = await run_store.start_tool_call(run.run_id, 0, 1, lease_seconds=60)
+    assert mine is not None and mine.outcome == "held"
+    assert mine.record.attempts == 1

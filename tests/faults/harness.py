@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from cloudagents.adapters.firestore import steps as step_docs
 from cloudagents.local.stack import LocalStack, StackState
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -253,8 +254,10 @@ class FaultStack:
         ]
 
     def transcript(self, run_id: str) -> list[dict[str, Any]]:
-        messages = sorted(self.sub(run_id, "messages"), key=lambda m: m["i"])
-        return [{k: v for k, v in m.items() if k != "_id"} for m in messages]
+        """The run's messages as the store reads them: its step documents, and the previous
+        layout's message documents (``adapters/firestore/steps.py``)."""
+        found = step_docs.transcript(self.sub(run_id, "steps"), self.sub(run_id, "messages"))
+        return [{"i": i, **m.model_dump(mode="json")} for i, m in enumerate(found)]
 
     def interactions(self, run_id: str) -> list[dict[str, Any]]:
         from google.cloud import firestore
@@ -262,7 +265,14 @@ class FaultStack:
         query = self.db.collection("interactions").where(
             filter=firestore.FieldFilter("run_id", "==", run_id)
         )
-        return [d.to_dict() for d in query.stream()]
+        legacy = [d.to_dict() for d in query.stream()]
+        found = step_docs.interactions(self.sub(run_id, "steps"), legacy)
+        return [i.model_dump(mode="json") for i in found]
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's events as the store reads them (live ones, and those in step documents)."""
+        found = step_docs.events(self.sub(run_id, "steps"), self.sub(run_id, "events"))
+        return [e.model_dump(mode="json") for e in found]
 
     def ledger(self, tool: str | None = None) -> list[dict[str, Any]]:
         from google.cloud import firestore

@@ -113,7 +113,7 @@ def test_approve_runs_the_call_once_and_the_sibling_ran_meanwhile(stack: FaultSt
     run = stack.wait_finished([run_id], 60)[run_id]
     assert run["result"]["exit"] == "SATISFIED"
     assert len(charges(stack, run_id)) == 1
-    events = [e["type"] for e in stack.sub(run_id, "events")]
+    events = [e["type"] for e in stack.events(run_id)]
     assert "approval_requested" in events
     audit = [a.to_dict() for a in stack.db.collection("audit_log").stream()]
     mine = [a["action"] for a in audit if a.get("target") == run_id]

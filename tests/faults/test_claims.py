@@ -198,7 +198,7 @@ def test_unclaimed_offer_expires_and_the_source_learns(stack: FaultStack) -> Non
         assert time.monotonic() < deadline, "the offer did not expire"
         time.sleep(0.5)
     offer = stack.db.collection("handoff_offers").document(offer_id).get().to_dict()
-    events = stack.sub(run_id, "events")
+    events = stack.events(run_id)
     assert offer["status"] == "expired"
     assert any(e.get("type") == "handoff" and e.get("status") == "expired" for e in events)
     figures.record(

@@ -3,8 +3,9 @@ context snapshots stay intact (the last snapshot holds the transcript's last 20 
 
 Every document the run wrote is measured with Firestore's documented storage-size formula
 (https://cloud.google.com/firestore/docs/storage-size): the run document, and every document of
-its ``messages``, ``tool_calls``, ``model_calls`` and ``events`` sub-collections, its
-``interactions``, and the run's ``budgets`` / ``rate_limits`` counters.
+its ``steps`` (a step's messages, events and interaction record), ``messages``,
+``tool_calls``, ``model_calls`` and ``events`` sub-collections, and the run's ``budgets`` /
+``rate_limits`` counters.
 """
 
 from __future__ import annotations
@@ -60,13 +61,18 @@ def test_long_run_with_large_tool_outputs(stack: FaultStack) -> None:
     sizes: dict[str, int] = {}
     run_ref = stack.db.collection("agent_runs").document(run_id)
     sizes[f"agent_runs/{run_id}"] = document_size(f"agent_runs/{run_id}", run)
-    for collection in ("messages", "tool_calls", "model_calls", "events"):
+    for collection in ("steps", "messages", "tool_calls", "model_calls", "events"):
         for doc in run_ref.collection(collection).stream():
             path = f"agent_runs/{run_id}/{collection}/{doc.id}"
             sizes[path] = document_size(path, doc.to_dict())
-    for doc in stack.interactions(run_id):
-        path = f"interactions/{run_id}-{doc['seq']:06d}"
-        sizes[path] = document_size(path, doc)
+    from google.cloud import firestore
+
+    legacy = stack.db.collection("interactions").where(
+        filter=firestore.FieldFilter("run_id", "==", run_id)
+    )
+    for snap in legacy.stream():  # runs written before step documents
+        path = f"interactions/{snap.id}"
+        sizes[path] = document_size(path, snap.to_dict())
     for collection in ("rate_limits", "budgets"):
         for doc in stack.db.collection(collection).stream():
             if doc.id.startswith(f"{agent_id}:"):

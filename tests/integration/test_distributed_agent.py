@@ -74,10 +74,10 @@ def run_doc(db: firestore.Client, run_id: str) -> dict[str, Any]:
 
 
 def interactions(db: firestore.Client, run_id: str) -> list[dict[str, Any]]:
-    query = db.collection("interactions").where(
-        filter=firestore.FieldFilter("run_id", "==", run_id)
-    )
-    return sorted((d.to_dict() or {} for d in query.stream()), key=lambda i: i["seq"])
+    """The run's interaction records, in its step documents."""
+    steps = db.collection("agent_runs").document(run_id).collection("steps").stream()
+    found = [(d.to_dict() or {}).get("interaction") for d in steps]
+    return sorted((i for i in found if i), key=lambda i: i["seq"])
 
 
 def run_ids_of(db: firestore.Client, agent_id: str) -> set[str]:
@@ -133,7 +133,8 @@ async def test_quick_start_as_written(emulators: EmulatorStack, db: firestore.Cl
     assert run["result"]["exit"] == "SATISFIED"
     assert run["result"]["payload"] == {"answer": "Response"}
     assert run["message_count"] == 3
-    messages = db.collection("agent_runs").document(run_id).collection("messages").stream()
+    steps = db.collection("agent_runs").document(run_id).collection("steps").stream()
+    messages = [m for d in steps for m in (d.to_dict() or {})["messages"]]
     assert sorted(m.get("role") for m in messages) == ["assistant", "system", "user"]
     model_calls = list(
         db.collection("agent_runs").document(run_id).collection("model_calls").stream()

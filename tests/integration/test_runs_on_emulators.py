@@ -67,12 +67,10 @@ def test_run_started_over_http_finishes_with_a_tool_call(
     assert [(c.get("status"), c.get("result"), c.get("attempts")) for c in calls] == [
         ("done", 42, 1)
     ]
-    interactions = list(
-        db.collection("interactions")
-        .where(filter=firestore.FieldFilter("run_id", "==", run["run_id"]))
-        .stream()
-    )
-    assert sorted(i.get("decision") for i in interactions) == ["finish", "tools:calculator"]
+    # One step document per step (and one for the opening messages), each with its interaction.
+    steps = list(db.collection("agent_runs").document(run["run_id"]).collection("steps").stream())
+    decisions = [(s.get("interaction") or {}).get("decision") for s in steps]
+    assert sorted(decisions, key=str) == [None, "finish", "tools:calculator"]
 
 
 def test_run_started_by_a_pubsub_intent(api: httpx.Client, stack_state: StackState) -> None:
@@ -247,12 +245,10 @@ def test_duplicate_deliveries_change_nothing(api: httpx.Client, stack_state: Sta
     time.sleep(3.0)  # let the push subscriptions deliver the duplicates
     after = api.get(f"/runs/{run_id}").json()
     assert after["seq"] == run["seq"] and after["result"] == run["result"]
-    assert len(list(run_ref.collection("messages").stream())) == 5
+    step_docs = [d.to_dict() for d in run_ref.collection("steps").stream()]
+    assert sum(len(d["messages"]) for d in step_docs) == 5
     calls = [c.to_dict() for c in run_ref.collection("model_calls").stream()]
-    interactions = db.collection("interactions").where(
-        filter=firestore.FieldFilter("run_id", "==", run_id)
-    )
-    steps = [i.to_dict() for i in interactions.stream()]
+    steps = [d["interaction"] for d in step_docs if d.get("interaction")]
     assert len(steps) == 2
     # The two copies of the intent may both call the model (at-least-once); only one is applied
     # (named by its step's interaction record), and every call made is recorded with its usage.
@@ -297,3 +293,74 @@ def test_messages_pubsub_gave_up_on_are_recorded_with_their_run_and_replay(
     replay = api.post(f"/dead-letters/{letter['id']}/replay")
     assert replay.status_code == 202 and replay.json()["topic"] == stack_state.workspace
     assert wait_for_run(api, run_id)["result"]["exit"] == "SATISFIED"
+
+
+def test_a_run_written_in_the_previous_layout_finishes_in_step_documents(
+    api: httpx.Client, stack_state: StackState
+) -> None:
+    """A version 4 run, half done by a release before step documents (one document per message,
+    per event and per interaction record), is continued by the services: its step message is
+    applied, the run finishes, and its transcript, events and interactions read whole."""
+    from cloudagents.domain.events import ToolCallEvent, ToolResultEvent
+    from cloudagents.domain.messages import Message, ToolCall
+    from cloudagents.domain.results import RunProgress
+    from cloudagents.domain.runs import Interaction, RunRecord, RunStatus, ToolCallRecord
+
+    register(api, calc_agent("calc-legacy"))
+    run_id = f"legacy-{uuid.uuid4().hex[:8]}"
+    call = ToolCall(id="call_0_0", name="calculator", arguments={"expression": "6*7"})
+    transcript = [
+        Message(role="system", content="You do arithmetic with the calculator."),
+        Message(role="user", content="What is 6*7?"),
+        Message(role="assistant", tool_calls=[call]),
+    ]
+    record = ToolCallRecord(
+        run_id=run_id, seq=0, index=0, call=call, idempotency_key=f"{run_id}:0:0"
+    ).finished_with(42, False, None)
+    run = RunRecord(
+        run_id=run_id,
+        agent_id="calc-legacy",
+        status=RunStatus.WAITING_TOOLS,
+        seq=1,
+        progress=RunProgress(iterations=1, total_tokens=30),
+        message_count=3,
+    )
+    db = firestore.Client(project=stack_state.project)
+    ref = db.collection("agent_runs").document(run_id)
+    ref.set({**run.model_dump(mode="json"), "schema_version": 4})
+    for i, message in enumerate(transcript):
+        ref.collection("messages").document(f"{i:06d}").set(
+            {"i": i, **message.model_dump(mode="json")}
+        )
+    ref.collection("tool_calls").document(record.doc_id).set(record.model_dump(mode="json"))
+    for event in (
+        ToolCallEvent(run_id=run_id, seq=0, id="000000-b0000", call_id=call.id,
+                      tool_name=call.name, arguments=call.arguments),
+        ToolResultEvent(run_id=run_id, seq=0, id="000000-c0000", call_id=call.id,
+                        tool_name=call.name, result=42),
+    ):  # fmt: skip
+        ref.collection("events").document(event.id).set(event.model_dump(mode="json"))
+    step0 = Interaction(
+        run_id=run_id, agent_id="calc-legacy", seq=0, decision="tools:calculator", total_tokens=30
+    )
+    db.collection("interactions").document(f"{run_id}-000000").set(step0.model_dump(mode="json"))
+
+    publish(
+        stack_state,
+        f"{stack_state.workspace}-steps",
+        json.dumps({"run_id": run_id, "seq": 1}).encode(),
+    )
+    finished = wait_for_run(api, run_id)
+    assert finished["result"]["exit"] == "SATISFIED", finished["result"]
+    assert finished["result"]["payload"] == {"answer": "6*7 = 42"}
+    assert (finished["result"]["tool_calls"], finished["result"]["total_tokens"]) == (1, 50)
+    assert ref.get().get("schema_version") == 5
+    messages = api.get(f"/runs/{run_id}/messages").json()["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "assistant"]
+    assert messages[-1]["content"] == "6*7 = 42"
+    events = [e["id"] for e in api.get(f"/runs/{run_id}/events").json()["events"]]
+    assert events[:2] == ["000000-b0000", "000000-c0000"] and len(events) > 2
+    assert events == sorted(events)
+    step1 = ref.collection("steps").document("000001").get()
+    assert (step1.get("first"), step1.get("end")) == (3, 5)
+    assert step1.get("interaction")["decision"] == "finish"

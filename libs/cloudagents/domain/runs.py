@@ -113,10 +113,15 @@ class RunRecord(Persisted):
     """``agent_runs/{run_id}``. Version 2: ``pending`` items replace ``pending_tool_calls``.
     Version 3: run trees (``parent_call``, ``root_run_id``, ``call_path``, ``call_depth``).
     Version 4: ``agent_versions``, the definitions pinned when the run started (a version 3
-    run has none: its steps read the latest definition, as they did)."""
+    run has none: its steps read the latest definition, as they did).
+    Version 5: the run's steps are stored as step documents (a step's messages, committed
+    events and interaction record in one ``steps/{seq}`` document; ``adapters/firestore/
+    steps.py``). A version 4 run's earlier steps stay in the previous layout, which is still
+    read; its next steps write step documents, and the run becomes version 5 at its next
+    commit, so a release that knows only version 4 retries it rather than misread it."""
 
-    CURRENT_SCHEMA_VERSION: ClassVar[int] = 4
-    schema_version: int = 4
+    CURRENT_SCHEMA_VERSION: ClassVar[int] = 5
+    schema_version: int = 5
 
     run_id: str
     agent_id: str
@@ -212,6 +217,8 @@ class RunRecord(Persisted):
             data = {**data, "schema_version": 3}  # version 2 has no tree fields: their defaults
         if isinstance(data, dict) and data.get("schema_version", 1) == 3:
             data = {**data, "schema_version": 4}  # version 3 pinned nothing: no agent_versions
+        if isinstance(data, dict) and data.get("schema_version", 1) == 4:
+            data = {**data, "schema_version": 5}  # the layout of its stored steps: both read
         return data
 
     @model_serializer(mode="wrap")

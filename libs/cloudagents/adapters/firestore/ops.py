@@ -141,6 +141,16 @@ class Guarded:
         self.client = client
         self.batch = client.batch()
         self.writes = 0
+        self._committed: list[tuple[int, Callable[[Any], None]]] = []
+
+    def on_commit(self, callback: Callable[[Any], None]) -> None:
+        """Call ``callback`` with the write result (its ``update_time``) of the write added
+        last, once the batch has committed."""
+        self._committed.append((self.writes - 1, callback))
+
+    def committed(self, results: Any) -> None:
+        for index, callback in self._committed:
+            callback(results[index])
 
     def set(self, ref: Any, data: Any, *, merge: bool = False) -> None:
         count("firestore.write")
@@ -187,7 +197,7 @@ async def guarded(client: Any, attempt: Callable[[Guarded], Awaitable[_T]]) -> _
         writes = Guarded(client)
         answer = await attempt(writes)
         if writes.writes:
-            await writes.batch.commit()
+            writes.committed(await writes.batch.commit())
         return answer
 
     return await _retrying(

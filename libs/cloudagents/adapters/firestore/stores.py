@@ -1,9 +1,12 @@
 """``FirestoreRunStore``, ``FirestoreAgentStore``, ``FirestoreDeadLetterStore``.
 
-Layout: ``agent_runs/{run_id}`` (small, bounded) with sub-collections ``messages/{i:06d}``,
-``tool_calls/{seq:06d}-{index:03d}``, ``model_calls/{id}``, ``events/{event_id}``; top-level
-``interactions/{run_id}-{seq:06d}``, ``handoff_offers/{offer_id}``, ``agents/{id}``,
-``dead_letters/{id}``. Queries that would need composite indexes sort on the client instead.
+Layout: ``agent_runs/{run_id}`` (small, bounded) with sub-collections ``steps/{seq:06d}`` (a
+step's messages, committed events and interaction record in one document: ``steps.py``),
+``tool_calls/{seq:06d}-{index:03d}``, ``model_calls/{id}``, ``events/{event_id}`` (live events);
+top-level ``handoff_offers/{offer_id}``, ``agents/{id}``, ``dead_letters/{id}``. Runs written
+before step documents keep ``messages/{i:06d}``, committed events in ``events`` and
+``interactions/{run_id}-{seq:06d}``, which are still read. Queries that would need composite
+indexes sort on the client instead.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from pydantic import JsonValue
 
+from cloudagents.adapters.firestore import steps as step_docs
 from cloudagents.adapters.firestore.ops import (
     Guarded,
     contention_exhausted,
@@ -105,6 +109,53 @@ def _message(data: dict[str, Any]) -> Message:
 # attempt reads the run afresh.
 _SEEN_RUNS: ContextVar[dict[str, Any]] = ContextVar("firestore_seen_runs", default={})  # noqa: B039
 
+# The same for tool-call documents, by ``(run_id, seq, index)``: the call as this delivery last
+# read it (``get_tool_call``) or wrote it (a claim, a saved result: the written fields and the
+# write's update time). A tool delivery reads the call once, then claims it, saves its result
+# and finishes from what it knows, each write conditioned on that version, instead of reading
+# the call again before each (three reads less per call). A condition that fails (another
+# delivery changed the call) drops the batch, and the next attempt reads the call afresh.
+_SEEN_CALLS: ContextVar[dict[tuple[str, int, int], Any]] = ContextVar(
+    "firestore_seen_calls",
+    default={},  # noqa: B039
+)
+_SEEN_CALLS_KEPT = 64
+
+
+class _Known:
+    """A document as this process last read or wrote it: what a guarded write conditions on."""
+
+    exists = True
+
+    def __init__(self, data: dict[str, Any], update_time: Any) -> None:
+        self._data = data
+        self.update_time = update_time
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _remember_call(key: tuple[str, int, int], snap: Any) -> None:
+    seen = {k: v for k, v in _SEEN_CALLS.get().items() if k != key}
+    seen[key] = snap
+    while len(seen) > _SEEN_CALLS_KEPT:  # a long-lived context (in process) keeps the latest
+        del seen[next(iter(seen))]
+    _SEEN_CALLS.set(seen)
+
+
+def _recall_call(key: tuple[str, int, int]) -> Any:
+    """The call as this delivery last read or wrote it, once; ``None`` if it did not."""
+    seen = _SEEN_CALLS.get()
+    if key not in seen:
+        return None
+    _SEEN_CALLS.set({k: v for k, v in seen.items() if k != key})
+    return seen[key]
+
+
+def _remember_written(writes: Guarded, key: tuple[str, int, int], data: dict[str, Any]) -> None:
+    """After the batch commits, the call as just written (``data``, all of its fields)."""
+    writes.on_commit(lambda result: _remember_call(key, _Known(data, result.update_time)))
+
 
 class FirestoreRunStore:
     """Runs on Firestore; every state change is one transaction on the run document."""
@@ -153,10 +204,13 @@ class FirestoreRunStore:
             ref,
             to_doc(run.model_copy(update={"message_count": len(messages)}).model_dump(mode="json")),
         )
-        for i, message in enumerate(messages):
-            written(batch).set(
-                ref.collection("messages").document(f"{i:06d}"), _message_doc(i, message)
-            )
+        opening, spilled = step_docs.step_doc(-1, 0, messages, [], None)
+        written(batch).set(ref.collection(step_docs.STEPS).document(step_docs.OPENING), opening)
+        if spilled:
+            for i, message in enumerate(messages):
+                written(batch).set(
+                    ref.collection("messages").document(f"{i:06d}"), _message_doc(i, message)
+                )
         try:
             await batch.commit()
         except gexc.AlreadyExists:
@@ -196,16 +250,49 @@ class FirestoreRunStore:
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return runs[:limit]
 
-    async def messages(self, run_id: str, *, start: int = 0) -> list[Message]:
+    def _legacy_messages(self, run_id: str, start: int, end: int | None) -> Any:
         query = (
             self._run_ref(run_id)
             .collection("messages")
             .where(filter=firestore.FieldFilter("i", ">=", start))
-            .order_by("i")
         )
-        return [_message(d.to_dict()) async for d in counted_stream(query)]
+        if end is not None:
+            query = query.where(filter=firestore.FieldFilter("i", "<", end))
+        return query.order_by("i")
+
+    async def messages(self, run_id: str, *, start: int = 0) -> list[Message]:
+        # The step documents that end past ``start`` (one read each); before the first of them,
+        # the previous layout's message documents (a run written before step documents).
+        query = (
+            self._run_ref(run_id)
+            .collection(step_docs.STEPS)
+            .where(filter=firestore.FieldFilter("end", ">", start))
+            .order_by("end")
+        )
+        docs = [d.to_dict() async for d in counted_stream(query)]
+        found: list[Message] = []
+        first = min((int(d["first"]) for d in docs), default=None)
+        if first is None or first > start:
+            legacy = self._legacy_messages(run_id, start, first)
+            found.extend([_message(d.to_dict()) async for d in counted_stream(legacy)])
+        for doc in docs:
+            if doc.get("spilled"):
+                spilled = self._legacy_messages(run_id, max(start, doc["first"]), doc["end"])
+                found.extend([_message(d.to_dict()) async for d in counted_stream(spilled)])
+            else:
+                found.extend(step_docs.step_messages(doc, start))
+        return found
 
     async def recent_messages(self, run_id: str, limit: int) -> list[Message]:
+        last_step = (
+            self._run_ref(run_id)
+            .collection(step_docs.STEPS)
+            .order_by("end", direction=firestore.Query.DESCENDING)
+            .limit(1)
+        )
+        ends = [int(d.to_dict()["end"]) async for d in counted_stream(last_step)]
+        if ends:
+            return (await self.messages(run_id, start=max(0, ends[0] - limit)))[-limit:]
         query = (
             self._run_ref(run_id)
             .collection("messages")
@@ -232,7 +319,10 @@ class FirestoreRunStore:
 
     async def get_tool_call(self, run_id: str, seq: int, index: int) -> ToolCallRecord | None:
         snap = await counted_get(self._call_ref(run_id, seq, index))
-        return ToolCallRecord.model_validate(from_doc(snap.to_dict())) if snap.exists else None
+        if not snap.exists:
+            return None
+        _remember_call((run_id, seq, index), snap)
+        return ToolCallRecord.model_validate(from_doc(snap.to_dict()))
 
     async def commit_step(self, commit: StepCommit) -> RunRecord | None:
         ref = self._run_ref(commit.run_id)
@@ -248,30 +338,34 @@ class FirestoreRunStore:
             updated = commit.applied_to(run)  # validated before anything is written
             if updated.finished and run.conversation_id is not None:
                 await self._let_go(writes, run, commit.conversation_reply)
-            for offset, message in enumerate(commit.new_messages):
-                index = run.message_count + offset
-                doc = ref.collection("messages").document(f"{index:06d}")
-                writes.set(doc, _message_doc(index, message))
-            for call in commit.tool_calls:
-                writes.set(
-                    self._call_ref(run.run_id, call.seq, call.index),
-                    to_doc(call.model_dump(mode="json")),
-                )
+            interaction = None
             if commit.interaction is not None:
                 # The applied model call is named on the step's interaction record, not marked
                 # by a write of its own on the call's document (one write less per step).
                 interaction = commit.interaction.model_copy(
                     update={"applied_model_call": commit.applied_model_call}
                 )
-                doc_id = f"{run.run_id}-{interaction.seq:06d}"
-                writes.set(
-                    self.client.collection(INTERACTIONS).document(doc_id),
-                    to_doc(interaction.model_dump(mode="json")),
+            if commit.new_messages or commit.events or interaction is not None:
+                # One document for the step's messages, events and interaction record.
+                doc, spilled = step_docs.step_doc(
+                    run.seq, run.message_count, commit.new_messages, commit.events, interaction
                 )
-            for event in commit.events:
+                step_ref = ref.collection(step_docs.STEPS).document(step_docs.step_doc_id(run.seq))
+                writes.set(step_ref, doc)
+                if spilled:
+                    for offset, message in enumerate(commit.new_messages):
+                        index = run.message_count + offset
+                        doc_ref = ref.collection("messages").document(f"{index:06d}")
+                        writes.set(doc_ref, _message_doc(index, message))
+                    for event in commit.events:
+                        writes.set(
+                            ref.collection("events").document(event.id),
+                            to_doc(event.model_dump(mode="json")),
+                        )
+            for call in commit.tool_calls:
                 writes.set(
-                    ref.collection("events").document(event.id),
-                    to_doc(event.model_dump(mode="json")),
+                    self._call_ref(run.run_id, call.seq, call.index),
+                    to_doc(call.model_dump(mode="json")),
                 )
             if commit.handoff_offer is not None:
                 writes.set(
@@ -393,14 +487,25 @@ class FirestoreRunStore:
         what to return, and the write applies only if the call is unchanged since the read
         (``guarded``). ``None`` if the call does not exist."""
         ref = self._call_ref(run_id, seq, index)
+        key = (run_id, seq, index)
+        remembered = [_recall_call(key)]
 
         async def apply(writes: Guarded) -> _R | None:
-            snap = await counted_get(ref)
-            if not snap.exists:
-                return None
-            updated, answer = change(ToolCallRecord.model_validate(from_doc(snap.to_dict())))
+            # First attempt: the call as this delivery knows it, if that leads to a write
+            # (conditioned on its version); otherwise, and on every retry, a fresh read.
+            known = remembered.pop() if remembered else None
+            if known is not None:
+                updated, answer = change(ToolCallRecord.model_validate(from_doc(known.to_dict())))
+                snap = known
+            if known is None or updated is None:
+                snap = await counted_get(ref)
+                if not snap.exists:
+                    return None
+                updated, answer = change(ToolCallRecord.model_validate(from_doc(snap.to_dict())))
             if updated is not None:
-                writes.update_if_unchanged(ref, to_doc(updated.model_dump(mode="json")), snap)
+                data = to_doc(updated.model_dump(mode="json"))
+                writes.update_if_unchanged(ref, data, snap)
+                _remember_written(writes, key, data)
             return answer
 
         result: _R | None = await guarded(self.client, apply)
@@ -459,11 +564,14 @@ class FirestoreRunStore:
     ) -> ToolFinish | None:
         run_ref = self._run_ref(run_id)
         call_ref = self._call_ref(run_id, seq, index)
+        remembered = [_recall_call((run_id, seq, index))]
 
         async def apply(writes: Guarded) -> ToolFinish | None:
-            # Read afresh, not from the delivery's get_run: the tool ran since, and the run's
+            # The run afresh, not from the delivery's get_run: the tool ran since, and the run's
             # snapshot pointer has usually been written meanwhile (a failed write, then a read).
-            call_snap = await counted_get(call_ref)
+            # The call as this delivery saved it, on the first attempt: a result once done stays
+            # (and a call not done is written conditioned on that version).
+            call_snap = (remembered.pop() if remembered else None) or await counted_get(call_ref)
             run_snap = await counted_get(run_ref)
             if not call_snap.exists or not run_snap.exists:
                 return None
@@ -587,14 +695,24 @@ class FirestoreRunStore:
         return run
 
     async def events(self, run_id: str, *, after: str | None = None) -> list[RunEvent]:
+        # Live events (and, for runs written before step documents, every event) in ``events``;
+        # a step's committed events in its step document (those holding events past ``after``).
         query: Any = self._run_ref(run_id).collection("events")
         if after:
             query = query.where(filter=firestore.FieldFilter("id", ">", after))
         query = query.order_by("id")
-        return [
-            RUN_EVENT_ADAPTER.validate_python(from_doc(d.to_dict()))
-            async for d in counted_stream(query)
-        ]
+        found: dict[str, RunEvent] = {}
+        async for d in counted_stream(query):
+            event = RUN_EVENT_ADAPTER.validate_python(from_doc(d.to_dict()))
+            found[event.id] = event
+        steps: Any = self._run_ref(run_id).collection(step_docs.STEPS)
+        if after:
+            steps = steps.where(filter=firestore.FieldFilter("last_event", ">", after))
+        async for doc in counted_stream(steps):
+            for event in step_docs.step_events(doc.to_dict()):
+                if after is None or event.id > after:
+                    found[event.id] = event
+        return [found[i] for i in sorted(found)]
 
     async def add_events(self, run_id: str, events: list[RunEvent]) -> None:
         batch = self.client.batch()
@@ -604,13 +722,14 @@ class FirestoreRunStore:
         await batch.commit()
 
     async def interactions(self, run_id: str) -> list[Interaction]:
+        # Step documents, and ``interactions`` for the steps of runs written before them.
         query = self.client.collection(INTERACTIONS).where(
             filter=firestore.FieldFilter("run_id", "==", run_id)
         )
-        found = [
-            Interaction.model_validate(from_doc(d.to_dict())) async for d in counted_stream(query)
-        ]
-        return sorted(found, key=lambda i: i.seq)
+        legacy = [d.to_dict() async for d in counted_stream(query)]
+        steps = self._run_ref(run_id).collection(step_docs.STEPS).select(["seq", "interaction"])
+        docs = [d.to_dict() async for d in counted_stream(steps)]
+        return step_docs.interactions(docs, legacy)
 
     def _approval_ref(self, run_id: str, approval_id: str) -> Any:
         return self.client.collection(APPROVALS).document(approval_doc_id(run_id, approval_id))
