@@ -329,7 +329,12 @@ async def close_firestore(db: Any) -> None:
 
 def build_deps(settings: Settings) -> Deps:
     """Adapters for ``settings.backend``; call inside the event loop that will use them."""
-    topology = build_topology(settings.project, settings.workspace, settings.location)
+    topology = build_topology(
+        settings.project,
+        settings.workspace,
+        settings.location,
+        graph_push_node_types=settings.graph_push_node_types,
+    )
     tools = load_tools(settings.tool_modules)
     if settings.backend == "memory":
         runs = InMemoryRunStore()

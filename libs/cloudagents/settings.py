@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cloudagents.domain.errors import ConfigurationError
+from cloudagents.topology import parse_node_types
 
 Backend = Literal["gcp", "memory"]
 
@@ -43,6 +44,14 @@ class Settings:
     # Seed 004's shared LLM limits, for LimitedModel; None is unlimited.
     rate_limit_per_minute: int | None = None
     max_concurrent_executions: int | None = None
+    # Graph workflows (seed 001): the node types whose tasks are push-dispatched through a
+    # Cloud Tasks queue per type and band to the graph worker service (every other node type
+    # travels on Pub/Sub to pull workers), that service's URL, the modules it imports for their
+    # NodeRegistry objects, and the lease of a push task (renewed while it runs).
+    graph_push_node_types: tuple[str, ...] = ()
+    graph_worker_url: str | None = None
+    graph_modules: tuple[str, ...] = ()
+    graph_lease_seconds: float = 30.0
 
     on_emulators: bool = False
 
@@ -73,7 +82,16 @@ class Settings:
             raise ConfigurationError("CLOUDAGENTS_TOOL_LEASE_GRACE_SECONDS must not be negative")
         wake_seconds = _positive(env, "CLOUDAGENTS_WAKE_SECONDS", 60.0)
         rate_window = _positive(env, "CLOUDAGENTS_RATE_WINDOW_SECONDS", 60.0)
+        try:
+            push_types = parse_node_types(env.get("CLOUDAGENTS_GRAPH_PUSH_NODE_TYPES", ""))
+        except ValueError as exc:
+            raise ConfigurationError(f"CLOUDAGENTS_GRAPH_PUSH_NODE_TYPES: {exc}") from exc
+        graph_modules = env.get("CLOUDAGENTS_GRAPH_MODULES", "")
         return cls(
+            graph_push_node_types=tuple(sorted(push_types)),
+            graph_worker_url=env.get("CLOUDAGENTS_GRAPH_WORKER_URL") or None,
+            graph_modules=tuple(m.strip() for m in graph_modules.split(",") if m.strip()),
+            graph_lease_seconds=_positive(env, "CLOUDAGENTS_GRAPH_LEASE_SECONDS", 30.0),
             rate_limit_per_minute=_positive_int_or_none(env, "RATE_LIMIT_PER_MINUTE"),
             max_concurrent_executions=_positive_int_or_none(env, "MAX_CONCURRENT_EXECUTIONS"),
             project=project or "local-project",

@@ -8,14 +8,15 @@ list of topics.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 TopicRole = Literal[
-    "intents", "steps", "tools", "tools_audit", "handoff", "snapshots", "transitions"
+    "intents", "steps", "tools", "tools_audit", "handoff", "snapshots", "transitions", "graph_nodes"
 ]
 ServiceName = Literal[
-    "api", "run_executor", "tool_invoker", "handoff_broker", "context_snapshotter"
+    "api", "run_executor", "tool_invoker", "handoff_broker", "context_snapshotter", "graph_worker"
 ]
 SERVICES: tuple[ServiceName, ...] = (
     "api",
@@ -24,6 +25,9 @@ SERVICES: tuple[ServiceName, ...] = (
     "handoff_broker",
     "context_snapshotter",
 )
+"""The services every workspace runs. ``graph_worker`` (the push worker service of graph
+workflows) is added when node types are push-dispatched (``graph_push_node_types``)."""
+GRAPH_WORKER: ServiceName = "graph_worker"
 
 # Model calls happen inside a push request, so the ack deadline must outlast a slow model call
 # plus its retries; 600 s is Pub/Sub's maximum.
@@ -80,6 +84,11 @@ class Queue:
     service: ServiceName
     path: str
     max_attempts: int = 20
+    max_concurrent_dispatches: int | None = None
+    """The queue's cap on tasks in flight at once (None: Cloud Tasks' default). For a graph
+    node type's queue this is the node type's global capacity."""
+    node_type: str | None = None
+    """The graph node type whose tasks this queue carries (one queue per type and band)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,17 @@ class Topology:
         transition retries after their backoff (``FiringRetryTask``)."""
         return next(q for q in self.queues if q.path == PLACE_AGENT_PATH)
 
+    @property
+    def graph_wake_queue(self) -> Queue | None:
+        """The queue of graph superstep wake-ups (``graphs/push.py``), when a node type is
+        push-dispatched."""
+        return next((q for q in self.queues if q.path == GRAPH_WAKE_PATH), None)
+
+    @property
+    def graph_push_node_types(self) -> tuple[str, ...]:
+        """The node types whose tasks go to the graph worker service (Cloud Tasks)."""
+        return tuple(sorted({q.node_type for q in self.queues if q.node_type is not None}))
+
     def sink(self, name: str) -> DeadLetterSink | None:
         return next((s for s in self.dead_letter_sinks if s.name == name), None)
 
@@ -155,6 +175,13 @@ class Topology:
 MODEL_KEY_SECRETS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 WAKE_PATH = "/tasks/wake"
 PLACE_AGENT_PATH = "/tasks/place-agent"
+GRAPH_TASK_PATH = "/tasks/graph-node"
+"""Where the graph worker service takes a node task (``TaskMessage``) from its Cloud Tasks queue."""
+GRAPH_WAKE_PATH = "/tasks/graph-wake"
+"""Where the graph worker service takes a superstep's wake-up at lease expiry."""
+GRAPH_BANDS = ("high", "normal", "low")
+"""The priority bands (``graphs/documents.py:PRIORITY_BANDS``): a topic or queue per band."""
+DEFAULT_GRAPH_QUEUE_CONCURRENCY = 100
 
 
 # The workspace names topics, subscriptions, queues and (in Terraform) service accounts and Cloud
@@ -164,13 +191,24 @@ _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 
 
 def build_topology(
-    project: str, workspace: str, location: str = "us-central1", *, check_names: bool = True
+    project: str,
+    workspace: str,
+    location: str = "us-central1",
+    *,
+    check_names: bool = True,
+    graph_push_node_types: Mapping[str, int | None] | Iterable[str] = (),
+    graph_pull_node_types: Iterable[str] = (),
 ) -> Topology:
     """The topology for ``workspace`` (the intents topic name) in ``project``.
 
     ``check_names=False`` accepts any workspace name Pub/Sub accepts: seed 000's
     ``DistributedAgent`` names its workspace freely (``my-workspace``); only a workspace that
-    Terraform deploys services for needs the short names checked here."""
+    Terraform deploys services for needs the short names checked here.
+
+    Graph workflows: ``graph_push_node_types`` (node type -> capacity, or names) adds the
+    ``graph_worker`` service, a Cloud Tasks queue per node type and band (capacity = its
+    ``max_concurrent_dispatches``) and the superstep wake-up queue; ``graph_pull_node_types``
+    adds each type's topic and shared worker subscription per band (``DistributedWorker``)."""
     if check_names and not _WORKSPACE.match(workspace):
         raise ValueError(
             f"workspace {workspace!r} is not valid: 3-10 characters, a lowercase letter first, "
@@ -225,7 +263,7 @@ def build_topology(
     wake_queue = f"{ws}-wakeups"
     place_queue = f"{ws}-place-agents"
     t = {topic.role: topic.name for topic in main_topics}
-    services = (
+    services: tuple[ServiceSpec, ...] = (
         ServiceSpec(
             "api",
             "services/api/main.py",
@@ -277,25 +315,86 @@ def build_topology(
             buckets=(bucket,),
         ),
     )
+    push_types = parse_node_types(graph_push_node_types)
+    pull_types = sorted(set(graph_pull_node_types) - set(push_types))
+    graph_topics = tuple(
+        Topic(
+            graph_node_topic(ws, node_type, band),
+            "graph_nodes",
+            f"graph node tasks of type {node_type} ({band} priority), pulled by workers",
+        )
+        for node_type in pull_types
+        for band in GRAPH_BANDS
+    )
+    graph_queues = tuple(
+        Queue(
+            graph_task_queue(ws, node_type, band),
+            GRAPH_WORKER,
+            GRAPH_TASK_PATH,
+            max_attempts=GRAPH_TASK_MAX_ATTEMPTS,
+            max_concurrent_dispatches=capacity or DEFAULT_GRAPH_QUEUE_CONCURRENCY,
+            node_type=node_type,
+        )
+        for node_type, capacity in sorted(push_types.items())
+        for band in GRAPH_BANDS
+    )
+    if graph_queues:
+        graph_queues += (Queue(graph_wake_queue(ws), GRAPH_WORKER, GRAPH_WAKE_PATH),)
+    if graph_topics or graph_queues:
+        # Whoever opens a superstep dispatches its tasks: the api (start, fork, resume), the
+        # run executor (workflow intents) and the graph worker (the advance, the wake-ups).
+        graph_publishes = tuple(topic.name for topic in graph_topics)
+        graph_enqueues = tuple(q.name for q in graph_queues)
+        services = tuple(
+            replace(
+                s,
+                publishes=s.publishes + graph_publishes,
+                enqueues=s.enqueues + graph_enqueues,
+            )
+            if s.name in ("api", "run_executor")
+            else s
+            for s in services
+        )
+    if graph_queues:
+        services += (
+            ServiceSpec(
+                GRAPH_WORKER,
+                f"services/{GRAPH_WORKER}/main.py",
+                GRAPH_WORKER,
+                http=False,
+                # The intents topic: agent nodes start their child runs with an intent.
+                publishes=(t["intents"], *(topic.name for topic in graph_topics)),
+                enqueues=tuple(q.name for q in graph_queues),
+            ),
+        )
     return Topology(
         project=project,
         workspace=ws,
         location=location,
-        topics=main_topics + dead_letter_topics,
+        topics=main_topics + dead_letter_topics + graph_topics,
         subscriptions=subscriptions,
         queues=(
             Queue(queue, "handoff_broker", "/tasks/expire"),
             Queue(wake_queue, "run_executor", WAKE_PATH),
             Queue(place_queue, "run_executor", PLACE_AGENT_PATH),
+            *graph_queues,
         ),
         buckets=(Bucket(bucket),),
         services=services,
         # Pull subscriptions keep what no push subscription consumes: parked messages on each
-        # dead-letter topic (also pushed to the run executor, which records them), and the tool
-        # audit trail.
+        # dead-letter topic (also pushed to the run executor, which records them), the tool
+        # audit trail, and the pull node types' tasks (their workers share one per band).
         pull_subscriptions=(
             *((f"{s.dead_letter_topic}-pull", s.dead_letter_topic) for s in subscriptions),
             (f"{t['tools_audit']}-pull", t["tools_audit"]),
+            *(
+                (
+                    graph_node_subscription(ws, node_type, band),
+                    graph_node_topic(ws, node_type, band),
+                )
+                for node_type in pull_types
+                for band in GRAPH_BANDS
+            ),
         ),
         dead_letter_sinks=tuple(
             DeadLetterSink(f"{s.dead_letter_topic}-record", s.dead_letter_topic, s.name)
@@ -331,3 +430,45 @@ def graph_node_topic(workspace: str, node_type: str, band: str = "normal") -> st
 def graph_node_subscription(workspace: str, node_type: str, band: str = "normal") -> str:
     """The pull subscription that ``node_type``'s workers share, in priority ``band``."""
     return f"{graph_node_topic(workspace, node_type, band)}-workers"
+
+
+# Push-dispatched node types: a Cloud Tasks queue per node type and band, calling the graph
+# worker service. Queue names take letters, digits and hyphens only, so a band is spelled into
+# the prefix (``{ws}-graphhigh-{type}``), never into the type's part of the name.
+GRAPH_TASK_MAX_ATTEMPTS = 20
+GRAPH_TASK_DEADLINE_SECONDS = 600
+"""A push node task runs inside its request: Cloud Tasks waits for it up to its dispatch
+deadline (10 min by default for HTTP tasks), and Cloud Run must not cut it sooner."""
+
+
+def graph_task_queue(workspace: str, node_type: str, band: str = "normal") -> str:
+    """The Cloud Tasks queue of ``node_type``'s node tasks in priority ``band``:
+    ``{ws}-graph-{type}`` for ``normal``, ``{ws}-graph{band}-{type}`` for the others."""
+    name = re.sub(r"[^A-Za-z0-9-]", "-", node_type)
+    if band == "normal":
+        return f"{workspace}-graph-{name}"
+    if band not in ("high", "low"):
+        raise ValueError(f"unknown priority band {band!r}; expected high, normal or low")
+    return f"{workspace}-graph{band}-{name}"
+
+
+def graph_wake_queue(workspace: str) -> str:
+    """The Cloud Tasks queue of superstep wake-ups (no node type's queue can take this name)."""
+    return f"{workspace}-graphwake"
+
+
+def parse_node_types(spec: str | Mapping[str, int | None] | Iterable[str]) -> dict[str, int | None]:
+    """Node types with an optional capacity: ``"summarize:4,classify"``, a list of names, or
+    a mapping. The capacity is the node type's queue's ``max_concurrent_dispatches``."""
+    if isinstance(spec, Mapping):
+        return {str(k): v for k, v in spec.items()}
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    found: dict[str, int | None] = {}
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        name, _, capacity = item.partition(":")
+        if capacity and not (capacity.isdigit() and int(capacity) > 0):
+            raise ValueError(f"node type {name!r}: capacity {capacity!r} is not a positive integer")
+        found[name.strip()] = int(capacity) if capacity else None
+    return found

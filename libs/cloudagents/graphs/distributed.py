@@ -34,28 +34,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import functools
 import itertools
 import json
 import logging
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar
 
 from cloudagents.adapters.firestore.graphs import FirestoreGraphStore
-from cloudagents.adapters.provisioning import ensure_pull_subscriptions
-from cloudagents.adapters.pubsub import PubSubEventBus
 from cloudagents.adapters.pubsub.pull import StreamingPull
-from cloudagents.bootstrap import (
-    close_firestore,
-    firestore_client,
-    publisher_client,
-    subscriber_client,
-)
 from cloudagents.domain.errors import ConfigurationError, TransientError
-from cloudagents.graphs.agents import IntentChildRuns, agent_node_function
+from cloudagents.graphs.coordination import (
+    Coordination,
+    NodeCallables,
+    custom_reducers,
+    run_node_task,
+)
 from cloudagents.graphs.documents import (
     PRIORITY_BANDS,
     NodeWorkerDocument,
@@ -70,51 +67,33 @@ from cloudagents.graphs.errors import (
     WorkflowError,
     WorkflowFailed,
 )
-from cloudagents.graphs.execution import run_task
 from cloudagents.graphs.graph import Graph
 from cloudagents.graphs.orchestrator import WorkflowStatus
-from cloudagents.graphs.reducers import BUILTIN_REDUCERS, ReducerFunction
 from cloudagents.graphs.registry import NodeRegistry
 from cloudagents.graphs.runs import (
     fork_workflow_run,
     resume_workflow_run,
     start_workflow_run,
-    task_publications,
 )
 from cloudagents.graphs.spec import AGENT_NODE_TYPE, CompiledGraph
 from cloudagents.graphs.state import State
-from cloudagents.graphs.superstep import (
-    DEFAULT_MAX_STEPS,
-    NodeTask,
-    RunStatus,
-    Superstep,
-    TaskResult,
-    advance,
-    stop,
-)
+from cloudagents.graphs.superstep import DEFAULT_MAX_STEPS, RunStatus, Superstep, stop
 from cloudagents.graphs.worker import NodeFunctions
 from cloudagents.settings import Settings
-from cloudagents.topology import (
-    GRAPH_NODE_ACK_DEADLINE_SECONDS,
-    graph_node_subscription,
-    graph_node_topic,
-)
+from cloudagents.topology import graph_node_subscription
 
 __all__ = [
+    "Coordination",
     "DistributedOrchestrator",
     "DistributedWorker",
     "NodeWorkerDocument",
     "WorkflowStatus",
+    "custom_reducers",
 ]
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
-PROVISION_HINT = (
-    "Node-type topics and their worker subscriptions are created on first use on the emulators; "
-    "in a project, create them (gcloud pubsub topics create / subscriptions create) or pass "
-    "provision=True to let this identity create them."
-)
 _ERRORS: dict[str, type[WorkflowError]] = {
     "failed": WorkflowFailed,
     "cancelled": WorkflowCancelled,
@@ -122,8 +101,9 @@ _ERRORS: dict[str, type[WorkflowError]] = {
 }
 
 
-def _settings(project_id: str | None, workspace: str | None) -> tuple[str, str]:
-    """Project and workspace: the arguments, else the settings' environment variables."""
+def _settings(project_id: str | None, workspace: str | None) -> Settings:
+    """The settings of the environment (``CLOUDAGENTS_GRAPH_PUSH_NODE_TYPES`` among them),
+    with the project and workspace given as arguments over theirs."""
     if project_id is None and not (
         os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCLOUD_PROJECT")
     ):
@@ -134,7 +114,7 @@ def _settings(project_id: str | None, workspace: str | None) -> tuple[str, str]:
     if project_id is not None:
         env["GOOGLE_CLOUD_PROJECT"] = project_id
     settings = Settings.from_env(env)
-    return settings.project, workspace or settings.workspace
+    return dataclasses.replace(settings, workspace=workspace or settings.workspace)
 
 
 def _no_redis(redis_url: str | None) -> None:
@@ -143,167 +123,6 @@ def _no_redis(redis_url: str | None) -> None:
             "cloudagents coordinates on Firestore and Pub/Sub, not Redis: pass project_id=... "
             "and workspace=... instead of redis_url"
         )
-
-
-class _Coordination:
-    """What orchestrators and workers share: the store, dispatch, and the advance."""
-
-    def __init__(
-        self,
-        project: str,
-        workspace: str,
-        *,
-        provision: bool | None,
-        dispatch_seconds: float,
-        copies: int,
-        registry: NodeRegistry | None,
-    ) -> None:
-        self.project = project
-        self.workspace = workspace
-        self.provision = (
-            bool(os.environ.get("PUBSUB_EMULATOR_HOST")) if provision is None else provision
-        )
-        self.dispatch_seconds = dispatch_seconds
-        self.copies = copies
-        self.registry = registry
-        self.store: FirestoreGraphStore | None = None
-        self.publisher: Any = None
-        self.subscriber: Any = None
-        self.bus: PubSubEventBus | None = None
-        self._db: Any = None
-        self._ensured: set[tuple[str, str]] = set()
-
-    async def connect(self) -> None:
-        if self.store is None:
-            self._db = firestore_client(self.project)
-            self.store = FirestoreGraphStore(self._db)
-            self.publisher = publisher_client()
-            self.subscriber = subscriber_client()
-            self.bus = PubSubEventBus(self.publisher, self.project)
-
-    async def close(self) -> None:
-        if self.store is None:
-            return
-        publisher, subscriber, db = self.publisher, self.subscriber, self._db
-        self.store = self.bus = self.publisher = self.subscriber = self._db = None
-        await asyncio.to_thread(publisher.stop)
-        with contextlib.suppress(Exception):
-            subscriber.close()
-        await close_firestore(db)
-
-    def need(self) -> FirestoreGraphStore:
-        if self.store is None:
-            raise RuntimeError("not connected: await connect() (or start()) first")
-        return self.store
-
-    async def ensure(self, node_types: Iterable[str], bands: Iterable[str] = ("normal",)) -> None:
-        """Each node type's topic and worker subscription exist in each band (before anything
-        is published: a message on a topic without a subscription is lost)."""
-        wanted = {(t, b) for t in node_types for b in bands}
-        missing = sorted(wanted - self._ensured)
-        if not missing:
-            return
-        pairs = [
-            (
-                graph_node_subscription(self.workspace, t, b),
-                graph_node_topic(self.workspace, t, b),
-            )
-            for t, b in missing
-        ]
-        await asyncio.to_thread(
-            ensure_pull_subscriptions,
-            self.project,
-            pairs,
-            publisher=self.publisher,
-            subscriber=self.subscriber,
-            create=self.provision,
-            hint=PROVISION_HINT,
-            ack_deadline_seconds=GRAPH_NODE_ACK_DEADLINE_SECONDS,
-        )
-        self._ensured.update(missing)
-
-    async def dispatch(
-        self, workflow_id: str, priority: Priority, tasks: Iterable[NodeTask]
-    ) -> None:
-        """Publish ``tasks`` on their node types' topics in the run's band (``runs.Dispatch``)."""
-        tasks = list(tasks)
-        await self.ensure((t.node_type for t in tasks), (priority,))
-        assert self.bus is not None
-        for topic, data, attributes in task_publications(
-            self.workspace, workflow_id, priority, tasks
-        ):
-            for _ in range(self.copies):
-                await self.bus.publish(topic, data, attributes)
-
-    def _reducers(self, graph: CompiledGraph) -> Mapping[str, ReducerFunction]:
-        return custom_reducers(graph, self.registry)
-
-    async def advance(
-        self, workflow_id: str, step: int, run: WorkflowRunDocument | None = None
-    ) -> Superstep | None:
-        """Advance superstep ``step`` if all its results are saved; dispatch what comes next.
-        ``run`` (as the caller read it, for its graph hash and priority) saves a read."""
-        store = self.need()
-        if run is None:
-            run = await store.get_run(workflow_id)
-            if run is None or run.status != "running" or run.step != step:
-                return None
-        graph = await store.get_graph(run.graph_hash)
-
-        def plan(current: WorkflowRunDocument, results: list[TaskResult]) -> Superstep:
-            try:
-                return advance(graph, current.checkpoint, results, self._reducers(graph))
-            except GraphError as error:  # e.g. a custom reducer this process does not have
-                return stop(current.checkpoint, "failed", str(error))
-
-        nxt = await store.advance(workflow_id, step, plan, dispatch_seconds=self.dispatch_seconds)
-        if nxt is not None and nxt.status == "running":
-            await self.dispatch(workflow_id, run.priority, nxt.pending)
-        return nxt
-
-    async def tend(self, run: WorkflowRunDocument) -> None:
-        """One liveness pass over a running run's open superstep (the wake-up)."""
-        store = self.need()
-        pending = run.checkpoint.pending
-        found = await store.tasks(run.workflow_id, [t.task_id for t in pending])
-        if pending and all(found.get(t.task_id) and found[t.task_id].result for t in pending):
-            await self.advance(run.workflow_id, run.step, run)
-            return
-        now = time.time()
-        # The run's own dispatch timeout, not this tender's: a worker sweeping with its default
-        # of 30 s must not push the next re-dispatch of a run started with 1 s out by 30 s.
-        dispatch_seconds = (
-            self.dispatch_seconds if run.dispatch_seconds is None else run.dispatch_seconds
-        )
-        for task in pending:
-            doc = found.get(task.task_id)
-            if doc is None or doc.result is not None or doc.lease_expires_at > now:
-                continue
-            if await store.redispatch(run.workflow_id, task.task_id, dispatch_seconds):
-                log.info("re-dispatching %s/%s (lease expired)", run.workflow_id, task.task_id)
-                await self.dispatch(run.workflow_id, run.priority, [task])
-
-    async def sweep(self) -> int:
-        """``tend`` every running run of the workspace; returns how many were looked at."""
-        runs = await self.need().list_runs(self.workspace, "running")
-        for run in runs:
-            try:
-                await self.tend(run)
-            except TransientError as error:  # one contended run does not stop the sweep
-                log.warning("tending %s: %s", run.workflow_id, error)
-        return len(runs)
-
-
-def custom_reducers(
-    graph: CompiledGraph, registry: NodeRegistry | None
-) -> dict[str, ReducerFunction]:
-    """The registered reducers a graph names (a missing one fails the run when it is needed)."""
-    found: dict[str, ReducerFunction] = {}
-    for name in set(graph.reducers.values()) - set(BUILTIN_REDUCERS):
-        reducer = registry.get_reducer(name) if registry is not None else None
-        if reducer is not None:
-            found[name] = reducer
-    return found
 
 
 def _status(run: WorkflowRunDocument, done: Iterable[str] = ()) -> WorkflowStatus:
@@ -348,17 +167,16 @@ class DistributedOrchestrator:
         _no_redis(redis_url)
         if copies < 1:
             raise ValueError("copies must be at least 1")
-        project, ws = _settings(project_id, workspace)
-        self.project_id = project
-        self.workspace = ws
+        settings = _settings(project_id, workspace)
+        self.project_id = settings.project
+        self.workspace = settings.workspace
         self.max_steps = max_steps
         self.poll_interval = poll_interval
         self.tend_interval = tend_interval
         """``wait`` tends a run (re-dispatch, recover an advance) once it made no progress for
         this long; while supersteps keep committing it only reads the run document."""
-        self._c = _Coordination(
-            project,
-            ws,
+        self._c = Coordination(
+            settings,
             provision=provision,
             dispatch_seconds=dispatch_timeout,
             copies=copies,
@@ -592,23 +410,21 @@ class DistributedWorker(NodeFunctions):
         self.lease_seconds = lease_seconds or 3 * heartbeat_interval
         if self.lease_seconds <= heartbeat_interval:
             raise ValueError("lease_seconds must be longer than heartbeat_interval")
-        project, ws = _settings(project_id, workspace)
-        self.project_id = project
-        self.workspace = ws
+        settings = _settings(project_id, workspace)
+        self.project_id = settings.project
+        self.workspace = settings.workspace
         self.registry = registry
         self.sweep = sweep
         """Each heartbeat, also tend every running run of the workspace (re-dispatch expired
         leases, advance a superstep whose last saver died): liveness without an orchestrator."""
-        self._c = _Coordination(
-            project,
-            ws,
+        self._c = Coordination(
+            settings,
             provision=provision,
             dispatch_seconds=dispatch_timeout,
             copies=copies,
             registry=registry,
         )
         self.agent_node_types = frozenset(agent_node_types) & self.node_types
-        self._children: IntentChildRuns | None = None
         self._functions: dict[str, Callable[..., Any]] = {}
         self._routers: dict[str, Callable[..., Any]] = {}
         self._pulls: list[StreamingPull] = []
@@ -666,7 +482,7 @@ class DistributedWorker(NodeFunctions):
         for node_type in sorted(self.node_types - self.agent_node_types):
             if node_type not in self._functions and not (
                 self.registry is not None and node_type in self.registry
-            ):
+            ):  # see NodeCallables.serves
                 raise GraphError(
                     f"worker {self.worker_id}: no function registered for node type {node_type!r}"
                 )
@@ -715,7 +531,6 @@ class DistributedWorker(NodeFunctions):
             if graceful:
                 with contextlib.suppress(Exception):
                     await self._beat("stopped")
-            self._children = None
             await self._c.close()
         self._stopped.set()
 
@@ -775,80 +590,18 @@ class DistributedWorker(NodeFunctions):
                 self._held.pop(key, None)
 
     async def _run(self, message: TaskMessage) -> bool:
-        store = self._c.need()
-        wid, task = message.workflow_id, message.task
-        claim = await store.claim(wid, task.task_id, self.worker_id, self.lease_seconds)
-        log.debug("worker %s: %s/%s %s", self.worker_id, wid, task.task_id, claim.outcome)
-        if claim.outcome == "done":
-            # Harmless if already advanced; recovers an advance whose saver died.
-            await self._c.advance(wid, task.step, claim.run)
-            return True
-        if claim.outcome != "claimed" or claim.run is None:
-            return True  # held by a live lease, or no longer open: nothing to do here
-        graph = await store.get_graph(claim.run.graph_hash)
-        result = await self._execute(graph, claim.run.checkpoint, task)
-        if await store.save_result(wid, result, self.worker_id):
-            self.completed += 1
-        await self._c.advance(wid, task.step, claim.run)
-        return True
-
-    async def _execute(
-        self, graph: CompiledGraph, checkpoint: Superstep, task: NodeTask
-    ) -> TaskResult:
-        func: Callable[..., Any] | None = None
-        spec = graph.nodes[task.node]
-        if spec.agent is not None:  # --- agent nodes (graphs/agents.py) ---
-            func = agent_node_function(self._child_runs(), spec)
-        func = func or self._functions.get(task.node_type)
-        if func is None and self.registry is not None:
-            func = self.registry.get(task.node_type)
-        router = None
-        branch = graph.branches.get(task.node)
-        if branch is not None:
-            router = self._routers.get(branch.router)
-            if router is None and self.registry is not None:
-                router = self.registry.get_router(branch.router)
-            if router is None:
-                return TaskResult(
-                    task_id=task.task_id,
-                    node=task.node,
-                    status="failed",
-                    error=(
-                        f"worker {self.worker_id} has no router {branch.router!r} for node "
-                        f"{task.node!r}; register it with @worker.register_router"
-                    ),
-                )
-        assert func is not None
-        reducers = custom_reducers(graph, self.registry)
-        return await run_task(
-            graph,
-            task,
-            checkpoint.state,
-            func,
-            router,
-            workflow_id=checkpoint.workflow_id,
-            reducers=reducers,
+        """Run one delivery (``coordination.run_node_task``, as the graph worker service does);
+        every outcome acknowledges it: the task document, not the message, keeps the task."""
+        callables = NodeCallables(
+            owner=self.worker_id,
+            functions=self._functions,
+            routers=self._routers,
+            registry=self.registry,
         )
-
-    def _child_runs(self) -> IntentChildRuns:
-        """The run machinery agent nodes start their runs on: this worker's Firestore client
-        (runs and agents) and its publisher, to the workspace topic (intents)."""
-        if self._children is None:
-            from cloudagents.adapters.firestore.stores import (
-                FirestoreAgentStore,
-                FirestoreRunStore,
-            )
-
-            db, bus = self._c._db, self._c.bus
-            assert db is not None and bus is not None
-
-            async def publish(data: bytes) -> None:
-                await bus.publish(self.workspace, data, {})
-
-            self._children = IntentChildRuns(
-                FirestoreRunStore(db), publish, agents=FirestoreAgentStore(db)
-            )
-        return self._children
+        outcome = await run_node_task(self._c, message, callables, lease_seconds=self.lease_seconds)
+        if outcome == "saved":
+            self.completed += 1
+        return True
 
 
 class BandGate:

@@ -107,6 +107,16 @@ class TaskMessage(Persisted):
     task: NodeTask
 
 
+class SuperstepWake(Persisted):
+    """The body of a superstep wake-up task (``{ws}-graphwake`` queue, ``graphs/push.py``):
+    look at superstep ``step`` of the run at its leases' expiry. ``gen`` numbers the wake-ups
+    of one superstep; each is handled once and schedules the next while the superstep is open."""
+
+    workflow_id: str
+    step: int = Field(ge=0)
+    gen: int = Field(default=0, ge=0)
+
+
 def new_run_document(
     checkpoint: Superstep,
     *,

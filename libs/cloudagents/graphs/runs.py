@@ -3,27 +3,27 @@
 and ``/workflow-runs/{id}/fork|resume`` routes (``runtime/workflows_api.py``) and workflow
 intents on the workspace topic (``runtime/executor.py``).
 
-Each writes its documents in one store batch and then publishes the open superstep's tasks
-(``Dispatch``); a crash between the two is repaired by the workers' sweep (an unclaimed task
-is dispatched again once its first dispatch lapses) and, for an intent, by its redelivery.
+Each writes its documents in one store batch and then sends the open superstep's tasks
+(``Dispatch``); a crash between the two is repaired by the workers' sweep or the superstep's
+wake-up (an unclaimed task is dispatched again once its first dispatch lapses) and, for an
+intent, by its redelivery.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from cloudagents.graphs.documents import Priority, TaskMessage, WorkflowRunDocument
+from cloudagents.graphs.dispatch import NodeDispatch, Publish
+from cloudagents.graphs.documents import Priority, WorkflowRunDocument
 from cloudagents.graphs.superstep import DEFAULT_MAX_STEPS, NodeTask, fork, resume, start
 from cloudagents.ports.graphs import WorkflowStore
-from cloudagents.topology import graph_node_topic
 
 Dispatch = Callable[[str, Priority, list[NodeTask]], Awaitable[None]]
-"""Publish a run's tasks: (workflow id, the run's priority band, tasks)."""
-Publish = Callable[[str, bytes, dict[str, str]], Awaitable[object]]
-"""(topic, data, attributes): an ``EventBus.publish``."""
+"""Send the tasks of a superstep being opened: (workflow id, the run's priority band, tasks);
+a ``NodeDispatch`` (``graphs/dispatch.py``) chooses Pub/Sub or Cloud Tasks per node type."""
 
 DEFAULT_DISPATCH_SECONDS = 30.0
 """A never-claimed task of a run started by the api or an intent is dispatched again after
@@ -54,28 +54,10 @@ def generated_workflow_id() -> str:
     return f"wf-{uuid.uuid4().hex[:12]}"
 
 
-def task_publications(
-    workspace: str, workflow_id: str, priority: Priority, tasks: Iterable[NodeTask]
-) -> list[tuple[str, bytes, dict[str, str]]]:
-    """(topic, data, attributes) of each task: its node type's topic in the run's band."""
-    return [
-        (
-            graph_node_topic(workspace, task.node_type, priority),
-            TaskMessage(workflow_id=workflow_id, task=task).model_dump_json().encode(),
-            {"workflow_id": workflow_id, "task_id": task.task_id, "priority": priority},
-        )
-        for task in tasks
-    ]
-
-
 def publisher(workspace: str, publish: Publish) -> Dispatch:
-    """A ``Dispatch`` that publishes on ``workspace``'s node-type topics through ``publish``."""
-
-    async def dispatch(workflow_id: str, priority: Priority, tasks: list[NodeTask]) -> None:
-        for topic, data, attributes in task_publications(workspace, workflow_id, priority, tasks):
-            await publish(topic, data, attributes)
-
-    return dispatch
+    """A ``Dispatch`` that publishes every node type's tasks on ``workspace``'s topics (no
+    push-dispatched node types; ``graphs/dispatch.py:NodeDispatch`` chooses per node type)."""
+    return NodeDispatch(workspace, publish=publish)
 
 
 async def resolve_graph(store: WorkflowStore, graph: str) -> str:

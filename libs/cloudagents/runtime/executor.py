@@ -66,10 +66,10 @@ from cloudagents.engine.step import (
     unrenderable_opening,
 )
 from cloudagents.faults import crash_point
+from cloudagents.graphs.dispatch import node_dispatch
 from cloudagents.graphs.runs import (
     DEFAULT_DISPATCH_SECONDS,
     WorkflowRunError,
-    publisher,
     start_workflow_run,
 )
 from cloudagents.ports.model import ModelClient
@@ -289,7 +289,7 @@ class RunExecutor:
         try:
             _, created = await start_workflow_run(
                 self.deps.workflows,
-                publisher(self.deps.settings.workspace, self.deps.bus.publish),
+                node_dispatch(self.deps.settings, self.deps.bus.publish, self.deps.tasks.schedule),
                 workspace=self.deps.settings.workspace,
                 graph=start.graph,
                 initial_state=start.initial_state,

@@ -4,10 +4,11 @@ step, resume a stopped run, and its events (JSON, or SSE at ``/events/stream``).
 
 A run started here is the run ``DistributedOrchestrator.start`` makes (one function,
 ``graphs/runs.py``): the graph pinned by its hash, checkpoint 0 and the first task documents,
-and each task published on its node type's topic in the run's priority band
+and each task sent in the run's priority band: on its node type's topic
 (``{ws}-graph-{node_type}``, ``{ws}-graph_high-{node_type}``, ...), where
-``DistributedWorker``s pull it. The
-workers' sweep re-dispatches a task whose lease expired, so nothing here has to wait on the run.
+``DistributedWorker``s pull it, or, for a push-dispatched node type, as a Cloud Task to the
+graph worker service (``graphs/dispatch.py``). The workers' sweep and the superstep wake-ups
+re-dispatch a task whose lease expired, so nothing here has to wait on the run.
 The node-type topics and subscriptions must exist (a worker's ``start()`` makes them on the
 emulators).
 """
@@ -21,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cloudagents.graphs.agents import agent_runs
+from cloudagents.graphs.dispatch import node_dispatch
 from cloudagents.graphs.documents import Priority, WorkflowRunDocument
 from cloudagents.graphs.errors import GraphError
 from cloudagents.graphs.runs import (
@@ -28,7 +30,6 @@ from cloudagents.graphs.runs import (
     Dispatch,
     WorkflowRunError,
     fork_workflow_run,
-    publisher,
     resume_workflow_run,
     start_workflow_run,
 )
@@ -96,8 +97,12 @@ def _store(deps: Deps) -> WorkflowStore:
 
 
 def dispatch_for(deps: Deps) -> Dispatch:
-    """How this process publishes node tasks: on the workspace's node-type topics."""
-    return publisher(deps.settings.workspace, deps.bus.publish)
+    """How this process sends node tasks: Cloud Tasks to the graph worker service for the
+    push-dispatched node types, the workspace's node-type topics for the others
+    (``graphs/dispatch.py``)."""
+    return node_dispatch(
+        deps.settings, deps.bus.publish, deps.tasks.schedule, wake_after=DISPATCH_SECONDS
+    )
 
 
 def graph_view(graph: CompiledGraph) -> dict[str, Any]:
