@@ -92,6 +92,15 @@ class NodeRegistry:
         """Each registered agent's run context."""
         return {k: dict(v) for k, v in self._agent_contexts.items()}
 
+    def include(self, other: NodeRegistry) -> None:
+        """Take every node function, router, reducer and agent of ``other`` (the graph
+        worker service merges the registries of ``CLOUDAGENTS_GRAPH_MODULES``)."""
+        self._nodes.update(other._nodes)
+        self._routers.update(other._routers)
+        self._reducers.update(other._reducers)
+        self._agents.update(other._agents)
+        self._agent_contexts.update(other._agent_contexts)
+
     def get(self, name: str) -> Callable[..., Any]:
         """The node function registered as ``name``; KeyError names what is registered."""
         try:

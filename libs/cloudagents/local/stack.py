@@ -32,7 +32,7 @@ from cloudagents.local.emulators import (
     process_group_members,
     start_stack,
 )
-from cloudagents.topology import SERVICES, Topology, build_topology
+from cloudagents.topology import GRAPH_WORKER, SERVICES, Topology, build_topology
 
 DEFAULT_PROJECT = "local-project"
 DEFAULT_WORKSPACE = "agents"
@@ -192,16 +192,28 @@ class LocalStack:
         repo_root: Path | None = None,
         extra_env: Mapping[str, str] | None = None,
         service_env: Mapping[str, Mapping[str, str]] | None = None,
+        graph_push_node_types: Iterable[str] = (),
+        graph_modules: Iterable[str] = (),
     ) -> None:
         """``service_env`` adds variables to one service, e.g. ``{"run_executor": {"WORKERS":
-        "2"}}`` runs two executor processes behind one port, as Cloud Run runs instances."""
+        "2"}}`` runs two executor processes behind one port, as Cloud Run runs instances.
+
+        ``graph_push_node_types`` (graph workflows) also starts the ``graph_worker`` service,
+        with a Cloud Tasks queue per node type and band and the superstep wake-up queue on the
+        emulator, importing ``graph_modules`` for their node functions; every process of the
+        stack (and this one) sends those node types' tasks there
+        (``CLOUDAGENTS_GRAPH_PUSH_NODE_TYPES``, ``CLOUDAGENTS_GRAPH_WORKER_URL``)."""
         self.repo_root = repo_root or default_repo_root()
         self.project = project
         self.workspace = workspace
         self.log_dir = log_dir or self.repo_root / ".local" / "logs"
         self.extra_env = dict(extra_env or {})
         self.service_env = {k: dict(v) for k, v in (service_env or {}).items()}
-        self.topology = build_topology(project, workspace)
+        self.graph_push_node_types = tuple(graph_push_node_types)
+        self.graph_modules = tuple(graph_modules)
+        self.topology = build_topology(
+            project, workspace, graph_push_node_types=self.graph_push_node_types
+        )
         self.emulators: EmulatorStack | None = None
         self.services: dict[str, ServiceProcess] = {}
         self.env: dict[str, str] = {}
@@ -225,7 +237,8 @@ class LocalStack:
 
     def _start_services(self, started: float) -> StackState:
         assert self.emulators is not None
-        ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
+        names = [*SERVICES, *([GRAPH_WORKER] if self.graph_push_node_types else [])]
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
         urls: dict[str, str] = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         self.env = {
             **self.emulators.env(),
@@ -240,6 +253,7 @@ class LocalStack:
             # only while the emulator variables are set.
             "CLOUDAGENTS_PUSH_AUTH": "off",
             "CLOUDAGENTS_API_TOKENS": f"local={secrets.token_urlsafe(24)}",
+            **self._graph_env(urls),
             **self.extra_env,
         }
         os.environ.update(self.env)
@@ -252,6 +266,15 @@ class LocalStack:
         wait_healthy(self.services.values())
         _progress(f"local stack ready in {time.monotonic() - started:.1f}s")
         return self.state()
+
+    def _graph_env(self, urls: Mapping[str, str]) -> dict[str, str]:
+        if not self.graph_push_node_types:
+            return {}
+        return {
+            "CLOUDAGENTS_GRAPH_PUSH_NODE_TYPES": ",".join(self.graph_push_node_types),
+            "CLOUDAGENTS_GRAPH_WORKER_URL": urls[GRAPH_WORKER],
+            "CLOUDAGENTS_GRAPH_MODULES": ",".join(self.graph_modules),
+        }
 
     def state(self) -> StackState:
         assert self.emulators is not None

@@ -10,6 +10,7 @@ Documents (``graphs/distributed.py`` describes the protocol):
   (``task_id`` is ``{step:04d}-{node}``), holding its lease and, first-write-wins, its result;
 * ``workflow_runs/{workflow_id}/events/{event_id}``: the run's events (``graphs/events.py``),
   each written in the batch of the transition it reports;
+* ``workflow_runs/{workflow_id}/wakes/{step:06d}-{gen:04d}``: a superstep wake-up taken (once);
 * ``node_workers/{worker_id}``: what a pull worker serves and when it was last seen (listing).
 
 Every read-modify-write is a ``guarded`` batch (``ops.py``): the advance of a superstep is one
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from cloudagents.adapters.firestore.ops import (
@@ -60,6 +62,7 @@ TASKS = "tasks"
 CHECKPOINTS = "checkpoints"
 WORKERS = "node_workers"
 EVENTS = "events"
+WAKES = "wakes"
 
 
 def _run_data(run: WorkflowRunDocument) -> dict[str, Any]:
@@ -510,6 +513,17 @@ class FirestoreGraphStore:
 
         result: Superstep | None = await guarded(self.client, apply)
         return result
+
+    async def claim_wake(self, workflow_id: str, key: str) -> bool:
+        """Take the wake-up ``key`` (``{step:06d}-{gen:04d}``) of a run, once: True for the
+        first caller, False for every duplicate (the Cloud Tasks emulator does not drop tasks
+        of the same name)."""
+        ref = self._run_ref(workflow_id).collection(WAKES).document(key)
+        try:
+            await written(ref).create({"at": time.time()})
+        except gexc.AlreadyExists:
+            return False
+        return True
 
     # node workers -------------------------------------------------------------------------
 
