@@ -8,6 +8,13 @@ so no second list of topics is kept by hand. Run it after changing ``topology.py
     python scripts/gen_terraform_topology.py            # rewrite the files
     python scripts/gen_terraform_topology.py --check    # exit 1 if a committed file is stale
 
+Graph workflows' node types are the application's: ``--graph-push-node-types summarize:4,agent``
+adds the graph worker service and a Cloud Tasks queue per node type and band (``:4`` is the
+node type's capacity, its queues' ``max_concurrent_dispatches``); ``--graph-pull-node-types
+research`` adds each type's topics and worker subscriptions (``DistributedWorker``s outside
+Cloud Run). The file records the lists (``topology.graph``); without the flags a run keeps the
+lists the environment's file already has, so ``--check`` and a plain regeneration agree.
+
 The project is a Terraform variable, so names that contain it are emitted with the placeholder
 ``{project}``; Terraform replaces it with ``var.project_id``. The file also carries the
 inversions IAM needs (who publishes to each topic, who reads each bucket and secret, who
@@ -26,7 +33,13 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "libs"))
 
-from cloudagents.topology import Topology, build_topology  # noqa: E402
+from cloudagents.topology import (  # noqa: E402
+    GRAPH_NODE_ACK_DEADLINE_SECONDS,
+    GRAPH_TASK_DEADLINE_SECONDS,
+    Topology,
+    build_topology,
+    parse_node_types,
+)
 
 ENVIRONMENTS = ("dev", "prod")
 DEFAULT_WORKSPACE = "agents"
@@ -92,6 +105,10 @@ def topology_tfvars(topology: Topology) -> dict[str, Any]:
             "description": topic.description,
             "publishers": sorted(s.name for s in services if topic.name in s.publishes),
             "pull_subscriptions": sorted(pulls_by_topic.get(topic.name, [])),
+            # Node-type topics: a worker's client extends the deadline while a task runs.
+            "pull_ack_deadline_seconds": (
+                GRAPH_NODE_ACK_DEADLINE_SECONDS if topic.role == "graph_nodes" else None
+            ),
             "push_subscriptions": {
                 sub.name: {
                     "service": sub.service,
@@ -118,9 +135,15 @@ def topology_tfvars(topology: Topology) -> dict[str, Any]:
                 "service": q.service,
                 "path": q.path,
                 "max_attempts": q.max_attempts,
+                "max_concurrent_dispatches": q.max_concurrent_dispatches,
+                "node_type": q.node_type,
                 "enqueuers": sorted(s.name for s in services if q.name in s.enqueues),
             }
             for q in topology.queues
+        },
+        "graph": {
+            "push_node_types": list(topology.graph_push_node_types),
+            "pull_node_types": list(topology.graph_pull_node_types),
         },
         "buckets": {
             b.name: {
@@ -146,13 +169,21 @@ def topology_tfvars(topology: Topology) -> dict[str, Any]:
                     sub.name for sub in topology.subscriptions if sub.service == s.name
                 ),
                 "task_queues": sorted(q.name for q in topology.queues if q.service == s.name),
-                # Cloud Run must not cut a push request before Pub/Sub stops waiting for it.
+                # Cloud Run must not cut a push request before Pub/Sub stops waiting for it,
+                # nor a node task before Cloud Tasks' dispatch deadline.
                 "min_request_timeout_seconds": max(
-                    (
-                        sub.ack_deadline_seconds
-                        for sub in topology.subscriptions
-                        if sub.service == s.name
-                    ),
+                    [
+                        *(
+                            sub.ack_deadline_seconds
+                            for sub in topology.subscriptions
+                            if sub.service == s.name
+                        ),
+                        *(
+                            GRAPH_TASK_DEADLINE_SECONDS
+                            for q in topology.queues
+                            if q.service == s.name and q.node_type is not None
+                        ),
+                    ],
                     default=0,
                 ),
             }
@@ -161,9 +192,19 @@ def topology_tfvars(topology: Topology) -> dict[str, Any]:
     }
 
 
-def render(workspace: str = DEFAULT_WORKSPACE) -> str:
-    """The file's full text for ``workspace`` (the same for every environment)."""
-    topology = build_topology(PROJECT_STAND_IN, workspace)
+def render(
+    workspace: str = DEFAULT_WORKSPACE,
+    graph_push_node_types: str = "",
+    graph_pull_node_types: str = "",
+) -> str:
+    """The file's full text for ``workspace`` and the graph node types (comma lists; a push
+    type may carry its capacity, ``summarize:4``)."""
+    topology = build_topology(
+        PROJECT_STAND_IN,
+        workspace,
+        graph_push_node_types=parse_node_types(graph_push_node_types),
+        graph_pull_node_types=parse_node_types(graph_pull_node_types),
+    )
     value = _with_placeholder(topology_tfvars(topology))
     _check_placeholder_only_in_bucket_names(value)
     document = {
@@ -174,6 +215,23 @@ def render(workspace: str = DEFAULT_WORKSPACE) -> str:
         },
     }
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def recorded_node_types(text: str | None) -> tuple[str, str]:
+    """The graph node types a generated file was made with (push with capacities, pull)."""
+    if not text:
+        return "", ""
+    value = json.loads(text)["topology"]
+    graph = value.get("graph") or {}
+    capacity = {
+        q["node_type"]: q.get("max_concurrent_dispatches")
+        for q in value.get("queues", {}).values()
+        if q.get("node_type")
+    }
+    push = ",".join(
+        f"{t}:{capacity[t]}" if capacity.get(t) else t for t in graph.get("push_node_types", [])
+    )
+    return push, ",".join(graph.get("pull_node_types", []))
 
 
 def _with_placeholder(node: Any) -> Any:
@@ -226,16 +284,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="environment to write (repeatable); default: all",
     )
     parser.add_argument(
+        "--graph-push-node-types",
+        default=None,
+        help="graph node types served by the graph worker service (Cloud Tasks), comma "
+        "separated, each optionally with its capacity: summarize:4,agent; default: as recorded",
+    )
+    parser.add_argument(
+        "--graph-pull-node-types",
+        default=None,
+        help="graph node types served by pull workers (Pub/Sub topics and subscriptions), "
+        "comma separated; default: as recorded in the environment's file",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="write nothing; exit 1 if a committed file differs from what would be written",
     )
     args = parser.parse_args(argv)
-    expected = render(args.workspace)
     stale: list[Path] = []
     for environment in args.environment or ENVIRONMENTS:
         path = tfvars_path(environment)
         current = path.read_text() if path.exists() else None
+        push, pull = recorded_node_types(current)
+        expected = render(
+            args.workspace,
+            push if args.graph_push_node_types is None else args.graph_push_node_types,
+            pull if args.graph_pull_node_types is None else args.graph_pull_node_types,
+        )
         if current == expected:
             continue
         if args.check:

@@ -128,6 +128,8 @@ class Topology:
     pull_subscriptions: tuple[tuple[str, str], ...] = field(default=())
     """(name, topic): what no push subscription consumes is kept here."""
     dead_letter_sinks: tuple[DeadLetterSink, ...] = field(default=())
+    graph_pull_node_types: tuple[str, ...] = field(default=())
+    """Graph node types whose tasks travel on Pub/Sub topics (``graph_nodes``) to pull workers."""
 
     def topic(self, role: TopicRole) -> str:
         return next(t.name for t in self.topics if t.role == role)
@@ -400,6 +402,7 @@ def build_topology(
             DeadLetterSink(f"{s.dead_letter_topic}-record", s.dead_letter_topic, s.name)
             for s in subscriptions
         ),
+        graph_pull_node_types=tuple(pull_types),
     )
 
 

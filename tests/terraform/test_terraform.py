@@ -245,12 +245,19 @@ def topology_coverage_violations(topology: Topology, value: dict[str, Any]) -> l
         bad.append(f"queues differ: Terraform has {sorted(queues)}")
     for q in topology.queues:
         got = queues.get(q.name, {})
-        if (got.get("service"), got.get("path"), got.get("max_attempts")) != (
-            q.service,
-            q.path,
-            q.max_attempts,
-        ):
+        if (
+            got.get("service"),
+            got.get("path"),
+            got.get("max_attempts"),
+            got.get("max_concurrent_dispatches"),
+            got.get("node_type"),
+        ) != (q.service, q.path, q.max_attempts, q.max_concurrent_dispatches, q.node_type):
             bad.append(f"queue {q.name}: declared {q}, got {got}")
+    graph = value.get("graph", {})
+    if tuple(graph.get("push_node_types", ())) != topology.graph_push_node_types:
+        bad.append(f"graph push node types: declared {topology.graph_push_node_types}")
+    if tuple(graph.get("pull_node_types", ())) != topology.graph_pull_node_types:
+        bad.append(f"graph pull node types: declared {topology.graph_pull_node_types}")
     buckets = value["buckets"]
     if set(buckets) != {b.name for b in topology.buckets}:
         bad.append(f"buckets differ: Terraform has {sorted(buckets)}")
@@ -507,8 +514,10 @@ def test_checker_generator_check_fails_when_a_topic_is_added(
     gen = gen_script()
     extra = Topic(f"{WORKSPACE}-new", "steps", "a topic added in code")
 
-    def with_extra_topic(project: str, workspace: str, location: str = "us-central1") -> Topology:
-        base = build_topology(project, workspace)
+    def with_extra_topic(
+        project: str, workspace: str, location: str = "us-central1", **graph: Any
+    ) -> Topology:
+        base = build_topology(project, workspace, **graph)
         return replace(base, topics=(*base.topics, extra))
 
     monkeypatch.setattr(gen, "build_topology", with_extra_topic)
@@ -518,6 +527,53 @@ def test_checker_generator_check_fails_when_a_topic_is_added(
         "topics" in v
         for v in topology_coverage_violations(grown, tfvars(ENVIRONMENTS[0])["topology"])
     )
+
+
+def test_graph_node_types_become_queues_topics_and_the_graph_worker() -> None:
+    gen = gen_script()
+    text = gen.render(WORKSPACE, "summarize:4,agent", "research")
+    value = json.loads(text.replace(PLACEHOLDER, PROJECT))["topology"]
+    declared = build_topology(
+        PROJECT,
+        WORKSPACE,
+        graph_push_node_types={"summarize": 4, "agent": None},
+        graph_pull_node_types=["research"],
+    )
+    assert topology_coverage_violations(declared, value) == []
+    assert value["graph"] == {
+        "push_node_types": ["agent", "summarize"],
+        "pull_node_types": ["research"],
+    }
+    queues = value["queues"]
+    for band in ("agents-graph-", "agents-graphhigh-", "agents-graphlow-"):
+        assert queues[f"{band}summarize"]["max_concurrent_dispatches"] == 4
+        assert queues[f"{band}summarize"]["service"] == "graph_worker"
+    assert queues["agents-graphwake"]["path"] == "/tasks/graph-wake"
+    worker = value["services"]["graph_worker"]
+    assert worker["min_request_timeout_seconds"] >= 600  # a node task runs inside its request
+    assert "agents-graphwake" in worker["task_queues"]
+    for opener in ("api", "run_executor", "graph_worker"):
+        assert opener in queues["agents-graph-agent"]["enqueuers"]
+        assert opener in value["topics"]["agents-graph-research"]["publishers"]
+    assert value["topics"]["agents-graph-research"]["pull_subscriptions"] == [
+        "agents-graph-research-workers"
+    ]
+    # Without flags a regeneration keeps what the file records.
+    assert gen.recorded_node_types(text) == ("agent:100,summarize:4", "research")
+    assert gen.recorded_node_types(gen.render(WORKSPACE)) == ("", "")
+
+
+def test_stack_wires_graph_node_types() -> None:
+    stack = load_dir(STACK)
+    queues = module_call(stack, "queues")
+    assert expr(queues["rate_limits"]["max_concurrent_dispatches"]) == (
+        "each.value.max_concurrent_dispatches"
+    )
+    env = expr(module_call(stack, "services")["env"])
+    assert (
+        'CLOUDAGENTS_GRAPH_PUSH_NODE_TYPES = join(",", var.topology.graph.push_node_types)' in env
+    )
+    assert 'local.service_urls["graph_worker"]' in env
 
 
 def test_checker_coverage_flags_a_changed_push_path(declared: Topology) -> None:

@@ -135,6 +135,10 @@ module "queues" {
   retry = {
     max_attempts = each.value.max_attempts
   }
+  # A graph node type's queue caps its tasks in flight (null: the module's default).
+  rate_limits = {
+    max_concurrent_dispatches = each.value.max_concurrent_dispatches
+  }
   iam = {
     "roles/cloudtasks.enqueuer" = [for svc in each.value.enqueuers : module.service_accounts[svc].iam_email]
   }
@@ -181,6 +185,15 @@ module "services" {
         # Wake-up tasks (runs that wait, deferred tool calls) call the run executor.
         CLOUDAGENTS_WAKE_URL = local.service_urls["run_executor"]
       } : k => v if length(each.value.enqueues) > 0
+    },
+    {
+      for k, v in {
+        # Graph workflows: which node types go to the graph worker service, and where it is
+        # (every service that opens a superstep dispatches them; CLOUDAGENTS_GRAPH_MODULES,
+        # the modules of the node functions, is the application's: var.env).
+        CLOUDAGENTS_GRAPH_PUSH_NODE_TYPES = join(",", var.topology.graph.push_node_types)
+        CLOUDAGENTS_GRAPH_WORKER_URL      = try(local.service_urls["graph_worker"], "")
+      } : k => v if length(var.topology.graph.push_node_types) > 0
     },
   )
   secret_env = {
@@ -238,7 +251,9 @@ module "topics" {
   labels               = merge(local.labels, { role = each.value.role })
   pubsub_service_agent = module.project.pubsub_service_agent
   pull_subscriptions = {
-    for name in each.value.pull_subscriptions : name => {}
+    for name in each.value.pull_subscriptions : name => {
+      ack_deadline_seconds = each.value.pull_ack_deadline_seconds
+    }
   }
   push_subscriptions = {
     for name, s in each.value.push_subscriptions : name => {

@@ -40,8 +40,10 @@ variable "topology" {
       role        = string
       description = string
       publishers  = list(string)
-      # Kept for consumers that are not services (the tool audit trail).
+      # Kept for consumers that are not services (the tool audit trail, graph pull workers).
       pull_subscriptions = optional(list(string), [])
+      # Graph node-type topics: their workers' clients extend a short deadline while a task runs.
+      pull_ack_deadline_seconds = optional(number)
       push_subscriptions = map(object({
         service                 = string
         path                    = string
@@ -70,7 +72,16 @@ variable "topology" {
       path         = string
       max_attempts = number
       enqueuers    = list(string)
+      # A graph node type's queue: its global capacity (tasks in flight at once).
+      max_concurrent_dispatches = optional(number)
+      node_type                 = optional(string)
     }))
+    # Graph workflows: node types push-dispatched to the graph worker service (Cloud Tasks) and
+    # node types pulled from their topics by workers outside Cloud Run.
+    graph = optional(object({
+      push_node_types = list(string)
+      pull_node_types = list(string)
+    }), { push_node_types = [], pull_node_types = [] })
     buckets = map(object({
       delete_after_days = number
       object_users      = list(string)
