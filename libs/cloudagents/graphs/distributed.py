@@ -27,6 +27,10 @@ node types from any machine. Coordination is Firestore and Pub/Sub
 discarded; its pending tasks stay in the checkpoint). ``resume_workflow`` continues a stopped
 run from there and ``fork_workflow`` starts a new run from any step's checkpoint
 (``graphs/runs.py``, shared with the api). Tasks travel in the run's priority band.
+
+Node types listed in ``CLOUDAGENTS_GRAPH_PUSH_NODE_TYPES`` go as Cloud Tasks to the graph worker
+service instead (``graphs/dispatch.py`` chooses, ``graphs/push.py`` serves them, with a wake-up
+at lease expiry per superstep); a delivery runs ``coordination.run_node_task`` either way.
 """
 
 from __future__ import annotations
