@@ -65,6 +65,7 @@ def err(text: str) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     from cloudagents.local.stack import LocalStack, stack_is_healthy
     from cloudagents.runtime.ui import viewer_link
+    from cloudagents.topology import parse_node_types
 
     state = load_state()
     if state is not None and stack_is_healthy(state):
@@ -74,7 +75,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         print_env(state)
         out(f"run viewer: {viewer_link(state.api_url, state.api_token)}")
         return EXIT_OK
-    stack = LocalStack(project=args.project, workspace=args.workspace)
+    stack = LocalStack(
+        project=args.project,
+        workspace=args.workspace,
+        graph_push_node_types=parse_node_types(args.graph_push_node_types),
+        graph_modules=[m.strip() for m in args.graph_modules.split(",") if m.strip()],
+    )
     state = stack.start()
     stack.detach()
     state.save(state_path())
@@ -571,6 +577,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--agents",
         default=str(repo_root() / "examples" / "agents.yaml"),
         help="agent definitions to register (default: examples/agents.yaml)",
+    )
+    up.add_argument(
+        "--graph-push-node-types",
+        default="",
+        help="graph node types served by the graph worker service (Cloud Tasks), comma "
+        "separated; also starts that service (docs/graphs.md)",
+    )
+    up.add_argument(
+        "--graph-modules",
+        default="",
+        help="modules the graph worker service imports for their NodeRegistry objects",
     )
     up.set_defaults(handler=cmd_up)
     commands.add_parser("down", help="stop what `up` started").set_defaults(handler=cmd_down)

@@ -194,3 +194,24 @@ def test_the_service_merges_the_registries_of_its_modules() -> None:
 def test_superstep_wake_round_trips() -> None:
     wake = SuperstepWake(workflow_id="wf", step=2, gen=3)
     assert SuperstepWake.model_validate(json.loads(wake.model_dump_json())) == wake
+
+
+async def test_the_api_and_intents_send_push_node_types_as_cloud_tasks() -> None:
+    from cloudagents.adapters.memory.messaging import InMemoryEventBus, InMemoryTaskQueue
+    from cloudagents.bootstrap import build_deps
+    from cloudagents.runtime.workflows_api import dispatch_for
+
+    settings = Settings.from_env(
+        {
+            "CLOUDAGENTS_BACKEND": "memory",
+            "CLOUDAGENTS_WORKSPACE": "agents",
+            "CLOUDAGENTS_GRAPH_PUSH_NODE_TYPES": "summarize",
+            "CLOUDAGENTS_GRAPH_WORKER_URL": "http://worker",
+        }
+    )
+    deps = build_deps(settings)
+    assert deps.topology.graph_wake_queue is not None
+    await dispatch_for(deps)("wf", "low", [task("summarize"), task("research")])
+    assert isinstance(deps.tasks, InMemoryTaskQueue) and isinstance(deps.bus, InMemoryEventBus)
+    assert [t.queue for t in deps.tasks.tasks] == ["agents-graphwake", "agents-graphlow-summarize"]
+    assert [m.topic for m in deps.bus.published] == ["agents-graph_low-research"]
