@@ -4,9 +4,10 @@ node type and band, importing ``tests/integration/graph_push_nodes.py``.
 
 * A graph whose ``plan``, ``b`` run on the service and ``a``, ``merge`` on a
   ``DistributedWorker`` ends in the state the in-process ``Orchestrator`` gives.
-* A push task whose delivery dies after claiming (the node SIGKILLs the service) is finished
-  through the superstep wake-up at lease expiry, with no orchestrator tending the run and no
-  pull worker sweeping: each node's result applied once.
+* A push task whose delivery dies after claiming (the node SIGKILLs the service's worker
+  process, and the emulator does not retry the failed delivery) is finished through the
+  superstep wake-up at lease expiry, with no orchestrator tending the run and no pull worker
+  sweeping: each node's result applied once.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, executions_dir: Path) -> Ite
             "CLOUDAGENTS_GRAPH_LEASE_SECONDS": str(LEASE_SECONDS),
         },
         service_env={"graph_worker": {"GRAPH_PUSH_CRASH": "1"}},
+        # A failed delivery is dropped, not retried: only the wake-up can finish its task (a
+        # retry would find the dead delivery's lease held and only acknowledge, unless it came
+        # after the lease, which a slow respawn on a busy machine can make it do).
+        tasks_max_retries=0,
     )
     with patch.dict(os.environ):  # the stack exports its environment to this process
         local.start()

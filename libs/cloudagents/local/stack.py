@@ -194,6 +194,7 @@ class LocalStack:
         service_env: Mapping[str, Mapping[str, str]] | None = None,
         graph_push_node_types: Iterable[str] = (),
         graph_modules: Iterable[str] = (),
+        tasks_max_retries: int = 100,
     ) -> None:
         """``service_env`` adds variables to one service, e.g. ``{"run_executor": {"WORKERS":
         "2"}}`` runs two executor processes behind one port, as Cloud Run runs instances.
@@ -202,7 +203,9 @@ class LocalStack:
         with a Cloud Tasks queue per node type and band and the superstep wake-up queue on the
         emulator, importing ``graph_modules`` for their node functions; every process of the
         stack (and this one) sends those node types' tasks there
-        (``CLOUDAGENTS_GRAPH_PUSH_NODE_TYPES``, ``CLOUDAGENTS_GRAPH_WORKER_URL``)."""
+        (``CLOUDAGENTS_GRAPH_PUSH_NODE_TYPES``, ``CLOUDAGENTS_GRAPH_WORKER_URL``).
+        ``tasks_max_retries``: the Cloud Tasks emulator's immediate retries of a failed task
+        (0: a failed delivery is dropped, so only a wake-up can finish its work)."""
         self.repo_root = repo_root or default_repo_root()
         self.project = project
         self.workspace = workspace
@@ -211,6 +214,7 @@ class LocalStack:
         self.service_env = {k: dict(v) for k, v in (service_env or {}).items()}
         self.graph_push_node_types = tuple(graph_push_node_types)
         self.graph_modules = tuple(graph_modules)
+        self.tasks_max_retries = tasks_max_retries
         self.topology = build_topology(
             project, workspace, graph_push_node_types=self.graph_push_node_types
         )
@@ -228,6 +232,7 @@ class LocalStack:
             location=self.topology.location,
             queue_names=[q.name for q in self.topology.queues],
             repo_root=self.repo_root,
+            tasks_max_retries=self.tasks_max_retries,
         )
         try:
             return self._start_services(started)
