@@ -86,6 +86,17 @@ def mixed_graph() -> Graph:
     return graph
 
 
+def push_only_graph() -> Graph:
+    """``plan`` then ``b``, both push-dispatched: a run needs no process but the services."""
+    graph = Graph(name="push-only", reducers={"parts": "extend", "log": "extend"})
+    graph.add_node("plan", writes=["topic", "log"])
+    graph.add_node("b", writes=["parts", "log"])
+    graph.set_entry_point("plan")
+    graph.add_edge("plan", "b")
+    graph.add_edge("b", END)
+    return graph
+
+
 def crash_graph() -> Graph:
     """``crash`` then ``after``, both push-dispatched."""
     graph = Graph(name="push-crash", reducers={"log": "extend"})

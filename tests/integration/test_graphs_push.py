@@ -4,6 +4,8 @@ node type and band, importing ``tests/integration/graph_push_nodes.py``.
 
 * A graph whose ``plan``, ``b`` run on the service and ``a``, ``merge`` on a
   ``DistributedWorker`` ends in the state the in-process ``Orchestrator`` gives.
+* A run started through the api, of a graph of push node types only, completes with nothing
+  but the services running (the api sends superstep 0 as Cloud Tasks).
 * A push task whose delivery dies after claiming (the node SIGKILLs the service's worker
   process, and the emulator does not retry the failed delivery) is finished through the
   superstep wake-up at lease expiry, with no orchestrator tending the run and no pull worker
@@ -13,6 +15,7 @@ node type and band, importing ``tests/integration/graph_push_nodes.py``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
+import httpx
 import pytest
 
 from cloudagents.graphs import Orchestrator
@@ -114,6 +118,27 @@ async def test_push_and_pull_node_types_reach_the_in_process_state(
     assert finished_by["a"] == finished_by["merge"] == "pull-1"
     assert finished_by["plan"].startswith("push-") and finished_by["b"].startswith("push-")
     assert sorted(nodes.executions(wid)) == ["a", "b", "merge", "plan"]
+
+
+async def test_a_run_started_by_the_api_runs_on_the_service_alone(stack: LocalStack) -> None:
+    state = stack.state()
+    headers = {"Authorization": f"Bearer {state.api_token}"}
+    graph = json.loads(nodes.push_only_graph().compile().to_json())
+    wid = f"api-{uuid.uuid4().hex[:6]}"
+    async with httpx.AsyncClient(base_url=state.api_url, headers=headers, timeout=30) as api:
+        registered = await api.post("/workflows", json=graph)
+        assert registered.status_code == 201, registered.text
+        started = await api.post(
+            f"/workflows/{registered.json()['hash']}/runs",
+            json={"initial_state": {"topic": "reefs"}, "workflow_id": wid, "priority": "high"},
+        )
+        assert started.status_code == 202, started.text
+        deadline = time.monotonic() + 60
+        while (view := (await api.get(f"/workflow-runs/{wid}")).json())["status"] == "running":
+            assert time.monotonic() < deadline, view
+            await asyncio.sleep(0.2)
+    assert view["status"] == "completed", view
+    assert view["state"] == {"topic": "REEFS", "parts": ["b:REEFS"], "log": ["plan@0", "b@1"]}
 
 
 async def test_a_push_task_whose_delivery_died_is_finished_by_the_wake_up(
