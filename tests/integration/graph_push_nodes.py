@@ -19,8 +19,10 @@ from typing import Any
 from cloudagents.graphs import END, Graph, NodeRegistry, State
 
 registry = NodeRegistry()
-PUSHED = ("plan", "b", "crash", "after")
-"""Node types served by the graph worker service; ``a`` and ``merge`` are pulled."""
+PUSHED = ("plan", "b", "crash", "after", "agent")
+"""Node types served by the graph worker service (``agent``: agent nodes); ``a`` and ``merge``
+are pulled."""
+SUMMARISER = "gp-summariser"
 
 
 def executions(workflow_id: str) -> list[str]:
@@ -95,6 +97,32 @@ def push_only_graph() -> Graph:
     graph.add_edge("plan", "b")
     graph.add_edge("b", END)
     return graph
+
+
+def agent_graph() -> Graph:
+    """``plan`` (push), then the agent node ``summary`` (type ``agent``, push): its child run
+    is started by the graph worker service and run by the run executor."""
+    graph = Graph(name="push-agent", reducers={"log": "extend"})
+    graph.add_node("plan", writes=["topic", "log"])
+    graph.add_agent_node("summary", agent=SUMMARISER, input_key="topic", output_key="summary")
+    graph.set_entry_point("plan")
+    graph.add_edge("plan", "summary")
+    graph.set_finish_point("summary")
+    return graph
+
+
+def summariser() -> dict[str, Any]:
+    """The scripted agent of the agent node (registered with ``POST /agents``)."""
+    return {
+        "id": SUMMARISER,
+        "instructions": "Summarise the topic.",
+        "model": {
+            "provider": "scripted",
+            "name": "scripted-gp-summariser",
+            "script": [{"content": "A short summary.", "total_tokens": 5}],
+        },
+        "tools": [],
+    }
 
 
 def crash_graph() -> Graph:

@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from cloudagents.graphs import Orchestrator
+from cloudagents.graphs.agents import child_run_id
 from cloudagents.graphs.distributed import DistributedOrchestrator, DistributedWorker
 from cloudagents.local.stack import LocalStack
 from tests.integration import graph_push_nodes as nodes
@@ -139,6 +140,33 @@ async def test_a_run_started_by_the_api_runs_on_the_service_alone(stack: LocalSt
             await asyncio.sleep(0.2)
     assert view["status"] == "completed", view
     assert view["state"] == {"topic": "REEFS", "parts": ["b:REEFS"], "log": ["plan@0", "b@1"]}
+
+
+async def test_an_agent_node_on_the_service_starts_its_child_run_once(stack: LocalStack) -> None:
+    state = stack.state()
+    headers = {"Authorization": f"Bearer {state.api_token}"}
+    async with httpx.AsyncClient(base_url=state.api_url, headers=headers, timeout=30) as api:
+        agent = await api.post("/agents", json=nodes.summariser())
+        assert agent.status_code in (200, 201), agent.text
+    orchestrator = DistributedOrchestrator(
+        workspace=stack.workspace, registry=nodes.registry, dispatch_timeout=DISPATCH_SECONDS
+    )
+    await orchestrator.connect()
+    try:
+        wid = f"agent-{uuid.uuid4().hex[:6]}"
+        await orchestrator.start(nodes.agent_graph(), {"topic": "kelp"}, workflow_id=wid)
+        run = await _run_until_done(orchestrator, wid, seconds=90)
+        summary = await orchestrator.store.get_task(wid, "0001-summary")
+    finally:
+        await orchestrator.close()
+    assert run.status == "completed", run.checkpoint.error
+    assert run.checkpoint.state["summary"] == "A short summary."
+    assert summary is not None and (summary.finished_by or "").startswith("push-")
+    async with httpx.AsyncClient(base_url=state.api_url, headers=headers, timeout=30) as api:
+        child = await api.get(f"/runs/{child_run_id(wid, '0001-summary', 1)}")
+        second = await api.get(f"/runs/{child_run_id(wid, '0001-summary', 2)}")
+    assert child.status_code == 200 and child.json()["graph_task"]["workflow_id"] == wid
+    assert second.status_code == 404
 
 
 async def test_a_push_task_whose_delivery_died_is_finished_by_the_wake_up(
