@@ -450,7 +450,7 @@ async def test_graphql_reads_cancels_and_streams_a_workflow_run_and_its_child_ru
     from cloudagents.graphs.agents import IntentChildRuns, agent_node_function, child_run_id
     from cloudagents.graphs.execution import run_task
     from cloudagents.graphs.superstep import NodeTask
-    from tests.services.test_hub_graphql import GraphQLSession
+    from tests.services.test_hub_graphql import GraphQLSession, graphql_http
     from tests.services.test_streaming_services import slow_agent
 
     clients, pump = stack
@@ -483,17 +483,7 @@ async def test_graphql_reads_cancels_and_streams_a_workflow_run_and_its_child_ru
         await asyncio.sleep(0)
 
     app = build_api_app(API_SOURCE, lambda: get_deps("api"))
-    http = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://svc",
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    )
-
-    async def gql(query: str, **variables: object) -> dict[str, object]:
-        response = await http.post("/graphql", json={"query": query, "variables": variables})
-        assert response.status_code == 200, response.text
-        return dict(response.json())
-
+    gql = graphql_http(app)
     listed = await gql('{ workflowRuns(status: "running") { workflowId status graphHash } }')
     assert listed["data"] == {
         "workflowRuns": [{"workflowId": "wf-gql", "status": "running", "graphHash": digest}]
