@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -120,6 +120,22 @@ def streaming_client(app: ASGIApp) -> httpx.AsyncClient:
         headers={"Authorization": f"Bearer {TOKEN}"},
         timeout=20.0,
     )
+
+
+def graphql_http(app: ASGIApp) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """``POST /graphql`` with the bearer token: the response body, ``data`` and ``errors``."""
+    http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://svc",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+
+    async def gql(query: str, **variables: Any) -> dict[str, Any]:
+        response = await http.post("/graphql", json={"query": query, "variables": variables})
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    return gql
 
 
 # ---- the hub ---------------------------------------------------------------------------------
@@ -508,17 +524,7 @@ async def test_graphql_lists_and_decides_approvals(stack: Stack, app: ASGIApp) -
     started = await clients["api"].post("/runs", json={"agent_id": "gql-refunds", "message": "go"})
     run_id = started.json()["run_id"]
     await pump.run()
-    http = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://svc",
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    )
-
-    async def gql(query: str, **variables: Any) -> dict[str, Any]:
-        response = await http.post("/graphql", json={"query": query, "variables": variables})
-        assert response.status_code == 200, response.text
-        return dict(response.json())
-
+    gql = graphql_http(app)
     inbox = await gql('{ approvals(status: "pending") { runId approvalId tool status risk } }')
     assert inbox["data"]["approvals"] == [
         {
@@ -540,4 +546,3 @@ async def test_graphql_lists_and_decides_approvals(stack: Stack, app: ASGIApp) -
     await pump.run()
     run = (await clients["api"].get(f"/runs/{run_id}")).json()
     assert run["result"]["exit"] == "SATISFIED"
-    await http.aclose()

@@ -436,3 +436,109 @@ async def test_an_agent_node_whose_run_fails_is_retried_with_a_new_run(stack: St
     assert sorted(runs) == ["wf-broken.0000-answer", "wf-broken.0000-answer.a2"]
     assert [runs[r].graph_task.attempt for r in sorted(runs)] == [1, 2]  # type: ignore[union-attr]
     assert {r.result.exit.value for r in runs.values() if r.result} == {"ERROR"}
+
+
+async def test_graphql_reads_cancels_and_streams_a_workflow_run_and_its_child_runs(
+    stack: Stack,
+) -> None:
+    """GraphQL has the workflow runs the routes have: ``workflowRuns``, ``workflowRun``,
+    ``workflowEvents``, ``cancelWorkflowRun`` and the ``workflowExecutionStream`` subscription.
+    Cancelling a run also cancels the child run its agent node started (the route and the
+    mutation are one command), and the subscription ends with ``workflow_ended``."""
+    import asyncio
+
+    from cloudagents.graphs.agents import IntentChildRuns, agent_node_function, child_run_id
+    from cloudagents.graphs.execution import run_task
+    from cloudagents.graphs.superstep import NodeTask
+    from tests.services.test_hub_graphql import GraphQLSession, graphql_http
+    from tests.services.test_streaming_services import slow_agent
+
+    clients, pump = stack
+    api = clients["api"]
+    assert (await api.post("/agents", json=slow_agent("slow", delay=30))).status_code == 201
+    graph = Graph(name="one_agent")
+    graph.add_agent_node("answer", agent="slow", input_key="q", output_key="a")
+    graph.set_entry_point("answer")
+    graph.set_finish_point("answer")
+    compiled = graph.compile()
+    digest = (await api.post("/workflows", json=json.loads(compiled.to_json()))).json()["hash"]
+    started = await api.post(
+        f"/workflows/{digest}/runs", json={"workflow_id": "wf-gql", "initial_state": {"q": "6*7?"}}
+    )
+    assert started.status_code == 202, started.text
+
+    # a worker takes the agent node's task: its child run starts and is left running
+    async def publish(data: bytes) -> None:
+        await pump.deps.bus.publish("agents", data, {})
+
+    children = IntentChildRuns(pump.deps.runs, publish, agents=pump.deps.agents, poll_seconds=0)
+    task = NodeTask(task_id="0000-answer", step=0, node="answer", node_type="agent")
+    node = agent_node_function(children, compiled.nodes["answer"])
+    job = asyncio.ensure_future(run_task(compiled, task, {"q": "6*7?"}, node, workflow_id="wf-gql"))
+    child_id = child_run_id("wf-gql", "0000-answer")
+    while await pump.deps.runs.get_run(child_id) is None:  # deliver one message at a time
+        if pump.cursor < len(pump.bus.published):
+            pump.cursor += 1
+            await pump.deliver(pump.bus.published[pump.cursor - 1])
+        await asyncio.sleep(0)
+
+    app = build_api_app(API_SOURCE, lambda: get_deps("api"))
+    gql = graphql_http(app)
+    listed = await gql('{ workflowRuns(status: "running") { workflowId status graphHash } }')
+    assert listed["data"] == {
+        "workflowRuns": [{"workflowId": "wf-gql", "status": "running", "graphHash": digest}]
+    }
+    one = await gql(
+        "query($w: String!) { workflowRun(workflowId: $w) { step stepLimit pending state } }",
+        w="wf-gql",
+    )
+    shown = one["data"]["workflowRun"]  # type: ignore[index]
+    assert (shown["step"], shown["state"]) == (0, {"q": "6*7?"})
+    [pending] = shown["pending"]
+    assert pending["task_id"] == "0000-answer" and pending["done"] is False
+    assert [r["run_id"] for r in pending["agent_runs"]] == [child_id]
+    assert (await gql('{ workflowRun(workflowId: "nope") { status } }'))["data"] == {
+        "workflowRun": None
+    }
+
+    cancelled = await gql('mutation { cancelWorkflowRun(workflowId: "wf-gql") { status error } }')
+    assert cancelled["data"] == {
+        "cancelWorkflowRun": {"status": "cancelled", "error": "cancelled via the api"}
+    }
+    child = await pump.deps.runs.get_run(child_id)
+    assert child is not None and child.result is not None
+    assert child.result.exit.value == "CANCELLED"
+    again = await gql('mutation { cancelWorkflowRun(workflowId: "wf-gql") { status } }')
+    assert "409: workflow run 'wf-gql' is cancelled, not running" in str(again["errors"])
+    result = await asyncio.wait_for(job, 10)  # the worker's wait ends with its child run
+    assert result.status == "failed"  # type: ignore[attr-defined]
+
+    events = await gql('query { workflowEvents(workflowId: "wf-gql") { id eventType step data } }')
+    stored = (await api.get("/workflow-runs/wf-gql/events")).json()["events"]
+    assert [(e["id"], e["eventType"]) for e in events["data"]["workflowEvents"]] == [  # type: ignore[index]
+        (e["id"], e["type"]) for e in stored
+    ]
+    assert stored[-1]["type"] == "workflow_ended"
+    unknown = await gql('query { workflowEvents(workflowId: "nope") { id } }')
+    assert "unknown workflow run 'nope'" in str(unknown["errors"])
+
+    stream = """subscription S($w: String!) {
+      workflowExecutionStream(workflowId: $w) { id eventType workflowId }
+    }"""
+    async with GraphQLSession(app) as session:
+        await session.init({"token": TOKEN})
+        await session.send(
+            {
+                "id": "1",
+                "type": "subscribe",
+                "payload": {"query": stream, "variables": {"w": "wf-gql"}},
+            }
+        )
+        received = []
+        while (message := await session.receive_json())["type"] == "next":
+            assert "errors" not in message["payload"], message
+            received.append(message["payload"]["data"]["workflowExecutionStream"])
+        assert message == {"id": "1", "type": "complete"}
+    assert [e["id"] for e in received] == [e["id"] for e in stored]
+    assert received[-1]["eventType"] == "workflow_ended"
+    assert workflow_hub(pump.deps.workflows).subscriber_count("wf-gql") == 0  # type: ignore[arg-type]

@@ -30,13 +30,25 @@ from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.approvals import ApprovalRecord
 from cloudagents.domain.events import RunEvent
 from cloudagents.domain.runs import RunRecord, RunStatus
+from cloudagents.graphs.documents import WorkflowRunDocument
+from cloudagents.graphs.events import WorkflowEvent
+from cloudagents.ports.graphs import WorkflowStore
 from cloudagents.runtime.approvals import ApprovalError, Approvals
 from cloudagents.runtime.audit import action_of, audit
 from cloudagents.runtime.auth import AuthError, Principal, authenticate
 from cloudagents.runtime.commands import Refused, StartRunRequest, cancel_run, start_run_for
 from cloudagents.runtime.deps import Deps
-from cloudagents.runtime.hub import hub_for
+from cloudagents.runtime.hub import hub_for, workflow_hub
+from cloudagents.runtime.routing import valid_id
 from cloudagents.runtime.streaming import agent_stream_json, as_http_request
+from cloudagents.runtime.workflow_commands import (
+    RUN_STATUSES,
+    WorkflowCommandError,
+    cancel_workflow_run,
+    describe_workflow_run,
+    workflow_run_view,
+    workspace_run,
+)
 
 
 @dataclass
@@ -214,6 +226,77 @@ class Approval:
 
 
 @strawberry.type
+class WorkflowRun:
+    """A graph workflow run, as ``GET /workflow-runs/{id}`` shows it (``pending``: the open
+    superstep's tasks, each with ``done`` and an agent node's ``agent_runs``)."""
+
+    workflow_id: str
+    graph_name: str
+    graph_hash: str
+    status: str
+    step: int
+    step_limit: int
+    priority: str
+    forked_from: str | None
+    resumes: int
+    pending: JSON
+    state: JSON
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @staticmethod
+    def of(view: dict[str, Any]) -> WorkflowRun:
+        fields = {name: view[name] for name in WorkflowRun.__annotations__}
+        fields["created_at"] = datetime.fromisoformat(view["created_at"])
+        fields["updated_at"] = datetime.fromisoformat(view["updated_at"])
+        return WorkflowRun(**fields)
+
+
+@strawberry.type
+class WorkflowStreamEvent:
+    """A workflow run's event (``graphs/events.py``): the common fields, and the rest of the
+    event as ``data``."""
+
+    id: str
+    workflow_id: str
+    step: int
+    event_type: str
+    timestamp: datetime
+    task_id: str | None
+    node: str | None
+    data: JSON
+
+    @staticmethod
+    def of(event: WorkflowEvent) -> WorkflowStreamEvent:
+        data = event.model_dump(mode="json")
+        return WorkflowStreamEvent(
+            id=event.id,
+            workflow_id=event.workflow_id,
+            step=event.step,
+            event_type=event.type,
+            timestamp=event.timestamp,
+            task_id=data.get("task_id"),
+            node=data.get("node"),
+            data=cast(JSON, data),
+        )
+
+
+def _workflows(info: Info[Context, None]) -> WorkflowStore:
+    store = info.context.deps.workflows
+    if store is None:
+        raise ValueError("this api has no workflow store")
+    return store
+
+
+async def _workflow_run(info: Info[Context, None], workflow_id: str) -> WorkflowRunDocument:
+    run = await workspace_run(info.context.deps, workflow_id) if valid_id(workflow_id) else None
+    if run is None:
+        raise ValueError(f"unknown workflow run {workflow_id!r}")
+    return run
+
+
+@strawberry.type
 class Query:
     @strawberry.field
     async def agents(self, info: Info[Context, None]) -> list[Agent]:
@@ -288,6 +371,37 @@ class Query:
         )
         return [Approval.of(a) for a in found]
 
+    @strawberry.field
+    async def workflow_runs(
+        self, info: Info[Context, None], status: str | None = None, limit: int = 50
+    ) -> list[WorkflowRun]:
+        """Workflow runs of this workspace, newest first (``status``: running, completed,
+        failed, cancelled, step_limit)."""
+        _principal(info)
+        if status is not None and status not in RUN_STATUSES:
+            raise ValueError(f"status is one of {', '.join(RUN_STATUSES)}")
+        found = await _workflows(info).list_runs(
+            info.context.deps.settings.workspace, status, min(max(limit, 1), 500)
+        )
+        return [WorkflowRun.of(workflow_run_view(r)) for r in found]
+
+    @strawberry.field
+    async def workflow_run(self, info: Info[Context, None], workflow_id: str) -> WorkflowRun | None:
+        _principal(info)
+        run = await workspace_run(info.context.deps, workflow_id) if valid_id(workflow_id) else None
+        if run is None:
+            return None
+        return WorkflowRun.of(await describe_workflow_run(info.context.deps, run))
+
+    @strawberry.field
+    async def workflow_events(
+        self, info: Info[Context, None], workflow_id: str, after: str | None = None
+    ) -> list[WorkflowStreamEvent]:
+        _principal(info)
+        await _workflow_run(info, workflow_id)
+        stored = await _workflows(info).events(workflow_id, after=after)
+        return [WorkflowStreamEvent.of(e) for e in stored]
+
 
 @strawberry.type
 class Mutation:
@@ -351,6 +465,24 @@ class Mutation:
         cancelled = await cancel_run(info.context.deps, run_id)
         return Run.of(cancelled) if cancelled else None
 
+    @strawberry.mutation
+    async def cancel_workflow_run(self, info: Info[Context, None], workflow_id: str) -> WorkflowRun:
+        """Cancel a running workflow run and its agent nodes' child runs, as
+        ``POST /workflow-runs/{id}/cancel``."""
+        principal = _principal(info)
+        request = info.context.request
+        if isinstance(request, WebSocket):
+            request = as_http_request(request)
+        try:
+            ended, children = await cancel_workflow_run(info.context.deps, workflow_id)
+        except WorkflowCommandError as exc:
+            raise ValueError(f"{exc.status}: {exc}") from exc
+        detail = "workflow run cancelled" + (f" with its child runs {children}" if children else "")
+        await audit(
+            info.context.deps, action_of(request), principal, "allowed", 200, workflow_id, detail
+        )
+        return WorkflowRun.of(workflow_run_view(ended))
+
 
 @strawberry.type
 class Subscription:
@@ -370,6 +502,21 @@ class Subscription:
                 raise ValueError(subscription.close_reason)
         finally:
             subscription.close()
+
+    @strawberry.subscription
+    async def workflow_execution_stream(
+        self, info: Info[Context, None], workflow_id: str, after: str | None = None
+    ) -> AsyncGenerator[WorkflowStreamEvent, None]:
+        """A workflow run's events from ``after``, through ``workflow_ended``: this process's one
+        feed of the run (``hub.WorkflowHub``), as the SSE and WebSocket streams serve it."""
+        _principal(info)
+        await _workflow_run(info, workflow_id)
+        events = workflow_hub(_workflows(info)).subscribe(workflow_id, after)
+        try:
+            async for event in events:
+                yield WorkflowStreamEvent.of(event)
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
 
 
 schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription)

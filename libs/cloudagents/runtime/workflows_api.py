@@ -21,9 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from cloudagents.graphs.agents import agent_runs
 from cloudagents.graphs.dispatch import node_dispatch
-from cloudagents.graphs.documents import Priority, WorkflowRunDocument
+from cloudagents.graphs.documents import Priority
 from cloudagents.graphs.errors import GraphError
 from cloudagents.graphs.runs import (
     DEFAULT_DISPATCH_SECONDS,
@@ -34,7 +33,7 @@ from cloudagents.graphs.runs import (
     start_workflow_run,
 )
 from cloudagents.graphs.spec import CompiledGraph
-from cloudagents.graphs.superstep import DEFAULT_MAX_STEPS, stop
+from cloudagents.graphs.superstep import DEFAULT_MAX_STEPS
 from cloudagents.ports.graphs import WorkflowStore
 from cloudagents.runtime.audit import action_of, audit
 from cloudagents.runtime.auth import Principal
@@ -45,9 +44,16 @@ from cloudagents.runtime.streaming import (
     websocket_required_route,
     workflow_sse_response,
 )
+from cloudagents.runtime.workflow_commands import (
+    RUN_STATUSES,
+    WorkflowCommandError,
+    cancel_workflow_run,
+    describe_workflow_run,
+    workflow_run_view,
+    workspace_run,
+)
 
 DISPATCH_SECONDS = DEFAULT_DISPATCH_SECONDS
-RUN_STATUSES = ("running", "completed", "failed", "cancelled", "step_limit")
 
 
 class StartWorkflowRunRequest(BaseModel):
@@ -107,40 +113,6 @@ def dispatch_for(deps: Deps) -> Dispatch:
 
 def graph_view(graph: CompiledGraph) -> dict[str, Any]:
     return {"hash": graph.hash, **graph.model_dump(mode="json")}
-
-
-def workflow_run_view(
-    run: WorkflowRunDocument,
-    done: set[str] | None = None,
-    children: dict[str, list[dict[str, Any]]] | None = None,
-) -> dict[str, Any]:
-    """A run as the api shows it: status, step, the open superstep's tasks (an agent node's
-    with ``agent_runs``, its child runs: ``children``), the state."""
-    checkpoint = run.checkpoint
-    children = children or {}
-    return {
-        "workflow_id": run.workflow_id,
-        "graph_name": run.graph_name,
-        "graph_hash": run.graph_hash,
-        "status": checkpoint.status,
-        "step": checkpoint.step,
-        "step_limit": checkpoint.step_limit,
-        "priority": run.priority,
-        "forked_from": run.forked_from,
-        "resumes": run.resumes,
-        "pending": [
-            {
-                **t.model_dump(mode="json"),
-                "done": t.task_id in (done or set()),
-                **({"agent_runs": children[t.task_id]} if t.task_id in children else {}),
-            }
-            for t in checkpoint.pending
-        ],
-        "state": checkpoint.state,
-        "error": checkpoint.error,
-        "created_at": run.created_at.isoformat(),
-        "updated_at": run.updated_at.isoformat(),
-    }
 
 
 async def register_workflow_route(
@@ -283,15 +255,10 @@ async def get_workflow_run_route(
 ) -> Response:
     from cloudagents.runtime.api import error
 
-    store = _store(deps)
-    run = await store.get_run(params["workflow_id"])
-    if run is None or run.workspace != deps.settings.workspace:
+    run = await workspace_run(deps, params["workflow_id"])
+    if run is None:
         return error(404, f"unknown workflow run {params['workflow_id']!r}")
-    found = await store.tasks(run.workflow_id, [t.task_id for t in run.checkpoint.pending])
-    done = {t for t, doc in found.items() if doc.result is not None}
-    graph = await store.get_graph(run.graph_hash)
-    children = await agent_runs(deps.runs, graph, run.workflow_id, run.checkpoint.pending)
-    return JSONResponse(workflow_run_view(run, done, children))
+    return JSONResponse(await describe_workflow_run(deps, run))
 
 
 async def cancel_workflow_run_route(
@@ -299,16 +266,14 @@ async def cancel_workflow_run_route(
 ) -> Response:
     from cloudagents.runtime.api import error
 
-    store = _store(deps)
     wid = params["workflow_id"]
-    run = await store.get_run(wid)
-    if run is None or run.workspace != deps.settings.workspace:
-        return error(404, f"unknown workflow run {wid!r}")
-    ended = await store.stop_run(wid, lambda cp: stop(cp, "cancelled", "cancelled via the api"))
-    if ended is None:
-        return error(409, f"workflow run {wid!r} is {run.status}, not running")
-    await audit(deps, action_of(request), principal, "allowed", 200, wid, "workflow run cancelled")
-    return JSONResponse(workflow_run_view(ended))
+    try:
+        ended, children = await cancel_workflow_run(deps, wid)
+    except WorkflowCommandError as exc:
+        return error(exc.status, str(exc))
+    detail = "workflow run cancelled" + (f" with its child runs {children}" if children else "")
+    await audit(deps, action_of(request), principal, "allowed", 200, wid, detail)
+    return JSONResponse(workflow_run_view(ended) | {"cancelled_child_runs": children})
 
 
 async def workflow_checkpoints_route(
@@ -324,11 +289,6 @@ async def workflow_checkpoints_route(
     return JSONResponse({"checkpoints": [c.model_dump(mode="json") for c in checkpoints]})
 
 
-async def _workflow_run(deps: Deps, workflow_id: str) -> WorkflowRunDocument | None:
-    run = await _store(deps).get_run(workflow_id)
-    return run if run is not None and run.workspace == deps.settings.workspace else None
-
-
 async def workflow_events_route(
     request: Request, deps: Deps, params: dict[str, str], principal: Principal
 ) -> Response:
@@ -337,7 +297,7 @@ async def workflow_events_route(
     from cloudagents.runtime.api import error
 
     wid = params["workflow_id"]
-    if await _workflow_run(deps, wid) is None:
+    if await workspace_run(deps, wid) is None:
         return error(404, f"unknown workflow run {wid!r}")
     if wants_event_stream(request):
         return workflow_sse_response(request, _store(deps), wid)
@@ -351,7 +311,7 @@ async def workflow_event_stream_route(
     from cloudagents.runtime.api import error
 
     wid = params["workflow_id"]
-    if await _workflow_run(deps, wid) is None:
+    if await workspace_run(deps, wid) is None:
         return error(404, f"unknown workflow run {wid!r}")
     return workflow_sse_response(request, _store(deps), wid)
 
