@@ -3,6 +3,8 @@ graphs by name, runs, stops and resumes with their checkpoints and events, in on
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from cloudagents.adapters.firestore.graphs import FirestoreGraphStore
@@ -124,3 +126,28 @@ async def test_a_forked_run_records_its_source(workflow_store: WorkflowStore) ->
     assert run.forked_from == "src@0"
     [started] = await workflow_store.events(wid)
     assert started.type == "workflow_started" and started.forked_from == "src@0"  # type: ignore[union-attr]
+
+
+async def test_a_wake_up_is_claimed_once_and_a_claim_left_unfinished_is_taken_over(
+    firestore_db: Any,
+) -> None:
+    """Superstep wake-ups (``graphs/push.py``): one delivery claims a (step, gen); a duplicate
+    is told ``held`` while the claim is young and ``done`` once it is finished; a claim whose
+    handler died before finishing is taken over after the hold, by one delivery only."""
+    import asyncio
+
+    store = FirestoreGraphStore(firestore_db)  # wake-ups are the graph worker service's
+    wid = new_id("wf")
+    claims = await asyncio.gather(*(store.claim_wake(wid, "000001-0000") for _ in range(4)))
+    assert sorted(claims) == ["claimed", "held", "held", "held"]
+    await store.finish_wake(wid, "000001-0000")
+    assert await store.claim_wake(wid, "000001-0000") == "done"
+    # a handler that claimed and died: held within the hold, then taken over exactly once
+    assert await store.claim_wake(wid, "000001-0001") == "claimed"
+    assert await store.claim_wake(wid, "000001-0001", hold_seconds=60) == "held"
+    await asyncio.sleep(0.05)
+    takeovers = await asyncio.gather(
+        *(store.claim_wake(wid, "000001-0001", hold_seconds=0.01) for _ in range(3))
+    )
+    assert sorted(takeovers) == ["claimed", "held", "held"]
+    assert await store.claim_wake(wid, "000001-0001", hold_seconds=60) == "held"

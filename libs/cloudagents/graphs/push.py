@@ -12,7 +12,9 @@ by Cloud Tasks, and superstep wake-ups at lease expiry.
 * **A wake-up** (``/tasks/graph-wake``, a ``SuperstepWake``) is the chain that keeps a
   superstep moving with no orchestrator waiting: opening a superstep with a push task schedules
   its first one at the dispatch lease's expiry (``dispatch.NodeDispatch``). Each is handled once
-  (``claim_wake``): it tends the run (``Coordination.tend``: a task whose lease lapsed without a
+  (``claim_wake``; a claim whose handler died before it scheduled the next is taken over by a
+  later delivery after ``WAKE_HOLD_SECONDS``, and a delivery meanwhile is answered 503 so Cloud
+  Tasks retries it): it tends the run (``Coordination.tend``: a task whose lease lapsed without a
   result is dispatched again, a superstep whose results are all saved is advanced) and, while
   the superstep stays open, schedules the next at the earliest lease expiry of its open tasks.
   One that finds the run moved on hands over to the open superstep (its first wake-up, which the
@@ -98,11 +100,23 @@ class GraphPushWorker:
             return "gone"
         if run.status != "running":
             return "finished"
-        if not await store.claim_wake(wake.workflow_id, f"{wake.step:06d}-{wake.gen:04d}"):
+        key = f"{wake.step:06d}-{wake.gen:04d}"
+        claim = await store.claim_wake(wake.workflow_id, key)
+        if claim == "done":
             return "duplicate"  # another copy did the work and scheduled the next
+        if claim == "held":  # Cloud Tasks retries later: by then it is done, or taken over
+            raise TransientError(f"wake-up {key} of {wake.workflow_id} is being handled")
         if run.step != wake.step:
             await self._schedule(run, SuperstepWake(workflow_id=run.workflow_id, step=run.step))
-            return "moved-on"
+            outcome = "moved-on"
+        else:
+            outcome = await self._tend(wake, run)
+        await store.finish_wake(wake.workflow_id, key)
+        return outcome
+
+    async def _tend(self, wake: SuperstepWake, run: WorkflowRunDocument) -> str:
+        c = self.coordination
+        store = c.need()
         try:
             await c.tend(run)
         except TransientError as error:  # contention: the next wake-up tries again

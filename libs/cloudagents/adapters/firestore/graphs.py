@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -63,6 +63,9 @@ CHECKPOINTS = "checkpoints"
 WORKERS = "node_workers"
 EVENTS = "events"
 WAKES = "wakes"
+WAKE_HOLD_SECONDS = 60.0
+"""A wake-up claim older than this, not finished, is taken over (its handler died)."""
+WakeClaim = Literal["claimed", "done", "held"]
 
 
 def _run_data(run: WorkflowRunDocument) -> dict[str, Any]:
@@ -514,16 +517,38 @@ class FirestoreGraphStore:
         result: Superstep | None = await guarded(self.client, apply)
         return result
 
-    async def claim_wake(self, workflow_id: str, key: str) -> bool:
-        """Take the wake-up ``key`` (``{step:06d}-{gen:04d}``) of a run, once: True for the
-        first caller, False for every duplicate (the Cloud Tasks emulator does not drop tasks
-        of the same name)."""
+    async def claim_wake(
+        self, workflow_id: str, key: str, hold_seconds: float = WAKE_HOLD_SECONDS
+    ) -> WakeClaim:
+        """Take the wake-up ``key`` (``{step:06d}-{gen:04d}``) of a run: ``claimed`` for the
+        first caller; ``done`` for a duplicate of a wake-up whose handler finished it
+        (``finish_wake``: the Cloud Tasks emulator does not drop tasks of the same name);
+        ``held`` while another handler has it. A claim its handler did not finish within
+        ``hold_seconds`` (the handler died after claiming, before scheduling the next wake-up)
+        is taken over by the next delivery, so the chain is not lost with it."""
         ref = self._run_ref(workflow_id).collection(WAKES).document(key)
         try:
-            await written(ref).create({"at": time.time()})
+            await written(ref).create({"at": time.time(), "done": False})
+            return "claimed"
         except gexc.AlreadyExists:
-            return False
-        return True
+            pass
+        snapshot = await counted_get(ref)
+        data = snapshot.to_dict() or {}
+        if data.get("done", True):
+            return "done"  # finished (a claim written before ``done`` existed counts as done)
+        if time.time() - float(data.get("at", 0.0)) < hold_seconds:
+            return "held"
+        option = self.client.write_option(last_update_time=snapshot.update_time)
+        try:
+            await written(ref).update({"at": time.time()}, option=option)
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            return "held"  # another delivery took it over first
+        return "claimed"
+
+    async def finish_wake(self, workflow_id: str, key: str) -> None:
+        """The claimed wake-up ``key`` did its work and scheduled what follows it."""
+        ref = self._run_ref(workflow_id).collection(WAKES).document(key)
+        await written(ref).update({"done": True})
 
     # node workers -------------------------------------------------------------------------
 
