@@ -67,7 +67,7 @@ terraform-check: install
 	@if command -v terraform >/dev/null 2>&1; then \
 		echo "==> terraform fmt -check -recursive terraform"; terraform fmt -check -recursive terraform; \
 	else echo "==> terraform not installed: skipping terraform fmt (the HCL tests still run)"; fi
-	@echo "==> checkov over terraform/"
+	@echo "==> checkov over terraform/, with and without graph node types"
 	@bash scripts/checkov.sh
 
 test: install lint typecheck terraform-check

@@ -8,6 +8,9 @@ so no second list of topics is kept by hand. Run it after changing ``topology.py
     python scripts/gen_terraform_topology.py            # rewrite the files
     python scripts/gen_terraform_topology.py --check    # exit 1 if a committed file is stale
 
+``--terraform-dir`` writes into another copy of ``terraform/`` (scripts/checkov.sh scans one
+generated with example graph node types).
+
 Graph workflows' node types are the application's: ``--graph-push-node-types summarize:4,agent``
 adds the graph worker service and a Cloud Tasks queue per node type and band (``:4`` is the
 node type's capacity, its queues' ``max_concurrent_dispatches``); ``--graph-pull-node-types
@@ -68,8 +71,16 @@ FIRESTORE_TTL_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
-def tfvars_path(environment: str) -> Path:
-    return REPO_ROOT / "terraform" / "environments" / environment / TFVARS_NAME
+TERRAFORM_DIR = REPO_ROOT / "terraform"
+
+
+def tfvars_path(environment: str, terraform_dir: Path = TERRAFORM_DIR) -> Path:
+    return terraform_dir / "environments" / environment / TFVARS_NAME
+
+
+def _shown(path: Path) -> str:
+    """The path relative to the repository when it is inside it (a scratch copy is not)."""
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def topology_tfvars(topology: Topology) -> dict[str, Any]:
@@ -296,6 +307,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "comma separated; default: as recorded in the environment's file",
     )
     parser.add_argument(
+        "--terraform-dir",
+        type=Path,
+        default=TERRAFORM_DIR,
+        help="the terraform/ directory to write into (a scratch copy); default: the repository's",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="write nothing; exit 1 if a committed file differs from what would be written",
@@ -303,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stale: list[Path] = []
     for environment in args.environment or ENVIRONMENTS:
-        path = tfvars_path(environment)
+        path = tfvars_path(environment, args.terraform_dir.resolve())
         current = path.read_text() if path.exists() else None
         push, pull = recorded_node_types(current)
         expected = render(
@@ -318,9 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(expected)
-            print(f"wrote {path.relative_to(REPO_ROOT)}")
+            print(f"wrote {_shown(path)}")
     if stale:
-        names = ", ".join(str(p.relative_to(REPO_ROOT)) for p in stale)
+        names = ", ".join(_shown(p) for p in stale)
         print(
             f"stale Terraform topology: {names} does not match cloudagents.topology "
             f"(workspace {args.workspace!r}).\n"

@@ -563,6 +563,21 @@ def test_graph_node_types_become_queues_topics_and_the_graph_worker() -> None:
     assert gen.recorded_node_types(gen.render(WORKSPACE)) == ("", "")
 
 
+def test_generator_writes_a_scratch_copy_and_leaves_the_repository_alone(
+    tmp_path: Path,
+) -> None:
+    # scripts/checkov.sh scans a copy of terraform/ generated with graph node types this way.
+    gen = gen_script()
+    committed = {env: gen.tfvars_path(env).read_text() for env in ENVIRONMENTS}
+    args = ["--terraform-dir", str(tmp_path), "--graph-push-node-types", "summarize:4,agent"]
+    assert gen.main([*args, "--graph-pull-node-types", "research"]) == 0
+    for env in ENVIRONMENTS:
+        written = (tmp_path / "environments" / env / "topology.auto.tfvars.json").read_text()
+        assert written == gen.render(WORKSPACE, "summarize:4,agent", "research")
+        assert gen.tfvars_path(env).read_text() == committed[env]
+    assert gen.main(["--terraform-dir", str(tmp_path), "--check"]) == 0
+
+
 def test_stack_wires_graph_node_types() -> None:
     stack = load_dir(STACK)
     queues = module_call(stack, "queues")
