@@ -18,7 +18,6 @@ from cloudagents.domain.runs import (
     ModelCallRecord,
     OutboxMessage,
     RunStatus,
-    SnapshotPointer,
 )
 from cloudagents.domain.steps import StepCommit
 from cloudagents.ports.stores import RunStore
@@ -559,24 +558,6 @@ async def test_finish_of_an_unknown_call_is_none(run_store: RunStore) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-async def test_set_snapshot_only_moves_forward(run_store: RunStore) -> None:
-    run = make_run()
-    assert await run_store.create_run(run, [user("q")])
-
-    def pointer(seq: int) -> SnapshotPointer:
-        return SnapshotPointer(uri=f"gs://b/{run.run_id}/{seq}.json", seq=seq, message_count=seq)
-
-    assert await run_store.set_snapshot(run.run_id, pointer(2)) is True
-    assert await run_store.set_snapshot(run.run_id, pointer(1)) is False
-    assert await run_store.set_snapshot(run.run_id, pointer(2)) is False
-    stored = await run_store.get_run(run.run_id)
-    assert stored is not None and stored.snapshot == pointer(2)
-    assert await run_store.set_snapshot(run.run_id, pointer(3)) is True
-    stored = await run_store.get_run(run.run_id)
-    assert stored is not None and stored.snapshot == pointer(3)
-    assert await run_store.set_snapshot(new_id("missing"), pointer(1)) is False
-
-
 async def test_cancel_run_finishes_an_unfinished_run(run_store: RunStore) -> None:
     run = await waiting_run(run_store, calls=2)
 
@@ -924,7 +905,7 @@ async def test_a_run_in_the_previous_layout_reads_and_continues_in_step_document
     )
 
     stored = await run_store.get_run(run.run_id)
-    assert stored is not None and stored.schema_version == 5 and stored.seq == 1
+    assert stored is not None and stored.schema_version == 6 and stored.seq == 1
     assert [m.role for m in await run_store.messages(run.run_id)] == ["system", "user", "assistant"]
     assert [m.role for m in await run_store.messages(run.run_id, start=2)] == ["assistant"]
     assert [e.id for e in await run_store.events(run.run_id)] == ["000000-b0000"]
@@ -949,7 +930,7 @@ async def test_a_run_in_the_previous_layout_reads_and_continues_in_step_document
     after1 = await run_store.commit_step(step1)
     assert after1 is not None and after1.message_count == 5
     raw = await run_store.client.collection("agent_runs").document(run.run_id).get()
-    assert raw.to_dict()["schema_version"] == 5  # a release that knows only 4 now retries it
+    assert raw.to_dict()["schema_version"] == 6  # a release that knows only 4 (or 5) now retries it
     step_doc = await (
         run_store.client.collection("agent_runs").document(run.run_id)
         .collection("steps").document("000001").get()

@@ -60,7 +60,8 @@ class OutboxMessage(Model):
 
 
 class SnapshotPointer(Model):
-    """Where the latest context snapshot of a run is."""
+    """Where the latest context snapshot of a run is (``GET /runs/{id}``: found in the bucket;
+    on the run document only for runs written before version 6)."""
 
     uri: str
     seq: int
@@ -118,10 +119,17 @@ class RunRecord(Persisted):
     events and interaction record in one ``steps/{seq}`` document; ``adapters/firestore/
     steps.py``). A version 4 run's earlier steps stay in the previous layout, which is still
     read; its next steps write step documents, and the run becomes version 5 at its next
-    commit, so a release that knows only version 4 retries it rather than misread it."""
+    commit, so a release that knows only version 4 retries it rather than misread it.
+    Version 6: the run document no longer holds its context snapshot's pointer (``snapshot``:
+    the snapshot objects are named by step, ``snapshot_object_name``, and the newest one is
+    found in the bucket, ``context.latest_snapshot``), and a tool call's result event is the
+    saved tool-call document itself rather than an ``events`` document of its own. A version
+    5 run keeps the pointer and the result events it has; its next commit makes it version 6,
+    so a release that knows only version 5 (whose event readers would miss the results)
+    retries it."""
 
-    CURRENT_SCHEMA_VERSION: ClassVar[int] = 5
-    schema_version: int = 5
+    CURRENT_SCHEMA_VERSION: ClassVar[int] = 6
+    schema_version: int = 6
 
     run_id: str
     agent_id: str
@@ -219,6 +227,8 @@ class RunRecord(Persisted):
             data = {**data, "schema_version": 4}  # version 3 pinned nothing: no agent_versions
         if isinstance(data, dict) and data.get("schema_version", 1) == 4:
             data = {**data, "schema_version": 5}  # the layout of its stored steps: both read
+        if isinstance(data, dict) and data.get("schema_version", 1) == 5:
+            data = {**data, "schema_version": 6}  # its pointer and result events: both read
         return data
 
     @model_serializer(mode="wrap")
@@ -417,10 +427,14 @@ class ToolAuditMessage(Persisted):
 
 
 class SnapshotMessage(Persisted):
-    """The body of a ``{ws}-snapshots`` message: snapshot ``run_id`` as of ``seq``."""
+    """The body of a ``{ws}-snapshots`` message: snapshot ``run_id`` as of ``seq``, when it had
+    ``message_count`` messages (the snapshotter then reads no run document; a message sent by a
+    release before names neither, and the snapshotter reads the run)."""
 
     run_id: str = Field(min_length=1, max_length=128)
     seq: int = Field(ge=0)
+    agent_id: str | None = None
+    message_count: int | None = Field(default=None, ge=0)
 
 
 class AuditRecord(Persisted):

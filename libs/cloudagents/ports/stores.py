@@ -28,7 +28,6 @@ from cloudagents.domain.runs import (
     PendingKind,
     RunRecord,
     RunStatus,
-    SnapshotPointer,
     ToolCallRecord,
 )
 from cloudagents.domain.steps import StepCommit
@@ -174,10 +173,6 @@ class RunStore(Protocol):
     async def record_model_call(self, record: ModelCallRecord) -> None: ...
 
     async def model_calls(self, run_id: str) -> list[ModelCallRecord]: ...
-
-    async def set_snapshot(self, run_id: str, pointer: SnapshotPointer) -> bool:
-        """Point the run at a snapshot if it is newer than the current one."""
-        ...
 
     async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
         """Finish an unfinished run ``CANCELLED`` (moving its ``seq`` so in-flight work is

@@ -48,7 +48,7 @@ from cloudagents.domain.conversations import (
     holder_done,
     released,
 )
-from cloudagents.domain.errors import PermanentMessageError, TransientError
+from cloudagents.domain.errors import PermanentMessageError
 from cloudagents.domain.events import RUN_EVENT_ADAPTER, RunEvent
 from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
@@ -62,7 +62,6 @@ from cloudagents.domain.runs import (
     PendingKind,
     RunRecord,
     RunStatus,
-    SnapshotPointer,
     ToolCallRecord,
     tool_call_doc_id,
     utcnow,
@@ -565,18 +564,27 @@ class FirestoreRunStore:
         run_ref = self._run_ref(run_id)
         call_ref = self._call_ref(run_id, seq, index)
         remembered = [_recall_call((run_id, seq, index))]
+        first = [True]
+
+        def pending(run: RunRecord) -> bool:
+            return any(
+                item.kind == kind and item.id == tool_call_doc_id(seq, index)
+                for item in run.pending
+            )
 
         async def apply(writes: Guarded) -> ToolFinish | None:
-            # The run afresh, not from the delivery's get_run: the tool ran since, and the run's
-            # snapshot pointer has usually been written meanwhile (a failed write, then a read).
             # The call as this delivery saved it, on the first attempt: a result once done stays
-            # (and a call not done is written conditioned on that version).
+            # (and a call not done is written conditioned on that version). The run as the
+            # delivery read it, on the first attempt, if the call is still on its list there:
+            # nothing else writes a waiting run's document but its calls' finishes (its snapshot
+            # has no pointer there since version 6), so for a step's only call it is current,
+            # and if another call's finish wrote it since, the write fails and the next attempt
+            # reads it afresh. "Already resolved" is always decided on a fresh read.
             call_snap = (remembered.pop() if remembered else None) or await counted_get(call_ref)
-            run_snap = await counted_get(run_ref)
-            if not call_snap.exists or not run_snap.exists:
+            run_snap, run = await self._run_snapshot(run_id, first, pending)
+            if not call_snap.exists or run is None:
                 return None
             call = ToolCallRecord.model_validate(from_doc(call_snap.to_dict()))
-            run = RunRecord.model_validate(from_doc(run_snap.to_dict()))
             barrier = waits.resolve(
                 run,
                 kind,
@@ -641,31 +649,6 @@ class FirestoreRunStore:
             c.model_copy(update={"applied": True}) if c.attempt_id in named else c for c in calls
         ]
         return sorted(calls, key=lambda c: (c.seq, c.created_at))
-
-    async def set_snapshot(self, run_id: str, pointer: SnapshotPointer) -> bool:
-        # Not a transaction: the snapshotter runs beside the step and tool commits on the same
-        # document, and a transaction's read lock there deadlocks with theirs until Firestore
-        # times one out. A write conditioned on the update time read is enough for "only
-        # forward", and takes no lock.
-        ref = self._run_ref(run_id)
-        remembered = self._recall(run_id)  # first try: the run as this delivery read it
-        for _ in range(20):
-            snap = remembered or await counted_get(ref)
-            remembered = None
-            if not snap.exists:
-                return False
-            current = (snap.to_dict() or {}).get("snapshot")
-            if current is not None and current.get("seq", -1) >= pointer.seq:
-                return False
-            try:
-                await written(ref).update(
-                    {"snapshot": to_doc(pointer.model_dump(mode="json"))},
-                    option=self.client.write_option(last_update_time=snap.update_time),
-                )
-            except (gexc.FailedPrecondition, gexc.Aborted):
-                continue
-            return True
-        raise TransientError(f"run {run_id} kept changing while its snapshot was recorded")
 
     async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
         ref = self._run_ref(run_id)

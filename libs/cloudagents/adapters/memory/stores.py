@@ -34,7 +34,6 @@ from cloudagents.domain.runs import (
     PendingKind,
     RunRecord,
     RunStatus,
-    SnapshotPointer,
     ToolCallRecord,
     tool_call_doc_id,
     utcnow,
@@ -255,14 +254,6 @@ class InMemoryRunStore:
     async def model_calls(self, run_id: str) -> list[ModelCallRecord]:
         calls = [r for (rid, _), r in self.model_call_records.items() if rid == run_id]
         return sorted(calls, key=lambda r: (r.seq, r.created_at))
-
-    async def set_snapshot(self, run_id: str, pointer: SnapshotPointer) -> bool:
-        async with self._lock:
-            run = self.runs.get(run_id)
-            if run is None or (run.snapshot is not None and run.snapshot.seq >= pointer.seq):
-                return False
-            self.runs[run_id] = run.model_copy(update={"snapshot": pointer})
-            return True
 
     async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
         async with self._lock:
