@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from cloudagents.adapters.firestore.stores import FirestoreRunStore
+from cloudagents.domain.errors import NewerSchemaVersion
 from cloudagents.domain.events import ContentChunk, ThinkingStatus, ToolResultEvent
 from cloudagents.domain.messages import Message, Usage
 from cloudagents.domain.results import LoopExit
@@ -44,16 +45,6 @@ async def finish(store: RunStore, run_id: str, seq: int, index: int, result: Any
         result=result,
         is_error=False,
         result_uri=None,
-        events=[
-            ToolResultEvent(
-                run_id=run_id,
-                seq=seq,
-                id=f"{seq:06d}-c{index:04d}",
-                call_id=f"call_{index}",
-                tool_name="calculator",
-                result=result,
-            )
-        ],
         wake=wake_message(run_id, seq + 1),
     )
 
@@ -558,6 +549,27 @@ async def test_finish_of_an_unknown_call_is_none(run_store: RunStore) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+async def test_a_saved_tool_call_is_its_result_event(run_store: RunStore) -> None:
+    """Run version 6: no event is written for a tool result; the events readers read it from
+    the saved call, in order, past a cursor, and before the run is woken (issue 20)."""
+    run = await waiting_run(run_store, calls=2)
+    assert [e.id for e in await run_store.events(run.run_id)] == ["000000-b0000", "000000-b0001"]
+    saved = await run_store.save_tool_result(
+        run.run_id, 0, 1, result={"n": 2}, is_error=False, result_uri=None
+    )
+    assert saved is not None and saved.status == "done"
+    events = await run_store.events(run.run_id, after="000000-b0001")
+    assert [(e.id, e.type) for e in events] == [("000000-c0001", "tool_result")]
+    assert isinstance(events[0], ToolResultEvent) and events[0].result == {"n": 2}
+    assert events[0].call_id == "call_1" and events[0].timestamp == saved.finished_at
+    await finish(run_store, run.run_id, 0, 1, {"n": 2})
+    await finish(run_store, run.run_id, 0, 0, "one")
+    ids = [e.id for e in await run_store.events(run.run_id)]
+    assert ids == ["000000-b0000", "000000-b0001", "000000-c0000", "000000-c0001"]
+    assert [e.id for e in await run_store.events(run.run_id, after="000000-c0000")] == ids[3:]
+    assert await run_store.events(run.run_id, after="000000-c0001") == []
+
+
 async def test_cancel_run_finishes_an_unfinished_run(run_store: RunStore) -> None:
     run = await waiting_run(run_store, calls=2)
 
@@ -949,6 +961,53 @@ async def test_a_run_in_the_previous_layout_reads_and_continues_in_step_document
     assert [(i.seq, i.applied_model_call) for i in await run_store.interactions(run.run_id)] == [
         (0, "attempt-old"), (1, "attempt-new")
     ]  # fmt: skip
+
+
+async def test_a_version_5_run_keeps_its_result_events_and_its_pointer(
+    run_store: RunStore, backend: str
+) -> None:
+    """A run written by the release before (version 5): the result events and the snapshot
+    pointer it wrote on its documents still read; its next write makes it version 6."""
+    if backend != "emulator":
+        pytest.skip("the layout is Firestore's")
+    assert isinstance(run_store, FirestoreRunStore)
+    run = await waiting_run(run_store, calls=1)
+    ref = run_store.client.collection("agent_runs").document(run.run_id)
+    pointer = {"uri": "gs://b/old.json", "seq": 1, "message_count": 2}
+    await ref.update({"schema_version": 5, "snapshot": pointer})
+    written = ToolResultEvent(
+        run_id=run.run_id, seq=0, id="000000-c0000", call_id="call_0", tool_name="calculator",
+        result="as written",
+    )  # fmt: skip
+    await ref.collection("events").document(written.id).set(written.model_dump(mode="json"))
+    stored = await run_store.get_run(run.run_id)
+    assert stored is not None and stored.schema_version == 6
+    assert stored.snapshot is not None and stored.snapshot.uri == "gs://b/old.json"
+    finished = await finish(run_store, run.run_id, 0, 0, "saved")
+    assert finished is not None and finished.wake
+    events = await run_store.events(run.run_id)
+    assert [(e.id, getattr(e, "result", None)) for e in events][-1] == (
+        "000000-c0000",
+        "as written",
+    )
+    assert (await ref.get()).to_dict()["schema_version"] == 6
+
+
+async def test_a_step_document_of_a_newer_release_is_refused(
+    run_store: RunStore, backend: str
+) -> None:
+    if backend != "emulator":
+        pytest.skip("the layout is Firestore's")
+    assert isinstance(run_store, FirestoreRunStore)
+    from cloudagents.adapters.firestore.steps import STEP_DOC_VERSION
+
+    run = await waiting_run(run_store, calls=1)
+    step = run_store.client.collection("agent_runs").document(run.run_id).collection("steps")
+    await step.document("000000").update({"schema_version": STEP_DOC_VERSION + 1})
+    with pytest.raises(NewerSchemaVersion, match="step document"):
+        await run_store.messages(run.run_id)
+    with pytest.raises(NewerSchemaVersion, match="step document"):
+        await run_store.events(run.run_id)
 
 
 async def test_a_step_is_one_document_and_a_large_one_spills(

@@ -159,12 +159,11 @@ class RunStore(Protocol):
         result: JsonValue,
         is_error: bool,
         result_uri: str | None,
-        events: list[RunEvent],
         wake: OutboxMessage,
         kind: PendingKind = "tool_call",
     ) -> ToolFinish | None:
         """Take the call (a pending item of ``kind``: ``tool_call``, or ``child_run`` for a call
-        to another agent) off the run's pending list once, writing ``events``; the call that
+        to another agent) off the run's pending list once; the call that
         empties the list stores ``wake`` in the run's outbox and says ``wake=True``. The result
         is recorded here too unless ``save_tool_result`` recorded one already (the stored one
         wins). ``None`` if the call does not exist."""

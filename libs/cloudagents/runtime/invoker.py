@@ -27,7 +27,6 @@ from datetime import timedelta
 from typing import Any
 
 from cloudagents.domain.errors import PermanentMessageError, TransientError
-from cloudagents.domain.events import ToolResultEvent, event_id
 from cloudagents.domain.runs import (
     OutboxMessage,
     PendingKind,
@@ -274,15 +273,6 @@ class ToolInvoker:
             if not seen.newly_resolved:
                 await self.deps.publish([self._audit(record, run), *seen.publish])
                 return "duplicate" + ("-rewoke" if seen.wake else "")
-        event = ToolResultEvent(
-            run_id=record.run_id,
-            seq=record.seq,
-            id=event_id(record.seq, "c", record.index),
-            call_id=record.call.id,
-            tool_name=record.call.name,
-            result=record.result if record.result_uri is None else {"uri": record.result_uri},
-            is_error=record.is_error,
-        )
         finish = await self.deps.runs.finish_tool_call(
             record.run_id,
             record.seq,
@@ -290,7 +280,6 @@ class ToolInvoker:
             result=record.result,
             is_error=record.is_error,
             result_uri=record.result_uri,
-            events=[event],
             wake=wake,
             kind=kind,
         )

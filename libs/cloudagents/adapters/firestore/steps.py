@@ -16,8 +16,13 @@ events would make the document larger than ``SPILL_BYTES`` (a step's tool result
 ``tool_result_inline_bytes`` each) writes them in the previous layout instead and marks its step
 document ``spilled``: no document nears Firestore's 1 MiB limit.
 
-Live events (streamed chunks, the "calling model" status, tool results) are written as they
-happen, in ``events/{id}`` as before: they are read by watchers before the step commits.
+Live events (streamed chunks, the "calling model" status) are written as they happen, in
+``events/{id}`` as before: they are read by watchers before the step commits. A tool call's
+result event is its saved ``tool_calls/{id}`` document (run version 6; ``stores.RESULT_EVENT``).
+
+A step document names its ``schema_version``; a reader refuses one newer than it knows
+(``NewerSchemaVersion``: retried, so a release that does not know a newer layout never
+misreads it).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import json
 from typing import Any
 
 from cloudagents.adapters.firestore.ops import from_doc, to_doc
+from cloudagents.domain.errors import NewerSchemaVersion
 from cloudagents.domain.events import RUN_EVENT_ADAPTER, RunEvent
 from cloudagents.domain.messages import Message
 from cloudagents.domain.runs import Interaction
@@ -71,19 +77,32 @@ def step_doc(
     return doc, spilled
 
 
+def checked(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc``, if this release knows its version."""
+    version = doc.get("schema_version", 1)
+    if isinstance(version, int) and version > STEP_DOC_VERSION:
+        raise NewerSchemaVersion(
+            f"step document {doc.get('seq')} has schema_version {version}, newer than this "
+            f"release understands ({STEP_DOC_VERSION}); upgrade cloudagents"
+        )
+    return doc
+
+
 def step_messages(doc: dict[str, Any], start: int) -> list[Message]:
     """The messages of an unspilled step document from index ``start`` on."""
+    checked(doc)
     first = int(doc["first"])
     found = [Message.model_validate(m) for m in from_doc(doc.get("messages") or [])]
     return found[max(0, start - first) :]
 
 
 def step_events(doc: dict[str, Any]) -> list[RunEvent]:
+    checked(doc)
     return [RUN_EVENT_ADAPTER.validate_python(e) for e in from_doc(doc.get("events") or [])]
 
 
 def step_interaction(doc: dict[str, Any]) -> Interaction | None:
-    data = doc.get("interaction")
+    data = checked(doc).get("interaction")
     return Interaction.model_validate(from_doc(data)) if data else None
 
 

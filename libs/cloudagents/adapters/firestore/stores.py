@@ -49,7 +49,7 @@ from cloudagents.domain.conversations import (
     released,
 )
 from cloudagents.domain.errors import PermanentMessageError
-from cloudagents.domain.events import RUN_EVENT_ADAPTER, RunEvent
+from cloudagents.domain.events import RUN_EVENT_ADAPTER, RunEvent, event_id, tool_result_event
 from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
 from cloudagents.domain.results import LoopExit
@@ -87,6 +87,24 @@ CONVERSATIONS = "conversations"
 
 def _message_doc(index: int, message: Message) -> dict[str, Any]:
     return {"i": index, **to_doc(message.model_dump(mode="json"))}
+
+
+# A saved (``done``) tool-call document names its result event (``tool_result_event``): the
+# events readers find the results past a cursor by a range on this one field, and no event
+# document is written for them (run version 6).
+RESULT_EVENT = "result_event"
+
+
+def _call_doc(call: ToolCallRecord) -> dict[str, Any]:
+    doc: dict[str, Any] = to_doc(call.model_dump(mode="json"))
+    if call.status == "done":
+        doc[RESULT_EVENT] = event_id(call.seq, "c", call.index)
+    return doc
+
+
+def _call(data: dict[str, Any] | None) -> ToolCallRecord:
+    fields = {k: v for k, v in (data or {}).items() if k != RESULT_EVENT}
+    return ToolCallRecord.model_validate(from_doc(fields))
 
 
 def _offer_doc(offer: HandoffOffer) -> dict[str, Any]:
@@ -307,10 +325,7 @@ class FirestoreRunStore:
             .collection("tool_calls")
             .where(filter=firestore.FieldFilter("seq", "==", seq))
         )
-        calls = [
-            ToolCallRecord.model_validate(from_doc(d.to_dict()))
-            async for d in counted_stream(query)
-        ]
+        calls = [_call(d.to_dict()) async for d in counted_stream(query)]
         return sorted(calls, key=lambda c: c.index)
 
     def _call_ref(self, run_id: str, seq: int, index: int) -> Any:
@@ -321,7 +336,7 @@ class FirestoreRunStore:
         if not snap.exists:
             return None
         _remember_call((run_id, seq, index), snap)
-        return ToolCallRecord.model_validate(from_doc(snap.to_dict()))
+        return _call(snap.to_dict())
 
     async def commit_step(self, commit: StepCommit) -> RunRecord | None:
         ref = self._run_ref(commit.run_id)
@@ -362,10 +377,7 @@ class FirestoreRunStore:
                             to_doc(event.model_dump(mode="json")),
                         )
             for call in commit.tool_calls:
-                writes.set(
-                    self._call_ref(run.run_id, call.seq, call.index),
-                    to_doc(call.model_dump(mode="json")),
-                )
+                writes.set(self._call_ref(run.run_id, call.seq, call.index), _call_doc(call))
             if commit.handoff_offer is not None:
                 writes.set(
                     self.client.collection(OFFERS).document(commit.handoff_offer.offer_id),
@@ -494,15 +506,15 @@ class FirestoreRunStore:
             # (conditioned on its version); otherwise, and on every retry, a fresh read.
             known = remembered.pop() if remembered else None
             if known is not None:
-                updated, answer = change(ToolCallRecord.model_validate(from_doc(known.to_dict())))
+                updated, answer = change(_call(known.to_dict()))
                 snap = known
             if known is None or updated is None:
                 snap = await counted_get(ref)
                 if not snap.exists:
                     return None
-                updated, answer = change(ToolCallRecord.model_validate(from_doc(snap.to_dict())))
+                updated, answer = change(_call(snap.to_dict()))
             if updated is not None:
-                data = to_doc(updated.model_dump(mode="json"))
+                data = _call_doc(updated)
                 writes.update_if_unchanged(ref, data, snap)
                 _remember_written(writes, key, data)
             return answer
@@ -557,7 +569,6 @@ class FirestoreRunStore:
         result: JsonValue,
         is_error: bool,
         result_uri: str | None,
-        events: list[RunEvent],
         wake: OutboxMessage,
         kind: PendingKind = "tool_call",
     ) -> ToolFinish | None:
@@ -584,7 +595,7 @@ class FirestoreRunStore:
             run_snap, run = await self._run_snapshot(run_id, first, pending)
             if not call_snap.exists or run is None:
                 return None
-            call = ToolCallRecord.model_validate(from_doc(call_snap.to_dict()))
+            call = _call(call_snap.to_dict())
             barrier = waits.resolve(
                 run,
                 kind,
@@ -605,14 +616,7 @@ class FirestoreRunStore:
                 done = call
             else:
                 done = call.finished_with(result, is_error, result_uri)
-                writes.update_if_unchanged(
-                    call_ref, to_doc(done.model_dump(mode="json")), call_snap
-                )
-            for event in events:
-                writes.set(
-                    run_ref.collection("events").document(event.id),
-                    to_doc(event.model_dump(mode="json")),
-                )
+                writes.update_if_unchanged(call_ref, _call_doc(done), call_snap)
             updated = run.model_copy(
                 update={
                     "pending": barrier.pending,
@@ -620,7 +624,11 @@ class FirestoreRunStore:
                     "updated_at": utcnow(),
                 }
             )
-            changed = updated.model_dump(mode="json", include={"pending", "outbox", "updated_at"})
+            # The run's version too: a version 5 run whose result event is now on its call
+            # document is not one a release that knows only version 5 reads right.
+            changed = updated.model_dump(
+                mode="json", include={"pending", "outbox", "updated_at", "schema_version"}
+            )
             writes.update_if_unchanged(run_ref, to_doc(changed), run_snap)
             return ToolFinish(
                 record=done,
@@ -695,6 +703,13 @@ class FirestoreRunStore:
             for event in step_docs.step_events(doc.to_dict()):
                 if after is None or event.id > after:
                     found[event.id] = event
+        # Tool results: the saved tool-call documents (an event written for one, by a run
+        # before version 6 or by an approval's decision, stands).
+        calls = self._run_ref(run_id).collection("tool_calls")
+        calls = calls.where(filter=firestore.FieldFilter(RESULT_EVENT, ">", after or ""))
+        async for doc in counted_stream(calls):
+            event = tool_result_event(_call(doc.to_dict()))
+            found.setdefault(event.id, event)
         return [found[i] for i in sorted(found)]
 
     async def add_events(self, run_id: str, events: list[RunEvent]) -> None:
@@ -757,16 +772,14 @@ class FirestoreRunStore:
             change = rule(
                 ApprovalRecord.model_validate(from_doc(approval_snap.to_dict())),
                 RunRecord.model_validate(from_doc(run_snap.to_dict())),
-                ToolCallRecord.model_validate(from_doc(call_snap.to_dict())),
+                _call(call_snap.to_dict()),
             )
             if change.written:
                 writes.update_if_unchanged(
                     approval_ref, to_doc(change.approval.model_dump(mode="json")), approval_snap
                 )
             if change.call is not None:
-                writes.update_if_unchanged(
-                    call_ref, to_doc(change.call.model_dump(mode="json")), call_snap
-                )
+                writes.update_if_unchanged(call_ref, _call_doc(change.call), call_snap)
             if change.run is not None:
                 writes.update_if_unchanged(
                     run_ref, to_doc(change.run.model_dump(mode="json")), run_snap

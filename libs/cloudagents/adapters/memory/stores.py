@@ -21,7 +21,7 @@ from cloudagents.domain.conversations import (
     holder_done,
     released,
 )
-from cloudagents.domain.events import RunEvent
+from cloudagents.domain.events import RunEvent, tool_result_event
 from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
 from cloudagents.domain.results import LoopExit
@@ -202,7 +202,6 @@ class InMemoryRunStore:
         result: JsonValue,
         is_error: bool,
         result_uri: str | None,
-        events: list[RunEvent],
         wake: OutboxMessage,
         kind: PendingKind = "tool_call",
     ) -> ToolFinish | None:
@@ -231,8 +230,6 @@ class InMemoryRunStore:
                 call if call.status == "done" else call.finished_with(result, is_error, result_uri)
             )
             self.calls[key] = done
-            for event in events:
-                self.event_records[run_id][event.id] = event
             self.runs[run_id] = run.model_copy(
                 update={
                     "pending": barrier.pending,
@@ -276,8 +273,17 @@ class InMemoryRunStore:
             return run.model_copy(deep=True)
 
     async def events(self, run_id: str, *, after: str | None = None) -> list[RunEvent]:
-        items = sorted(self.event_records[run_id].items())
-        return [event for key, event in items if after is None or key > after]
+        # Tool results are the saved calls themselves (a written one stands), as on Firestore.
+        found: dict[str, RunEvent] = {
+            event.id: event
+            for event in (
+                tool_result_event(c)
+                for (rid, _), c in self.calls.items()
+                if rid == run_id and c.status == "done"
+            )
+        }
+        found.update(self.event_records[run_id])
+        return [found[key] for key in sorted(found) if after is None or key > after]
 
     async def add_events(self, run_id: str, events: list[RunEvent]) -> None:
         for event in events:
