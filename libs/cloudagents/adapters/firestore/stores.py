@@ -713,10 +713,12 @@ class FirestoreRunStore:
         return [found[i] for i in sorted(found)]
 
     async def add_events(self, run_id: str, events: list[RunEvent]) -> None:
+        # Live events only (the streamed chunks, the "calling model" status, a handoff's
+        # status): counted apart from the writes of the state machine.
         batch = self.client.batch()
         for event in events:
             doc = self._run_ref(run_id).collection("events").document(event.id)
-            written(batch).set(doc, to_doc(event.model_dump(mode="json")))
+            written(batch, live=True).set(doc, to_doc(event.model_dump(mode="json")))
         await batch.commit()
 
     async def interactions(self, run_id: str) -> list[Interaction]:
