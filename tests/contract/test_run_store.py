@@ -993,6 +993,50 @@ async def test_a_version_5_run_keeps_its_result_events_and_its_pointer(
     assert (await ref.get()).to_dict()["schema_version"] == 6
 
 
+async def test_the_first_claim_creates_the_call(run_store: RunStore, backend: str) -> None:
+    """Run version 6: a call that only its claims write has no document until its first claim
+    creates it from the copy its dispatch message carries (no read); the step lists it until
+    then (a wake-up finds it there: dispatched, never claimed); a second delivery's create
+    fails, and it decides from the claim the first one wrote."""
+    import contextvars
+
+    from cloudagents import metrics
+
+    run = make_run()
+    assert await run_store.create_run(run, [user("q")])
+    step = tool_step(run, 0, calls=2)
+    assert await run_store.commit_step(step) is not None
+    listed = await run_store.tool_calls(run.run_id, 0)
+    assert [(c.index, c.status) for c in listed] == [(0, "pending"), (1, "pending")]
+    assert await run_store.tool_calls(run.run_id, 0, unclaimed=False) == (
+        [] if backend == "emulator" else listed
+    )
+    if backend == "emulator":
+        assert isinstance(run_store, FirestoreRunStore)
+        calls = run_store.client.collection("agent_runs").document(run.run_id)
+        assert [d.id async for d in calls.collection("tool_calls").stream()] == []
+
+    committed = step.tool_calls[0]
+    before = metrics.snapshot().get("firestore.read", 0)
+    claim = await asyncio.create_task(
+        run_store.start_tool_call(run.run_id, 0, 0, lease_seconds=60, committed=committed),
+        context=contextvars.Context(),
+    )
+    assert claim is not None and claim.outcome == "first" and claim.record.attempts == 1
+    if backend == "emulator":
+        assert metrics.snapshot().get("firestore.read", 0) == before  # created, nothing read
+    again = await asyncio.create_task(
+        run_store.start_tool_call(run.run_id, 0, 0, lease_seconds=60, committed=committed),
+        context=contextvars.Context(),
+    )
+    assert again is not None and again.outcome == "held" and again.record.attempts == 1
+    stored = await run_store.get_tool_call(run.run_id, 0, 0)
+    assert stored is not None and stored.status == "running"
+    assert [c.index for c in await run_store.tool_calls(run.run_id, 0, unclaimed=False)] == (
+        [0] if backend == "emulator" else [0, 1]
+    )
+
+
 async def test_a_step_document_of_a_newer_release_is_refused(
     run_store: RunStore, backend: str
 ) -> None:
@@ -1077,8 +1121,9 @@ async def test_a_tool_delivery_reads_the_call_once_and_a_stale_copy_never_decide
     finished = await finish(run_store, run.run_id, 0, 0, result=1)
     assert finished is not None and finished.newly_finished and finished.record.result == 1
     if backend == "emulator":
-        # get_tool_call, and the run read afresh by the finish: nothing else.
-        assert metrics.snapshot().get("firestore.read", 0) - before == 2
+        # get_tool_call (no document yet: the step document lists the call; the claim then
+        # creates it from that copy), and the run read by the finish: nothing else.
+        assert metrics.snapshot().get("firestore.read", 0) - before == 3
 
     # Call 1: this delivery reads it pending; another delivery (its own context) claims it.
     assert (await run_store.get_tool_call(run.run_id, 0, 1)) is not None

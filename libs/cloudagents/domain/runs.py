@@ -295,6 +295,21 @@ class ToolCallRecord(Persisted):
     def doc_id(self) -> str:
         return tool_call_doc_id(self.seq, self.index)
 
+    @property
+    def created_by_claim(self) -> bool:
+        """A call as its step commits it, that nothing but its first claim will write: not
+        gated, not a call to another agent, not refused, not deferred. Its document is created
+        by that claim (run version 6: one write less per call); until then the step lists it
+        (``adapters/firestore/steps.py``) and its dispatch message carries it."""
+        return (
+            self.status == "pending"
+            and self.attempts == 0
+            and self.approval is None
+            and self.child_run_id is None
+            and self.deferred_until is None
+            and self.rate_window is None
+        )
+
     def finished_with(
         self, result: JsonValue, is_error: bool, result_uri: str | None
     ) -> ToolCallRecord:
@@ -381,11 +396,28 @@ class StepMessage(Persisted):
 
 
 class ToolMessage(Persisted):
-    """The body of a ``{ws}-tools`` message: execute one tool call of step ``seq``."""
+    """The body of a ``{ws}-tools`` message: execute one tool call of step ``seq``. ``call``:
+    the call as its step committed it, for a call its first claim creates (``created_by_claim``)
+    when it is small (``CARRIED_CALL_BYTES``): the invoker then reads no call before claiming."""
 
     run_id: str = Field(min_length=1, max_length=128)
     seq: int = Field(ge=0)
     index: int = Field(ge=0)
+    call: ToolCallRecord | None = None
+
+    @classmethod
+    def of(cls, record: ToolCallRecord) -> ToolMessage:
+        carried = record.created_by_claim and (len(record.model_dump_json()) <= CARRIED_CALL_BYTES)
+        return cls(
+            run_id=record.run_id,
+            seq=record.seq,
+            index=record.index,
+            call=record if carried else None,
+        )
+
+
+# A dispatch message carries its call up to this size (the run document holds its outbox).
+CARRIED_CALL_BYTES = 8_000
 
 
 class WakeUp(Persisted):

@@ -223,7 +223,7 @@ def plan_tool_calls(
             started[r.index].message,
         )
         if r.index in started
-        else OutboxMessage.of("tools", ToolMessage(run_id=run.run_id, seq=seq, index=r.index))
+        else OutboxMessage.of("tools", ToolMessage.of(r))
         for r in records
         if r.doc_id not in expiry and r.index not in refused
     ]

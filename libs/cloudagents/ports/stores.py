@@ -110,7 +110,13 @@ class RunStore(Protocol):
 
     async def recent_messages(self, run_id: str, limit: int) -> list[Message]: ...
 
-    async def tool_calls(self, run_id: str, seq: int) -> list[ToolCallRecord]: ...
+    async def tool_calls(
+        self, run_id: str, seq: int, *, unclaimed: bool = True
+    ) -> list[ToolCallRecord]:
+        """Step ``seq``'s calls. ``unclaimed=False``: a reader that knows every call of the step
+        was claimed (its results are all in) need not see the ones never claimed, which a store
+        may keep apart until their first claim (Firestore: in the step document)."""
+        ...
 
     async def get_tool_call(self, run_id: str, seq: int, index: int) -> ToolCallRecord | None: ...
 
@@ -119,11 +125,19 @@ class RunStore(Protocol):
         ...
 
     async def start_tool_call(
-        self, run_id: str, seq: int, index: int, *, lease_seconds: float
+        self,
+        run_id: str,
+        seq: int,
+        index: int,
+        *,
+        lease_seconds: float,
+        committed: ToolCallRecord | None = None,
     ) -> ToolClaim | None:
         """Claim the call for ``lease_seconds`` by ``ToolClaim.decide``: a claim that takes it
-        marks it ``running``, counts the attempt and sets the lease. ``None`` if the call does
-        not exist."""
+        marks it ``running``, counts the attempt and sets the lease. ``committed``: the call as
+        its step committed it (carried by its dispatch message), if the claim may create its
+        record from it: the first claim creates, a later one finds it and decides from it.
+        ``None`` if the call does not exist."""
         ...
 
     async def defer_tool_call(

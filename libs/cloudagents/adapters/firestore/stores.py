@@ -152,6 +152,15 @@ class _Known:
         return dict(self._data)
 
 
+class _Unclaimed:
+    """A call with no document yet, as this delivery found it listed by its step."""
+
+    exists = False
+
+    def __init__(self, record: ToolCallRecord) -> None:
+        self.record = record
+
+
 def _remember_call(key: tuple[str, int, int], snap: Any) -> None:
     seen = {k: v for k, v in _SEEN_CALLS.get().items() if k != key}
     seen[key] = snap
@@ -319,14 +328,31 @@ class FirestoreRunStore:
         found = [_message(d.to_dict()) async for d in counted_stream(query)]
         return list(reversed(found))
 
-    async def tool_calls(self, run_id: str, seq: int) -> list[ToolCallRecord]:
+    async def tool_calls(
+        self, run_id: str, seq: int, *, unclaimed: bool = True
+    ) -> list[ToolCallRecord]:
         query = (
             self._run_ref(run_id)
             .collection("tool_calls")
             .where(filter=firestore.FieldFilter("seq", "==", seq))
         )
-        calls = [_call(d.to_dict()) async for d in counted_stream(query)]
-        return sorted(calls, key=lambda c: c.index)
+        calls = {c.index: c for c in [_call(d.to_dict()) async for d in counted_stream(query)]}
+        if unclaimed:  # and the step's calls no claim has created yet (one read more)
+            for call in await self._step_calls(run_id, seq):
+                calls.setdefault(call.index, call)
+        return [calls[i] for i in sorted(calls)]
+
+    async def _step_calls(self, run_id: str, seq: int) -> list[ToolCallRecord]:
+        """The calls step ``seq`` listed for their first claim to create (their document may
+        exist by now: the caller prefers it)."""
+        ref = self._run_ref(run_id).collection(step_docs.STEPS).document(step_docs.step_doc_id(seq))
+        snap = await counted_get(ref)
+        return step_docs.step_calls(snap.to_dict()) if snap.exists else []
+
+    async def _unclaimed(self, run_id: str, seq: int, index: int) -> ToolCallRecord | None:
+        """A call with no document: as its step listed it, if it did."""
+        found = [c for c in await self._step_calls(run_id, seq) if c.index == index]
+        return found[0] if found else None
 
     def _call_ref(self, run_id: str, seq: int, index: int) -> Any:
         return self._run_ref(run_id).collection("tool_calls").document(tool_call_doc_id(seq, index))
@@ -334,7 +360,10 @@ class FirestoreRunStore:
     async def get_tool_call(self, run_id: str, seq: int, index: int) -> ToolCallRecord | None:
         snap = await counted_get(self._call_ref(run_id, seq, index))
         if not snap.exists:
-            return None
+            listed = await self._unclaimed(run_id, seq, index)
+            if listed is not None:  # its claim creates it from this copy, without a read
+                _remember_call((run_id, seq, index), _Unclaimed(listed))
+            return listed
         _remember_call((run_id, seq, index), snap)
         return _call(snap.to_dict())
 
@@ -359,14 +388,22 @@ class FirestoreRunStore:
                 interaction = commit.interaction.model_copy(
                     update={"applied_model_call": commit.applied_model_call}
                 )
+            # The calls whose first claim creates their document: listed by the step document.
+            listed = [c for c in commit.tool_calls if c.created_by_claim]
             if commit.new_messages or commit.events or interaction is not None:
-                # One document for the step's messages, events and interaction record.
+                # One document for the step's messages, events, interaction record and calls.
                 doc, spilled = step_docs.step_doc(
-                    run.seq, run.message_count, commit.new_messages, commit.events, interaction
+                    run.seq,
+                    run.message_count,
+                    commit.new_messages,
+                    commit.events,
+                    interaction,
+                    listed,
                 )
                 step_ref = ref.collection(step_docs.STEPS).document(step_docs.step_doc_id(run.seq))
                 writes.set(step_ref, doc)
                 if spilled:
+                    listed = []
                     for offset, message in enumerate(commit.new_messages):
                         index = run.message_count + offset
                         doc_ref = ref.collection("messages").document(f"{index:06d}")
@@ -376,8 +413,11 @@ class FirestoreRunStore:
                             ref.collection("events").document(event.id),
                             to_doc(event.model_dump(mode="json")),
                         )
+            else:
+                listed = []
             for call in commit.tool_calls:
-                writes.set(self._call_ref(run.run_id, call.seq, call.index), _call_doc(call))
+                if call not in listed:
+                    writes.set(self._call_ref(run.run_id, call.seq, call.index), _call_doc(call))
             if commit.handoff_offer is not None:
                 writes.set(
                     self.client.collection(OFFERS).document(commit.handoff_offer.offer_id),
@@ -493,25 +533,47 @@ class FirestoreRunStore:
         seq: int,
         index: int,
         change: Callable[[ToolCallRecord], tuple[ToolCallRecord | None, _R]],
+        committed: ToolCallRecord | None = None,
     ) -> _R | None:
         """Read the call; ``change`` gives the record to write (``None``: write nothing) and
         what to return, and the write applies only if the call is unchanged since the read
-        (``guarded``). ``None`` if the call does not exist."""
+        (``guarded``). A call with no document yet (its step listed it for its first claim to
+        create) is written by creating it, which fails if another delivery created it first;
+        ``committed``: that call as its step committed it, so the first attempt creates from
+        it without reading. ``None`` if the call does not exist."""
         ref = self._call_ref(run_id, seq, index)
         key = (run_id, seq, index)
         remembered = [_recall_call(key)]
+        absent = [committed] if committed is not None else []
+
+        def create(writes: Guarded, record: ToolCallRecord) -> _R:
+            updated, answer = change(record)
+            if updated is not None:
+                data = _call_doc(updated)
+                writes.create(ref, data)
+                _remember_written(writes, key, data)
+            return answer
 
         async def apply(writes: Guarded) -> _R | None:
             # First attempt: the call as this delivery knows it, if that leads to a write
-            # (conditioned on its version); otherwise, and on every retry, a fresh read.
+            # (conditioned on its version, or on its absence); otherwise, and on every retry,
+            # a fresh read.
             known = remembered.pop() if remembered else None
+            if isinstance(known, _Unclaimed):
+                absent[:] = absent or [known.record]
+                known = None
+            if known is None and absent:
+                record = absent.pop()
+                if change(record)[0] is not None:
+                    return create(writes, record)
             if known is not None:
                 updated, answer = change(_call(known.to_dict()))
                 snap = known
             if known is None or updated is None:
                 snap = await counted_get(ref)
                 if not snap.exists:
-                    return None
+                    unclaimed = await self._unclaimed(run_id, seq, index)
+                    return None if unclaimed is None else create(writes, unclaimed)
                 updated, answer = change(_call(snap.to_dict()))
             if updated is not None:
                 data = _call_doc(updated)
@@ -523,13 +585,19 @@ class FirestoreRunStore:
         return result
 
     async def start_tool_call(
-        self, run_id: str, seq: int, index: int, *, lease_seconds: float
+        self,
+        run_id: str,
+        seq: int,
+        index: int,
+        *,
+        lease_seconds: float,
+        committed: ToolCallRecord | None = None,
     ) -> ToolClaim | None:
         def claim(call: ToolCallRecord) -> tuple[ToolCallRecord | None, ToolClaim]:
             updated, outcome = ToolClaim.decide(call, utcnow(), lease_seconds)
             return updated, ToolClaim(updated or call, outcome)
 
-        return await self._change_call(run_id, seq, index, claim)
+        return await self._change_call(run_id, seq, index, claim, committed)
 
     async def defer_tool_call(
         self, run_id: str, seq: int, index: int, *, until: datetime, window: int
@@ -593,9 +661,17 @@ class FirestoreRunStore:
             # reads it afresh. "Already resolved" is always decided on a fresh read.
             call_snap = (remembered.pop() if remembered else None) or await counted_get(call_ref)
             run_snap, run = await self._run_snapshot(run_id, first, pending)
-            if not call_snap.exists or run is None:
+            # A call no claim created (its step lists it): finished by creating its document.
+            listed = (
+                call_snap.record
+                if isinstance(call_snap, _Unclaimed)
+                else None
+                if call_snap.exists
+                else await self._unclaimed(run_id, seq, index)
+            )
+            if (not call_snap.exists and listed is None) or run is None:
                 return None
-            call = _call(call_snap.to_dict())
+            call = listed or _call(call_snap.to_dict())
             barrier = waits.resolve(
                 run,
                 kind,
@@ -616,7 +692,10 @@ class FirestoreRunStore:
                 done = call
             else:
                 done = call.finished_with(result, is_error, result_uri)
-                writes.update_if_unchanged(call_ref, _call_doc(done), call_snap)
+                if listed is not None:
+                    writes.create(call_ref, _call_doc(done))
+                else:
+                    writes.update_if_unchanged(call_ref, _call_doc(done), call_snap)
             updated = run.model_copy(
                 update={
                     "pending": barrier.pending,

@@ -98,7 +98,9 @@ class InMemoryRunStore:
     async def recent_messages(self, run_id: str, limit: int) -> list[Message]:
         return list(self.transcripts[run_id][-limit:]) if limit > 0 else []
 
-    async def tool_calls(self, run_id: str, seq: int) -> list[ToolCallRecord]:
+    async def tool_calls(
+        self, run_id: str, seq: int, *, unclaimed: bool = True
+    ) -> list[ToolCallRecord]:
         prefix = f"{seq:06d}-"
         found = [
             c for (rid, doc), c in self.calls.items() if rid == run_id and doc.startswith(prefix)
@@ -148,8 +150,15 @@ class InMemoryRunStore:
             return self.runs[run.run_id].model_copy(deep=True)
 
     async def start_tool_call(
-        self, run_id: str, seq: int, index: int, *, lease_seconds: float
+        self,
+        run_id: str,
+        seq: int,
+        index: int,
+        *,
+        lease_seconds: float,
+        committed: ToolCallRecord | None = None,
     ) -> ToolClaim | None:
+        # Every call is stored when its step commits here; ``committed`` is not needed.
         async with self._lock:
             key = (run_id, tool_call_doc_id(seq, index))
             call = self.calls.get(key)
