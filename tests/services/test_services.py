@@ -458,3 +458,26 @@ async def test_a_tool_message_pubsub_gave_up_on_is_recorded_and_replaying_it_fin
     run = (await clients["api"].get(f"/runs/{run_id}")).json()
     assert run["result"]["exit"] == "SATISFIED"
     assert run["dead_letters"][0]["replayed"] is True
+
+
+async def test_a_late_duplicate_of_a_carried_call_republishes_its_audit_record(
+    stack: Stack,
+) -> None:
+    """A dispatch message carries its call (run version 6): a copy delivered after the run
+    finished runs nothing, and, finding the call done, publishes its audit record again."""
+    pump = stack[1]
+    executions: list[int] = []
+    run_id, tool_message = await _pay_run_at_its_tool_call(stack, executions)
+    assert json.loads(tool_message.data)["call"]["call"]["name"] == "pay"
+    assert await pump.deliver(tool_message) is True
+    await pump.run()
+    run = await pump.deps.runs.get_run(run_id)
+    assert run is not None and run.finished
+
+    def audits() -> int:
+        return sum(1 for m in pump.bus.published if m.topic.endswith("-tools-audit"))
+
+    before = audits()
+    assert await pump.deliver(tool_message) is True
+    assert pump.responses[-1][2]["status"] == "duplicate"
+    assert audits() == before + 1 and executions == [500]

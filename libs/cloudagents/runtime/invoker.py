@@ -88,6 +88,12 @@ class ToolInvoker:
         if record.status == "done":
             return await self._finish(record, run, peeked=True)
         if run.finished:
+            if committed is not None:
+                # The call as stored: a delivery that sees it done publishes its audit record
+                # again (at least once), as one that read it would have.
+                stored = await self.deps.runs.get_tool_call(run.run_id, record.seq, record.index)
+                if stored is not None and stored.status == "done":
+                    return await self._finish(stored, run, peeked=True)
             return "run-finished"
         if record.child_run_id is not None:
             return await self._child(record, run)
