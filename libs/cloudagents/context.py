@@ -10,8 +10,11 @@ from pydantic import Field
 
 from cloudagents.domain.base import Persisted
 from cloudagents.domain.messages import Message
-from cloudagents.domain.runs import snapshot_object_name
+from cloudagents.domain.runs import RunRecord, SnapshotPointer, snapshot_object_name
 from cloudagents.ports.bus import BlobStore
+
+# How many steps back ``latest_snapshot`` looks for a snapshot object before the run's newest.
+SNAPSHOT_PROBES = 4
 
 
 class ContextSnapshot(Persisted):
@@ -43,3 +46,20 @@ async def load_snapshot(blobs: BlobStore, uri: str) -> ContextSnapshot:
 async def restore(blobs: BlobStore, uri: str) -> list[Message]:
     """The conversation a snapshot holds, ready to continue from."""
     return (await load_snapshot(blobs, uri)).messages
+
+
+async def latest_snapshot(
+    blobs: BlobStore, bucket: str, run: RunRecord, *, probes: int = SNAPSHOT_PROBES
+) -> SnapshotPointer | None:
+    """The run's newest context snapshot: the object of its last step (``run.seq``) if the
+    snapshotter has written it, else of the step before, and so on (``probes`` steps back, no
+    earlier than a pointer the run document holds from before version 6). Nothing is written
+    per snapshot but the object: it is found here, by ``GET /runs/{id}``, when asked."""
+    floor = run.snapshot.seq if run.snapshot is not None else 0
+    for seq in range(run.seq, max(floor, run.seq - probes), -1):
+        uri = f"gs://{bucket}/{snapshot_object_name(run.run_id, seq)}"
+        data = await blobs.get(uri)
+        if data is not None:
+            found = ContextSnapshot.model_validate(json.loads(data))
+            return SnapshotPointer(uri=uri, seq=seq, message_count=found.message_count)
+    return run.snapshot

@@ -217,6 +217,7 @@ def price(per_step: dict[str, float], pubsub_bytes_per_step: float) -> dict[str,
     lines = {
         "firestore.read": per_step["firestore.read"] * PRICES["firestore.read"]["usd"],
         "firestore.write": per_step["firestore.write"] * PRICES["firestore.write"]["usd"],
+        "firestore.write.live": per_step["firestore.write.live"] * PRICES["firestore.write"]["usd"],
         "firestore.delete": per_step["firestore.delete"] * PRICES["firestore.delete"]["usd"],
         "pubsub": pubsub_bytes_per_step * PRICES["pubsub.bytes"]["usd"],
         "gcs.write": per_step["gcs.write"] * PRICES["gcs.class_a"]["usd"],
@@ -226,7 +227,7 @@ def price(per_step: dict[str, float], pubsub_bytes_per_step: float) -> dict[str,
     usd = {k: v * million for k, v in lines.items()}
     regional = (
         per_step["firestore.read"] * 0.03 / 100_000
-        + per_step["firestore.write"] * 0.09 / 100_000
+        + (per_step["firestore.write"] + per_step["firestore.write.live"]) * 0.09 / 100_000
         + per_step["firestore.delete"] * 0.01 / 100_000
     ) * million
     return {
@@ -396,6 +397,9 @@ class Harness:
         per_step = {
             "firestore.read": counted["firestore.read"] / total_steps,
             "firestore.write": counted["firestore.write"] / total_steps,
+            # Live event documents (streamed chunks, the "calling model" status), counted apart
+            # as designs/cost.md does, billed as writes.
+            "firestore.write.live": counted["firestore.write.live"] / total_steps,
             # Nothing deletes on the hot path; each audit record is deleted later by its TTL.
             "firestore.delete": (counted["firestore.delete"] + audit.records) / total_steps,
             "pubsub.publish": publishes / total_steps,
@@ -411,7 +415,7 @@ class Harness:
         by_site = {
             op: {site: n / total_steps for site, n in sites.most_common() if n}
             for op, sites in sorted(self.counter.by_site.items())
-            if op.startswith("firestore.") and op in ("firestore.read", "firestore.write")
+            if op in ("firestore.read", "firestore.write", "firestore.write.live")
         }
         return {
             "runs": runs,
@@ -483,6 +487,7 @@ def print_sites(result: dict[str, Any]) -> None:
                 for op in (
                     "firestore.read",
                     "firestore.write",
+                    "firestore.write.live",
                     "pubsub.publish",
                     "tasks.create",
                     "gcs.write",

@@ -128,6 +128,11 @@ def step_overhead(results: dict[str, Any]) -> str:
 COST_LINES = (
     ("firestore.read", "Firestore document reads", "firestore.read"),
     ("firestore.write", "Firestore document writes", "firestore.write"),
+    (
+        "firestore.write.live",
+        "Firestore live event writes (status, chunks)",
+        "firestore.write.live",
+    ),
     ("firestore.delete", "Firestore deletes (TTL of audit records)", "firestore.delete"),
     ("pubsub.publish", "Pub/Sub messages published", "pubsub"),
     ("pubsub.delivery", "Pub/Sub deliveries (push + audit pull)", None),
@@ -146,7 +151,11 @@ def cost(results: dict[str, Any]) -> str:
     for key, label, price_key in COST_LINES:
         dollars = usd.get(price_key) if price_key else None
         rows.append(
-            [label, _fmt(data["per_step"][key]), "-" if dollars is None else f"{dollars:.2f}"]
+            [
+                label,
+                _fmt(data["per_step"].get(key, 0)),
+                "-" if dollars is None else f"{dollars:.2f}",
+            ]
         )
     rows.append(["total", "", f"{data['total_usd_per_million_steps']:.2f}"])
     text = [

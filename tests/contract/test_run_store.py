@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from cloudagents.adapters.firestore.stores import FirestoreRunStore
+from cloudagents.domain.errors import NewerSchemaVersion
 from cloudagents.domain.events import ContentChunk, ThinkingStatus, ToolResultEvent
 from cloudagents.domain.messages import Message, Usage
 from cloudagents.domain.results import LoopExit
@@ -18,7 +19,6 @@ from cloudagents.domain.runs import (
     ModelCallRecord,
     OutboxMessage,
     RunStatus,
-    SnapshotPointer,
 )
 from cloudagents.domain.steps import StepCommit
 from cloudagents.ports.stores import RunStore
@@ -45,16 +45,6 @@ async def finish(store: RunStore, run_id: str, seq: int, index: int, result: Any
         result=result,
         is_error=False,
         result_uri=None,
-        events=[
-            ToolResultEvent(
-                run_id=run_id,
-                seq=seq,
-                id=f"{seq:06d}-c{index:04d}",
-                call_id=f"call_{index}",
-                tool_name="calculator",
-                result=result,
-            )
-        ],
         wake=wake_message(run_id, seq + 1),
     )
 
@@ -559,22 +549,25 @@ async def test_finish_of_an_unknown_call_is_none(run_store: RunStore) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-async def test_set_snapshot_only_moves_forward(run_store: RunStore) -> None:
-    run = make_run()
-    assert await run_store.create_run(run, [user("q")])
-
-    def pointer(seq: int) -> SnapshotPointer:
-        return SnapshotPointer(uri=f"gs://b/{run.run_id}/{seq}.json", seq=seq, message_count=seq)
-
-    assert await run_store.set_snapshot(run.run_id, pointer(2)) is True
-    assert await run_store.set_snapshot(run.run_id, pointer(1)) is False
-    assert await run_store.set_snapshot(run.run_id, pointer(2)) is False
-    stored = await run_store.get_run(run.run_id)
-    assert stored is not None and stored.snapshot == pointer(2)
-    assert await run_store.set_snapshot(run.run_id, pointer(3)) is True
-    stored = await run_store.get_run(run.run_id)
-    assert stored is not None and stored.snapshot == pointer(3)
-    assert await run_store.set_snapshot(new_id("missing"), pointer(1)) is False
+async def test_a_saved_tool_call_is_its_result_event(run_store: RunStore) -> None:
+    """Run version 6: no event is written for a tool result; the events readers read it from
+    the saved call, in order, past a cursor, and before the run is woken (issue 20)."""
+    run = await waiting_run(run_store, calls=2)
+    assert [e.id for e in await run_store.events(run.run_id)] == ["000000-b0000", "000000-b0001"]
+    saved = await run_store.save_tool_result(
+        run.run_id, 0, 1, result={"n": 2}, is_error=False, result_uri=None
+    )
+    assert saved is not None and saved.status == "done"
+    events = await run_store.events(run.run_id, after="000000-b0001")
+    assert [(e.id, e.type) for e in events] == [("000000-c0001", "tool_result")]
+    assert isinstance(events[0], ToolResultEvent) and events[0].result == {"n": 2}
+    assert events[0].call_id == "call_1" and events[0].timestamp == saved.finished_at
+    await finish(run_store, run.run_id, 0, 1, {"n": 2})
+    await finish(run_store, run.run_id, 0, 0, "one")
+    ids = [e.id for e in await run_store.events(run.run_id)]
+    assert ids == ["000000-b0000", "000000-b0001", "000000-c0000", "000000-c0001"]
+    assert [e.id for e in await run_store.events(run.run_id, after="000000-c0000")] == ids[3:]
+    assert await run_store.events(run.run_id, after="000000-c0001") == []
 
 
 async def test_cancel_run_finishes_an_unfinished_run(run_store: RunStore) -> None:
@@ -924,7 +917,7 @@ async def test_a_run_in_the_previous_layout_reads_and_continues_in_step_document
     )
 
     stored = await run_store.get_run(run.run_id)
-    assert stored is not None and stored.schema_version == 5 and stored.seq == 1
+    assert stored is not None and stored.schema_version == 6 and stored.seq == 1
     assert [m.role for m in await run_store.messages(run.run_id)] == ["system", "user", "assistant"]
     assert [m.role for m in await run_store.messages(run.run_id, start=2)] == ["assistant"]
     assert [e.id for e in await run_store.events(run.run_id)] == ["000000-b0000"]
@@ -949,7 +942,7 @@ async def test_a_run_in_the_previous_layout_reads_and_continues_in_step_document
     after1 = await run_store.commit_step(step1)
     assert after1 is not None and after1.message_count == 5
     raw = await run_store.client.collection("agent_runs").document(run.run_id).get()
-    assert raw.to_dict()["schema_version"] == 5  # a release that knows only 4 now retries it
+    assert raw.to_dict()["schema_version"] == 6  # a release that knows only 4 (or 5) now retries it
     step_doc = await (
         run_store.client.collection("agent_runs").document(run.run_id)
         .collection("steps").document("000001").get()
@@ -968,6 +961,97 @@ async def test_a_run_in_the_previous_layout_reads_and_continues_in_step_document
     assert [(i.seq, i.applied_model_call) for i in await run_store.interactions(run.run_id)] == [
         (0, "attempt-old"), (1, "attempt-new")
     ]  # fmt: skip
+
+
+async def test_a_version_5_run_keeps_its_result_events_and_its_pointer(
+    run_store: RunStore, backend: str
+) -> None:
+    """A run written by the release before (version 5): the result events and the snapshot
+    pointer it wrote on its documents still read; its next write makes it version 6."""
+    if backend != "emulator":
+        pytest.skip("the layout is Firestore's")
+    assert isinstance(run_store, FirestoreRunStore)
+    run = await waiting_run(run_store, calls=1)
+    ref = run_store.client.collection("agent_runs").document(run.run_id)
+    pointer = {"uri": "gs://b/old.json", "seq": 1, "message_count": 2}
+    await ref.update({"schema_version": 5, "snapshot": pointer})
+    written = ToolResultEvent(
+        run_id=run.run_id, seq=0, id="000000-c0000", call_id="call_0", tool_name="calculator",
+        result="as written",
+    )  # fmt: skip
+    await ref.collection("events").document(written.id).set(written.model_dump(mode="json"))
+    stored = await run_store.get_run(run.run_id)
+    assert stored is not None and stored.schema_version == 6
+    assert stored.snapshot is not None and stored.snapshot.uri == "gs://b/old.json"
+    finished = await finish(run_store, run.run_id, 0, 0, "saved")
+    assert finished is not None and finished.wake
+    events = await run_store.events(run.run_id)
+    assert [(e.id, getattr(e, "result", None)) for e in events][-1] == (
+        "000000-c0000",
+        "as written",
+    )
+    assert (await ref.get()).to_dict()["schema_version"] == 6
+
+
+async def test_the_first_claim_creates_the_call(run_store: RunStore, backend: str) -> None:
+    """Run version 6: a call that only its claims write has no document until its first claim
+    creates it from the copy its dispatch message carries (no read); the step lists it until
+    then (a wake-up finds it there: dispatched, never claimed); a second delivery's create
+    fails, and it decides from the claim the first one wrote."""
+    import contextvars
+
+    from cloudagents import metrics
+
+    run = make_run()
+    assert await run_store.create_run(run, [user("q")])
+    step = tool_step(run, 0, calls=2)
+    assert await run_store.commit_step(step) is not None
+    listed = await run_store.tool_calls(run.run_id, 0)
+    assert [(c.index, c.status) for c in listed] == [(0, "pending"), (1, "pending")]
+    assert await run_store.tool_calls(run.run_id, 0, unclaimed=False) == (
+        [] if backend == "emulator" else listed
+    )
+    if backend == "emulator":
+        assert isinstance(run_store, FirestoreRunStore)
+        calls = run_store.client.collection("agent_runs").document(run.run_id)
+        assert [d.id async for d in calls.collection("tool_calls").stream()] == []
+
+    committed = step.tool_calls[0]
+    before = metrics.snapshot().get("firestore.read", 0)
+    claim = await asyncio.create_task(
+        run_store.start_tool_call(run.run_id, 0, 0, lease_seconds=60, committed=committed),
+        context=contextvars.Context(),
+    )
+    assert claim is not None and claim.outcome == "first" and claim.record.attempts == 1
+    if backend == "emulator":
+        assert metrics.snapshot().get("firestore.read", 0) == before  # created, nothing read
+    again = await asyncio.create_task(
+        run_store.start_tool_call(run.run_id, 0, 0, lease_seconds=60, committed=committed),
+        context=contextvars.Context(),
+    )
+    assert again is not None and again.outcome == "held" and again.record.attempts == 1
+    stored = await run_store.get_tool_call(run.run_id, 0, 0)
+    assert stored is not None and stored.status == "running"
+    assert [c.index for c in await run_store.tool_calls(run.run_id, 0, unclaimed=False)] == (
+        [0] if backend == "emulator" else [0, 1]
+    )
+
+
+async def test_a_step_document_of_a_newer_release_is_refused(
+    run_store: RunStore, backend: str
+) -> None:
+    if backend != "emulator":
+        pytest.skip("the layout is Firestore's")
+    assert isinstance(run_store, FirestoreRunStore)
+    from cloudagents.adapters.firestore.steps import STEP_DOC_VERSION
+
+    run = await waiting_run(run_store, calls=1)
+    step = run_store.client.collection("agent_runs").document(run.run_id).collection("steps")
+    await step.document("000000").update({"schema_version": STEP_DOC_VERSION + 1})
+    with pytest.raises(NewerSchemaVersion, match="step document"):
+        await run_store.messages(run.run_id)
+    with pytest.raises(NewerSchemaVersion, match="step document"):
+        await run_store.events(run.run_id)
 
 
 async def test_a_step_is_one_document_and_a_large_one_spills(
@@ -1037,8 +1121,9 @@ async def test_a_tool_delivery_reads_the_call_once_and_a_stale_copy_never_decide
     finished = await finish(run_store, run.run_id, 0, 0, result=1)
     assert finished is not None and finished.newly_finished and finished.record.result == 1
     if backend == "emulator":
-        # get_tool_call, and the run read afresh by the finish: nothing else.
-        assert metrics.snapshot().get("firestore.read", 0) - before == 2
+        # get_tool_call (no document yet: the step document lists the call; the claim then
+        # creates it from that copy), and the run read by the finish: nothing else.
+        assert metrics.snapshot().get("firestore.read", 0) - before == 3
 
     # Call 1: this delivery reads it pending; another delivery (its own context) claims it.
     assert (await run_store.get_tool_call(run.run_id, 0, 1)) is not None

@@ -179,6 +179,12 @@ class FaultStack:
             self.set_push_endpoint(name, url)
 
     # reading runs ------------------------------------------------------------------------
+    def snapshot(self, run_id: str) -> dict[str, Any] | None:
+        """The run's newest context snapshot pointer, as ``GET /runs/{id}`` finds it in the
+        bucket (since run version 6 no run document holds it)."""
+        pointer: dict[str, Any] | None = self.api.get(f"/runs/{run_id}").json()["snapshot"]
+        return pointer
+
     def run_docs(self, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         refs = [self.db.collection("agent_runs").document(r) for r in run_ids]
         found: dict[str, dict[str, Any]] = {}

@@ -77,7 +77,7 @@ def test_two_brokers_race_for_every_offer_and_claim_it_once(
     deadline = time.monotonic() + 60
     while True:
         docs = stack.run_docs(run_ids)
-        snapped = all((d.get("snapshot") or {}).get("seq") == d["seq"] for d in docs.values())
+        snapped = all((stack.snapshot(r) or {}).get("seq") == d["seq"] for r, d in docs.items())
         if snapped:
             break
         assert time.monotonic() < deadline, "context snapshots missing"

@@ -145,11 +145,9 @@ async def test_quick_start_as_written(emulators: EmulatorStack, db: firestore.Cl
     assert [
         (c.get("model"), c.get("attempt_id") == steps[0]["applied_model_call"]) for c in model_calls
     ] == [("gpt-4", True)]
-    pointer = run["snapshot"]
-    assert (
-        pointer["uri"] == f"gs://my-gcp-project-agent-context/runs/{run_id}/snapshots/000001.json"
-    )
-    snapshot = blob(pointer["uri"])
+    # The snapshot is found by its name (the run's last step), not by a pointer on the run.
+    assert run.get("snapshot") is None
+    snapshot = blob(f"gs://my-gcp-project-agent-context/runs/{run_id}/snapshots/000001.json")
     assert [m["role"] for m in snapshot["messages"]] == ["system", "user", "assistant"]
     await agent.aclose()
 
@@ -276,7 +274,7 @@ async def test_a_handoff_target_reply_offers_the_task(
         offer_id,
         "open",
     )
-    assert run["snapshot"]["uri"] == offer["context_uri"]
+    assert offer["context_uri"].endswith(f"/runs/sdk-handoff/snapshots/{run['seq']:06d}.json")
     (message,) = pull(offers, 1)
     assert json.loads(message.data) == {"schema_version": 1, "offer_id": offer_id}
     await agent.aclose()
@@ -338,11 +336,8 @@ async def test_budget_exceeded_and_model_errors_are_results(
         "stop:BUDGET_EXCEEDED",
     ]
     run = run_doc(db, "sdk-over")
-    assert (run["status"], run["result"]["exit"], run["snapshot"]["seq"]) == (
-        "finished",
-        "BUDGET_EXCEEDED",
-        2,
-    )
+    assert (run["status"], run["result"]["exit"], run["seq"]) == ("finished", "BUDGET_EXCEEDED", 2)
+    assert blob(f"gs://{PROJECT}-agent-context/runs/sdk-over/snapshots/000002.json")["seq"] == 2
 
     fragile = new_agent("sdk-fragile", retry={"max_attempts": 1})
     failed = await fragile.run("Hello", {"llm_client": broken}, run_id="sdk-error")

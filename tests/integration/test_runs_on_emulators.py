@@ -354,7 +354,7 @@ def test_a_run_written_in_the_previous_layout_finishes_in_step_documents(
     assert finished["result"]["exit"] == "SATISFIED", finished["result"]
     assert finished["result"]["payload"] == {"answer": "6*7 = 42"}
     assert (finished["result"]["tool_calls"], finished["result"]["total_tokens"]) == (1, 50)
-    assert ref.get().get("schema_version") == 5
+    assert ref.get().get("schema_version") == 6
     messages = api.get(f"/runs/{run_id}/messages").json()["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "assistant"]
     assert messages[-1]["content"] == "6*7 = 42"

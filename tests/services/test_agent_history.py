@@ -136,7 +136,7 @@ async def test_a_run_of_the_previous_layout_still_reads_and_finishes(stack: Stac
     stored = runs.runs[run_id].model_dump(mode="json")
     stored.pop("agent_versions")
     runs.runs[run_id] = RunRecord.model_validate({**stored, "schema_version": 3})
-    assert runs.runs[run_id].schema_version == 5 and runs.runs[run_id].agent_versions == {}
+    assert runs.runs[run_id].schema_version == 6 and runs.runs[run_id].agent_versions == {}
     await pump.run()
     result = (await api.get(f"/runs/{run_id}")).json()["result"]
     assert result["exit"] == "SATISFIED" and result["payload"] == {"answer": "6*7 = 42"}

@@ -10,8 +10,10 @@ import httpx
 
 from cloudagents.adapters.memory.messaging import PublishedMessage
 from cloudagents.adapters.memory.stores import InMemoryDeadLetterStore, InMemoryRunStore
+from cloudagents.context import load_snapshot
 from cloudagents.domain.errors import TransientError
 from cloudagents.domain.intents import IntentionMessage
+from cloudagents.domain.runs import SnapshotPointer
 from cloudagents.tools import tool
 from tests.services.conftest import Pump, push_body, scripted_agent
 
@@ -46,6 +48,31 @@ async def test_run_over_http_finishes_satisfied_with_a_tool_call(stack: Stack) -
         "completed",
     ]
     assert all(status == 200 for _, status, _ in pump.responses)
+
+
+async def test_the_snapshot_is_found_in_the_bucket_not_pointed_at_from_the_run(
+    stack: Stack,
+) -> None:
+    clients, pump = stack
+    api = clients["api"]
+    await api.post("/agents", json=scripted_agent())
+    run_id = (await api.post("/runs", json={"agent_id": "calc", "message": "6*7?"})).json()[
+        "run_id"
+    ]
+    await pump.run()
+    runs = pump.deps.runs
+    assert isinstance(runs, InMemoryRunStore)
+    stored = runs.runs[run_id]
+    assert stored.snapshot is None and stored.schema_version == 6
+    pointer = (await api.get(f"/runs/{run_id}")).json()["snapshot"]
+    assert (pointer["seq"], pointer["message_count"]) == (stored.seq, stored.message_count)
+    snapshot = await load_snapshot(pump.deps.blobs, pointer["uri"])
+    assert (snapshot.seq, len(snapshot.messages)) == (stored.seq, stored.message_count)
+    # A run written before version 6 points at its snapshot from its document: still read
+    # when the bucket holds nothing newer.
+    old = SnapshotPointer(uri="gs://b/old.json", seq=stored.seq, message_count=1)
+    runs.runs[run_id] = stored.model_copy(update={"snapshot": old, "seq": stored.seq})
+    assert (await api.get(f"/runs/{run_id}")).json()["snapshot"] == old.model_dump(mode="json")
 
 
 async def test_run_by_intent_on_the_workspace_topic(stack: Stack) -> None:
@@ -431,3 +458,26 @@ async def test_a_tool_message_pubsub_gave_up_on_is_recorded_and_replaying_it_fin
     run = (await clients["api"].get(f"/runs/{run_id}")).json()
     assert run["result"]["exit"] == "SATISFIED"
     assert run["dead_letters"][0]["replayed"] is True
+
+
+async def test_a_late_duplicate_of_a_carried_call_republishes_its_audit_record(
+    stack: Stack,
+) -> None:
+    """A dispatch message carries its call (run version 6): a copy delivered after the run
+    finished runs nothing, and, finding the call done, publishes its audit record again."""
+    pump = stack[1]
+    executions: list[int] = []
+    run_id, tool_message = await _pay_run_at_its_tool_call(stack, executions)
+    assert json.loads(tool_message.data)["call"]["call"]["name"] == "pay"
+    assert await pump.deliver(tool_message) is True
+    await pump.run()
+    run = await pump.deps.runs.get_run(run_id)
+    assert run is not None and run.finished
+
+    def audits() -> int:
+        return sum(1 for m in pump.bus.published if m.topic.endswith("-tools-audit"))
+
+    before = audits()
+    assert await pump.deliver(tool_message) is True
+    assert pump.responses[-1][2]["status"] == "duplicate"
+    assert audits() == before + 1 and executions == [500]

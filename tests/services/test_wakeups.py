@@ -165,22 +165,23 @@ async def test_replaying_a_live_runs_dead_letter_resumes_it(
 ) -> None:
     clients, pump = stack
     runs = store(pump)
-    real = runs.get_tool_call
+    real = runs.start_tool_call
     failures = []
 
-    async def vanish_once(run_id: str, seq: int, index: int) -> Any:
+    async def vanish_once(run_id: str, seq: int, index: int, **kwargs: Any) -> Any:
         if not failures:
             failures.append(run_id)
-            return None  # the invoker finds no such call: a permanent error, dead-lettered
-        return await real(run_id, seq, index)
+            return None  # the claim finds no such call: a permanent error, dead-lettered
+        return await real(run_id, seq, index, **kwargs)
 
-    monkeypatch.setattr(runs, "get_tool_call", vanish_once)
+    monkeypatch.setattr(runs, "start_tool_call", vanish_once)
     run_id = await start(clients, scripted_agent("unlucky"))
     await pump.run()
     run = (await clients["api"].get(f"/runs/{run_id}")).json()
     assert run["status"] == "waiting_tools"
     (letter,) = run["dead_letters"]
-    assert "has no tool call 0 at step 0" in letter["reason"] and not letter["replayed"]
+    assert "tool call 000000-000 of" in letter["reason"] and "vanished" in letter["reason"]
+    assert not letter["replayed"]
 
     replay = await clients["api"].post(f"/dead-letters/{letter['id']}/replay")
     assert replay.status_code == 202

@@ -272,3 +272,24 @@ def test_seed_002_definition_fields_are_accepted_in_this_definitions_terms() -> 
     ):
         with pytest.raises(ValidationError, match=message):
             AgentDefinition.model_validate({**seed, **bad})
+
+
+def test_a_dispatch_carries_a_call_its_claim_creates_when_it_is_small() -> None:
+    from cloudagents.domain.runs import CARRIED_CALL_BYTES, ToolCallRecord
+
+    def record(**fields: object) -> ToolCallRecord:
+        call = ToolCall(id="c", name="calculator", arguments={"expression": "1+1"})
+        base = {"run_id": "r", "seq": 2, "index": 1, "call": call, "idempotency_key": "r:2:1"}
+        return ToolCallRecord.model_validate({**base, **fields})
+
+    plain = record()
+    assert plain.created_by_claim and ToolMessage.of(plain).call == plain
+    for other in (record(approval="required"), record(child_run_id="child"), record(attempts=1)):
+        assert not other.created_by_claim and ToolMessage.of(other).call is None
+    big = record(
+        call=ToolCall(id="c", name="calculator", arguments={"x": "y" * CARRIED_CALL_BYTES})
+    )
+    assert big.created_by_claim and ToolMessage.of(big).call is None
+    assert (ToolMessage.of(big).run_id, ToolMessage.of(big).seq, ToolMessage.of(big).index) == (
+        "r", 2, 1
+    )  # fmt: skip

@@ -92,7 +92,7 @@ def test_documents_from_before_typed_waits_read_as_tool_call_items() -> None:
     assert run.pending_tool_calls == ["000000-000", "000000-001"]
     assert waits.waiting(run)
     assert "pending_tool_calls" not in run.model_dump()
-    assert run.schema_version == 5 and RunRecord.model_validate(run.model_dump()) == run
+    assert run.schema_version == 6 and RunRecord.model_validate(run.model_dump()) == run
 
 
 def test_the_earliest_deadline_is_the_first_of_the_items_and_the_run_timeout() -> None:

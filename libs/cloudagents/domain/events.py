@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, JsonValue, TypeAdapter
 
 from cloudagents.domain.base import Persisted
+from cloudagents.domain.runs import ToolCallRecord
 
 
 class _Event(Persisted):
@@ -96,3 +97,18 @@ def event_id(seq: int, phase: str, n: int) -> str:
     """Event ids sort in the order events happen: streamed chunks of a step (phase ``a``), then
     the step's committed events (``b``), then its tool results (``c``), then the next step."""
     return f"{seq:06d}-{phase}{n:04d}"
+
+
+def tool_result_event(record: ToolCallRecord) -> ToolResultEvent:
+    """The ``tool_result`` event of a saved (``done``) tool call: not written on its own but
+    read from the tool-call document (run version 6), so saving the result is its event."""
+    return ToolResultEvent(
+        run_id=record.run_id,
+        seq=record.seq,
+        id=event_id(record.seq, "c", record.index),
+        timestamp=record.finished_at or datetime.now(UTC),
+        call_id=record.call.id,
+        tool_name=record.call.name,
+        result=record.result if record.result_uri is None else {"uri": record.result_uri},
+        is_error=record.is_error,
+    )

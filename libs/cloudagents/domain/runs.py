@@ -60,7 +60,8 @@ class OutboxMessage(Model):
 
 
 class SnapshotPointer(Model):
-    """Where the latest context snapshot of a run is."""
+    """Where the latest context snapshot of a run is (``GET /runs/{id}``: found in the bucket;
+    on the run document only for runs written before version 6)."""
 
     uri: str
     seq: int
@@ -118,10 +119,17 @@ class RunRecord(Persisted):
     events and interaction record in one ``steps/{seq}`` document; ``adapters/firestore/
     steps.py``). A version 4 run's earlier steps stay in the previous layout, which is still
     read; its next steps write step documents, and the run becomes version 5 at its next
-    commit, so a release that knows only version 4 retries it rather than misread it."""
+    commit, so a release that knows only version 4 retries it rather than misread it.
+    Version 6: the run document no longer holds its context snapshot's pointer (``snapshot``:
+    the snapshot objects are named by step, ``snapshot_object_name``, and the newest one is
+    found in the bucket, ``context.latest_snapshot``), and a tool call's result event is the
+    saved tool-call document itself rather than an ``events`` document of its own. A version
+    5 run keeps the pointer and the result events it has; its next commit makes it version 6,
+    so a release that knows only version 5 (whose event readers would miss the results)
+    retries it."""
 
-    CURRENT_SCHEMA_VERSION: ClassVar[int] = 5
-    schema_version: int = 5
+    CURRENT_SCHEMA_VERSION: ClassVar[int] = 6
+    schema_version: int = 6
 
     run_id: str
     agent_id: str
@@ -219,6 +227,8 @@ class RunRecord(Persisted):
             data = {**data, "schema_version": 4}  # version 3 pinned nothing: no agent_versions
         if isinstance(data, dict) and data.get("schema_version", 1) == 4:
             data = {**data, "schema_version": 5}  # the layout of its stored steps: both read
+        if isinstance(data, dict) and data.get("schema_version", 1) == 5:
+            data = {**data, "schema_version": 6}  # its pointer and result events: both read
         return data
 
     @model_serializer(mode="wrap")
@@ -284,6 +294,21 @@ class ToolCallRecord(Persisted):
     @property
     def doc_id(self) -> str:
         return tool_call_doc_id(self.seq, self.index)
+
+    @property
+    def created_by_claim(self) -> bool:
+        """A call as its step commits it, that nothing but its first claim will write: not
+        gated, not a call to another agent, not refused, not deferred. Its document is created
+        by that claim (run version 6: one write less per call); until then the step lists it
+        (``adapters/firestore/steps.py``) and its dispatch message carries it."""
+        return (
+            self.status == "pending"
+            and self.attempts == 0
+            and self.approval is None
+            and self.child_run_id is None
+            and self.deferred_until is None
+            and self.rate_window is None
+        )
 
     def finished_with(
         self, result: JsonValue, is_error: bool, result_uri: str | None
@@ -371,11 +396,28 @@ class StepMessage(Persisted):
 
 
 class ToolMessage(Persisted):
-    """The body of a ``{ws}-tools`` message: execute one tool call of step ``seq``."""
+    """The body of a ``{ws}-tools`` message: execute one tool call of step ``seq``. ``call``:
+    the call as its step committed it, for a call its first claim creates (``created_by_claim``)
+    when it is small (``CARRIED_CALL_BYTES``): the invoker then reads no call before claiming."""
 
     run_id: str = Field(min_length=1, max_length=128)
     seq: int = Field(ge=0)
     index: int = Field(ge=0)
+    call: ToolCallRecord | None = None
+
+    @classmethod
+    def of(cls, record: ToolCallRecord) -> ToolMessage:
+        carried = record.created_by_claim and (len(record.model_dump_json()) <= CARRIED_CALL_BYTES)
+        return cls(
+            run_id=record.run_id,
+            seq=record.seq,
+            index=record.index,
+            call=record if carried else None,
+        )
+
+
+# A dispatch message carries its call up to this size (the run document holds its outbox).
+CARRIED_CALL_BYTES = 8_000
 
 
 class WakeUp(Persisted):
@@ -417,10 +459,14 @@ class ToolAuditMessage(Persisted):
 
 
 class SnapshotMessage(Persisted):
-    """The body of a ``{ws}-snapshots`` message: snapshot ``run_id`` as of ``seq``."""
+    """The body of a ``{ws}-snapshots`` message: snapshot ``run_id`` as of ``seq``, when it had
+    ``message_count`` messages (the snapshotter then reads no run document; a message sent by a
+    release before names neither, and the snapshotter reads the run)."""
 
     run_id: str = Field(min_length=1, max_length=128)
     seq: int = Field(ge=0)
+    agent_id: str | None = None
+    message_count: int | None = Field(default=None, ge=0)
 
 
 class AuditRecord(Persisted):

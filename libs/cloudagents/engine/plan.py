@@ -76,8 +76,17 @@ def step_message(run_id: str, seq: int) -> OutboxMessage:
     return OutboxMessage.of("steps", StepMessage(run_id=run_id, seq=seq))
 
 
-def snapshot_message(run_id: str, seq: int) -> OutboxMessage:
-    return OutboxMessage.of("snapshots", SnapshotMessage(run_id=run_id, seq=seq))
+def snapshot_message(run: RunRecord, seq: int, new_messages: list[Message]) -> OutboxMessage:
+    """Snapshot the run as of ``seq``, once the step's ``new_messages`` are committed."""
+    return OutboxMessage.of(
+        "snapshots",
+        SnapshotMessage(
+            run_id=run.run_id,
+            seq=seq,
+            agent_id=run.agent_id,
+            message_count=run.message_count + len(new_messages),
+        ),
+    )
 
 
 def wake_message(run: RunRecord, seq: int, now: datetime, wake_seconds: float) -> OutboxMessage:
@@ -135,7 +144,7 @@ def plan_outcome(
                 progress=progress,
                 outbox=[
                     step_message(run.run_id, seq + 1),
-                    snapshot_message(run.run_id, seq + 1),
+                    snapshot_message(run, seq + 1, new_messages),
                 ],
                 interaction=interaction,
             )
@@ -214,7 +223,7 @@ def plan_tool_calls(
             started[r.index].message,
         )
         if r.index in started
-        else OutboxMessage.of("tools", ToolMessage(run_id=run.run_id, seq=seq, index=r.index))
+        else OutboxMessage.of("tools", ToolMessage.of(r))
         for r in records
         if r.doc_id not in expiry and r.index not in refused
     ]
@@ -303,7 +312,7 @@ def plan_tool_calls(
         pending=pending,
         tool_calls=records,
         approvals=requests,
-        outbox=[*dispatch, snapshot_message(run.run_id, seq + 1), wake, *expiries],
+        outbox=[*dispatch, snapshot_message(run, seq + 1, new_messages), wake, *expiries],
         interaction=interaction,
         events=events,
     )
@@ -377,7 +386,7 @@ def plan_handoff(
         result=result,
         # The snapshot first: the broker transfers the context from it.
         outbox=[
-            snapshot_message(run.run_id, seq + 1),
+            snapshot_message(run, seq + 1, new_messages),
             OutboxMessage.of("handoff", OfferMessage(offer_id=offer.offer_id)),
             *agent_calls.answer_parent(run),
             *transitions.answer_token(run),
@@ -445,7 +454,7 @@ def plan_finish(
         progress=progress,
         result=result,
         outbox=[
-            snapshot_message(run.run_id, seq + 1),
+            snapshot_message(run, seq + 1, new_messages),
             *agent_calls.answer_parent(run),
             *transitions.answer_token(run),
         ],

@@ -28,7 +28,6 @@ from cloudagents.domain.runs import (
     PendingKind,
     RunRecord,
     RunStatus,
-    SnapshotPointer,
     ToolCallRecord,
 )
 from cloudagents.domain.steps import StepCommit
@@ -111,7 +110,13 @@ class RunStore(Protocol):
 
     async def recent_messages(self, run_id: str, limit: int) -> list[Message]: ...
 
-    async def tool_calls(self, run_id: str, seq: int) -> list[ToolCallRecord]: ...
+    async def tool_calls(
+        self, run_id: str, seq: int, *, unclaimed: bool = True
+    ) -> list[ToolCallRecord]:
+        """Step ``seq``'s calls. ``unclaimed=False``: a reader that knows every call of the step
+        was claimed (its results are all in) need not see the ones never claimed, which a store
+        may keep apart until their first claim (Firestore: in the step document)."""
+        ...
 
     async def get_tool_call(self, run_id: str, seq: int, index: int) -> ToolCallRecord | None: ...
 
@@ -120,11 +125,19 @@ class RunStore(Protocol):
         ...
 
     async def start_tool_call(
-        self, run_id: str, seq: int, index: int, *, lease_seconds: float
+        self,
+        run_id: str,
+        seq: int,
+        index: int,
+        *,
+        lease_seconds: float,
+        committed: ToolCallRecord | None = None,
     ) -> ToolClaim | None:
         """Claim the call for ``lease_seconds`` by ``ToolClaim.decide``: a claim that takes it
-        marks it ``running``, counts the attempt and sets the lease. ``None`` if the call does
-        not exist."""
+        marks it ``running``, counts the attempt and sets the lease. ``committed``: the call as
+        its step committed it (carried by its dispatch message), if the claim may create its
+        record from it: the first claim creates, a later one finds it and decides from it.
+        ``None`` if the call does not exist."""
         ...
 
     async def defer_tool_call(
@@ -160,12 +173,11 @@ class RunStore(Protocol):
         result: JsonValue,
         is_error: bool,
         result_uri: str | None,
-        events: list[RunEvent],
         wake: OutboxMessage,
         kind: PendingKind = "tool_call",
     ) -> ToolFinish | None:
         """Take the call (a pending item of ``kind``: ``tool_call``, or ``child_run`` for a call
-        to another agent) off the run's pending list once, writing ``events``; the call that
+        to another agent) off the run's pending list once; the call that
         empties the list stores ``wake`` in the run's outbox and says ``wake=True``. The result
         is recorded here too unless ``save_tool_result`` recorded one already (the stored one
         wins). ``None`` if the call does not exist."""
@@ -174,10 +186,6 @@ class RunStore(Protocol):
     async def record_model_call(self, record: ModelCallRecord) -> None: ...
 
     async def model_calls(self, run_id: str) -> list[ModelCallRecord]: ...
-
-    async def set_snapshot(self, run_id: str, pointer: SnapshotPointer) -> bool:
-        """Point the run at a snapshot if it is newer than the current one."""
-        ...
 
     async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
         """Finish an unfinished run ``CANCELLED`` (moving its ``seq`` so in-flight work is

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from cloudagents.context import latest_snapshot
 from cloudagents.domain.agents import AgentDefinition
 from cloudagents.domain.approvals import ApprovalRecord
 from cloudagents.domain.errors import PermanentMessageError
@@ -125,6 +126,8 @@ async def get_run_route(
     if run is None:
         return error(404, f"unknown run {params['run_id']!r}")
     view = run_view(run)
+    snapshot = await latest_snapshot(deps.blobs, deps.topology.context_bucket, run)
+    view["snapshot"] = snapshot.model_dump(mode="json") if snapshot is not None else None
     view["handoff_chain"] = await _handoff_chain(deps, run)
     letters = await deps.dead_letters.list_dead_letters(run_id=run.run_id)
     view["dead_letters"] = [

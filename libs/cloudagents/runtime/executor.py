@@ -540,7 +540,8 @@ class RunExecutor:
 
     async def _tool_results(self, run: RunRecord) -> tuple[list[Message], RunProgress]:
         """The step's tool results as messages, and what the calls' child runs spent."""
-        calls = await self.deps.runs.tool_calls(run.run_id, run.seq - 1)
+        # Every call of the step was claimed (its results are all in): none is only listed.
+        calls = await self.deps.runs.tool_calls(run.run_id, run.seq - 1, unclaimed=False)
         messages = []
         below = RunProgress()
         for record in calls:

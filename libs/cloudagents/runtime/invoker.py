@@ -27,7 +27,6 @@ from datetime import timedelta
 from typing import Any
 
 from cloudagents.domain.errors import PermanentMessageError, TransientError
-from cloudagents.domain.events import ToolResultEvent, event_id
 from cloudagents.domain.runs import (
     OutboxMessage,
     PendingKind,
@@ -59,6 +58,13 @@ class _Deferred(Exception):
     """The call waits for its rate-limit window; the message is acknowledged."""
 
 
+class _Done(Exception):
+    """The claim found the call done (a delivery before this one saved its result)."""
+
+    def __init__(self, record: ToolCallRecord) -> None:
+        self.record = record
+
+
 class ToolInvoker:
     """Applies ``{ws}-tools`` messages."""
 
@@ -66,7 +72,12 @@ class ToolInvoker:
         self.deps = deps
 
     async def handle(self, message: ToolMessage) -> str:
-        record = await self.deps.runs.get_tool_call(message.run_id, message.seq, message.index)
+        # A message that carries its call (one its first claim creates) reads none: the claim
+        # creates it, or finds it and decides from what another delivery wrote.
+        committed = message.call
+        record = committed or await self.deps.runs.get_tool_call(
+            message.run_id, message.seq, message.index
+        )
         run = await self.deps.runs.get_run(message.run_id)
         if run is None:
             raise PermanentMessageError(f"unknown run {message.run_id!r}")
@@ -77,6 +88,12 @@ class ToolInvoker:
         if record.status == "done":
             return await self._finish(record, run, peeked=True)
         if run.finished:
+            if committed is not None:
+                # The call as stored: a delivery that sees it done publishes its audit record
+                # again (at least once), as one that read it would have.
+                stored = await self.deps.runs.get_tool_call(run.run_id, record.seq, record.index)
+                if stored is not None and stored.status == "done":
+                    return await self._finish(stored, run, peeked=True)
             return "run-finished"
         if record.child_run_id is not None:
             return await self._child(record, run)
@@ -93,14 +110,20 @@ class ToolInvoker:
             },
         ):
             try:
-                result = await self._execute(run, record)
+                result = await self._execute(run, record, committed)
             except _Deferred:
                 return "deferred"
+            except _Done as done:
+                return await self._finish(done.record, run, peeked=True)
         crash_point("invoker.after_tool")
         saved = await self._save(record, result)
         return await self._finish(saved, run)
 
-    async def _execute(self, run: RunRecord, record: ToolCallRecord) -> ToolResult:
+    async def _execute(
+        self, run: RunRecord, record: ToolCallRecord, committed: ToolCallRecord | None
+    ) -> ToolResult:
+        """Run the call. ``committed``: ``record`` is the call as its step committed it (from
+        the message), not as read: the claim may create the call's document from it."""
         agent = await definition(self.deps, run, run.agent_id)
         tool = await run_tool(self.deps, run, record)
         if agent is None or tool is None or record.call.name not in tool_names(agent):
@@ -109,14 +132,24 @@ class ToolInvoker:
         if not tool.idempotent and ToolClaim.decide(record, utcnow(), lease)[1] == "held":
             raise self._held(record)  # before taking a tools-per-minute slot for nothing
         limit = agent.budget.max_tools_per_minute
+        if limit is not None and committed is not None:
+            # The window it booked, if a delivery before deferred it, is on its document.
+            fresh = await self.deps.runs.get_tool_call(run.run_id, record.seq, record.index)
+            if fresh is None:
+                raise PermanentMessageError(f"tool call {record.doc_id} of {run.run_id} vanished")
+            if fresh.status == "done":
+                raise _Done(fresh)
+            record, committed = fresh, None
         booked = limit is not None and await self._admit(record, agent.id, limit)
         claim = await self.deps.runs.start_tool_call(
-            run.run_id, record.seq, record.index, lease_seconds=lease
+            run.run_id, record.seq, record.index, lease_seconds=lease, committed=committed
         )
         if claim is None:
             raise PermanentMessageError(f"tool call {record.doc_id} of {run.run_id} vanished")
         stored = claim.record
         if claim.outcome == "done":
+            if committed is not None:
+                raise _Done(stored)  # a duplicate of a saved call: finish it, as if read
             return ToolResult(stored.result, stored.is_error)
         if booked and claim.outcome == "held":
             # The window's booked slot is the first claimer's: a duplicate delivery in that
@@ -274,15 +307,6 @@ class ToolInvoker:
             if not seen.newly_resolved:
                 await self.deps.publish([self._audit(record, run), *seen.publish])
                 return "duplicate" + ("-rewoke" if seen.wake else "")
-        event = ToolResultEvent(
-            run_id=record.run_id,
-            seq=record.seq,
-            id=event_id(record.seq, "c", record.index),
-            call_id=record.call.id,
-            tool_name=record.call.name,
-            result=record.result if record.result_uri is None else {"uri": record.result_uri},
-            is_error=record.is_error,
-        )
         finish = await self.deps.runs.finish_tool_call(
             record.run_id,
             record.seq,
@@ -290,7 +314,6 @@ class ToolInvoker:
             result=record.result,
             is_error=record.is_error,
             result_uri=record.result_uri,
-            events=[event],
             wake=wake,
             kind=kind,
         )

@@ -53,9 +53,7 @@ MAX_BACKOFF = 16
 
 
 def tool_dispatch(record: ToolCallRecord) -> OutboxMessage:
-    return OutboxMessage.of(
-        "tools", ToolMessage(run_id=record.run_id, seq=record.seq, index=record.index)
-    )
+    return OutboxMessage.of("tools", ToolMessage.of(record))
 
 
 def stalled(record: ToolCallRecord, now: datetime) -> bool:

@@ -16,9 +16,11 @@ from cloudagents.metrics import count
 _T = TypeVar("_T")
 
 
-def written(target: _T, n: int = 1) -> _T:
-    """Count a document write (billing and benchmarks) and return what writes it."""
-    count("firestore.write", n)
+def written(target: _T, n: int = 1, *, live: bool = False) -> _T:
+    """Count a document write (billing and benchmarks) and return what writes it. ``live``: a
+    live event's document (a streamed chunk, a status shown while it happens), billed the same
+    but counted apart (``firestore.write.live``), as ``designs/cost.md`` counts them."""
+    count("firestore.write.live" if live else "firestore.write", n)
     return target
 
 

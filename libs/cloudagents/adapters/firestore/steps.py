@@ -16,8 +16,19 @@ events would make the document larger than ``SPILL_BYTES`` (a step's tool result
 ``tool_result_inline_bytes`` each) writes them in the previous layout instead and marks its step
 document ``spilled``: no document nears Firestore's 1 MiB limit.
 
-Live events (streamed chunks, the "calling model" status, tool results) are written as they
-happen, in ``events/{id}`` as before: they are read by watchers before the step commits.
+Live events (streamed chunks, the "calling model" status) are written as they happen, in
+``events/{id}`` as before: they are read by watchers before the step commits. A tool call's
+result event is its saved ``tool_calls/{id}`` document (run version 6; ``stores.RESULT_EVENT``).
+
+A step's calls that nothing but their first claim writes (``ToolCallRecord.created_by_claim``)
+have no ``tool_calls/{id}`` document until that claim creates it (create-if-absent: the first
+delivery wins, a later one finds it); until then the step document lists them in ``calls``
+(version 2), and a reader that asks for them (a wake-up looking for a lost dispatch) finds them
+there: listed, no document = dispatched, never claimed.
+
+A step document names its ``schema_version``; a reader refuses one newer than it knows
+(``NewerSchemaVersion``: retried, so a release that does not know a newer layout never
+misreads it).
 """
 
 from __future__ import annotations
@@ -26,13 +37,15 @@ import json
 from typing import Any
 
 from cloudagents.adapters.firestore.ops import from_doc, to_doc
+from cloudagents.domain.errors import NewerSchemaVersion
 from cloudagents.domain.events import RUN_EVENT_ADAPTER, RunEvent
 from cloudagents.domain.messages import Message
-from cloudagents.domain.runs import Interaction
+from cloudagents.domain.runs import Interaction, ToolCallRecord
 
 STEPS = "steps"
 OPENING = "opening"
-STEP_DOC_VERSION = 1
+# Version 2: ``calls``, the step's calls that their first claim creates (run version 6).
+STEP_DOC_VERSION = 2
 # Well under Firestore's 1 MiB per document, with room for the interaction and field names.
 SPILL_BYTES = 512_000
 
@@ -47,9 +60,11 @@ def step_doc(
     messages: list[Message],
     events: list[RunEvent],
     interaction: Interaction | None,
+    calls: list[ToolCallRecord] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """The step document and whether its messages and events spill to the previous layout
-    (written there by the caller: one document each)."""
+    (written there by the caller: one document each, and then ``calls`` too, on their own
+    documents as before)."""
     message_docs = [m.model_dump(mode="json") for m in messages]
     event_docs = [e.model_dump(mode="json") for e in events]
     spilled = len(json.dumps([message_docs, event_docs], default=str)) > SPILL_BYTES
@@ -67,23 +82,45 @@ def step_doc(
         "interaction": (
             to_doc(interaction.model_dump(mode="json")) if interaction is not None else None
         ),
+        # The calls no document holds yet: each one's first claim creates its
+        # ``tool_calls/{id}`` document from this copy (the dispatch message carries it too).
+        "calls": [] if spilled else [to_doc(c.model_dump(mode="json")) for c in calls or []],
     }
     return doc, spilled
 
 
+def step_calls(doc: dict[str, Any]) -> list[ToolCallRecord]:
+    """The calls of a step that their first claim creates, as the step committed them."""
+    checked(doc)
+    return [ToolCallRecord.model_validate(from_doc(c)) for c in doc.get("calls") or []]
+
+
+def checked(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc``, if this release knows its version."""
+    version = doc.get("schema_version", 1)
+    if isinstance(version, int) and version > STEP_DOC_VERSION:
+        raise NewerSchemaVersion(
+            f"step document {doc.get('seq')} has schema_version {version}, newer than this "
+            f"release understands ({STEP_DOC_VERSION}); upgrade cloudagents"
+        )
+    return doc
+
+
 def step_messages(doc: dict[str, Any], start: int) -> list[Message]:
     """The messages of an unspilled step document from index ``start`` on."""
+    checked(doc)
     first = int(doc["first"])
     found = [Message.model_validate(m) for m in from_doc(doc.get("messages") or [])]
     return found[max(0, start - first) :]
 
 
 def step_events(doc: dict[str, Any]) -> list[RunEvent]:
+    checked(doc)
     return [RUN_EVENT_ADAPTER.validate_python(e) for e in from_doc(doc.get("events") or [])]
 
 
 def step_interaction(doc: dict[str, Any]) -> Interaction | None:
-    data = doc.get("interaction")
+    data = checked(doc).get("interaction")
     return Interaction.model_validate(from_doc(data)) if data else None
 
 

@@ -48,8 +48,8 @@ from cloudagents.domain.conversations import (
     holder_done,
     released,
 )
-from cloudagents.domain.errors import PermanentMessageError, TransientError
-from cloudagents.domain.events import RUN_EVENT_ADAPTER, RunEvent
+from cloudagents.domain.errors import PermanentMessageError
+from cloudagents.domain.events import RUN_EVENT_ADAPTER, RunEvent, event_id, tool_result_event
 from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
 from cloudagents.domain.results import LoopExit
@@ -62,7 +62,6 @@ from cloudagents.domain.runs import (
     PendingKind,
     RunRecord,
     RunStatus,
-    SnapshotPointer,
     ToolCallRecord,
     tool_call_doc_id,
     utcnow,
@@ -88,6 +87,24 @@ CONVERSATIONS = "conversations"
 
 def _message_doc(index: int, message: Message) -> dict[str, Any]:
     return {"i": index, **to_doc(message.model_dump(mode="json"))}
+
+
+# A saved (``done``) tool-call document names its result event (``tool_result_event``): the
+# events readers find the results past a cursor by a range on this one field, and no event
+# document is written for them (run version 6).
+RESULT_EVENT = "result_event"
+
+
+def _call_doc(call: ToolCallRecord) -> dict[str, Any]:
+    doc: dict[str, Any] = to_doc(call.model_dump(mode="json"))
+    if call.status == "done":
+        doc[RESULT_EVENT] = event_id(call.seq, "c", call.index)
+    return doc
+
+
+def _call(data: dict[str, Any] | None) -> ToolCallRecord:
+    fields = {k: v for k, v in (data or {}).items() if k != RESULT_EVENT}
+    return ToolCallRecord.model_validate(from_doc(fields))
 
 
 def _offer_doc(offer: HandoffOffer) -> dict[str, Any]:
@@ -133,6 +150,15 @@ class _Known:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self._data)
+
+
+class _Unclaimed:
+    """A call with no document yet, as this delivery found it listed by its step."""
+
+    exists = False
+
+    def __init__(self, record: ToolCallRecord) -> None:
+        self.record = record
 
 
 def _remember_call(key: tuple[str, int, int], snap: Any) -> None:
@@ -302,17 +328,31 @@ class FirestoreRunStore:
         found = [_message(d.to_dict()) async for d in counted_stream(query)]
         return list(reversed(found))
 
-    async def tool_calls(self, run_id: str, seq: int) -> list[ToolCallRecord]:
+    async def tool_calls(
+        self, run_id: str, seq: int, *, unclaimed: bool = True
+    ) -> list[ToolCallRecord]:
         query = (
             self._run_ref(run_id)
             .collection("tool_calls")
             .where(filter=firestore.FieldFilter("seq", "==", seq))
         )
-        calls = [
-            ToolCallRecord.model_validate(from_doc(d.to_dict()))
-            async for d in counted_stream(query)
-        ]
-        return sorted(calls, key=lambda c: c.index)
+        calls = {c.index: c for c in [_call(d.to_dict()) async for d in counted_stream(query)]}
+        if unclaimed:  # and the step's calls no claim has created yet (one read more)
+            for call in await self._step_calls(run_id, seq):
+                calls.setdefault(call.index, call)
+        return [calls[i] for i in sorted(calls)]
+
+    async def _step_calls(self, run_id: str, seq: int) -> list[ToolCallRecord]:
+        """The calls step ``seq`` listed for their first claim to create (their document may
+        exist by now: the caller prefers it)."""
+        ref = self._run_ref(run_id).collection(step_docs.STEPS).document(step_docs.step_doc_id(seq))
+        snap = await counted_get(ref)
+        return step_docs.step_calls(snap.to_dict()) if snap.exists else []
+
+    async def _unclaimed(self, run_id: str, seq: int, index: int) -> ToolCallRecord | None:
+        """A call with no document: as its step listed it, if it did."""
+        found = [c for c in await self._step_calls(run_id, seq) if c.index == index]
+        return found[0] if found else None
 
     def _call_ref(self, run_id: str, seq: int, index: int) -> Any:
         return self._run_ref(run_id).collection("tool_calls").document(tool_call_doc_id(seq, index))
@@ -320,9 +360,12 @@ class FirestoreRunStore:
     async def get_tool_call(self, run_id: str, seq: int, index: int) -> ToolCallRecord | None:
         snap = await counted_get(self._call_ref(run_id, seq, index))
         if not snap.exists:
-            return None
+            listed = await self._unclaimed(run_id, seq, index)
+            if listed is not None:  # its claim creates it from this copy, without a read
+                _remember_call((run_id, seq, index), _Unclaimed(listed))
+            return listed
         _remember_call((run_id, seq, index), snap)
-        return ToolCallRecord.model_validate(from_doc(snap.to_dict()))
+        return _call(snap.to_dict())
 
     async def commit_step(self, commit: StepCommit) -> RunRecord | None:
         ref = self._run_ref(commit.run_id)
@@ -345,14 +388,22 @@ class FirestoreRunStore:
                 interaction = commit.interaction.model_copy(
                     update={"applied_model_call": commit.applied_model_call}
                 )
+            # The calls whose first claim creates their document: listed by the step document.
+            listed = [c for c in commit.tool_calls if c.created_by_claim]
             if commit.new_messages or commit.events or interaction is not None:
-                # One document for the step's messages, events and interaction record.
+                # One document for the step's messages, events, interaction record and calls.
                 doc, spilled = step_docs.step_doc(
-                    run.seq, run.message_count, commit.new_messages, commit.events, interaction
+                    run.seq,
+                    run.message_count,
+                    commit.new_messages,
+                    commit.events,
+                    interaction,
+                    listed,
                 )
                 step_ref = ref.collection(step_docs.STEPS).document(step_docs.step_doc_id(run.seq))
                 writes.set(step_ref, doc)
                 if spilled:
+                    listed = []
                     for offset, message in enumerate(commit.new_messages):
                         index = run.message_count + offset
                         doc_ref = ref.collection("messages").document(f"{index:06d}")
@@ -362,11 +413,11 @@ class FirestoreRunStore:
                             ref.collection("events").document(event.id),
                             to_doc(event.model_dump(mode="json")),
                         )
+            else:
+                listed = []
             for call in commit.tool_calls:
-                writes.set(
-                    self._call_ref(run.run_id, call.seq, call.index),
-                    to_doc(call.model_dump(mode="json")),
-                )
+                if call not in listed:
+                    writes.set(self._call_ref(run.run_id, call.seq, call.index), _call_doc(call))
             if commit.handoff_offer is not None:
                 writes.set(
                     self.client.collection(OFFERS).document(commit.handoff_offer.offer_id),
@@ -482,28 +533,50 @@ class FirestoreRunStore:
         seq: int,
         index: int,
         change: Callable[[ToolCallRecord], tuple[ToolCallRecord | None, _R]],
+        committed: ToolCallRecord | None = None,
     ) -> _R | None:
         """Read the call; ``change`` gives the record to write (``None``: write nothing) and
         what to return, and the write applies only if the call is unchanged since the read
-        (``guarded``). ``None`` if the call does not exist."""
+        (``guarded``). A call with no document yet (its step listed it for its first claim to
+        create) is written by creating it, which fails if another delivery created it first;
+        ``committed``: that call as its step committed it, so the first attempt creates from
+        it without reading. ``None`` if the call does not exist."""
         ref = self._call_ref(run_id, seq, index)
         key = (run_id, seq, index)
         remembered = [_recall_call(key)]
+        absent = [committed] if committed is not None else []
+
+        def create(writes: Guarded, record: ToolCallRecord) -> _R:
+            updated, answer = change(record)
+            if updated is not None:
+                data = _call_doc(updated)
+                writes.create(ref, data)
+                _remember_written(writes, key, data)
+            return answer
 
         async def apply(writes: Guarded) -> _R | None:
             # First attempt: the call as this delivery knows it, if that leads to a write
-            # (conditioned on its version); otherwise, and on every retry, a fresh read.
+            # (conditioned on its version, or on its absence); otherwise, and on every retry,
+            # a fresh read.
             known = remembered.pop() if remembered else None
+            if isinstance(known, _Unclaimed):
+                absent[:] = absent or [known.record]
+                known = None
+            if known is None and absent:
+                record = absent.pop()
+                if change(record)[0] is not None:
+                    return create(writes, record)
             if known is not None:
-                updated, answer = change(ToolCallRecord.model_validate(from_doc(known.to_dict())))
+                updated, answer = change(_call(known.to_dict()))
                 snap = known
             if known is None or updated is None:
                 snap = await counted_get(ref)
                 if not snap.exists:
-                    return None
-                updated, answer = change(ToolCallRecord.model_validate(from_doc(snap.to_dict())))
+                    unclaimed = await self._unclaimed(run_id, seq, index)
+                    return None if unclaimed is None else create(writes, unclaimed)
+                updated, answer = change(_call(snap.to_dict()))
             if updated is not None:
-                data = to_doc(updated.model_dump(mode="json"))
+                data = _call_doc(updated)
                 writes.update_if_unchanged(ref, data, snap)
                 _remember_written(writes, key, data)
             return answer
@@ -512,13 +585,19 @@ class FirestoreRunStore:
         return result
 
     async def start_tool_call(
-        self, run_id: str, seq: int, index: int, *, lease_seconds: float
+        self,
+        run_id: str,
+        seq: int,
+        index: int,
+        *,
+        lease_seconds: float,
+        committed: ToolCallRecord | None = None,
     ) -> ToolClaim | None:
         def claim(call: ToolCallRecord) -> tuple[ToolCallRecord | None, ToolClaim]:
             updated, outcome = ToolClaim.decide(call, utcnow(), lease_seconds)
             return updated, ToolClaim(updated or call, outcome)
 
-        return await self._change_call(run_id, seq, index, claim)
+        return await self._change_call(run_id, seq, index, claim, committed)
 
     async def defer_tool_call(
         self, run_id: str, seq: int, index: int, *, until: datetime, window: int
@@ -558,25 +637,41 @@ class FirestoreRunStore:
         result: JsonValue,
         is_error: bool,
         result_uri: str | None,
-        events: list[RunEvent],
         wake: OutboxMessage,
         kind: PendingKind = "tool_call",
     ) -> ToolFinish | None:
         run_ref = self._run_ref(run_id)
         call_ref = self._call_ref(run_id, seq, index)
         remembered = [_recall_call((run_id, seq, index))]
+        first = [True]
+
+        def pending(run: RunRecord) -> bool:
+            return any(
+                item.kind == kind and item.id == tool_call_doc_id(seq, index)
+                for item in run.pending
+            )
 
         async def apply(writes: Guarded) -> ToolFinish | None:
-            # The run afresh, not from the delivery's get_run: the tool ran since, and the run's
-            # snapshot pointer has usually been written meanwhile (a failed write, then a read).
             # The call as this delivery saved it, on the first attempt: a result once done stays
-            # (and a call not done is written conditioned on that version).
+            # (and a call not done is written conditioned on that version). The run as the
+            # delivery read it, on the first attempt, if the call is still on its list there:
+            # nothing else writes a waiting run's document but its calls' finishes (its snapshot
+            # has no pointer there since version 6), so for a step's only call it is current,
+            # and if another call's finish wrote it since, the write fails and the next attempt
+            # reads it afresh. "Already resolved" is always decided on a fresh read.
             call_snap = (remembered.pop() if remembered else None) or await counted_get(call_ref)
-            run_snap = await counted_get(run_ref)
-            if not call_snap.exists or not run_snap.exists:
+            run_snap, run = await self._run_snapshot(run_id, first, pending)
+            # A call no claim created (its step lists it): finished by creating its document.
+            listed = (
+                call_snap.record
+                if isinstance(call_snap, _Unclaimed)
+                else None
+                if call_snap.exists
+                else await self._unclaimed(run_id, seq, index)
+            )
+            if (not call_snap.exists and listed is None) or run is None:
                 return None
-            call = ToolCallRecord.model_validate(from_doc(call_snap.to_dict()))
-            run = RunRecord.model_validate(from_doc(run_snap.to_dict()))
+            call = listed or _call(call_snap.to_dict())
             barrier = waits.resolve(
                 run,
                 kind,
@@ -597,14 +692,10 @@ class FirestoreRunStore:
                 done = call
             else:
                 done = call.finished_with(result, is_error, result_uri)
-                writes.update_if_unchanged(
-                    call_ref, to_doc(done.model_dump(mode="json")), call_snap
-                )
-            for event in events:
-                writes.set(
-                    run_ref.collection("events").document(event.id),
-                    to_doc(event.model_dump(mode="json")),
-                )
+                if listed is not None:
+                    writes.create(call_ref, _call_doc(done))
+                else:
+                    writes.update_if_unchanged(call_ref, _call_doc(done), call_snap)
             updated = run.model_copy(
                 update={
                     "pending": barrier.pending,
@@ -612,7 +703,11 @@ class FirestoreRunStore:
                     "updated_at": utcnow(),
                 }
             )
-            changed = updated.model_dump(mode="json", include={"pending", "outbox", "updated_at"})
+            # The run's version too: a version 5 run whose result event is now on its call
+            # document is not one a release that knows only version 5 reads right.
+            changed = updated.model_dump(
+                mode="json", include={"pending", "outbox", "updated_at", "schema_version"}
+            )
             writes.update_if_unchanged(run_ref, to_doc(changed), run_snap)
             return ToolFinish(
                 record=done,
@@ -641,31 +736,6 @@ class FirestoreRunStore:
             c.model_copy(update={"applied": True}) if c.attempt_id in named else c for c in calls
         ]
         return sorted(calls, key=lambda c: (c.seq, c.created_at))
-
-    async def set_snapshot(self, run_id: str, pointer: SnapshotPointer) -> bool:
-        # Not a transaction: the snapshotter runs beside the step and tool commits on the same
-        # document, and a transaction's read lock there deadlocks with theirs until Firestore
-        # times one out. A write conditioned on the update time read is enough for "only
-        # forward", and takes no lock.
-        ref = self._run_ref(run_id)
-        remembered = self._recall(run_id)  # first try: the run as this delivery read it
-        for _ in range(20):
-            snap = remembered or await counted_get(ref)
-            remembered = None
-            if not snap.exists:
-                return False
-            current = (snap.to_dict() or {}).get("snapshot")
-            if current is not None and current.get("seq", -1) >= pointer.seq:
-                return False
-            try:
-                await written(ref).update(
-                    {"snapshot": to_doc(pointer.model_dump(mode="json"))},
-                    option=self.client.write_option(last_update_time=snap.update_time),
-                )
-            except (gexc.FailedPrecondition, gexc.Aborted):
-                continue
-            return True
-        raise TransientError(f"run {run_id} kept changing while its snapshot was recorded")
 
     async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
         ref = self._run_ref(run_id)
@@ -712,13 +782,22 @@ class FirestoreRunStore:
             for event in step_docs.step_events(doc.to_dict()):
                 if after is None or event.id > after:
                     found[event.id] = event
+        # Tool results: the saved tool-call documents (an event written for one, by a run
+        # before version 6 or by an approval's decision, stands).
+        calls = self._run_ref(run_id).collection("tool_calls")
+        calls = calls.where(filter=firestore.FieldFilter(RESULT_EVENT, ">", after or ""))
+        async for doc in counted_stream(calls):
+            event = tool_result_event(_call(doc.to_dict()))
+            found.setdefault(event.id, event)
         return [found[i] for i in sorted(found)]
 
     async def add_events(self, run_id: str, events: list[RunEvent]) -> None:
+        # Live events only (the streamed chunks, the "calling model" status, a handoff's
+        # status): counted apart from the writes of the state machine.
         batch = self.client.batch()
         for event in events:
             doc = self._run_ref(run_id).collection("events").document(event.id)
-            written(batch).set(doc, to_doc(event.model_dump(mode="json")))
+            written(batch, live=True).set(doc, to_doc(event.model_dump(mode="json")))
         await batch.commit()
 
     async def interactions(self, run_id: str) -> list[Interaction]:
@@ -774,16 +853,14 @@ class FirestoreRunStore:
             change = rule(
                 ApprovalRecord.model_validate(from_doc(approval_snap.to_dict())),
                 RunRecord.model_validate(from_doc(run_snap.to_dict())),
-                ToolCallRecord.model_validate(from_doc(call_snap.to_dict())),
+                _call(call_snap.to_dict()),
             )
             if change.written:
                 writes.update_if_unchanged(
                     approval_ref, to_doc(change.approval.model_dump(mode="json")), approval_snap
                 )
             if change.call is not None:
-                writes.update_if_unchanged(
-                    call_ref, to_doc(change.call.model_dump(mode="json")), call_snap
-                )
+                writes.update_if_unchanged(call_ref, _call_doc(change.call), call_snap)
             if change.run is not None:
                 writes.update_if_unchanged(
                     run_ref, to_doc(change.run.model_dump(mode="json")), run_snap

@@ -21,7 +21,7 @@ from cloudagents.domain.conversations import (
     holder_done,
     released,
 )
-from cloudagents.domain.events import RunEvent
+from cloudagents.domain.events import RunEvent, tool_result_event
 from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
 from cloudagents.domain.results import LoopExit
@@ -34,7 +34,6 @@ from cloudagents.domain.runs import (
     PendingKind,
     RunRecord,
     RunStatus,
-    SnapshotPointer,
     ToolCallRecord,
     tool_call_doc_id,
     utcnow,
@@ -99,7 +98,9 @@ class InMemoryRunStore:
     async def recent_messages(self, run_id: str, limit: int) -> list[Message]:
         return list(self.transcripts[run_id][-limit:]) if limit > 0 else []
 
-    async def tool_calls(self, run_id: str, seq: int) -> list[ToolCallRecord]:
+    async def tool_calls(
+        self, run_id: str, seq: int, *, unclaimed: bool = True
+    ) -> list[ToolCallRecord]:
         prefix = f"{seq:06d}-"
         found = [
             c for (rid, doc), c in self.calls.items() if rid == run_id and doc.startswith(prefix)
@@ -149,8 +150,15 @@ class InMemoryRunStore:
             return self.runs[run.run_id].model_copy(deep=True)
 
     async def start_tool_call(
-        self, run_id: str, seq: int, index: int, *, lease_seconds: float
+        self,
+        run_id: str,
+        seq: int,
+        index: int,
+        *,
+        lease_seconds: float,
+        committed: ToolCallRecord | None = None,
     ) -> ToolClaim | None:
+        # Every call is stored when its step commits here; ``committed`` is not needed.
         async with self._lock:
             key = (run_id, tool_call_doc_id(seq, index))
             call = self.calls.get(key)
@@ -203,7 +211,6 @@ class InMemoryRunStore:
         result: JsonValue,
         is_error: bool,
         result_uri: str | None,
-        events: list[RunEvent],
         wake: OutboxMessage,
         kind: PendingKind = "tool_call",
     ) -> ToolFinish | None:
@@ -232,8 +239,6 @@ class InMemoryRunStore:
                 call if call.status == "done" else call.finished_with(result, is_error, result_uri)
             )
             self.calls[key] = done
-            for event in events:
-                self.event_records[run_id][event.id] = event
             self.runs[run_id] = run.model_copy(
                 update={
                     "pending": barrier.pending,
@@ -256,14 +261,6 @@ class InMemoryRunStore:
         calls = [r for (rid, _), r in self.model_call_records.items() if rid == run_id]
         return sorted(calls, key=lambda r: (r.seq, r.created_at))
 
-    async def set_snapshot(self, run_id: str, pointer: SnapshotPointer) -> bool:
-        async with self._lock:
-            run = self.runs.get(run_id)
-            if run is None or (run.snapshot is not None and run.snapshot.seq >= pointer.seq):
-                return False
-            self.runs[run_id] = run.model_copy(update={"snapshot": pointer})
-            return True
-
     async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
         async with self._lock:
             run = self.runs.get(run_id)
@@ -285,8 +282,17 @@ class InMemoryRunStore:
             return run.model_copy(deep=True)
 
     async def events(self, run_id: str, *, after: str | None = None) -> list[RunEvent]:
-        items = sorted(self.event_records[run_id].items())
-        return [event for key, event in items if after is None or key > after]
+        # Tool results are the saved calls themselves (a written one stands), as on Firestore.
+        found: dict[str, RunEvent] = {
+            event.id: event
+            for event in (
+                tool_result_event(c)
+                for (rid, _), c in self.calls.items()
+                if rid == run_id and c.status == "done"
+            )
+        }
+        found.update(self.event_records[run_id])
+        return [found[key] for key in sorted(found) if after is None or key > after]
 
     async def add_events(self, run_id: str, events: list[RunEvent]) -> None:
         for event in events:
