@@ -107,3 +107,18 @@ async def hang(seconds: float) -> str:
     """
     await asyncio.sleep(seconds)
     return "finally"
+
+
+@tool(timeout_seconds=3600)
+def gate(flag: str, seconds: float) -> str:
+    """A tool that returns once the test opens its gate (creates the file ``flag``), or after
+    ``seconds``: a test orders what the tool's result meets after it returns.
+
+    Args:
+        flag: the path of the file that opens the gate
+        seconds: the longest it waits
+    """
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "opened" if os.path.exists(flag) else "timed out"

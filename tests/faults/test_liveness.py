@@ -13,9 +13,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -252,8 +254,12 @@ def test_a_run_the_emulator_keeps_locked_finishes_late(stack: FaultStack) -> Non
     redelivery is allowed here (the proxy abandons every 5xx): only the run's wake-ups can
     finish it, once the lock is gone."""
     agent_id = unique("lock").replace("-", "")
-    stack.register(one_tool_agent(agent_id, {"name": "hang", "arguments": {"seconds": 2}}))
     run_id = unique("lock")
+    # The tool returns only once the lock is in place, so its finish meets the lock whatever
+    # the machine's load (a fixed delay raced the lock holder's start-up).
+    flag = Path(tempfile.gettempdir()) / f"{run_id}.gate"
+    gate = {"name": "gate", "arguments": {"flag": str(flag), "seconds": 120}}
+    stack.register(one_tool_agent(agent_id, gate))
     with proxied(stack, duplicate=False) as proxy:
         proxy.max_redeliveries = 0
         started = time.time()
@@ -269,7 +275,8 @@ def test_a_run_the_emulator_keeps_locked_finishes_late(stack: FaultStack) -> Non
         env = {**os.environ, "LOCKED_RUN": run_id, "GOOGLE_CLOUD_PROJECT": stack.local.project}
         subprocess.run([sys.executable, "-c", LOCK_HOLDER], env=env, check=True, timeout=60)
         locked_at = time.time()
-        time.sleep(4)  # the tool has returned and met the lock
+        flag.touch()  # open the gate: the tool returns, and its finish meets the lock
+        time.sleep(4)
         locked = stack.locked_documents(run_id)
         docs = stack.wait_finished([run_id], 240, follow_handoffs=False)
     finished_at = time.time()
