@@ -853,14 +853,25 @@ async def test_applying_an_unrecorded_model_call_keeps_model_calls_readable(
     assert await run_store.model_calls(run.run_id) == []
 
 
-async def test_a_wake_up_is_claimed_once(run_store: RunStore) -> None:
+async def test_a_wake_up_is_claimed_once_and_one_left_unfinished_is_taken_over(
+    run_store: RunStore,
+) -> None:
     run = await waiting_run(run_store, calls=1)
     claims = await asyncio.gather(
         *(run_store.claim_wake(run.run_id, "000001-0000") for _ in range(4))
     )
-    assert sorted(claims) == [False, False, False, True]
-    assert await run_store.claim_wake(run.run_id, "000001-0001")
-    assert await run_store.claim_wake(new_id("other"), "000001-0000")
+    assert sorted(claims) == ["claimed", "held", "held", "held"]
+    await run_store.finish_wake(run.run_id, "000001-0000")
+    assert await run_store.claim_wake(run.run_id, "000001-0000") == "done"
+    assert await run_store.claim_wake(run.run_id, "000001-0001") == "claimed"
+    assert await run_store.claim_wake(new_id("other"), "000001-0000") == "claimed"
+    # a handler that claimed and died: held within the hold, then taken over exactly once
+    assert await run_store.claim_wake(run.run_id, "000001-0001", hold_seconds=60) == "held"
+    await asyncio.sleep(0.6)  # past the hold below; a takeover's own write is then fresh
+    takeovers = await asyncio.gather(
+        *(run_store.claim_wake(run.run_id, "000001-0001", hold_seconds=0.5) for _ in range(3))
+    )
+    assert sorted(takeovers) == ["claimed", "held", "held"]
 
 
 # --------------------------------------------------------------------------------------------

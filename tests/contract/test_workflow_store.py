@@ -145,9 +145,9 @@ async def test_a_wake_up_is_claimed_once_and_a_claim_left_unfinished_is_taken_ov
     # a handler that claimed and died: held within the hold, then taken over exactly once
     assert await store.claim_wake(wid, "000001-0001") == "claimed"
     assert await store.claim_wake(wid, "000001-0001", hold_seconds=60) == "held"
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.6)  # past the hold below; a takeover's own write is then fresh
     takeovers = await asyncio.gather(
-        *(store.claim_wake(wid, "000001-0001", hold_seconds=0.01) for _ in range(3))
+        *(store.claim_wake(wid, "000001-0001", hold_seconds=0.5) for _ in range(3))
     )
     assert sorted(takeovers) == ["claimed", "held", "held"]
     assert await store.claim_wake(wid, "000001-0001", hold_seconds=60) == "held"

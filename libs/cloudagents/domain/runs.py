@@ -420,6 +420,14 @@ class ToolMessage(Persisted):
 CARRIED_CALL_BYTES = 8_000
 
 
+WakeClaim = Literal["claimed", "done", "held"]
+"""What claiming a wake-up found: ``claimed`` (this delivery does the work), ``done`` (a
+duplicate of one already handled), ``held`` (another delivery is handling it: retry later)."""
+WAKE_HOLD_SECONDS = 60.0
+"""A wake-up claimed and not finished for this long is taken over: its handler died between
+the claim and scheduling the next wake-up, and the chain must not end with it."""
+
+
 class WakeUp(Persisted):
     """The body of a wake-up task (``{ws}-wakeups`` queue, ``runtime/wakeups.py``).
 

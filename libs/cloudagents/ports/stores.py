@@ -20,6 +20,7 @@ from cloudagents.domain.events import RunEvent
 from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
 from cloudagents.domain.runs import (
+    WAKE_HOLD_SECONDS,
     AuditRecord,
     DeadLetter,
     Interaction,
@@ -29,6 +30,7 @@ from cloudagents.domain.runs import (
     RunRecord,
     RunStatus,
     ToolCallRecord,
+    WakeClaim,
 )
 from cloudagents.domain.steps import StepCommit
 from cloudagents.engine.approvals import ApprovalChange
@@ -246,10 +248,18 @@ class RunStore(Protocol):
         finishing commit appends its answer and lets go (``StepCommit.conversation_reply``)."""
         ...
 
-    async def claim_wake(self, run_id: str, key: str) -> bool:
-        """Mark the wake-up ``key`` of the run as handled; ``False`` if it already was. One
-        document per wake-up (not the run's), created at most once: duplicated wake-up tasks
-        (the Cloud Tasks emulator does not de-duplicate) are told apart from the first."""
+    async def claim_wake(
+        self, run_id: str, key: str, hold_seconds: float = WAKE_HOLD_SECONDS
+    ) -> WakeClaim:
+        """Claim the wake-up ``key`` of the run: ``claimed`` for the delivery that does the
+        work, ``done`` for a duplicate of one finished (``finish_wake``), ``held`` while another
+        delivery has it. One document per wake-up (not the run's): duplicated wake-up tasks (the
+        Cloud Tasks emulator does not de-duplicate) are told apart from the first, and a claim
+        not finished within ``hold_seconds`` (its handler died) is taken over by one delivery."""
+        ...
+
+    async def finish_wake(self, run_id: str, key: str) -> None:
+        """The claimed wake-up ``key`` did its work and scheduled the next one."""
         ...
 
 

@@ -15,7 +15,8 @@ handled by the run executor at ``/tasks/wake``):
   it schedules the next one, backing off (2x, 4x … 16x ``WAKE_SECONDS``), while the run still
   waits at that step. Each wake-up of a wait (``gen``) is handled once: a duplicate task finds
   it claimed (``RunStore.claim_wake``) and does nothing, so duplicates never multiply into
-  parallel chains;
+  parallel chains; a claim is finished once the next wake-up is scheduled, and one whose handler
+  died in between is taken over by a later delivery after ``WAKE_HOLD_SECONDS``;
 * the **deferred-call** wake-up (``item``), scheduled by the tool invoker at the start of the
   rate-limit window a refused call booked: it dispatches that call.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from cloudagents.domain.errors import TransientError
 from cloudagents.domain.runs import (
     OutboxMessage,
     RunRecord,
@@ -101,18 +103,32 @@ class WakeUps:
                 return await self._time_out(run, now)
             if waiting:
                 return "waiting"  # the wait's own wake-ups carry it to the deadline
-            if not await self.deps.runs.claim_wake(run.run_id, f"deadline-{wake.gen:04d}"):
+            key = f"deadline-{wake.gen:04d}"
+            if not await self._claim(run.run_id, key):
                 return "duplicate"
             # Early (a clock ahead of the task's): the deadline wake-up must not be lost.
             await self.deps.schedule_wake(
                 WakeUp(run_id=run.run_id, at=run.deadline_at, gen=wake.gen + 1)
             )
+            await self.deps.runs.finish_wake(run.run_id, key)
             return "not-yet"
         if not waiting:
             return "busy"
-        if not await self.deps.runs.claim_wake(run.run_id, f"{run.seq:06d}-{wake.gen:04d}"):
+        key = f"{run.seq:06d}-{wake.gen:04d}"
+        if not await self._claim(run.run_id, key):
             return "duplicate"  # another copy of this wake-up did the work and scheduled the next
-        return await self._wake_waiting(run, now, wake.gen)
+        outcome = await self._wake_waiting(run, now, wake.gen)
+        await self.deps.runs.finish_wake(run.run_id, key)
+        return outcome
+
+    async def _claim(self, run_id: str, key: str) -> bool:
+        """True: this delivery handles the wake-up; False: a duplicate of one handled. While
+        another delivery holds it, a ``TransientError`` (503): Cloud Tasks retries later, when
+        it is finished or, its handler dead, taken over (``RunStore.claim_wake``)."""
+        claim = await self.deps.runs.claim_wake(run_id, key)
+        if claim == "held":
+            raise TransientError(f"wake-up {key} of run {run_id} is being handled")
+        return claim == "claimed"
 
     async def _expire(self, run_id: str, approval_id: str) -> str:
         try:

@@ -21,18 +21,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any
 
-from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from cloudagents.adapters.firestore.ops import (
     Guarded,
+    claim_wake_document,
     counted_get,
     counted_stream,
+    finish_wake_document,
     guarded,
     written,
 )
+from cloudagents.domain.runs import WAKE_HOLD_SECONDS, WakeClaim
 from cloudagents.graphs.documents import (
     Claim,
     NodeWorkerDocument,
@@ -63,9 +65,6 @@ CHECKPOINTS = "checkpoints"
 WORKERS = "node_workers"
 EVENTS = "events"
 WAKES = "wakes"
-WAKE_HOLD_SECONDS = 60.0
-"""A wake-up claim older than this, not finished, is taken over (its handler died)."""
-WakeClaim = Literal["claimed", "done", "held"]
 
 
 def _run_data(run: WorkflowRunDocument) -> dict[str, Any]:
@@ -520,35 +519,15 @@ class FirestoreGraphStore:
     async def claim_wake(
         self, workflow_id: str, key: str, hold_seconds: float = WAKE_HOLD_SECONDS
     ) -> WakeClaim:
-        """Take the wake-up ``key`` (``{step:06d}-{gen:04d}``) of a run: ``claimed`` for the
-        first caller; ``done`` for a duplicate of a wake-up whose handler finished it
-        (``finish_wake``: the Cloud Tasks emulator does not drop tasks of the same name);
-        ``held`` while another handler has it. A claim its handler did not finish within
-        ``hold_seconds`` (the handler died after claiming, before scheduling the next wake-up)
-        is taken over by the next delivery, so the chain is not lost with it."""
+        """Take the wake-up ``key`` (``{step:06d}-{gen:04d}``) of a run: ``claimed``, ``done``
+        or ``held`` (``ops.claim_wake_document``; the Cloud Tasks emulator does not drop tasks
+        of the same name, and a claim whose handler died is taken over after the hold)."""
         ref = self._run_ref(workflow_id).collection(WAKES).document(key)
-        try:
-            await written(ref).create({"at": time.time(), "done": False})
-            return "claimed"
-        except gexc.AlreadyExists:
-            pass
-        snapshot = await counted_get(ref)
-        data = snapshot.to_dict() or {}
-        if data.get("done", True):
-            return "done"  # finished (a claim written before ``done`` existed counts as done)
-        if time.time() - float(data.get("at", 0.0)) < hold_seconds:
-            return "held"
-        option = self.client.write_option(last_update_time=snapshot.update_time)
-        try:
-            await written(ref).update({"at": time.time()}, option=option)
-        except (gexc.FailedPrecondition, gexc.NotFound):
-            return "held"  # another delivery took it over first
-        return "claimed"
+        return await claim_wake_document(self.client, ref, hold_seconds)
 
     async def finish_wake(self, workflow_id: str, key: str) -> None:
-        """The claimed wake-up ``key`` did its work and scheduled what follows it."""
-        ref = self._run_ref(workflow_id).collection(WAKES).document(key)
-        await written(ref).update({"done": True})
+        """The claimed wake-up ``key`` did its work and scheduled the next."""
+        await finish_wake_document(self._run_ref(workflow_id).collection(WAKES).document(key))
 
     # node workers -------------------------------------------------------------------------
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
 
 from cloudagents.domain.errors import TransientError
+from cloudagents.domain.runs import WakeClaim
 from cloudagents.metrics import count
 
 _T = TypeVar("_T")
@@ -38,6 +40,37 @@ async def counted_stream(query: Any) -> AsyncIterator[Any]:
         n += 1
         yield doc
     count("firestore.read", max(n, 1))
+
+
+async def claim_wake_document(client: Any, ref: Any, hold_seconds: float) -> WakeClaim:
+    """Claim a wake-up on its own document ``ref`` (``RunStore.claim_wake``, the graph store's):
+    created by the first delivery; a later one is told ``done`` once ``finish_wake_document``
+    marked it, ``held`` while it is younger than ``hold_seconds``, and after that takes it over
+    (one delivery only: the update is conditioned on the document as read)."""
+    try:
+        await written(ref).create({"at": time.time(), "done": False})
+        return "claimed"
+    except gexc.AlreadyExists:
+        pass
+    snapshot = await counted_get(ref)
+    data = snapshot.to_dict() or {}
+    if data.get("done", True):
+        return "done"  # finished (a claim written before ``done`` existed counts as done)
+    at = data.get("at", 0.0)
+    at = at.timestamp() if hasattr(at, "timestamp") else float(at)
+    if time.time() - at < hold_seconds:
+        return "held"
+    option = client.write_option(last_update_time=snapshot.update_time)
+    try:
+        await written(ref).update({"at": time.time()}, option=option)
+    except (gexc.FailedPrecondition, gexc.NotFound):
+        return "held"  # another delivery took it over first
+    return "claimed"
+
+
+async def finish_wake_document(ref: Any) -> None:
+    """The claimed wake-up did its work and scheduled what follows it."""
+    await written(ref).update({"done": True})
 
 
 # Firestore cannot store an array directly inside an array, nor map keys that are empty or look

@@ -25,9 +25,11 @@ from pydantic import JsonValue
 from cloudagents.adapters.firestore import steps as step_docs
 from cloudagents.adapters.firestore.ops import (
     Guarded,
+    claim_wake_document,
     contention_exhausted,
     counted_get,
     counted_stream,
+    finish_wake_document,
     from_doc,
     guarded,
     to_doc,
@@ -54,6 +56,7 @@ from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
 from cloudagents.domain.results import LoopExit
 from cloudagents.domain.runs import (
+    WAKE_HOLD_SECONDS,
     AuditRecord,
     DeadLetter,
     Interaction,
@@ -63,6 +66,7 @@ from cloudagents.domain.runs import (
     RunRecord,
     RunStatus,
     ToolCallRecord,
+    WakeClaim,
     tool_call_doc_id,
     utcnow,
 )
@@ -890,13 +894,14 @@ class FirestoreRunStore:
                 found.append(ApprovalGrant.model_validate(from_doc(snap.to_dict())))
         return found
 
-    async def claim_wake(self, run_id: str, key: str) -> bool:
+    async def claim_wake(
+        self, run_id: str, key: str, hold_seconds: float = WAKE_HOLD_SECONDS
+    ) -> WakeClaim:
         doc = self._run_ref(run_id).collection("wakeups").document(key)
-        try:
-            await written(doc).create({"at": utcnow()})
-        except gexc.AlreadyExists:
-            return False
-        return True
+        return await claim_wake_document(self.client, doc, hold_seconds)
+
+    async def finish_wake(self, run_id: str, key: str) -> None:
+        await finish_wake_document(self._run_ref(run_id).collection("wakeups").document(key))
 
 
 class FirestoreAgentStore:

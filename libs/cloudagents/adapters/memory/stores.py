@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from datetime import datetime
 
@@ -26,6 +27,7 @@ from cloudagents.domain.handoffs import HandoffOffer
 from cloudagents.domain.messages import Message
 from cloudagents.domain.results import LoopExit
 from cloudagents.domain.runs import (
+    WAKE_HOLD_SECONDS,
     AuditRecord,
     DeadLetter,
     Interaction,
@@ -35,6 +37,7 @@ from cloudagents.domain.runs import (
     RunRecord,
     RunStatus,
     ToolCallRecord,
+    WakeClaim,
     tool_call_doc_id,
     utcnow,
 )
@@ -56,7 +59,7 @@ class InMemoryRunStore:
         self.interaction_records: dict[str, Interaction] = {}
         self.event_records: defaultdict[str, dict[str, RunEvent]] = defaultdict(dict)
         self.offers: dict[str, HandoffOffer] = {}
-        self.wakes: set[tuple[str, str]] = set()
+        self.wakes: dict[tuple[str, str], tuple[float, bool]] = {}
         self.approval_records: dict[str, ApprovalRecord] = {}
         self.conversations: dict[str, ConversationRecord] = {}
         self.conversation_log: defaultdict[str, list[Message]] = defaultdict(list)
@@ -389,11 +392,20 @@ class InMemoryRunStore:
         keys = grant_doc_ids(run_id, agent_id, tools)
         return [self.grants[k].model_copy(deep=True) for k in keys if k in self.grants]
 
-    async def claim_wake(self, run_id: str, key: str) -> bool:
-        if (run_id, key) in self.wakes:
-            return False
-        self.wakes.add((run_id, key))
-        return True
+    async def claim_wake(
+        self, run_id: str, key: str, hold_seconds: float = WAKE_HOLD_SECONDS
+    ) -> WakeClaim:
+        claim = self.wakes.get((run_id, key))
+        if claim is not None and claim[1]:
+            return "done"
+        if claim is not None and time.time() - claim[0] < hold_seconds:
+            return "held"
+        self.wakes[(run_id, key)] = (time.time(), False)
+        return "claimed"
+
+    async def finish_wake(self, run_id: str, key: str) -> None:
+        at, _ = self.wakes[(run_id, key)]
+        self.wakes[(run_id, key)] = (at, True)
 
 
 class InMemoryAgentStore:
